@@ -1,0 +1,40 @@
+"""The ``aptrank`` command: one CLI, one module per subcommand under :mod:`pipeline.commands`.
+
+Each command module defines ``register(app: typer.Typer) -> None``; the list below is the only
+place that knows which commands exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+COMMAND_MODULES: tuple[str, ...] = ("generate",)
+
+app = typer.Typer(
+    name="aptrank",
+    help="Multi-task ranking pipeline: ETL, multi-task training with task-aware optimizers, "
+    "MLflow registry, ONNX scoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"pipeline.commands.{name}")
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point (``aptrank``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one install script: used by `make`, CI (.ci/run) and the Dockerfile alike.
+# Creates .venv (or $APTRANK_VENV) with the pinned environment of requirements.txt, TorchRec
+# without its GPU-only metadata deps, and aptrank itself in editable mode.
+# Idempotent: a stamp holds the hash of everything that defines the environment; a second run
+# with nothing changed returns in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${APTRANK_VENV:-.venv}"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif command -v python3.11 >/dev/null 2>&1; then PY=python3.11
+else PY=python3; fi
+
+stamp="$VENV/.aptrank-install-stamp"
+want=$(cat requirements.txt scripts/install.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "install: environment up to date ($VENV)"
+  exit 0
+fi
+
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "aptrank needs Python 3.11, got %s" % sys.version.split()[0]'
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip, with the machine-local index warnings filtered out; a failure still fails the script.
+run_pip() {
+  local log; log=$(mktemp)
+  if ! "${pip[@]}" "$@" >"$log" 2>&1; then
+    grep -v 'is ignored: it is neither' "$log" >&2; rm -f "$log"; return 1
+  fi
+  grep -v 'is ignored: it is neither' "$log" || true; rm -f "$log"
+}
+echo "install: pinned requirements into $VENV (first run takes a few minutes)"
+run_pip install -q -r requirements.txt
+# torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build (fbgemm-gpu-cpu) is pinned above.
+run_pip install -q --no-deps torchrec==1.8.0
+run_pip install -q --no-deps -e .
+"$VENV/bin/python" -c 'import torch, torchrec, polars, mlflow, onnxruntime; print("install: ok torch", torch.__version__, "torchrec", torchrec.__version__ if hasattr(torchrec, "__version__") else "?")'
+echo "$want" > "$stamp"
