@@ -1,0 +1,103 @@
+"""SpecEmbedding: the FeatureSpec's features turned into one dense [B, D] tensor.
+
+Training path: a TorchRec ``EmbeddingBagCollection`` (one table per spec ``table``; features sharing a
+table list it in ``feature_names``) fed a ``KeyedJaggedTensor`` built from the plain batch. Single
+categoricals are length-1 bags, sequence features are mean-pooled over their valid prefix (TorchRec,
+"Introduction to TorchRec" / ``torchrec.modules.embedding_modules``). The output is the pooled
+embeddings in spec order (categorical, then sequence features), followed by the dense features:
+``D = (C + S) * embedding_dim + len(dense)``.
+
+Export path (``forward_plain``): the same pooling written with plain ops on the same weights
+(gather, length mask, sum, divide), with no data-dependent shapes, so ``torch.onnx.export`` can
+trace it with a dynamic batch axis. Lengths are clamped to ``[0, max_len]`` of each feature in both
+paths; an empty sequence pools to zeros in both (EmbeddingBag's empty-bag rule).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+from data.spec import FeatureSpec
+from models.batch import FeatureBatch
+
+
+class SpecEmbedding(nn.Module):
+    """Embedding layer built from a FeatureSpec; ``output_dim`` is the width D of its output."""
+
+    def __init__(self, spec: FeatureSpec, embedding_dim: int, sparse: bool = True) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embedding_dim = embedding_dim
+        members: dict[str, list[str]] = {table: [] for table in spec.tables()}
+        for f in (*spec.categorical, *spec.sequence):
+            members[f.table].append(f.name)
+        configs = [
+            EmbeddingBagConfig(
+                name=table,
+                embedding_dim=embedding_dim,
+                num_embeddings=rows,
+                feature_names=members[table],
+                pooling=PoolingType.MEAN,
+            )
+            for table, rows in spec.tables().items()
+        ]
+        self.ebc: EmbeddingBagCollection | None = EmbeddingBagCollection(tables=configs) if configs else None
+        if self.ebc is not None:
+            for bag in self.ebc.embedding_bags.values():
+                bag.sparse = sparse
+        self._sparse_keys = [f.name for f in (*spec.categorical, *spec.sequence)]
+        self.output_dim = len(self._sparse_keys) * embedding_dim + len(spec.dense)
+
+    def table_weights(self) -> dict[str, nn.Parameter]:
+        """Spec table name -> its weight [rows, embedding_dim]."""
+        if self.ebc is None:
+            return {}
+        return {name: bag.weight for name, bag in self.ebc.embedding_bags.items()}
+
+    # ---- training path -------------------------------------------------------------------------
+    def build_kjt(self, batch: FeatureBatch) -> KeyedJaggedTensor:
+        """The batch's sparse features as a KeyedJaggedTensor (keys in spec order)."""
+        b = batch.batch_size
+        values = [batch.categorical.t().reshape(-1)]
+        lengths = [torch.ones(b * len(self.spec.categorical), dtype=torch.int64, device=values[0].device)]
+        for j, s in enumerate(self.spec.sequence):
+            ids, mask, count = _prefix(batch.sequence[:, j], batch.sequence_lengths[:, j], s.max_len)
+            values.append(ids[mask])
+            lengths.append(count)
+        return KeyedJaggedTensor(keys=self._sparse_keys, values=torch.cat(values), lengths=torch.cat(lengths))
+
+    def forward(self, batch: FeatureBatch) -> torch.Tensor:
+        batch.check_shapes(self.spec)
+        if self.ebc is None:
+            return batch.dense
+        pooled = self.ebc(self.build_kjt(batch)).to_dict()
+        return torch.cat([*(pooled[k] for k in self._sparse_keys), batch.dense], dim=1)
+
+    # ---- export path ---------------------------------------------------------------------------
+    def forward_plain(
+        self,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor,
+        sequence_lengths: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> torch.Tensor:
+        """Same output as ``forward`` from plain tensors: gather + length mask + mean."""
+        weights = self.table_weights()
+        parts = [F.embedding(categorical[:, i], weights[f.table]) for i, f in enumerate(self.spec.categorical)]
+        for j, s in enumerate(self.spec.sequence):
+            ids, mask, count = _prefix(sequence[:, j], sequence_lengths[:, j], s.max_len)
+            rows = F.embedding(torch.where(mask, ids, 0), weights[s.table])
+            summed = (rows * mask.unsqueeze(-1).to(rows.dtype)).sum(dim=1)
+            parts.append(summed / count.clamp(min=1).unsqueeze(-1).to(rows.dtype))
+        return torch.cat([*parts, dense], dim=1)
+
+
+def _prefix(ids: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``max_len`` positions of ``ids`` [B, L], the valid-prefix mask [B, max_len] and the
+    clamped lengths [B]."""
+    count = lengths.clamp(min=0, max=max_len)
+    positions = torch.arange(max_len, device=ids.device)
+    return ids[:, :max_len], positions.unsqueeze(0) < count.unsqueeze(1), count

@@ -1,0 +1,89 @@
+"""Export path: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
+
+``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling
+is recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain``), then the
+model's own dense part and a sigmoid. ``export_onnx`` writes it with the dynamo-based
+``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds the FeatureSpec in the
+ONNX metadata, so scorers can check the features they are sent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data.spec import INPUT_NAMES, OUTPUT_NAME, FeatureSpec, SpecError
+from models.base import MultiTaskModel
+from models.batch import FeatureBatch
+
+#: ONNX metadata keys written by ``export_onnx``.
+META_FEATURE_SPEC = "feature_spec"
+META_FEATURE_SPEC_HASH = "feature_spec_hash"
+META_TASK_NAMES = "task_names"
+
+EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
+
+
+class ExportModule(nn.Module):
+    """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor,
+        sequence_lengths: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> torch.Tensor:
+        embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense)
+        logits, _ = self.model.head(embedded)
+        return torch.sigmoid(logits)
+
+
+def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec) -> Path:
+    """Write ``model`` as an ONNX graph with inputs ``INPUT_NAMES`` (dynamic batch axis) and output
+    ``OUTPUT_NAME`` [B, K] (probabilities, columns in ``model.task_names`` order).
+
+    Metadata: ``feature_spec`` (the spec's JSON), ``feature_spec_hash``, ``task_names`` (JSON list).
+    Weights go to an external data file only when the model exceeds ONNX's 2 GB limit. The model is
+    exported in eval mode and its training flag is restored afterwards.
+    """
+    if spec.hash != model.spec.hash:
+        raise SpecError(
+            f"export_onnx: FeatureSpec {spec.hash[:12]} is not the one the model was built from "
+            f"({model.spec.hash[:12]})"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = FeatureBatch.random(spec, EXAMPLE_BATCH_SIZE, torch.Generator().manual_seed(0), with_labels=False)
+    batch = torch.export.Dim("batch")
+    was_training = model.training
+    try:
+        program = torch.onnx.export(
+            ExportModule(model).eval(),
+            example.inputs(),
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=tuple({0: batch} for _ in INPUT_NAMES),
+            verbose=False,
+        )
+    finally:
+        model.train(was_training)
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise RuntimeError("export_onnx: torch.onnx.export returned no program")
+    program.model.metadata_props.update(
+        {
+            META_FEATURE_SPEC: spec.to_json(),
+            META_FEATURE_SPEC_HASH: spec.hash,
+            META_TASK_NAMES: json.dumps(model.task_names),
+        }
+    )
+    program.save(path)
+    return path
