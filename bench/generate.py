@@ -1,0 +1,141 @@
+"""Benchmark of the streaming synthetic log generator (``data.synthetic``).
+
+Runs the generator in a child process at ``--events`` (default 10M) and at a baseline of
+``--baseline-events`` (default 1M, same world), measures wall time, CPU time and peak RSS of the
+child (psutil polled every 20 ms, cross-checked with ``getrusage(RUSAGE_CHILDREN).ru_maxrss``),
+prints events/s and the ratios against the baseline, and writes ``bench/results/generate.json``.
+Linear scaling shows as a time ratio near the event ratio (less, since start-up is fixed) and an RSS
+ratio near 1 once chunks are full: peak memory follows the largest chunk and the world, and the 1M
+baseline's chunks are smaller because its days hold fewer rows. Targets: 10M events in <= 60 s
+wall and <= 3 GB peak RSS on 2 cores. The load average before each run is recorded because other
+processes may share the cores.
+
+    .venv/bin/python bench/generate.py [--events 10000000] [--baseline-events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.synthetic import GeneratorConfig, generate  # noqa: E402
+from data.synthetic.generator import STREAM_PLAN, stream_rng  # noqa: E402
+from data.synthetic.plan import make_plan  # noqa: E402
+
+RESULT = ROOT / "bench" / "results" / "generate.json"
+WALL_LIMIT_S = 60.0
+RSS_LIMIT_BYTES = 3 * 1024**3
+
+
+def _config(args: argparse.Namespace, events: int) -> GeneratorConfig:
+    return GeneratorConfig(users=args.users, items=args.items, events=events, days=args.days, bad_rows=args.bad_rows)
+
+
+def _largest_chunk(cfg: GeneratorConfig) -> int:
+    """Rows of the largest chunk: with the world, what peak memory depends on."""
+    return max(c.rows for c in make_plan(cfg, stream_rng(cfg.seed, STREAM_PLAN)))
+
+
+def measure(args: argparse.Namespace, events: int) -> dict[str, float]:
+    """Run one generation in a child process; wall, CPU and peak RSS of that process."""
+    with tempfile.TemporaryDirectory(prefix="aptrank-bench-gen-") as tmp:
+        cmd = [sys.executable, __file__, "--child", tmp, "--events", str(events)]
+        cmd += ["--users", str(args.users), "--items", str(args.items), "--days", str(args.days)]
+        cmd += ["--bad-rows", str(args.bad_rows)]
+        load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd)
+        peak = 0
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                peak = max(peak, ps.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        if proc.wait() != 0:
+            raise SystemExit(f"generator child failed with exit code {proc.returncode}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak = max(peak, after.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux (max over children so far)
+    return {
+        "events": events,
+        "largest_chunk_rows": _largest_chunk(_config(args, events)),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_bytes": peak,
+        "events_per_s": events / wall,
+        "disk_bytes": disk,
+        "load_avg_1m_before": load,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--baseline-events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--bad-rows", type=float, default=0.01)
+    parser.add_argument("--child", metavar="OUT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        generate(args.child, _config(args, args.events))
+        return
+
+    base = measure(args, args.baseline_events)
+    big = measure(args, args.events)
+    scale = args.events / args.baseline_events
+    ratios = {
+        "event_ratio": scale,
+        "wall_ratio": big["wall_s"] / base["wall_s"],
+        "cpu_ratio": big["cpu_s"] / base["cpu_s"],
+        "rss_ratio": big["peak_rss_bytes"] / base["peak_rss_bytes"],
+        "throughput_ratio": big["events_per_s"] / base["events_per_s"],
+    }
+    result = {
+        "benchmark": "generate",
+        "config": {k: v for k, v in vars(args).items() if k != "child"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "baseline": base,
+        "run": big,
+        "ratios_vs_baseline": ratios,
+        "targets": {"wall_s_max": WALL_LIMIT_S, "peak_rss_bytes_max": RSS_LIMIT_BYTES},
+        "meets_targets": big["wall_s"] <= WALL_LIMIT_S and big["peak_rss_bytes"] <= RSS_LIMIT_BYTES,
+    }
+    for name, r in (("baseline", base), ("run", big)):
+        print(
+            f"{name:8s} {r['events']:>11,} events  wall {r['wall_s']:6.1f} s  cpu {r['cpu_s']:6.1f} s  "
+            f"{r['events_per_s'] / 1e3:7.0f} k events/s  peak RSS {r['peak_rss_bytes'] / 2**20:6.0f} MiB  "
+            f"disk {r['disk_bytes'] / 2**20:6.0f} MiB  largest chunk {r['largest_chunk_rows']:,} rows  "
+            f"load {r['load_avg_1m_before']:.2f}"
+        )
+    print(
+        f"x{scale:.0f} events: wall x{ratios['wall_ratio']:.2f}, cpu x{ratios['cpu_ratio']:.2f}, "
+        f"peak RSS x{ratios['rss_ratio']:.2f}, throughput x{ratios['throughput_ratio']:.2f}; "
+        f"targets (<= {WALL_LIMIT_S:.0f} s, <= 3 GiB): {'met' if result['meets_targets'] else 'MISSED'}"
+    )
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
