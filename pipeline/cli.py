@@ -10,7 +10,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("generate",)
+COMMAND_MODULES: tuple[str, ...] = ("generate", "train")
 
 app = typer.Typer(
     name="aptrank",

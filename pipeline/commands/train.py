@@ -1,0 +1,89 @@
+"""``aptrank train``: train one multi-task ranker on an ETL output, with optional single-task baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pipeline.config import ConfigError, JobConfig, load_config
+
+if TYPE_CHECKING:
+    from pipeline.trainer import TrainResult
+
+BASELINES_FILE = "baselines.json"
+
+
+def train_baselines(cfg: JobConfig, features: Path, run_dir: Path, progress: bool) -> dict[str, dict[str, float]]:
+    """Train one ``single_task`` model per task with the same trainer; return test metrics per task."""
+    from data.spec import FeatureSpec
+    from pipeline.trainer import Trainer
+
+    out: dict[str, dict[str, float]] = {}
+    for task in FeatureSpec.read(features).task_names:
+        model = {**cfg.model, "arch": "single_task", "task": task}
+        single = replace(cfg, model=model)
+        result = Trainer(single, features, run_dir / "baselines" / task, progress=progress).fit()
+        out[task] = result.evaluation["test"]["tasks"][task]
+    (run_dir / BASELINES_FILE).write_text(json.dumps(out, indent=2, sort_keys=True))
+    return out
+
+
+def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool = False,
+                 baselines: bool = False, progress: bool = True, trainer_kwargs: dict | None = None) -> TrainResult:
+    """Train (or resume), then add Δm% against single-task baselines when they exist."""
+    from pipeline.metrics import delta_m
+    from pipeline.trainer import Trainer
+
+    trainer = Trainer(cfg, features, run_dir, progress=progress, **(trainer_kwargs or {}))
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    base_file = run_dir / BASELINES_FILE
+    base = train_baselines(cfg, features, run_dir, progress) if baselines else (
+        json.loads(base_file.read_text()) if base_file.is_file() else None)
+    if base:
+        result.evaluation["delta_m_auc"] = delta_m(result.evaluation["test"]["tasks"], base, ("auc",))
+        result.evaluation["baselines"] = base
+        (run_dir / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2, sort_keys=True, default=str))
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        features: Annotated[Path, typer.Option(help="ETL output dir (feature_spec.json, train/valid/test).")],
+        config: Annotated[Path | None, typer.Option(help="Job config YAML (configs/*.yaml).")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
+        run_dir: Annotated[Path | None, typer.Option(help="Where checkpoints and evaluation.json go.")] = None,
+        resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")] = False,
+        baselines: Annotated[bool, typer.Option(help="Also train single-task baselines and report Δm%.")] = False,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Train a multi-task ranker; early-stops on validation mean AUC; checkpoints every epoch."""
+        try:
+            cfg = load_config(config, set_ or [])
+        except ConfigError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        from pipeline.trainer import NonFiniteLossError
+
+        out = run_dir or Path("work") / "train" / cfg.name
+        try:
+            result = run_training(cfg, features, out, resume=resume, baselines=baselines, progress=progress)
+        except NonFiniteLossError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        except FileNotFoundError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        summary = {
+            "run_dir": str(out), "best_epoch": result.best_epoch,
+            "test_auc": {t: m["auc"] for t, m in result.evaluation["test"]["tasks"].items()},
+            "delta_m_auc": result.evaluation.get("delta_m_auc"),
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")

@@ -1,0 +1,144 @@
+"""Examples Parquet -> FeatureBatch, in record batches, with a bounded shuffle buffer.
+
+Rows are read with pyarrow in record batches and turned into the model's input arrays by the ETL's
+own converter (:func:`data.tensors.to_model_arrays`: numpy, no per-row Python), then into tensors
+without copies. Shuffling permutes within buffers of ``shuffle_buffer`` rows, so memory is bounded
+whatever the split size; the permutation of epoch ``e`` comes from ``(seed, e)`` alone, which makes
+an epoch replayable on resume without saving sampler state. A background thread prefetches batches
+so that the trainer rarely waits (the wait is measured and reported).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from data.tensors import to_model_arrays
+
+from data.spec import FeatureSpec
+from models.batch import FeatureBatch
+
+_END = object()
+
+
+def split_files(features_dir: str | Path, split: str) -> list[Path]:
+    d = Path(features_dir) / split
+    files = sorted(d.rglob("*.parquet")) if d.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{d}: no Parquet files for split '{split}' (run `aptrank etl` first)")
+    return files
+
+
+def count_rows(files: list[Path]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+class ExampleLoader:
+    """Iterates FeatureBatches over one split.
+
+    ``epoch_batches(epoch)`` yields training batches (shuffled within buffers, last partial batch
+    kept); ``ordered_batches()`` yields evaluation batches in file order with the raw ``user_id`` and
+    ``item_id`` arrays alongside.
+    """
+
+    def __init__(self, spec: FeatureSpec, files: list[Path], batch_size: int, *, seed: int = 0,
+                 shuffle_buffer: int = 262_144, prefetch: int = 4) -> None:
+        self.spec = spec
+        self.files = files
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle_buffer = max(shuffle_buffer, batch_size)
+        self.prefetch = prefetch
+        self.num_rows = count_rows(files)
+        self.wait_seconds = 0.0
+
+    def __len__(self) -> int:
+        return -(-self.num_rows // self.batch_size)
+
+    def _record_batches(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """Tables of about ``rows`` rows, in file order."""
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for f in self.files:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=min(rows, 65_536), columns=columns):
+                pending.append(rb)
+                held += rb.num_rows
+                if held >= rows:
+                    yield pa.Table.from_batches(pending)
+                    pending, held = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    def _batches(self, table: pa.Table, order: np.ndarray | None) -> Iterator[FeatureBatch]:
+        arrays = to_model_arrays(table, self.spec)
+        n = table.num_rows
+        idx = np.arange(n) if order is None else order
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        for start in range(0, n, self.batch_size):
+            sel = torch.from_numpy(idx[start:start + self.batch_size])
+            yield FeatureBatch(
+                categorical=tensors["categorical"][sel],
+                sequence=tensors["sequence"][sel],
+                sequence_lengths=tensors["sequence_lengths"][sel],
+                dense=tensors["dense"][sel],
+                labels=tensors["labels"][sel] if "labels" in tensors else None,
+            )
+
+    def _generate(self, epoch: int) -> Iterator[FeatureBatch]:
+        rng = np.random.default_rng([self.seed, epoch])
+        for table in self._record_batches(self.shuffle_buffer):
+            yield from self._batches(table, rng.permutation(table.num_rows))
+
+    def epoch_batches(self, epoch: int) -> Iterator[FeatureBatch]:
+        """Shuffled training batches of ``epoch``, produced by a prefetching thread."""
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for b in self._generate(epoch):
+                    if stop.is_set():
+                        return
+                    q.put(b)
+                q.put(_END)
+            except BaseException as e:  # surfaced in the consumer
+                q.put(e)
+
+        worker = threading.Thread(target=produce, name=f"loader-epoch-{epoch}", daemon=True)
+        worker.start()
+        self.wait_seconds = 0.0
+        try:
+            while True:
+                t0 = time.perf_counter()
+                item = q.get()
+                self.wait_seconds += time.perf_counter() - t0
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)
+
+    def ordered_batches(self) -> Iterator[tuple[FeatureBatch, np.ndarray, np.ndarray]]:
+        """(batch, user_id, item_id) in file order, for evaluation."""
+        for table in self._record_batches(self.shuffle_buffer):
+            users = table.column("user_id").to_numpy()
+            items = table.column("item_id").to_numpy()
+            start = 0
+            for b in self._batches(table, None):
+                end = start + b.batch_size
+                yield b, users[start:end], items[start:end]
+                start = end

@@ -1,0 +1,219 @@
+"""The training loop: model from the FeatureSpec, task-aware optimizer from ``apt``, early stopping on
+validation mean AUC, a checkpoint every epoch, exact resume, and a final evaluation written as JSON.
+
+Per step the trainer only computes the K per-task losses; ``apt.MultiTaskOptimizer`` does the
+backward pass(es), aggregation and update, as configured by the job's ``mtl`` section.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from apt import MTLConfig, MultiTaskOptimizer, ParamRoles
+from data.spec import FeatureSpec
+from models.registry import build_model
+from pipeline import checkpoint
+from pipeline.config import JobConfig
+from pipeline.evaluate import evaluate_split
+from pipeline.loader import ExampleLoader, split_files
+
+EVALUATION_FILE = "evaluation.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A task loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainCallbacks:
+    """Hooks for tracking (MLflow lives in pipeline/, never in apt/)."""
+
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None
+    on_diagnostics: Callable[[int, dict[str, float]], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    history: list[dict[str, Any]]
+    evaluation: dict[str, Any]
+    train_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-task mean binary cross-entropy, [K]."""
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
+
+
+def build_optimizer(cfg: JobConfig, model: torch.nn.Module, diagnostics: Callable[[dict[str, float]], None] | None,
+                    grad_reducer: Callable | None = None) -> MultiTaskOptimizer:
+    """The ``apt`` engine for ``model`` as the job's ``mtl`` section says (seeded by the job seed)."""
+    roles = model.param_roles()
+    mtl = MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl})
+    return MultiTaskOptimizer(
+        mtl,
+        ParamRoles(shared=roles["shared"], embeddings=roles["embeddings"], task=roles["task"], output=roles["output"]),
+        num_tasks=len(model.task_names),
+        callback=diagnostics,
+        grad_reducer=grad_reducer,
+    )
+
+
+class Trainer:
+    """One training run in ``run_dir`` on the ETL output ``features_dir``."""
+
+    def __init__(self, cfg: JobConfig, features_dir: str | Path, run_dir: str | Path,
+                 callbacks: TrainCallbacks | None = None, grad_reducer: Callable | None = None,
+                 progress: bool = True) -> None:
+        self.cfg = cfg
+        self.features_dir = Path(features_dir)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.callbacks = callbacks or TrainCallbacks()
+        self.progress = progress
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.spec = FeatureSpec.read(self.features_dir)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.arch, self.spec, {"seed": cfg.seed, **cfg.model_options}).to(self.device)
+        self.global_step = 0
+        on_diag = self.callbacks.on_diagnostics
+        self.optimizer = build_optimizer(
+            cfg, self.model, (lambda stats: on_diag(self.global_step, stats)) if on_diag else None, grad_reducer
+        )
+        self.train_loader = ExampleLoader(self.spec, split_files(self.features_dir, "train"), cfg.train.batch_size,
+                                          seed=cfg.seed, shuffle_buffer=cfg.train.shuffle_buffer)
+        self.history: list[dict[str, Any]] = []
+        self.best = {"epoch": -1, "mean_auc": -math.inf, "bad_epochs": 0}
+        self.start_epoch = 0
+        self.finished = False
+
+    # ---- state -----------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "best": dict(self.best), "history": list(self.history),
+            "finished": self.finished, "spec_hash": self.spec.hash, "config": self.cfg.to_dict(),
+            "global_step": self.global_step,
+        }
+
+    def resume(self) -> None:
+        state = checkpoint.load(checkpoint.last_path(self.run_dir))
+        if state["spec_hash"] != self.spec.hash:
+            raise ValueError(f"{self.run_dir}: checkpoint was trained on another FeatureSpec; cannot resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best, self.history = state["best"], state["history"]
+        self.finished = state["finished"]
+        self.global_step = state["global_step"]
+        self.start_epoch = state["epoch"] + 1
+
+    # ---- loop ------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        names = self.model.task_names
+        cols = torch.tensor(self.model.label_columns)
+        sums = torch.zeros(len(names), dtype=torch.float64)
+        steps, samples, t0 = 0, 0, time.perf_counter()
+        limit = self.cfg.train.max_steps_per_epoch
+        bar = tqdm(total=limit or len(self.train_loader), desc=f"epoch {epoch}", unit="batch",
+                   disable=not self.progress, leave=False, mininterval=1.0)
+        for batch in self.train_loader.epoch_batches(epoch):
+            batch = batch.to(self.device, non_blocking=True)
+            logits, embedded, representation = self.model.forward_with_intermediates(batch)
+            losses = task_losses(logits, batch.labels[:, cols])
+            if not bool(torch.isfinite(losses).all()):
+                bad = [n for n, v in zip(names, losses.tolist(), strict=True) if not math.isfinite(v)]
+                raise NonFiniteLossError(
+                    f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; the run stops, the last "
+                    f"good checkpoint is kept at {checkpoint.last_path(self.run_dir)} (lower mtl.lr?)"
+                )
+            self.global_step += 1
+            self.optimizer.step(losses, embedded=embedded, representation=representation)
+            sums += losses.detach().double().cpu()
+            steps += 1
+            samples += batch.batch_size
+            bar.update(1)
+            if steps % 20 == 0:
+                rate = samples / (time.perf_counter() - t0)
+                losses_now = {n: f"{v:.4f}" for n, v in zip(names, (sums / steps).tolist(), strict=True)}
+                bar.set_postfix({"samples/s": f"{rate:,.0f}", **losses_now})
+            if limit and steps >= limit:
+                break
+        bar.close()
+        seconds = time.perf_counter() - t0
+        mean_losses = (sums / max(steps, 1)).tolist()
+        self.optimizer.end_epoch(mean_losses)
+        return {"epoch": epoch, "steps": steps, "samples": samples, "seconds": seconds,
+                "samples_per_s": samples / max(seconds, 1e-9), "data_wait_s": self.train_loader.wait_seconds,
+                "train_loss": dict(zip(names, mean_losses, strict=True))}
+
+    def fit(self) -> TrainResult:
+        t0 = time.perf_counter()
+        epochs = self.cfg.train.epochs
+        for epoch in range(self.start_epoch, epochs):
+            if self.finished:
+                break
+            record = self.train_epoch(epoch)
+            valid = evaluate_split(self.model, self.spec, self.features_dir, "valid", self.device,
+                                   self.cfg.train.eval_batch_size)
+            record["valid"] = valid
+            self.history.append(record)
+            if valid["mean_auc"] > self.best["mean_auc"]:
+                self.best.update(epoch=epoch, mean_auc=valid["mean_auc"], bad_epochs=0)
+                checkpoint.save_atomic(self.model.state_dict(), checkpoint.best_path(self.run_dir))
+            else:
+                self.best["bad_epochs"] += 1
+            self.finished = self.best["bad_epochs"] >= self.cfg.train.patience or epoch == epochs - 1
+            checkpoint.save_atomic(self._state(epoch), checkpoint.last_path(self.run_dir))
+            if self.callbacks.on_epoch_end is not None:
+                self.callbacks.on_epoch_end(epoch, record)
+        return self.finish(time.perf_counter() - t0)
+
+    def finish(self, seconds: float) -> TrainResult:
+        """Reload the best epoch's weights, evaluate valid and test, write ``evaluation.json``."""
+        self.model.load_state_dict(torch.load(checkpoint.best_path(self.run_dir), weights_only=True))
+        evaluation = {
+            "seed": self.cfg.seed, "arch": self.cfg.arch, "tasks": self.model.task_names,
+            "spec_hash": self.spec.hash, "best_epoch": self.best["epoch"],
+            "valid": evaluate_split(self.model, self.spec, self.features_dir, "valid", self.device,
+                                    self.cfg.train.eval_batch_size),
+            "test": evaluate_split(self.model, self.spec, self.features_dir, "test", self.device,
+                                   self.cfg.train.eval_batch_size, with_popularity=True),
+            "history": self.history,
+        }
+        (self.run_dir / EVALUATION_FILE).write_text(json.dumps(_jsonable(evaluation), indent=2, sort_keys=True))
+        return TrainResult(self.run_dir, self.best["epoch"], self.history, evaluation, seconds)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
