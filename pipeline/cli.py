@@ -7,10 +7,17 @@ place that knows which commands exist.
 from __future__ import annotations
 
 import importlib
+import logging
+import warnings
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("generate", "train")
+# Library noise that says nothing to a user of this CLI (TorchRec/fbgemm deprecations, torch.fx).
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module="torchrec")
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+COMMAND_MODULES: tuple[str, ...] = ("generate", "train", "etl", "export", "score", "serve")
 
 app = typer.Typer(
     name="aptrank",

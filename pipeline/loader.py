@@ -1,7 +1,7 @@
 """Examples Parquet -> FeatureBatch, in record batches, with a bounded shuffle buffer.
 
 Rows are read with pyarrow in record batches and turned into the model's input arrays by the ETL's
-own converter (:func:`data.tensors.to_model_arrays`: numpy, no per-row Python), then into tensors
+own converter (:func:`data.tensors.model_inputs`: numpy, no per-row Python), then into tensors
 without copies. Shuffling permutes within buffers of ``shuffle_buffer`` rows, so memory is bounded
 whatever the split size; the permutation of epoch ``e`` comes from ``(seed, e)`` alone, which makes
 an epoch replayable on resume without saving sampler state. A background thread prefetches batches
@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from data.tensors import to_model_arrays
 
 from data.spec import FeatureSpec
+from data.tensors import labels, model_inputs
 from models.batch import FeatureBatch
 
 _END = object()
@@ -77,7 +77,10 @@ class ExampleLoader:
             yield pa.Table.from_batches(pending)
 
     def _batches(self, table: pa.Table, order: np.ndarray | None) -> Iterator[FeatureBatch]:
-        arrays = to_model_arrays(table, self.spec)
+        arrays = model_inputs(table, self.spec)
+        y = labels(table, self.spec)
+        if y is not None:
+            arrays["labels"] = y
         n = table.num_rows
         idx = np.arange(n) if order is None else order
         tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}

@@ -35,7 +35,7 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     frame = pl.DataFrame({"g": groups, "y": np.asarray(labels, dtype=np.float64), "s": scores})
     per_group = (
         frame.with_columns(r=pl.col("s").rank("average").over("g"))
-        .group_by("g")
+        .group_by("g", maintain_order=True)
         .agg(n=pl.len(), pos=pl.col("y").sum(), rpos=(pl.col("r") * pl.col("y")).sum())
         .with_columns(neg=pl.col("n") - pl.col("pos"))
         .filter((pl.col("pos") > 0) & (pl.col("neg") > 0))

@@ -64,17 +64,18 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
 
 
-def build_optimizer(cfg: JobConfig, model: torch.nn.Module, diagnostics: Callable[[dict[str, float]], None] | None,
+def build_optimizer(cfg: JobConfig, model: torch.nn.Module,
+                    diagnostics: Callable[[int, dict[str, float]], None] | None,
                     grad_reducer: Callable | None = None) -> MultiTaskOptimizer:
     """The ``apt`` engine for ``model`` as the job's ``mtl`` section says (seeded by the job seed)."""
     roles = model.param_roles()
-    mtl = MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl})
     return MultiTaskOptimizer(
-        mtl,
+        MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl}),
         ParamRoles(shared=roles["shared"], embeddings=roles["embeddings"], task=roles["task"], output=roles["output"]),
         num_tasks=len(model.task_names),
         callback=diagnostics,
         grad_reducer=grad_reducer,
+        task_names=model.task_names,
     )
 
 
@@ -97,10 +98,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch, self.spec, {"seed": cfg.seed, **cfg.model_options}).to(self.device)
         self.global_step = 0
-        on_diag = self.callbacks.on_diagnostics
-        self.optimizer = build_optimizer(
-            cfg, self.model, (lambda stats: on_diag(self.global_step, stats)) if on_diag else None, grad_reducer
-        )
+        self.optimizer = build_optimizer(cfg, self.model, self.callbacks.on_diagnostics, grad_reducer)
         self.train_loader = ExampleLoader(self.spec, split_files(self.features_dir, "train"), cfg.train.batch_size,
                                           seed=cfg.seed, shuffle_buffer=cfg.train.shuffle_buffer)
         self.history: list[dict[str, Any]] = []
