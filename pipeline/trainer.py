@@ -27,6 +27,7 @@ from pipeline import checkpoint
 from pipeline.config import JobConfig
 from pipeline.evaluate import evaluate_split
 from pipeline.loader import ExampleLoader, split_files
+from pipeline.parallel import SingleProcess, make_parallel
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -64,41 +65,51 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
 
 
-def build_optimizer(cfg: JobConfig, model: torch.nn.Module,
-                    diagnostics: Callable[[int, dict[str, float]], None] | None,
-                    grad_reducer: Callable | None = None) -> MultiTaskOptimizer:
+def build_optimizer(cfg: JobConfig, model: torch.nn.Module, parallel: SingleProcess,
+                    diagnostics: Callable[[int, dict[str, float]], None] | None) -> MultiTaskOptimizer:
     """The ``apt`` engine for ``model`` as the job's ``mtl`` section says (seeded by the job seed)."""
-    roles = model.param_roles()
+    roles = parallel.roles(model)
     return MultiTaskOptimizer(
         MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl}),
-        ParamRoles(shared=roles["shared"], embeddings=roles["embeddings"], task=roles["task"], output=roles["output"]),
+        ParamRoles(shared=roles["shared"], embeddings=roles["embeddings"], task=roles["task"],
+                   output=roles["output"], external_embeddings=parallel.external_embeddings),
         num_tasks=len(model.task_names),
         callback=diagnostics,
-        grad_reducer=grad_reducer,
+        grad_reducer=parallel.grad_reducer,
         task_names=model.task_names,
     )
 
 
 class Trainer:
-    """One training run in ``run_dir`` on the ETL output ``features_dir``."""
+    """One training run in ``run_dir`` on the ETL output ``features_dir``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the model is TorchRec model parallel (see
+    :mod:`pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
+    """
 
     def __init__(self, cfg: JobConfig, features_dir: str | Path, run_dir: str | Path,
-                 callbacks: TrainCallbacks | None = None, grad_reducer: Callable | None = None,
+                 callbacks: TrainCallbacks | None = None, parallel: SingleProcess | None = None,
                  progress: bool = True) -> None:
         self.cfg = cfg
         self.features_dir = Path(features_dir)
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = callbacks or TrainCallbacks()
-        self.progress = progress
         self.device = resolve_device(cfg.train.device)
+        self.parallel = parallel or make_parallel(self.device)
+        self.progress = progress and self.parallel.is_main
+        if self.parallel.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.spec = FeatureSpec.read(self.features_dir)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.arch, self.spec, {"seed": cfg.seed, **cfg.model_options}).to(self.device)
+        model = self._build()
+        mtl = MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl})
+        self.model = self.parallel.prepare(model, mtl.embedding_lr or mtl.lr, mtl.eps)
+        # rank 0 evaluates an unsharded replica when the trained model is sharded
+        self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
         self.global_step = 0
-        self.optimizer = build_optimizer(cfg, self.model, self.callbacks.on_diagnostics, grad_reducer)
+        self.optimizer = build_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
         self.train_loader = ExampleLoader(self.spec, split_files(self.features_dir, "train"), cfg.train.batch_size,
                                           seed=cfg.seed, shuffle_buffer=cfg.train.shuffle_buffer)
         self.history: list[dict[str, Any]] = []
@@ -106,16 +117,31 @@ class Trainer:
         self.start_epoch = 0
         self.finished = False
 
+    def _build(self) -> torch.nn.Module:
+        return build_model(self.cfg.arch, self.spec, {"seed": self.cfg.seed, **self.cfg.model_options}).to(self.device)
+
+    def _eval_model(self) -> torch.nn.Module | None:
+        """The model to evaluate on rank 0 (None on other ranks); collective when sharded."""
+        if self.replica is None and self.parallel.world == 1:
+            return self.model
+        state = self.parallel.full_state_dict(self.model)
+        if self.replica is not None:
+            self.replica.load_state_dict(state)
+        return self.replica
+
     # ---- state -----------------------------------------------------------------------------
-    def _state(self, epoch: int) -> dict[str, Any]:
+    def _state(self, epoch: int, model_state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "model": model_state, "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "best": dict(self.best), "history": list(self.history),
             "finished": self.finished, "spec_hash": self.spec.hash, "config": self.cfg.to_dict(),
-            "global_step": self.global_step,
+            "global_step": self.global_step, "world_size": self.parallel.world,
         }
 
     def resume(self) -> None:
+        if self.parallel.world > 1:
+            raise NotImplementedError("--resume is supported for single-process runs (the fused table "
+                                      "optimizer state of a sharded run is not checkpointed)")
         state = checkpoint.load(checkpoint.last_path(self.run_dir))
         if state["spec_hash"] != self.spec.hash:
             raise ValueError(f"{self.run_dir}: checkpoint was trained on another FeatureSpec; cannot resume")
@@ -137,8 +163,8 @@ class Trainer:
         limit = self.cfg.train.max_steps_per_epoch
         bar = tqdm(total=limit or len(self.train_loader), desc=f"epoch {epoch}", unit="batch",
                    disable=not self.progress, leave=False, mininterval=1.0)
-        for batch in self.train_loader.epoch_batches(epoch):
-            batch = batch.to(self.device, non_blocking=True)
+        for full_batch in self.train_loader.epoch_batches(epoch):
+            batch = self.parallel.shard(full_batch).to(self.device, non_blocking=True)
             logits, embedded, representation = self.model.forward_with_intermediates(batch)
             losses = task_losses(logits, batch.labels[:, cols])
             if not bool(torch.isfinite(losses).all()):
@@ -151,7 +177,7 @@ class Trainer:
             self.optimizer.step(losses, embedded=embedded, representation=representation)
             sums += losses.detach().double().cpu()
             steps += 1
-            samples += batch.batch_size
+            samples += full_batch.batch_size
             bar.update(1)
             if steps % 20 == 0:
                 rate = samples / (time.perf_counter() - t0)
@@ -174,30 +200,40 @@ class Trainer:
             if self.finished:
                 break
             record = self.train_epoch(epoch)
-            valid = evaluate_split(self.model, self.spec, self.features_dir, "valid", self.device,
-                                   self.cfg.train.eval_batch_size)
-            record["valid"] = valid
-            self.history.append(record)
-            if valid["mean_auc"] > self.best["mean_auc"]:
-                self.best.update(epoch=epoch, mean_auc=valid["mean_auc"], bad_epochs=0)
-                checkpoint.save_atomic(self.model.state_dict(), checkpoint.best_path(self.run_dir))
-            else:
-                self.best["bad_epochs"] += 1
-            self.finished = self.best["bad_epochs"] >= self.cfg.train.patience or epoch == epochs - 1
-            checkpoint.save_atomic(self._state(epoch), checkpoint.last_path(self.run_dir))
-            if self.callbacks.on_epoch_end is not None:
-                self.callbacks.on_epoch_end(epoch, record)
-        return self.finish(time.perf_counter() - t0)
+            eval_model = self._eval_model()
+            if eval_model is not None:
+                self._end_epoch(epoch, record, eval_model)
+            self.finished = self.parallel.broadcast(self.finished)
+        result = self.finish(time.perf_counter() - t0) if self.parallel.is_main else None
+        return self.parallel.broadcast(result)
+
+    def _end_epoch(self, epoch: int, record: dict[str, Any], eval_model: torch.nn.Module) -> None:
+        """Rank 0: validation, early stopping, checkpoints, callbacks."""
+        valid = evaluate_split(eval_model, self.spec, self.features_dir, "valid", self.device,
+                               self.cfg.train.eval_batch_size)
+        record["valid"] = valid
+        self.history.append(record)
+        model_state = eval_model.state_dict()
+        if valid["mean_auc"] > self.best["mean_auc"]:
+            self.best.update(epoch=epoch, mean_auc=valid["mean_auc"], bad_epochs=0)
+            checkpoint.save_atomic(model_state, checkpoint.best_path(self.run_dir))
+        else:
+            self.best["bad_epochs"] += 1
+        self.finished = self.best["bad_epochs"] >= self.cfg.train.patience or epoch == self.cfg.train.epochs - 1
+        checkpoint.save_atomic(self._state(epoch, model_state), checkpoint.last_path(self.run_dir))
+        if self.callbacks.on_epoch_end is not None:
+            self.callbacks.on_epoch_end(epoch, record)
 
     def finish(self, seconds: float) -> TrainResult:
-        """Reload the best epoch's weights, evaluate valid and test, write ``evaluation.json``."""
-        self.model.load_state_dict(torch.load(checkpoint.best_path(self.run_dir), weights_only=True))
+        """Rank 0: reload the best epoch's weights, evaluate valid and test, write ``evaluation.json``."""
+        model = self.replica if self.replica is not None else self.model
+        model.load_state_dict(torch.load(checkpoint.best_path(self.run_dir), weights_only=True))
         evaluation = {
-            "seed": self.cfg.seed, "arch": self.cfg.arch, "tasks": self.model.task_names,
-            "spec_hash": self.spec.hash, "best_epoch": self.best["epoch"],
-            "valid": evaluate_split(self.model, self.spec, self.features_dir, "valid", self.device,
+            "seed": self.cfg.seed, "arch": self.cfg.arch, "tasks": model.task_names,
+            "spec_hash": self.spec.hash, "best_epoch": self.best["epoch"], "world_size": self.parallel.world,
+            "valid": evaluate_split(model, self.spec, self.features_dir, "valid", self.device,
                                     self.cfg.train.eval_batch_size),
-            "test": evaluate_split(self.model, self.spec, self.features_dir, "test", self.device,
+            "test": evaluate_split(model, self.spec, self.features_dir, "test", self.device,
                                    self.cfg.train.eval_batch_size, with_popularity=True),
             "history": self.history,
         }

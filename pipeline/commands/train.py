@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +44,10 @@ def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool 
     trainer = Trainer(cfg, features, run_dir, progress=progress, **(trainer_kwargs or {}))
     if resume:
         trainer.resume()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.parallel.close()
     base_file = run_dir / BASELINES_FILE
     base = train_baselines(cfg, features, run_dir, progress) if baselines else (
         json.loads(base_file.read_text()) if base_file.is_file() else None)
@@ -51,6 +56,20 @@ def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool 
         result.evaluation["baselines"] = base
         (run_dir / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2, sort_keys=True, default=str))
     return result
+
+
+def launch_distributed(nproc: int, features: Path, config: Path | None, overrides: list[str], run_dir: Path,
+                       progress: bool) -> int:
+    """Re-run this command under ``torchrun --standalone --nproc_per_node=N``; returns its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pipeline.cli", "train", "--features", str(features), "--run-dir", str(run_dir)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    for item in overrides:
+        cmd += ["--set", item]
+    if not progress:
+        cmd.append("--no-progress")
+    return subprocess.call(cmd)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +82,9 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")] = False,
         baselines: Annotated[bool, typer.Option(help="Also train single-task baselines and report Δm%.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        nproc: Annotated[int, typer.Option(help="Processes: >1 runs under torchrun with TorchRec "
+                                           "DistributedModelParallel (tables sharded table-wise, dense "
+                                           "part data parallel; gloo on CPU, NCCL on GPU).")] = 1,
     ) -> None:
         """Train a multi-task ranker; early-stops on validation mean AUC; checkpoints every epoch."""
         try:
@@ -70,6 +92,12 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
+        if nproc > 1:
+            if resume or baselines:
+                typer.echo("error: --nproc > 1 does not combine with --resume or --baselines", err=True)
+                raise typer.Exit(2)
+            raise typer.Exit(launch_distributed(nproc, features, config, set_ or [], run_dir or
+                                                Path("work") / "train" / cfg.name, progress))
         from pipeline.trainer import NonFiniteLossError
 
         out = run_dir or Path("work") / "train" / cfg.name
@@ -81,6 +109,8 @@ def register(app: typer.Typer) -> None:
         except FileNotFoundError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
         summary = {
             "run_dir": str(out), "best_epoch": result.best_epoch,
             "test_auc": {t: m["auc"] for t, m in result.evaluation["test"]["tasks"].items()},

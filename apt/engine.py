@@ -1,0 +1,283 @@
+"""MultiTaskOptimizer: the one entry point a trainer calls each step with the per-task losses.
+
+    opt = MultiTaskOptimizer(MTLConfig.from_dict(cfg["mtl"]), ParamRoles.from_model(model), K)
+    logits, embedded, rep = model.forward_with_intermediates(batch)
+    losses = per_task_bce(logits, labels)            # [K], graph attached
+    stats = opt.step(losses, embedded=embedded, representation=rep)
+
+``step`` does the backward pass(es), writes the combined gradients, steps the optimizer and clears
+the gradients. Which backward it runs (cheapest first):
+
+* one backward of sum_k w_k L_k when neither the method (loss weightings), the optimizer (not
+  AdaTask, no direction preservation) nor a diagnostic step needs per-task gradients;
+* ``grad_mode='exact'``, scope ``dense``: per-task gradients of the dense shared parameters, the
+  towers and the embedding output ``embedded`` in one batched backward (or K passes); shared
+  parameters get sum_k coef_k g_k, towers sum_k w_k g_k, and ``embedded`` receives
+  sum_k w_k dL_k/d(embedded) in one more backward that only runs through the embedding layer, so
+  the tables get one summed sparse gradient and K dense copies of a table are never built
+  (without ``embedded``: one extra backward of sum_k w_k L_k restricted to the tables);
+* scope ``all``: K backward passes; tables join G as the union of the rows the batch touched;
+* ``grad_mode='rep'``: per-task gradients w.r.t. the shared representation only (LibMTL's
+  rep_grad), then ONE backward from two roots: the losses with weights w and the representation
+  with (sum_k coef_k r_k - sum_k w_k r_k), so everything below the representation receives the
+  combined gradient and everything else (towers, gates, embeddings through the gates) the
+  weighted-loss gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from apt.config import MTLConfig
+from apt.gradients import (
+    combine,
+    gram,
+    per_task_grads,
+    per_task_grads_loop,
+    reduce_grads,
+    reduce_stacked,
+    sparse_rows,
+    stack_dense,
+)
+from apt.methods import METHODS
+from apt.methods.base import Combination, clip_factor
+from apt.optim import build_optimizer
+from apt.roles import ParamRoles, _unique
+
+Callback = Callable[[int, dict[str, float]], None]
+Reducer = Callable[[Tensor], Tensor]
+
+
+class MultiTaskOptimizer:
+    """See the module docstring. ``callback(step, metrics)`` receives diagnostics every
+    ``config.diagnostics_every`` steps; ``grad_reducer`` (e.g. an all-reduce mean) is applied to the
+    per-task gradient matrix (``rep`` mode: to its Gram matrix) and to the summed dense gradients of
+    the other parameters, so every data-parallel rank applies the same update."""
+
+    def __init__(
+        self,
+        config: MTLConfig | Mapping[str, Any],
+        roles: ParamRoles | Mapping[str, Any],
+        num_tasks: int,
+        *,
+        callback: Callback | None = None,
+        grad_reducer: Reducer | None = None,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, MTLConfig) else MTLConfig.from_dict(config)
+        self.roles = roles if isinstance(roles, ParamRoles) else ParamRoles.from_dict(roles)
+        self.roles.validate(num_tasks)
+        self.num_tasks = num_tasks
+        self.callback = callback
+        self.grad_reducer = grad_reducer
+        self.task_names = list(task_names) if task_names is not None else [f"task{k}" for k in range(num_tasks)]
+        if len(self.task_names) != num_tasks:
+            raise ValueError(f"{len(self.task_names)} task names for {num_tasks} tasks")
+        cfg = self.config
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.method = METHODS[cfg.method](num_tasks, generator=self.generator, **dict(cfg.method_kwargs))
+        self.optimizer = build_optimizer(cfg, self.roles, num_tasks, self.method.parameters())
+        self.shared = _unique([p for p in self.roles.shared if p.requires_grad])
+        self.embeddings = _unique([p for p in self.roles.embeddings if p.requires_grad])
+        self.towers = [p for p in self.roles.task_params() if p.requires_grad]
+        self._backend = "loop" if cfg.grad_scope == "all" else cfg.per_task_backend
+        self.needs_task_grads = cfg.uses_adatask or cfg.apt.direction_preservation
+        self.step_count = 0
+
+    def backend(self, device: torch.device) -> str:
+        """The per-task backward in use: ``auto`` is K passes (``loop``) on the CPU, where the vmap'd
+        batched backward measured slower (bench/mtl_step.py), and ``batched`` on accelerators,
+        where one batched backward saves K-1 rounds of kernel launches (not measured here)."""
+        if self._backend != "auto":
+            return self._backend
+        return "loop" if device.type == "cpu" else "batched"
+
+    # ---- the step ------------------------------------------------------------------------------
+    def step(
+        self, losses: Tensor, *, embedded: Tensor | None = None, representation: Tensor | None = None
+    ) -> dict[str, float]:
+        """Backward(s), combined gradients, optimizer step, gradients cleared; returns metrics."""
+        k = self.num_tasks
+        if losses.shape != (k,):
+            raise ValueError(f"losses must have shape [{k}], got {tuple(losses.shape)}")
+        cfg = self.config
+        every = cfg.diagnostics_every
+        diagnose = every > 0 and self.step_count % every == 0
+        self.zero_grad()
+        loss_values = losses.detach().double().cpu()
+        per_task = self.method.needs_gram() or self.needs_task_grads or diagnose
+        task_grads: dict[Tensor, Tensor] | None = None
+        gram_matrix: Tensor | None = None
+        if not per_task:
+            comb = self.method.combine(None, loss_values)
+            if not torch.equal(comb.coef, comb.tower_weights):
+                raise RuntimeError(f"method {self.method.name} needs the Gram matrix at this step")
+            (losses * comb.tower_weights.to(losses)).sum().backward()
+            if self.grad_reducer is not None:
+                reduce_grads(self.shared + self.towers, self.grad_reducer)
+        elif cfg.grad_mode == "rep":
+            if representation is None:
+                raise ValueError("grad_mode 'rep' needs step(..., representation=...)")
+            comb, gram_matrix = self._rep_step(losses, loss_values, representation)
+        else:
+            comb, gram_matrix, task_grads = self._exact_step(losses, loss_values, embedded)
+        mix = comb.task_mix() if task_grads is not None else None
+        if comb.max_norm is not None:
+            factor = self._clip(comb.max_norm)
+            if mix is not None:
+                mix = mix * factor
+        metrics = self._metrics(loss_values, comb, gram_matrix if diagnose else None)
+        if task_grads is not None and mix is not None:
+            device = self.shared[0].device if self.shared else losses.device
+            mix = mix.to(device=device, dtype=torch.float32)
+        metrics.update(
+            self.optimizer.step(
+                task_grads=task_grads if self.needs_task_grads else None, task_mix=mix, diagnostics=diagnose
+            )
+        )
+        self.zero_grad()
+        if diagnose and self.callback is not None:
+            self.callback(self.step_count, metrics)
+        self.step_count += 1
+        return metrics
+
+    def _exact_step(
+        self, losses: Tensor, loss_values: Tensor, embedded: Tensor | None
+    ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
+        if self.config.grad_scope == "all":
+            return self._exact_all(losses, loss_values)
+        tables = bool(self.embeddings) or self.roles.external_embeddings
+        route = embedded is not None and embedded.requires_grad and tables
+        inputs = [*self.shared, *self.towers, *([embedded] if route else [])]
+        # without ``embedded`` the tables need one more backward through the dense part: keep the graph
+        backend = self.backend(losses.device)
+        grads = per_task_grads(losses, inputs, backend, retain_graph=tables and not route)
+        ns, nt = len(self.shared), len(self.towers)
+        g_shared, g_towers = grads[:ns], grads[ns : ns + nt]
+        if self.grad_reducer is not None:
+            g_shared = reduce_stacked(g_shared, self.grad_reducer)
+        gram_matrix = gram(g_shared)
+        comb = self.method.combine(gram_matrix, loss_values)
+        for p, g in zip(self.shared, g_shared, strict=True):
+            p.grad = combine(comb.coef, g)
+        for p, g in zip(self.towers, g_towers, strict=True):
+            p.grad = combine(comb.tower_weights, g)
+        if self.grad_reducer is not None:
+            reduce_grads(self.towers, self.grad_reducer)
+        if route:
+            torch.autograd.backward(embedded, combine(comb.tower_weights, grads[-1]), inputs=self.embeddings or None)
+        elif self.embeddings:
+            torch.autograd.backward(losses, comb.tower_weights.to(losses), inputs=self.embeddings)
+        elif tables:
+            raise ValueError("external (fused) embedding tables need step(..., embedded=...) to receive a gradient")
+        return comb, gram_matrix, dict(zip(self.shared, g_shared, strict=True))
+
+    def _exact_all(self, losses: Tensor, loss_values: Tensor) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
+        """Scope ``all``: K backward passes; tables join G on the rows the batch touched."""
+        inputs = [*self.shared, *self.embeddings, *self.towers]
+        per_task = per_task_grads_loop(losses, inputs, retain_graph=False)
+        ns, ne = len(self.shared), len(self.embeddings)
+        g_shared = [stack_dense([row[i] for row in per_task], x) for i, x in enumerate(self.shared)]
+        tables: list[tuple[Tensor | None, Tensor]] = []  # (rows or None for dense, [K, ...])
+        for j, p in enumerate(self.embeddings):
+            col = [row[ns + j] for row in per_task]
+            if any(g is not None and g.is_sparse for g in col):
+                tables.append(sparse_rows(col, p))
+            else:
+                tables.append((None, stack_dense(col, p)))
+        g_towers = [stack_dense([row[ns + ne + i] for row in per_task], x) for i, x in enumerate(self.towers)]
+        blocks = g_shared + [v for _, v in tables]
+        if self.grad_reducer is not None:
+            blocks = reduce_stacked(blocks, self.grad_reducer)
+            g_shared, tables = blocks[:ns], [(r, v) for (r, _), v in zip(tables, blocks[ns:], strict=True)]
+        gram_matrix = gram(blocks)
+        comb = self.method.combine(gram_matrix, loss_values)
+        for p, g in zip(self.shared, g_shared, strict=True):
+            p.grad = combine(comb.coef, g)
+        for p, (rows, values) in zip(self.embeddings, tables, strict=True):
+            summed = combine(comb.coef, values)
+            if rows is None:
+                p.grad = summed
+            else:
+                p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), summed, p.shape, check_invariants=False).coalesce()
+        for p, g in zip(self.towers, g_towers, strict=True):
+            p.grad = combine(comb.tower_weights, g)
+        if self.grad_reducer is not None:
+            reduce_grads(self.towers, self.grad_reducer)
+        return comb, gram_matrix, dict(zip(self.shared, g_shared, strict=True))
+
+    def _rep_step(self, losses: Tensor, loss_values: Tensor, rep: Tensor) -> tuple[Combination, Tensor]:
+        (g_rep,) = per_task_grads(losses, [rep], self.backend(losses.device), retain_graph=True)
+        gram_matrix = gram([g_rep])
+        if self.grad_reducer is not None:
+            gram_matrix = self.grad_reducer(gram_matrix.to(rep.device)).double().cpu()
+        comb = self.method.combine(gram_matrix, loss_values)
+        correction = combine(comb.coef, g_rep) - combine(comb.tower_weights, g_rep)
+        torch.autograd.backward([losses, rep], [comb.tower_weights.to(losses), correction])
+        if self.grad_reducer is not None:
+            reduce_grads(self.shared + self.towers, self.grad_reducer)
+        return comb, gram_matrix
+
+    def _clip(self, max_norm: float) -> float:
+        """Scale the shared gradients to global norm <= max_norm (Nash-MTL); returns the factor."""
+        grads = [p.grad for p in self.shared if p.grad is not None]
+        if self.config.grad_scope == "all":
+            grads += [p.grad for p in self.embeddings if p.grad is not None]
+        if not grads:
+            return 1.0
+        sq = torch.stack([(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads])
+        factor = clip_factor(float(sq.sum().sqrt()), max_norm)
+        if factor < 1.0:
+            for g in grads:
+                g.mul_(factor)
+        return factor
+
+    def _metrics(self, loss_values: Tensor, comb: Combination, gram_matrix: Tensor | None) -> dict[str, float]:
+        names = self.task_names
+        out: dict[str, float] = {}
+        for k, name in enumerate(names):
+            out[f"loss/{name}"] = float(loss_values[k])
+            out[f"weight/{name}"] = float(comb.coef[k])
+        if gram_matrix is not None:
+            norms = gram_matrix.diagonal().clamp(min=0).sqrt()
+            for k, name in enumerate(names):
+                out[f"grad_norm/{name}"] = float(norms[k])
+            for i in range(len(names)):
+                for j in range(i + 1, len(names)):
+                    denom = float(norms[i] * norms[j])
+                    cos = float(gram_matrix[i, j]) / denom if denom > 0 else 0.0
+                    out[f"grad_cos/{names[i]}_{names[j]}"] = cos
+        return out
+
+    # ---- housekeeping --------------------------------------------------------------------------
+    def zero_grad(self) -> None:
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def end_epoch(self, mean_task_losses: Sequence[float]) -> None:
+        """Tell epoch-level methods (DWA, GradNorm) the epoch's mean training loss per task."""
+        if len(mean_task_losses) != self.num_tasks:
+            raise ValueError(f"{len(mean_task_losses)} mean losses for {self.num_tasks} tasks")
+        self.method.end_epoch(mean_task_losses)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step_count,
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step_count = state["step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.generator.set_state(state["generator"])
