@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,7 @@ from data.tensors import labels, model_inputs
 from models.batch import FeatureBatch
 
 _END = object()
+T = TypeVar("T")
 
 
 def split_files(features_dir: str | Path, split: str) -> list[Path]:
@@ -58,6 +60,7 @@ class ExampleLoader:
         self.prefetch = prefetch
         self.num_rows = count_rows(files)
         self.wait_seconds = 0.0
+        self._cache: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
@@ -76,14 +79,29 @@ class ExampleLoader:
         if pending:
             yield pa.Table.from_batches(pending)
 
-    def _batches(self, table: pa.Table, order: np.ndarray | None) -> Iterator[FeatureBatch]:
+    def _convert(self, table: pa.Table) -> dict[str, torch.Tensor]:
         arrays = model_inputs(table, self.spec)
         y = labels(table, self.spec)
         if y is not None:
             arrays["labels"] = y
-        n = table.num_rows
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+    def _buffers(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Converted shuffle buffers in file order. A split that fits in one buffer is converted once
+        and kept (later epochs only re-permute it); larger splits convert the next buffer in a thread
+        while the current one is being consumed."""
+        if self._cache is not None:
+            yield self._cache
+            return
+        source = (self._convert(t) for t in self._record_batches(self.shuffle_buffer))
+        for tensors in _ahead(source, depth=1):
+            if self.num_rows <= self.shuffle_buffer:
+                self._cache = tensors
+            yield tensors
+
+    def _batches(self, tensors: dict[str, torch.Tensor], order: np.ndarray | None) -> Iterator[FeatureBatch]:
+        n = int(tensors["categorical"].shape[0])
         idx = np.arange(n) if order is None else order
-        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
         for start in range(0, n, self.batch_size):
             sel = torch.from_numpy(idx[start:start + self.batch_size])
             yield FeatureBatch(
@@ -96,44 +114,21 @@ class ExampleLoader:
 
     def _generate(self, epoch: int) -> Iterator[FeatureBatch]:
         rng = np.random.default_rng([self.seed, epoch])
-        for table in self._record_batches(self.shuffle_buffer):
-            yield from self._batches(table, rng.permutation(table.num_rows))
+        for tensors in self._buffers():
+            yield from self._batches(tensors, rng.permutation(int(tensors["categorical"].shape[0])))
 
     def epoch_batches(self, epoch: int) -> Iterator[FeatureBatch]:
-        """Shuffled training batches of ``epoch``, produced by a prefetching thread."""
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for b in self._generate(epoch):
-                    if stop.is_set():
-                        return
-                    q.put(b)
-                q.put(_END)
-            except BaseException as e:  # surfaced in the consumer
-                q.put(e)
-
-        worker = threading.Thread(target=produce, name=f"loader-epoch-{epoch}", daemon=True)
-        worker.start()
+        """Shuffled training batches of ``epoch``, produced by a prefetching thread; the time the
+        consumer waits for them is added up in ``wait_seconds``."""
         self.wait_seconds = 0.0
-        try:
-            while True:
-                t0 = time.perf_counter()
-                item = q.get()
-                self.wait_seconds += time.perf_counter() - t0
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            while worker.is_alive():
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    worker.join(timeout=0.05)
+        batches = _ahead(self._generate(epoch), depth=self.prefetch)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            self.wait_seconds += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
 
     def ordered_batches(self) -> Iterator[tuple[FeatureBatch, np.ndarray, np.ndarray]]:
         """(batch, user_id, item_id) in file order, for evaluation."""
@@ -141,7 +136,43 @@ class ExampleLoader:
             users = table.column("user_id").to_numpy()
             items = table.column("item_id").to_numpy()
             start = 0
-            for b in self._batches(table, None):
+            for b in self._batches(self._convert(table), None):
                 end = start + b.batch_size
                 yield b, users[start:end], items[start:end]
                 start = end
+
+
+def _ahead(source: Iterator[T], depth: int) -> Iterator[T]:
+    """Run ``source`` in a daemon thread, ``depth`` items ahead of the consumer; exceptions are
+    re-raised in the consumer; closing the consumer stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+
+    worker = threading.Thread(target=produce, name="loader-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
