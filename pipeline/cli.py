@@ -15,9 +15,10 @@ import typer
 # Library noise that says nothing to a user of this CLI (TorchRec/fbgemm deprecations, torch.fx).
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchrec")
-logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+for noisy in ("torch.fx._symbolic_trace", "torch.onnx", "torch._dynamo", "torch.export"):
+    logging.getLogger(noisy).setLevel(logging.ERROR)
 
-COMMAND_MODULES: tuple[str, ...] = ("generate", "train", "etl", "export", "score", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("generate", "etl", "train", "run", "export", "score", "serve")
 
 app = typer.Typer(
     name="aptrank",
