@@ -170,8 +170,8 @@ class MTLConfig:
         _nonneg("mtl.embedding_weight_decay", self.embedding_weight_decay)
         if self.embedding_optimizer not in ("adam", "rowwise_adagrad"):
             raise ConfigError(
-                f"mtl.embedding_optimizer: must be 'adam' (row-wise lazy AdamW) or 'rowwise_adagrad', "
-                f"got {self.embedding_optimizer!r}"
+                "mtl.embedding_optimizer",
+                f"must be 'adam' (row-wise lazy AdamW) or 'rowwise_adagrad', got {self.embedding_optimizer!r}",
             )
         m = self.muon
         _positive("mtl.muon.lr", m.lr)

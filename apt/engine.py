@@ -152,9 +152,11 @@ class MultiTaskOptimizer:
             return self._exact_all(losses, loss_values)
         tables = bool(self.embeddings) or self.roles.external_embeddings
         route = embedded is not None and embedded.requires_grad and tables
+        backend = self.backend(losses.device)
+        if backend == "loop":
+            return self._exact_loop(losses, loss_values, embedded if route else None, tables)
         inputs = [*self.shared, *self.towers, *([embedded] if route else [])]
         # without ``embedded`` the tables need one more backward through the dense part: keep the graph
-        backend = self.backend(losses.device)
         grads = per_task_grads(losses, inputs, backend, retain_graph=tables and not route)
         ns, nt = len(self.shared), len(self.towers)
         g_shared, g_towers = grads[:ns], grads[ns : ns + nt]
@@ -175,6 +177,63 @@ class MultiTaskOptimizer:
         elif tables:
             raise ValueError("external (fused) embedding tables need step(..., embedded=...) to receive a gradient")
         return comb, gram_matrix, dict(zip(self.shared, g_shared, strict=True))
+
+    def _exact_loop(
+        self, losses: Tensor, loss_values: Tensor, embedded: Tensor | None, tables: bool
+    ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
+        """K backward passes. The per-task passes ask for the shared parameters only (no towers, no
+        embedding-input gradient); towers and tables get their weighted-sum gradient from one pass:
+
+        * tower weights 1 (every aggregator but Nash-MTL): K - 1 task passes, then one pass of
+          sum_k L_k that gives the shared parameters' sum (so g_K = sum - g_1 - ... - g_{K-1}, equal
+          up to rounding) and the towers' and tables' (or ``embedded``'s) gradients at once;
+        * otherwise (Nash-MTL's alpha, loss weightings on the per-task path): K task passes, then,
+          once the method has chosen w, one pass of sum_k w_k L_k for the towers and tables.
+        """
+        k, shared = self.num_tasks, self.shared
+        if tables and embedded is None and not self.embeddings:
+            raise ValueError("external (fused) embedding tables need step(..., embedded=...) to receive a gradient")
+        unit = self.method.unit_tower_weights
+        rest = [*self.towers, *([embedded] if embedded is not None else self.embeddings)]
+        passes = [
+            torch.autograd.grad(losses[t], shared, retain_graph=True, allow_unused=True)
+            for t in range(k - 1 if unit else k)
+        ]
+        rows = [[g[i] if g[i] is not None else torch.zeros_like(p) for g in passes] for i, p in enumerate(shared)]
+        ns = len(shared)
+        if unit:
+            total = torch.autograd.grad(losses.sum(), [*shared, *rest], allow_unused=True)
+            for i, p in enumerate(shared):
+                summed = total[i] if total[i] is not None else torch.zeros_like(p)
+                rows[i].append(summed - torch.stack(rows[i]).sum(0) if rows[i] else summed)
+        g_shared = [torch.stack(r) for r in rows]
+        if self.grad_reducer is not None:
+            g_shared = reduce_stacked(g_shared, self.grad_reducer)
+        gram_matrix = gram(g_shared)
+        comb = self.method.combine(gram_matrix, loss_values)
+        if unit:
+            if not bool((comb.tower_weights == 1).all()):
+                raise RuntimeError(f"method {self.method.name} declares unit tower weights but returned others")
+            rest_grads = total[ns:]
+        elif rest:
+            w = comb.tower_weights.to(losses)
+            rest_grads = torch.autograd.grad(losses, rest, grad_outputs=w, allow_unused=True)
+        else:
+            rest_grads = ()
+        for p, g in zip(shared, g_shared, strict=True):
+            p.grad = combine(comb.coef, g)
+        nt = len(self.towers)
+        for p, g in zip(self.towers, rest_grads[:nt], strict=True):
+            p.grad = g if g is not None else torch.zeros_like(p)
+        if self.grad_reducer is not None:
+            reduce_grads(self.towers, self.grad_reducer)
+        if embedded is not None:
+            if rest_grads[-1] is not None:
+                torch.autograd.backward(embedded, rest_grads[-1], inputs=self.embeddings or None)
+        else:
+            for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
+                p.grad = g
+        return comb, gram_matrix, dict(zip(shared, g_shared, strict=True))
 
     def _exact_all(self, losses: Tensor, loss_values: Tensor) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
         """Scope ``all``: K backward passes; tables join G on the rows the batch touched."""
