@@ -320,15 +320,23 @@ def test_aligned_mtl_on_rank_deficient_gradients() -> None:
     np.testing.assert_allclose(written("aligned_mtl", g), ref_aligned(g), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", AGGREGATORS)
+@pytest.mark.parametrize("name", [a for a in AGGREGATORS if a != "sdmgrad"])
 def test_scale_equivariance(name: str) -> None:
-    """Scaling every task gradient by s scales the written gradient by s (Nash-MTL's clip aside)."""
-    if name == "sdmgrad":
-        pytest.skip("SDMGrad's scale uses sqrt(diag + 1e-4): only approximately equivariant")
+    """Scaling every task gradient by s scales the written gradient by s (Nash-MTL's clip aside).
+    SDMGrad is left out by design, not skipped: its scale s = mean(sqrt(diag + 1e-4)) is only
+    equivariant for gradients far larger than 1e-2; see the next test."""
     g = fixed_grads(3)
     kw = EXACT_EW.get(name, {})
     for s in (1e-3, 10.0):
         np.testing.assert_allclose(written(name, s * g, **kw), s * written(name, g, **kw), rtol=1e-6, atol=1e-12)
+
+
+def test_sdmgrad_scale_equivariance_for_large_gradients() -> None:
+    """With gradients large against the 1e-4 floor SDMGrad is equivariant to ~1e-6; with tiny ones it is not."""
+    g = 100.0 * fixed_grads(3)
+    np.testing.assert_allclose(written("sdmgrad", 10.0 * g), 10.0 * written("sdmgrad", g), rtol=1e-5)
+    tiny = 1e-4 * fixed_grads(3)
+    assert not np.allclose(written("sdmgrad", 10.0 * tiny), 10.0 * written("sdmgrad", tiny), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", AGGREGATORS)
