@@ -26,6 +26,10 @@ from typing import Any, Literal
 SPEC_VERSION = 1
 INPUT_NAMES: tuple[str, ...] = ("categorical", "sequence", "sequence_lengths", "dense")
 OUTPUT_NAME = "probabilities"
+# keys of the exported ONNX model's metadata (written by models.export, read by the scorers)
+META_FEATURE_SPEC = "feature_spec"
+META_FEATURE_SPEC_HASH = "feature_spec_hash"
+META_TASK_NAMES = "task_names"
 OOV_INDEX = 0
 
 

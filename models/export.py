@@ -15,14 +15,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.spec import INPUT_NAMES, OUTPUT_NAME, FeatureSpec, SpecError
+from data.spec import (
+    INPUT_NAMES,
+    META_FEATURE_SPEC,
+    META_FEATURE_SPEC_HASH,
+    META_TASK_NAMES,
+    OUTPUT_NAME,
+    FeatureSpec,
+    SpecError,
+)
 from models.base import MultiTaskModel
 from models.batch import FeatureBatch
 
 #: ONNX metadata keys written by ``export_onnx``.
-META_FEATURE_SPEC = "feature_spec"
-META_FEATURE_SPEC_HASH = "feature_spec_hash"
-META_TASK_NAMES = "task_names"
 
 EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
 

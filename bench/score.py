@@ -1,0 +1,202 @@
+"""Batch scoring benchmark (``aptrank score``): 5M candidates end-to-end, ONNX vs the PyTorch model.
+
+Setup (also used by ``bench/serve_load.py``): the real ETL on the shipped KuaiRand sample
+(``configs/etl/kuairand.yaml``) and a model of the demo job (``configs/demo.yaml``: architecture,
+sizes, fusion weights) exported through the parity gate. Weights are untrained (seeded): scoring cost
+does not depend on their values. Candidates: the sample's real (user, item, ts, tab) rows repeated
+to ``--rows`` (5M), written as one canonical Parquet file.
+
+End-to-end = read Parquet in chunks -> feature lookup -> model -> fused score -> write Parquet (+
+rejects). The PyTorch baseline runs the *same* pipeline with the model's PyTorch forward (TorchRec
+training path, ``torch.no_grad``, the same thread count) in place of onnxruntime, on the first
+``--baseline-rows`` rows; its time is extrapolated per row (said so in the output). Peak RSS of the
+process is sampled every 20 ms; the process CPU time (all threads) is recorded too, since rows per
+CPU-second shows what the code costs when other jobs take part of the 2 cores. Targets: >= 150k
+rows/s and >= 3x the PyTorch pipeline. The load average before each run is recorded (the cores may
+be shared). Writes ``bench/results/score.json``.
+
+    .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 250000] [--chunk-rows 131072]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULT = ROOT / "bench" / "results" / "score.json"
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+ETL_CONFIG = ROOT / "configs" / "etl" / "kuairand.yaml"
+ROWS_TARGET_PER_S = 150_000
+SPEEDUP_TARGET = 3.0
+THREADS = 2
+
+
+@dataclass
+class Prepared:
+    model_path: Path
+    features: Path
+    weights: dict[str, float]
+    torch_model: object
+
+
+def prepare_all(workdir: Path) -> Prepared:
+    """ETL on the KuaiRand sample + the demo job's model exported through the parity gate."""
+    import pyarrow.parquet as pq
+
+    from data.adapters import SAMPLE_DIR
+    from data.etl.config import load_config as load_etl_config
+    from data.etl.run import run_etl
+    from data.tensors import model_inputs
+    from models.registry import build_model
+    from pipeline.config import load_config
+    from serving.export import export_checked
+
+    features = workdir / "etl"
+    spec = run_etl("kuairand", SAMPLE_DIR, features, load_etl_config(ETL_CONFIG)).spec
+    cfg = load_config(DEMO_CONFIG)
+    model = build_model(cfg.arch, spec, {**cfg.model_options, "seed": cfg.seed}).eval()
+    rows = model_inputs(pq.read_table(next((features / "test").glob("*.parquet"))).slice(0, 10_000), spec)
+    result = export_checked(model, spec, workdir / "model.onnx", rows)
+    print(f"setup: ETL {features}, {cfg.arch} exported (parity max |diff| {result.parity.max_abs_diff:.2e} "
+          f"on {result.parity.rows} rows)", flush=True)
+    return Prepared(result.path, features, dict(cfg.scoring.weights), model)
+
+
+def prepare(workdir: Path) -> tuple[Path, Path]:
+    """(ONNX model path, ETL output dir): the setup ``bench/serve_load.py`` shares."""
+    p = prepare_all(workdir)
+    return p.model_path, p.features
+
+
+class TorchRunner:
+    """The PyTorch model behind the ``predict(arrays)`` interface of ``serving.onnx_model.OnnxModel``."""
+
+    def __init__(self, model: object, onnx_model: object) -> None:
+        self.model = model
+        self.spec = onnx_model.spec  # type: ignore[attr-defined]
+        self.task_names = onnx_model.task_names  # type: ignore[attr-defined]
+        self.version = "pytorch"
+
+    def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        from serving.parity import torch_probabilities
+
+        return torch_probabilities(self.model, arrays)  # type: ignore[arg-type]
+
+
+def candidates_file(features: Path, rows: int, path: Path) -> Path:
+    """The sample's real candidate rows (user, item, ts, tab) repeated to ``rows`` rows."""
+    from data.adapters import SAMPLE_DIR, load_source
+
+    base = load_source("kuairand", SAMPLE_DIR).events.select("user_id", "item_id", "ts", "tab").collect()
+    reps = -(-rows // base.height)
+    pl.concat([base] * reps).head(rows).write_parquet(path, row_group_size=131_072)
+    return path
+
+
+class PeakRss:
+    """Samples this process's RSS every 20 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(scorer: object, source: Path, out_dir: Path, chunk_rows: int, limit: int | None) -> dict[str, float]:
+    from serving.batch import score_chunks
+    from serving.candidates import count_rows, iter_chunks, scan_candidates
+
+    frame = scan_candidates("canonical", source)
+    if limit is not None:
+        frame = frame.head(limit)
+    load = os.getloadavg()[0]
+    cpu0 = time.process_time()
+    with PeakRss() as rss:
+        report = score_chunks(scorer, iter_chunks(frame, chunk_rows), out_dir / "scored.parquet",  # type: ignore[arg-type]
+                              out_dir / "rejects.parquet", total_rows=count_rows(frame))
+    cpu = time.process_time() - cpu0
+    return {"rows": report.input_rows, "scored_rows": report.scored_rows, "rejected_rows": report.rejected_rows,
+            "wall_s": report.seconds, "rows_per_s": report.rows_per_s, "cpu_s": cpu,
+            "rows_per_cpu_s": report.input_rows / max(cpu, 1e-9), "peak_rss_bytes": rss.peak,
+            "load_avg_1m_before": load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--baseline-rows", type=int, default=250_000)
+    parser.add_argument("--chunk-rows", type=int, default=131_072)
+    args = parser.parse_args()
+
+    import torch
+
+    from serving.scorer import Scorer, load_scorer
+
+    torch.set_num_threads(THREADS)
+    with tempfile.TemporaryDirectory(prefix="aptrank-bench-score-") as tmp:
+        work = Path(tmp)
+        prep = prepare_all(work)
+        source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
+        onnx_scorer = load_scorer(prep.model_path, prep.features, weights=prep.weights, threads=THREADS)
+        torch_scorer = Scorer(TorchRunner(prep.torch_model, onnx_scorer.model), onnx_scorer.features,  # type: ignore[arg-type]
+                              prep.weights)
+        base = run(torch_scorer, source, work, args.chunk_rows, args.baseline_rows)
+        print(f"pytorch  {base['rows']:>10,} rows  {base['wall_s']:7.1f} s  {base['rows_per_s'] / 1e3:7.1f} k rows/s  "
+              f"({base['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
+              f"peak RSS {base['peak_rss_bytes'] / 2**20:6.0f} MiB  load {base['load_avg_1m_before']:.2f}  "
+              f"(subset; extrapolated per row to {args.rows:,} rows: {args.rows / base['rows_per_s']:.0f} s)",
+              flush=True)
+        onnx = run(onnx_scorer, source, work, args.chunk_rows, None)
+        print(f"onnx     {onnx['rows']:>10,} rows  {onnx['wall_s']:7.1f} s  {onnx['rows_per_s'] / 1e3:7.1f} k rows/s  "
+              f"({onnx['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
+              f"peak RSS {onnx['peak_rss_bytes'] / 2**20:6.0f} MiB  load {onnx['load_avg_1m_before']:.2f}", flush=True)
+    speedup = onnx["rows_per_s"] / base["rows_per_s"]
+    result = {
+        "benchmark": "score",
+        "config": {**vars(args), "threads": THREADS, "model": "configs/demo.yaml (untrained weights)"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "baseline_pytorch": {**base, "note": f"subset of {base['rows']:,} rows, extrapolated per row"},
+        "run_onnx": onnx,
+        "ratios_vs_baseline": {"speedup_rows_per_s": speedup,
+                               "speedup_rows_per_cpu_s": onnx["rows_per_cpu_s"] / base["rows_per_cpu_s"]},
+        "targets": {"rows_per_s_min": ROWS_TARGET_PER_S, "speedup_min": SPEEDUP_TARGET},
+        "meets_targets": onnx["rows_per_s"] >= ROWS_TARGET_PER_S and speedup >= SPEEDUP_TARGET,
+    }
+    print(f"onnx / pytorch: x{speedup:.2f}; targets (>= {ROWS_TARGET_PER_S / 1e3:.0f}k rows/s, "
+          f">= x{SPEEDUP_TARGET:.0f}): {'met' if result['meets_targets'] else 'MISSED'}")
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""``aptrank serve``: the online scorer over HTTP (``POST /v1/rank``, ``/healthz``, ``/readyz``,
+``/metrics``, ``/openapi.json``, ``/docs``), binding 127.0.0.1 unless ``--host`` says otherwise.
+
+The model URI is polled every ``--poll-seconds``; a new version (e.g. the ``champion`` alias moved)
+is loaded beside the old one and swapped in without failing requests in flight.
+
+Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 the first model could not be loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.commands.score import fusion_weights
+
+INPUT_EXIT_CODE = 2
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the server like Ctrl-C (graceful: the finally block releases the model)."""
+    raise KeyboardInterrupt
+
+
+def serve_command(
+    model: Annotated[str, typer.Option(help="ONNX file or models:/NAME@ALIAS (e.g. @champion)")],
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free port)")] = 8080,
+    features: Annotated[Path | None, typer.Option(help="ETL output (default: the model run's features/)")] = None,
+    config: Annotated[Path | None, typer.Option(help="job config YAML whose scoring.weights fuse the tasks")] = None,
+    weight: Annotated[list[str] | None, typer.Option(help="TASK=W fusion weight (repeatable)")] = None,
+    poll_seconds: Annotated[float, typer.Option(help="how often to check the model URI (0: never)")] = 30.0,
+    max_candidates: Annotated[int, typer.Option(help="candidates per request above which 413 is returned")] = 1000,
+    max_body_bytes: Annotated[int, typer.Option(help="request body size above which 413 is returned")] = 1 << 20,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per call (requests overlap)")] = 1,
+    stack: Annotated[str, typer.Option(help="HTTP stack: stdlib (default, measured faster) or fastapi")] = "stdlib",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
+) -> None:
+    """Serve ranking requests for the model behind --model."""
+    from serving.errors import ServingError
+    from serving.holder import ModelHolder
+    from serving.model_source import ModelSource
+    from serving.server import STACKS, make_server
+    from serving.service import Limits, RankService
+
+    if stack not in STACKS:
+        raise typer.BadParameter(f"'{stack}' is not one of {', '.join(STACKS)}", param_hint="--stack")
+    if max_candidates < 1 or max_body_bytes < 1:
+        raise typer.BadParameter("--max-candidates and --max-body-bytes must be >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        holder = ModelHolder(ModelSource(model, tracking_uri), features_dir=features,
+                             weights=fusion_weights(config, weight), threads=threads)
+        holder.refresh()
+    except (ServingError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(INPUT_EXIT_CODE) from None
+    service = RankService(holder, Limits(max_candidates, max_body_bytes))
+    server = make_server(service, host, port, stack)
+    holder.start(poll_seconds)
+    signal.signal(signal.SIGTERM, _interrupt)
+    typer.echo(f"serving {holder.scorer.version if holder.scorer else '?'} on http://{server.host}:{server.port} "
+               f"({stack}; docs at /docs)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        holder.close()
+        service.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the ``aptrank`` app."""
+    app.command("serve")(serve_command)

@@ -1,0 +1,147 @@
+"""Shared serving fixtures: the real ETL on the shipped KuaiRand sample, a tiny real training (1
+epoch, 5 steps) exported by ``aptrank export`` through the parity gate, a second version of that
+model, and an MLflow registry (SQLite in a temporary folder) with a ``champion`` alias whose run
+carries the feature snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pytest
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from serving.scorer import Scorer
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
+TINY = ["model.arch=mmoe", "model.embedding_dim=4", "model.expert_hidden=[8]", "model.tower_hidden=[4]",
+        "model.num_experts=2", "train.epochs=1", "train.max_steps_per_epoch=5", "train.batch_size=256",
+        "train.eval_batch_size=8192", "train.threads=1"]
+FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
+
+
+@pytest.fixture(scope="session")
+def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Path:
+    from data.etl.config import load_config
+    from data.etl.run import run_etl
+
+    out = tmp_path_factory.mktemp("etl")
+    run_etl("kuairand", kuairand_dir, out, load_config(ROOT / "configs" / "etl" / "kuairand.yaml"))
+    return out
+
+
+def train(etl_dir: Path, run_dir: Path, seed: int) -> Path:
+    """A real 1-epoch tiny training with ``pipeline.trainer.Trainer``; returns its run folder."""
+    from pipeline.config import load_config
+    from pipeline.trainer import Trainer
+
+    cfg = load_config(None, [*TINY, f"seed={seed}", f"data.features={etl_dir}"])
+    Trainer(cfg, etl_dir, run_dir, progress=False).fit()
+    return run_dir
+
+
+def export(run_dir: Path, etl_dir: Path, out: Path) -> Path:
+    """``aptrank export`` on a run folder; its JSON summary is kept as ``out`` with suffix .json."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--run-id", str(run_dir), "--out", str(out),
+                                      "--features", str(etl_dir)])
+    assert result.exit_code == 0, result.output
+    out.with_suffix(".json").write_text(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(etl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(etl_dir, tmp_path_factory.mktemp("run0"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def model_path(run_dir: Path, etl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(run_dir, etl_dir, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def other_model_path(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second version of ``model_path``: every tower's output bias raised by 0.5 in the ONNX graph
+    (same FeatureSpec and metadata, different scores)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model_path))
+    for init in proto.graph.initializer:
+        if init.name.endswith(".out.bias"):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+    out = tmp_path_factory.mktemp("onnx1") / "model.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def candidates(kuairand_dir: Path) -> pl.DataFrame:
+    """Real candidate rows: the last 3,000 impressions of the sample, canonical columns (adapter)."""
+    from data.adapters import load_source
+
+    return load_source("kuairand", kuairand_dir).events.select("user_id", "item_id", "ts", "tab").tail(3000).collect()
+
+
+@pytest.fixture(scope="session")
+def scorer(model_path: Path, etl_dir: Path) -> Scorer:
+    from serving.scorer import load_scorer
+
+    return load_scorer(model_path, etl_dir, weights=WEIGHTS)
+
+
+@dataclass
+class Registry:
+    uri: str
+    workdir: Path
+
+    def client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def register(self, name: str, model: Path, run_dir: Path, etl_dir: Path | None, alias: str = "champion") -> str:
+        """Log ``model`` to a new run (with the snapshot under ``features/`` when ``etl_dir`` is given),
+        register it with ``pipeline.registry`` and point ``alias`` at it; returns the version."""
+        import json
+
+        from pipeline.mlflow_store import ensure_experiment
+        from pipeline.registry import register_version
+
+        client = self.client()
+        exp = ensure_experiment(client, "serving-tests", (self.workdir / "artifacts").as_uri())
+        run_id = client.create_run(exp).info.run_id
+        if etl_dir is not None:
+            client.log_artifact(run_id, str(etl_dir / FEATURE_PARTS[0]), "features")
+            for part in FEATURE_PARTS[1:]:
+                client.log_artifacts(run_id, str(etl_dir / part), f"features/{part}")
+        evaluation = json.loads((run_dir / "evaluation.json").read_text())
+        reg = register_version(client, name, run_id, model, key=f"{name}-{run_id}", evaluation=evaluation,
+                               window="2022-04-25..2022-04-30")
+        version = str(reg.version.version)
+        client.set_registered_model_alias(name, alias, version)
+        client.set_terminated(run_id)
+        return version
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    workdir = tmp_path_factory.mktemp("mlflow")
+    yield Registry(f"sqlite:///{workdir / 'mlflow.db'}", workdir)
+
+
+@pytest.fixture(scope="session")
+def champion(registry: Registry, model_path: Path, run_dir: Path, etl_dir: Path) -> str:
+    """``models:/aptrank-serving@champion`` -> version 1 of ``model_path``, snapshot in its run."""
+    registry.register("aptrank-serving", model_path, run_dir, etl_dir)
+    return "models:/aptrank-serving@champion"

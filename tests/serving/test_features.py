@@ -1,0 +1,98 @@
+"""The scorers' feature lookup: exactly the ETL lookup's output, defaults counted, torch-free."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from data.spec import INPUT_NAMES
+from data.tensors import model_inputs
+from serving.errors import CandidateError, ServingError
+from serving.features import ITEM, REQUEST, USER, CandidateFeatures
+
+
+@pytest.fixture(scope="module")
+def features(etl_dir: Path) -> CandidateFeatures:
+    return CandidateFeatures(etl_dir)
+
+
+def _with_unknowns(candidates: pl.DataFrame) -> pl.DataFrame:
+    """Real rows plus an unseen user, an unseen item, a null user, a string id and an unseen tab."""
+    ts = candidates["ts"][0]
+    extra = pl.DataFrame({
+        "user_id": [10**12, candidates["user_id"][0], None, candidates["user_id"][1]],
+        "item_id": [candidates["item_id"][0], 10**12, candidates["item_id"][1], candidates["item_id"][2]],
+        "ts": [ts] * 4,
+        "tab": [1, 1, 1, 10**6],
+    }, schema=candidates.schema)
+    return pl.concat([candidates, extra])
+
+
+def test_lookup_equals_the_etl_lookup(features: CandidateFeatures, candidates: pl.DataFrame) -> None:
+    frame = _with_unknowns(candidates)
+    reference = features.lookup.build(frame)  # data.snapshot.FeatureLookup: the ETL's own code
+    expected = model_inputs(reference.frame, features.spec)
+    got = features.encode(frame)
+    for name in INPUT_NAMES:
+        assert got.arrays[name].dtype == expected[name].dtype
+        assert np.array_equal(got.arrays[name], expected[name]), name
+    assert got.missing_rows == reference.missing_rows
+    assert got.missing_rows["user"] == 2 and got.missing_rows["item"] == 1  # unseen + null user; unseen item
+    assert got.oov == reference.oov
+    assert got.oov["tab"] == 1
+
+
+def test_batch_composition_does_not_change_a_row(features: CandidateFeatures, candidates: pl.DataFrame) -> None:
+    frame = _with_unknowns(candidates.head(40))
+    whole = features.encode(frame)
+    for i in (0, 17, frame.height - 3, frame.height - 1):
+        one = features.encode(frame.slice(i, 1))
+        for name in INPUT_NAMES:
+            assert np.array_equal(one.arrays[name][0], whole.arrays[name][i])
+
+
+def test_features_are_split_by_what_they_read(features: CandidateFeatures) -> None:
+    sides = features.sides
+    assert {sides[f] for f in ("user", "user_clicked_items", "user_7d_click_rate", "register_days")} == {USER}
+    assert {sides[f] for f in ("item", "author", "category", "duration_bucket", "author_all_count")} == {ITEM}
+    assert {sides[f] for f in ("tab", "hour", "weekday", "item_age_days")} == {REQUEST}
+    assert set(sides) == set(features.spec.feature_names())
+
+
+def test_self_check_catches_a_divergent_lookup(features: CandidateFeatures, etl_dir: Path) -> None:
+    broken = CandidateFeatures(etl_dir, self_check=False)
+    assert broken.users is not None
+    broken.users.arrays["dense"] = broken.users.arrays["dense"] + 1.0
+    with pytest.raises(ServingError, match="differs from data.snapshot.FeatureLookup on 'dense'"):
+        broken.check_against_full_lookup()
+
+
+def test_missing_candidate_columns_are_named(features: CandidateFeatures, candidates: pl.DataFrame) -> None:
+    with pytest.raises(CandidateError, match=r"lack required columns \['tab'\]"):
+        features.encode(candidates.drop("tab"))
+
+
+def test_scoring_path_never_imports_torch(model_path: Path, etl_dir: Path) -> None:
+    code = textwrap.dedent(f"""
+        import json, sys
+        from serving.holder import ModelHolder
+        from serving.model_source import ModelSource
+        from serving.service import RankService
+        holder = ModelHolder(ModelSource({str(model_path)!r}), features_dir={str(etl_dir)!r})
+        holder.refresh()
+        service = RankService(holder)
+        body = json.dumps({{"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000, "context": {{"tab": 1}}}})
+        reply = service.handle("POST", "/v1/rank", body.encode())
+        service.close()
+        holder.close()
+        print(reply.status, "torch" in sys.modules, "torchrec" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    assert out.stdout.split() == ["200", "False", "False"]

@@ -1,0 +1,322 @@
+"""``aptrank serve``: a real server on a loopback port, real HTTP requests.
+
+Success (sorted, same numbers as batch scoring), 422 naming the field, 413, unknown user and items,
+health/readiness/metrics/docs, the alternative stack, the CLI process, and a registry-alias model
+swap under load with zero failed requests (bounded request count).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from serving.batch import score_chunks
+from serving.candidates import iter_chunks, scan_candidates
+from serving.holder import ModelHolder
+from serving.model_source import ModelSource
+from serving.onnx_model import OnnxModel
+from serving.scorer import Scorer, load_scorer
+from serving.server import make_server
+from serving.service import Limits, RankService
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
+LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to a server on 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        self.conn.request(method, path, data, {"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        payload = response.read()
+        if response.getheader("Connection") == "close":
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        kind = response.getheader("Content-Type", "")
+        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode()
+
+    def rank(self, body: dict) -> tuple[int, Any]:
+        return self.request("POST", "/v1/rank", body)
+
+
+@pytest.fixture(scope="module")
+def service(model_path: Path, etl_dir: Path) -> Iterator[RankService]:
+    holder = ModelHolder(ModelSource(str(model_path)), features_dir=etl_dir, weights=WEIGHTS)
+    holder.refresh()
+    svc = RankService(holder, LIMITS)
+    yield svc
+    svc.close()
+    holder.close()
+
+
+@pytest.fixture(scope="module")
+def client(service: RankService) -> Iterator[Client]:
+    server = make_server(service, "127.0.0.1", 0, "stdlib").start()
+    yield Client(server.port)
+    server.stop()
+
+
+def _rows(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The first candidate's user, ts and tab with the first ``n`` distinct items."""
+    first = candidates.row(0, named=True)
+    items = candidates["item_id"].unique(maintain_order=True).head(n)
+    return pl.DataFrame({"user_id": [first["user_id"]] * n, "item_id": items, "ts": [first["ts"]] * n,
+                         "tab": [first["tab"]] * n}, schema=candidates.schema)
+
+
+def _body(rows: pl.DataFrame) -> dict:
+    """A request for rows sharing one user, ts and tab (ts as ISO 8601)."""
+    return {"user_id": rows["user_id"][0], "item_ids": rows["item_id"].to_list(),
+            "ts": rows["ts"][0].isoformat(), "context": {"tab": rows["tab"][0]}}
+
+
+def test_rank_returns_sorted_probabilities_and_scores(client: Client, scorer: Scorer, candidates: pl.DataFrame) -> None:
+    rows = _rows(candidates, 50)
+    status, payload = client.rank(_body(rows))
+    assert status == 200
+    assert payload["model_version"] == scorer.version and payload["weights"] == WEIGHTS
+    scores = [r["score"] for r in payload["results"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 50
+    direct = scorer.score(rows)
+    order = np.argsort(-direct.score, kind="stable")
+    assert [r["item_id"] for r in payload["results"]] == rows["item_id"].to_numpy()[order].tolist()
+    assert [r["probabilities"]["like"] for r in payload["results"]] == direct.probabilities[order, 1].tolist()
+    assert scores == direct.score[order].tolist()
+    top = client.rank({**_body(rows), "top_k": 3})[1]["results"]
+    assert top == payload["results"][:3]
+
+
+def test_batch_and_online_scores_are_identical(client: Client, scorer: Scorer, candidates: pl.DataFrame,
+                                               tmp_path: Path) -> None:
+    rows = candidates.head(400)
+    source = tmp_path / "candidates.parquet"
+    rows.write_parquet(source)
+    score_chunks(scorer, iter_chunks(scan_candidates("canonical", source), 64), tmp_path / "out.parquet",
+                 tmp_path / "rejects.parquet")
+    batch = pl.read_parquet(tmp_path / "out.parquet").with_row_index("row")
+    online: dict[int, float] = {}
+    groups = batch.with_columns(ts_ms=pl.col("ts").dt.epoch("ms")).group_by(
+        "user_id", "ts_ms", "tab", maintain_order=True).agg("row", "item_id")
+    for g in groups.iter_rows(named=True):
+        status, payload = client.rank({"user_id": g["user_id"], "item_ids": g["item_id"],
+                                       "ts": g["ts_ms"], "context": {"tab": g["tab"]}})
+        assert status == 200
+        by_item = {r["item_id"]: r["score"] for r in payload["results"]}  # a repeated item scores the same
+        assert len(payload["results"]) == len(g["item_id"])
+        online.update({row: by_item[item] for row, item in zip(g["row"], g["item_id"], strict=True)})
+    assert groups.height > 100  # many distinct requests
+    assert [online[i] for i in range(batch.height)] == batch["score"].to_list()
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({"item_ids": [1]}, ["body", "user_id"]),
+    ({"user_id": 1.5, "item_ids": [1]}, ["body", "user_id", "int"]),
+    ({"user_id": 1, "item_ids": []}, ["body", "item_ids"]),
+    ({"user_id": 1, "item_ids": [1, "x"]}, ["body", "item_ids"]),
+    ({"user_id": 1, "item_ids": [1], "ts": "yesterday"}, ["body", "ts", "int"]),
+    ({"user_id": 1, "item_ids": [1], "context": {"channel": 3}}, ["body", "context", "channel"]),
+    ({"user_id": 1, "item_ids": [1], "top_k": 0}, ["body", "top_k"]),
+    ({"user_id": 1, "item_ids": [1], "extra": True}, ["body", "extra"]),
+])
+def test_validation_errors_are_422_naming_the_field(client: Client, body: dict, loc: list) -> None:
+    status, payload = client.rank(body)
+    assert status == 422
+    assert payload["detail"][0]["loc"] == loc
+
+
+def test_malformed_json_is_422(client: Client) -> None:
+    status, payload = client.request("POST", "/v1/rank", raw=b'{"user_id": 1,')
+    assert status == 422 and payload["detail"][0]["loc"] == ["body"]
+
+
+def test_too_many_candidates_or_too_large_body_is_413(client: Client) -> None:
+    status, payload = client.rank({"user_id": 1, "item_ids": list(range(LIMITS.max_candidates + 1))})
+    assert status == 413 and "301 candidates, at most 300" in payload["detail"]
+    status, payload = client.request("POST", "/v1/rank", raw=b" " * (LIMITS.max_body_bytes + 1))
+    assert status == 413 and "exceeds the limit of 20000 bytes" in payload["detail"]
+    assert client.request("GET", "/healthz")[0] == 200  # the connection was replaced, the server lives on
+
+
+def test_unknown_user_and_items_are_scored_with_defaults(client: Client, service: RankService,
+                                                         candidates: pl.DataFrame) -> None:
+    known = candidates["item_id"][0]
+    before = service.metrics.value("missing_snapshot_rows_total", entity="user")
+    status, payload = client.rank({"user_id": 10**12, "item_ids": [known, 10**12, 10**12 + 1], "ts": 1651300000000,
+                                   "context": {"tab": 1}})
+    assert status == 200
+    assert sorted(r["item_id"] for r in payload["results"]) == sorted([known, 10**12, 10**12 + 1])
+    assert payload["missing_rows"] == {"user": 3, "item": 2, "author": 2}
+    assert payload["oov"]["user"] == 3 and payload["oov"]["item"] == 2
+    assert all(0 < r["probabilities"]["click"] < 1 for r in payload["results"])
+    assert service.metrics.value("missing_snapshot_rows_total", entity="user") == before + 3
+
+
+def test_health_readiness_metrics_and_docs(client: Client, scorer: Scorer) -> None:
+    assert client.request("GET", "/healthz") == (200, "ok\n")
+    assert client.request("GET", "/readyz") == (200, f"ready {scorer.version}\n")
+    status, text = client.request("GET", "/metrics")
+    assert status == 200
+    assert re.search(r'^aptrank_requests_total\{code="200",route="/v1/rank"\} [1-9]', text, re.M)
+    assert re.search(r'^aptrank_rank_request_seconds_count [1-9]', text, re.M)
+    assert f'aptrank_model_info{{version="{scorer.version}"}} 1' in text
+    status, doc = client.request("GET", "/openapi.json")
+    assert status == 200 and set(doc["paths"]) == {"/v1/rank", "/healthz", "/readyz", "/metrics"}
+    assert "RankRequest" in doc["components"]["schemas"]
+    status, page = client.request("GET", "/docs")
+    assert status == 200 and "POST /v1/rank" in page
+    assert client.request("GET", "/nope")[0] == 404
+    assert client.request("GET", "/v1/rank")[0] == 405
+
+
+def test_not_ready_before_a_model_is_loaded(model_path: Path, etl_dir: Path) -> None:
+    holder = ModelHolder(ModelSource(str(model_path)), features_dir=etl_dir)
+    service = RankService(holder)
+    try:
+        assert service.handle("GET", "/readyz").status == 503
+        assert service.handle("POST", "/v1/rank", json.dumps({"user_id": 1, "item_ids": [1]}).encode()).status == 503
+    finally:
+        service.close()
+        holder.close()
+
+
+def test_fastapi_stack_gives_the_same_answers(service: RankService, client: Client, candidates: pl.DataFrame) -> None:
+    body = _body(_rows(candidates, 5))
+    server = make_server(service, "127.0.0.1", 0, "fastapi").start()
+    try:
+        other = Client(server.port)
+        assert other.rank(body) == client.rank(body)
+        assert other.rank({"user_id": 1, "item_ids": []}) == client.rank({"user_id": 1, "item_ids": []})
+        assert other.request("POST", "/v1/rank", raw=b" " * 30_000)[0] == 413
+    finally:
+        server.stop()
+
+
+def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(model_path), "--features", str(etl_dir),
+           "--port", "0", "--poll-seconds", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if match := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+        assert port is not None, "aptrank serve did not report its address"
+        status, payload = Client(port).rank({"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000,
+                                             "context": {"tab": 1}})
+        assert status == 200 and len(payload["results"]) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_model_swap_under_load_fails_no_request(registry: Any, model_path: Path, other_model_path: Path,
+                                                run_dir: Path, etl_dir: Path, candidates: pl.DataFrame) -> None:
+    """Clients hammer the server while the ``champion`` alias moves to version 2: every request gets a
+    200 from exactly one version, versions never go back, and version 2 answers with its own scores."""
+    name = "aptrank-swap"
+    registry.register(name, model_path, run_dir, etl_dir)
+    holder = ModelHolder(ModelSource(f"models:/{name}@champion", registry.uri), features_dir=None, weights=WEIGHTS)
+    holder.refresh()
+    service = RankService(holder)
+    server = make_server(service, "127.0.0.1", 0, "stdlib").start()
+    holder.start(poll_seconds=0.1)
+    rows = _rows(candidates, 20)
+    body = _body(rows)
+    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def load(k: int) -> None:
+        c = Client(server.port)
+        for _ in range(400):  # bounded: at most 1,600 requests in all
+            status, payload = c.rank(body)
+            seen[k].append((status, payload.get("model_version") if isinstance(payload, dict) else payload))
+            if stop.is_set():
+                return
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        registry.register(name, other_model_path, run_dir, etl_dir)  # version 2 becomes champion
+        deadline = time.monotonic() + 60
+        while holder.key != f"{name}/2" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        final_status, payload = Client(server.port).rank(body)
+    finally:
+        stop.set()
+        server.stop()
+        holder.close()
+        service.close()
+    flat = [s for thread in seen for s in thread]
+    assert flat and all(status == 200 for status, _ in flat), [s for s in flat if s[0] != 200][:3]
+    for thread in seen:
+        versions = [v for _, v in thread]
+        assert set(versions) <= {f"{name}/1", f"{name}/2"}
+        assert versions == sorted(versions), "a client saw version 1 after version 2"
+    assert any(v == f"{name}/2" for _, v in flat) and any(v == f"{name}/1" for _, v in flat)
+    assert holder.metrics.value("model_swaps_total") == 1
+    new = load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows)
+    assert final_status == 200 and payload["model_version"] == f"{name}/2"
+    assert {r["item_id"]: r["score"] for r in payload["results"]} == dict(zip(body["item_ids"], new.score.tolist(),
+                                                                                strict=True))
+
+
+def test_a_failing_request_is_a_500_and_the_server_lives_on(client: Client, service: RankService,
+                                                             candidates: pl.DataFrame,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: OnnxModel, inputs: object) -> None:
+        raise RuntimeError("onnxruntime fell over")
+
+    monkeypatch.setattr(OnnxModel, "predict", broken)
+    status, payload = client.rank(_body(_rows(candidates, 3)))
+    assert status == 500 and "RuntimeError: onnxruntime fell over" in payload["detail"]
+    monkeypatch.undo()
+    assert client.rank(_body(_rows(candidates, 3)))[0] == 200
+
+
+def test_a_broken_new_version_is_skipped_and_the_old_one_kept(model_path: Path, other_model_path: Path,
+                                                              etl_dir: Path, tmp_path: Path) -> None:
+    served = tmp_path / "served.onnx"
+    served.write_bytes(model_path.read_bytes())
+    holder = ModelHolder(ModelSource(str(served)), features_dir=etl_dir)
+    try:
+        assert holder.refresh() and holder.scorer is not None
+        first = holder.scorer.version
+        served.write_bytes(b"half-copied garbage")
+        assert not holder.refresh()
+        assert holder.scorer.version == first and holder.metrics.value("model_swap_failures_total") == 1
+        served.write_bytes(other_model_path.read_bytes())
+        assert holder.refresh() and holder.scorer.version != first
+        assert holder.metrics.value("model_swaps_total") == 1
+    finally:
+        holder.close()
