@@ -1,0 +1,197 @@
+"""Benchmark of ``aptrank etl`` (Polars) against the same feature set in idiomatic pandas.
+
+Generates canonical logs with ``data.synthetic`` (``--events``, default 10M, and
+``--baseline-events``, default 1M, same world), then runs, each in its own child process (wall and
+CPU time from ``getrusage``, peak RSS from psutil polled every 20 ms and the child's own
+``ru_maxrss``):
+
+1. the Polars ETL (``data.etl.run_etl``, ``configs/etl/synthetic.yaml``) on the large log;
+2. the Polars ETL on the baseline log;
+3. the pandas baseline (``bench/etl_pandas_baseline.py``) on the baseline log;
+
+checks that (2) and (3) wrote the same examples (every column; dense within 1e-4), prints events/s
+and the per-event time ratio pandas / Polars, and writes ``bench/results/etl.json``. Targets: the
+Polars ETL at >= 300k events/s end to end with <= 4 GB peak RSS on 2 cores, and pandas >= 5x slower
+per event. The load average is recorded because other processes may share the cores.
+
+    .venv/bin/python bench/etl.py [--events 10000000] [--baseline-events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.etl_pandas_baseline import run_pandas_etl  # noqa: E402
+from data.etl.config import load_config  # noqa: E402
+from data.etl.run import example_files, run_etl  # noqa: E402
+from data.synthetic import GeneratorConfig, generate  # noqa: E402
+
+RESULT = ROOT / "bench" / "results" / "etl.json"
+CONFIG = ROOT / "configs" / "etl" / "synthetic.yaml"
+MIN_EVENTS_PER_S = 300_000
+MAX_RSS_BYTES = 4 * 10**9
+MIN_PANDAS_SLOWDOWN = 5.0
+
+
+def _child(engine: str, src: str, out: str) -> None:
+    cfg = load_config(CONFIG)
+    if engine == "polars":
+        summary = run_etl("canonical", src, out, cfg).summary
+        info = {
+            "input_rows": summary["input_rows"],
+            "accepted_rows": summary["accepted_rows"],
+            "stage_seconds": summary["stage_seconds"],
+            "stage_cpu_seconds": summary["stage_cpu_seconds"],
+        }
+    else:
+        info = run_pandas_etl(Path(src), Path(out), cfg)
+    info["ru_maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps(info), flush=True)
+
+
+def measure(engine: str, src: Path, out: Path) -> dict[str, Any]:
+    """Run one ETL in a child process; wall, CPU, peak RSS and what the child reports."""
+    cmd = [sys.executable, __file__, "--child", engine, str(src), str(out)]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak, ps = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, ps.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.wait() != 0:
+        raise SystemExit(f"{engine} child failed with exit code {proc.returncode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    info = json.loads(next(x for x in stdout.splitlines() if x.startswith("RESULT "))[7:])
+    events = int(info["input_rows"])
+    return {
+        "engine": engine,
+        "events": events,
+        "wall_s": wall,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "peak_rss_bytes": max(peak, int(info.pop("ru_maxrss_bytes"))),
+        "events_per_s": events / wall,
+        "load_avg_1m_before": load,
+        **info,
+    }
+
+
+def same_examples(a: Path, b: Path) -> dict[str, Any]:
+    """Compare the examples of two ETL outputs column by column."""
+    worst, mismatched = 0.0, []
+    for split in ("train", "valid", "test"):
+        x = pl.concat([pl.read_parquet(f) for f in example_files(a, split)])
+        y = pl.concat([pl.read_parquet(f) for f in example_files(b, split)])
+        if x.height != y.height or set(x.columns) != set(y.columns):
+            return {"equal": False, "reason": f"{split}: shapes {x.shape} vs {y.shape}"}
+        for c in x.columns:
+            if x[c].dtype == pl.Float32:
+                diff = float(np.abs(x[c].to_numpy().astype(np.float64) - y[c].to_numpy()).max(initial=0.0))
+                worst = max(worst, diff)
+                if diff > 1e-4:
+                    mismatched.append(f"{split}.{c}")
+            elif not x[c].equals(y[c].cast(x[c].dtype)):
+                mismatched.append(f"{split}.{c}")
+    return {"equal": not mismatched, "mismatched": mismatched, "max_abs_dense_diff": worst}
+
+
+def _generate(path: Path, args: argparse.Namespace, events: int) -> None:
+    cfg = GeneratorConfig(users=args.users, items=args.items, events=events, seed=args.seed, bad_rows=args.bad_rows)
+    generate(path, cfg, progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--baseline-events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--bad-rows", type=float, default=0.002)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", nargs=3, metavar=("ENGINE", "SRC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="aptrank-bench-etl-") as tmp:
+        root = Path(tmp)
+        _generate(root / "big", args, args.events)
+        _generate(root / "small", args, args.baseline_events)
+        big = measure("polars", root / "big", root / "out-big")
+        small = measure("polars", root / "small", root / "out-small")
+        pandas = measure("pandas", root / "small", root / "out-pandas")
+        parity = same_examples(root / "out-small", root / "out-pandas")
+    slowdown = (pandas["wall_s"] / pandas["events"]) / (big["wall_s"] / big["events"])
+    result = {
+        "benchmark": "etl",
+        "config": {k: v for k, v in vars(args).items() if k != "child"} | {"etl_config": str(CONFIG.relative_to(ROOT))},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "polars": pl.__version__,
+        },
+        "polars": big,
+        "polars_baseline_size": small,
+        "pandas_baseline": pandas,
+        "pandas_vs_polars_same_examples": parity,
+        "pandas_per_event_slowdown_vs_polars_large": slowdown,
+        "pandas_per_event_slowdown_vs_polars_same_size": (pandas["wall_s"] / small["wall_s"]),
+        "targets": {
+            "events_per_s_min": MIN_EVENTS_PER_S,
+            "peak_rss_bytes_max": MAX_RSS_BYTES,
+            "pandas_slowdown_min": MIN_PANDAS_SLOWDOWN,
+        },
+        "meets_targets": {
+            "throughput": big["events_per_s"] >= MIN_EVENTS_PER_S,
+            "peak_rss": big["peak_rss_bytes"] <= MAX_RSS_BYTES,
+            "pandas_slowdown": slowdown >= MIN_PANDAS_SLOWDOWN,
+        },
+    }
+    for r in (big, small, pandas):
+        print(
+            f"{r['engine']:7s} {r['events']:>11,} events  wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
+            f"{r['events_per_s'] / 1e3:7.1f} k events/s  peak RSS {r['peak_rss_bytes'] / 1e9:5.2f} GB  "
+            f"load {r['load_avg_1m_before']:.2f}"
+        )
+    print(f"polars stages (large): {big['stage_seconds']}")
+    print(
+        f"pandas per-event time / polars ({args.events:,} events): x{slowdown:.1f}; at the same size: "
+        f"x{result['pandas_per_event_slowdown_vs_polars_same_size']:.1f}; same examples: {parity['equal']} "
+        f"(max dense diff {parity.get('max_abs_dense_diff', float('nan')):.2e})"
+    )
+    print(
+        f"targets (>= {MIN_EVENTS_PER_S:,} events/s, <= 4 GB, pandas >= x{MIN_PANDAS_SLOWDOWN:.0f}): "
+        f"{result['meets_targets']}"
+    )
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The ETL's intermediate files (``DIR/_work/``) and the chunked raw example frames built from them.
+
+Every per-event work file holds the accepted events in the same order (sorted by ts, then input
+row), so a chunk of rows is the horizontal concatenation of the same row slice of each file: the
+events with their attributes and labels, the point-in-time counts of each entity and the history
+pointers; the history lists are gathered from the flat positive-item arrays per chunk. Working in
+row chunks keeps memory bounded by the chunk size instead of the dataset. Work files are
+uncompressed Arrow IPC: written at memory speed and read back by memory-mapped slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from data.etl.config import HistoryConfig
+from data.etl.history import end_column, length_column, lists_for
+
+EVENTS = "events.arrow"
+POINTERS = "pointers.arrow"
+
+
+def pit_file(entity: str) -> str:
+    return f"pit_{entity}.arrow"
+
+
+def chunk_ranges(offset: int, length: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) pieces of at most ``size`` rows covering [offset, offset + length)."""
+    for start in range(offset, offset + length, size):
+        yield start, min(size, offset + length - start)
+
+
+@dataclass
+class WorkFiles:
+    root: Path
+    entities: list[str]
+    histories: tuple[HistoryConfig, ...]
+    history_items: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per history: the flat encoded item ids of its positives (see :mod:`data.etl.history`)."""
+
+    def write(self, frame: pl.DataFrame, name: str) -> None:
+        frame.write_ipc(self.root / name, compression="uncompressed")
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        return pl.scan_ipc(self.root / name, memory_map=True)
+
+    def per_event_files(self) -> list[str]:
+        return [EVENTS, *[pit_file(e) for e in self.entities], *([POINTERS] if self.histories else [])]
+
+    def raw_chunk(
+        self, offset: int, length: int, lists: bool = True, columns: Collection[str] | None = None
+    ) -> pl.DataFrame:
+        """Raw example rows [offset, offset + length): attributes, labels, counts and (with
+        ``lists``) the history list columns; only ``columns`` when given."""
+        parts = []
+        for name in self.per_event_files():
+            scan = self.scan(name)
+            if columns is not None:
+                scan = scan.select(c for c in scan.collect_schema() if c in columns)
+            parts.append(scan.slice(offset, length).collect())
+        frame = pl.concat(parts, how="horizontal", strict=True)
+        if lists:
+            frame = frame.with_columns(lists_for(frame, self.history_items[h.name], h) for h in self.histories)
+        return frame.drop(*[c for h in self.histories for c in (end_column(h), length_column(h))], strict=False)
