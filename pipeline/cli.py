@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torchrec")
 for noisy in ("torch.fx._symbolic_trace", "torch.onnx", "torch._dynamo", "torch.export"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
-COMMAND_MODULES: tuple[str, ...] = ("generate", "etl", "train", "run", "export", "score", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("generate", "etl", "train", "run", "export", "score", "serve", "experiment")
 
 app = typer.Typer(
     name="aptrank",
