@@ -34,7 +34,7 @@ class TrainConfig:
     eval_batch_size: int = 16384
     epochs: int = 5
     patience: int = 2
-    shuffle_buffer: int = 262_144
+    shuffle_buffer: int = 1_048_576  # rows; a split that fits is converted once and kept in memory
     device: str = "auto"
     threads: int | None = None
     max_steps_per_epoch: int | None = None

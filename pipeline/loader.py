@@ -60,7 +60,7 @@ class ExampleLoader:
         self.prefetch = prefetch
         self.num_rows = count_rows(files)
         self.wait_seconds = 0.0
-        self._cache: dict[str, torch.Tensor] | None = None
+        self._cache: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
@@ -79,14 +79,14 @@ class ExampleLoader:
         if pending:
             yield pa.Table.from_batches(pending)
 
-    def _convert(self, table: pa.Table) -> dict[str, torch.Tensor]:
+    def _convert(self, table: pa.Table) -> dict[str, np.ndarray]:
         arrays = model_inputs(table, self.spec)
         y = labels(table, self.spec)
         if y is not None:
             arrays["labels"] = y
-        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+        return arrays
 
-    def _buffers(self) -> Iterator[dict[str, torch.Tensor]]:
+    def _buffers(self) -> Iterator[dict[str, np.ndarray]]:
         """Converted shuffle buffers in file order. A split that fits in one buffer is converted once
         and kept (later epochs only re-permute it); larger splits convert the next buffer in a thread
         while the current one is being consumed."""
@@ -94,28 +94,33 @@ class ExampleLoader:
             yield self._cache
             return
         source = (self._convert(t) for t in self._record_batches(self.shuffle_buffer))
-        for tensors in _ahead(source, depth=1):
+        for arrays in _ahead(source, depth=1):
             if self.num_rows <= self.shuffle_buffer:
-                self._cache = tensors
-            yield tensors
+                self._cache = arrays
+            yield arrays
 
-    def _batches(self, tensors: dict[str, torch.Tensor], order: np.ndarray | None) -> Iterator[FeatureBatch]:
-        n = int(tensors["categorical"].shape[0])
-        idx = np.arange(n) if order is None else order
+    def _batches(self, arrays: dict[str, np.ndarray], order: np.ndarray | None) -> Iterator[FeatureBatch]:
+        """Batches gathered with numpy in the producer thread (single-threaded, GIL released): torch
+        ops here would start a second OpenMP team that fights the training step for the cores."""
+        n = int(arrays["categorical"].shape[0])
         for start in range(0, n, self.batch_size):
-            sel = torch.from_numpy(idx[start:start + self.batch_size])
+            if order is None:
+                part = {k: v[start:start + self.batch_size] for k, v in arrays.items()}
+            else:
+                sel = order[start:start + self.batch_size]
+                part = {k: np.take(v, sel, axis=0) for k, v in arrays.items()}
             yield FeatureBatch(
-                categorical=tensors["categorical"][sel],
-                sequence=tensors["sequence"][sel],
-                sequence_lengths=tensors["sequence_lengths"][sel],
-                dense=tensors["dense"][sel],
-                labels=tensors["labels"][sel] if "labels" in tensors else None,
+                categorical=torch.from_numpy(part["categorical"]),
+                sequence=torch.from_numpy(part["sequence"]),
+                sequence_lengths=torch.from_numpy(part["sequence_lengths"]),
+                dense=torch.from_numpy(part["dense"]),
+                labels=torch.from_numpy(part["labels"]) if "labels" in part else None,
             )
 
     def _generate(self, epoch: int) -> Iterator[FeatureBatch]:
         rng = np.random.default_rng([self.seed, epoch])
-        for tensors in self._buffers():
-            yield from self._batches(tensors, rng.permutation(int(tensors["categorical"].shape[0])))
+        for arrays in self._buffers():
+            yield from self._batches(arrays, rng.permutation(int(arrays["categorical"].shape[0])))
 
     def epoch_batches(self, epoch: int) -> Iterator[FeatureBatch]:
         """Shuffled training batches of ``epoch``, produced by a prefetching thread; the time the
