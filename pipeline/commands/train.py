@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pipeline.trainer import TrainResult
 
 BASELINES_FILE = "baselines.json"
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 
 def train_baselines(cfg: JobConfig, features: Path, run_dir: Path, progress: bool) -> dict[str, dict[str, float]]:
@@ -58,11 +59,31 @@ def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool 
     return result
 
 
+def tracked_training(cfg: JobConfig, features: Path, run_dir: Path, workdir: Path | None, *, resume: bool,
+                     baselines: bool, progress: bool) -> tuple[TrainResult, str | None]:
+    """``run_training`` as an MLflow run (rank 0 only; ``workdir`` None: untracked). A resumed run
+    reattaches to its MLflow run, whose id is kept in the run folder."""
+    if workdir is None or int(os.environ.get("RANK", "0")) != 0:
+        return run_training(cfg, features, run_dir, resume=resume, baselines=baselines, progress=progress), None
+    from pipeline.tracking import TrackedRun
+
+    id_file = run_dir / MLFLOW_RUN_ID_FILE
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    with TrackedRun(cfg, workdir, features_dir=features, run_id=run_id) as tracked:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(tracked.run_id + "\n")
+        result = run_training(cfg, features, run_dir, resume=resume, baselines=baselines, progress=progress,
+                              trainer_kwargs={"callbacks": tracked.callbacks()})
+        tracked.log_result(result)
+    return result, tracked.run_id
+
+
 def launch_distributed(nproc: int, features: Path, config: Path | None, overrides: list[str], run_dir: Path,
-                       progress: bool) -> int:
+                       progress: bool, workdir: Path | None) -> int:
     """Re-run this command under ``torchrun --standalone --nproc_per_node=N``; returns its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "pipeline.cli", "train", "--features", str(features), "--run-dir", str(run_dir)]
+    cmd += ["--workdir", str(workdir)] if workdir is not None else ["--no-track"]
     if config is not None:
         cmd += ["--config", str(config)]
     for item in overrides:
@@ -82,6 +103,10 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")] = False,
         baselines: Annotated[bool, typer.Option(help="Also train single-task baselines and report Δm%.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        workdir: Annotated[Path, typer.Option(help="Where the default MLflow store lives (SQLite + artifacts; "
+                                              "MLFLOW_TRACKING_URI or tracking.uri point elsewhere).")] = Path("work"),
+        track: Annotated[bool, typer.Option(help="Record the run in MLflow (params, metrics, plots, "
+                                            "checkpoint).")] = True,
         nproc: Annotated[int, typer.Option(help="Processes: >1 runs under torchrun with TorchRec "
                                            "DistributedModelParallel (tables sharded table-wise, dense "
                                            "part data parallel; gloo on CPU, NCCL on GPU).")] = 1,
@@ -97,12 +122,14 @@ def register(app: typer.Typer) -> None:
                 typer.echo("error: --nproc > 1 does not combine with --resume or --baselines", err=True)
                 raise typer.Exit(2)
             raise typer.Exit(launch_distributed(nproc, features, config, set_ or [], run_dir or
-                                                Path("work") / "train" / cfg.name, progress))
+                                                Path("work") / "train" / cfg.name, progress,
+                                                workdir if track else None))
         from pipeline.trainer import NonFiniteLossError
 
         out = run_dir or Path("work") / "train" / cfg.name
         try:
-            result = run_training(cfg, features, out, resume=resume, baselines=baselines, progress=progress)
+            result, mlflow_run = tracked_training(cfg, features, out, workdir if track else None, resume=resume,
+                                                  baselines=baselines, progress=progress)
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
@@ -114,6 +141,6 @@ def register(app: typer.Typer) -> None:
         summary = {
             "run_dir": str(out), "best_epoch": result.best_epoch,
             "test_auc": {t: m["auc"] for t, m in result.evaluation["test"]["tasks"].items()},
-            "delta_m_auc": result.evaluation.get("delta_m_auc"),
+            "delta_m_auc": result.evaluation.get("delta_m_auc"), "mlflow_run_id": mlflow_run,
         }
         sys.stdout.write(json.dumps(summary) + "\n")

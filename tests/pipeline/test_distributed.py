@@ -26,7 +26,8 @@ def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, meth
     args = [*ARGS, f"mtl.method={method}"]
     single = Trainer(load_config(None, args), etl_dir, tmp_path / "one", progress=False).fit()
     cmd = [sys.executable, "-m", "pipeline.cli", "train", "--features", str(etl_dir), "--run-dir",
-           str(tmp_path / "two"), "--nproc", "2", "--no-progress", *[x for a in args for x in ("--set", a)]]
+           str(tmp_path / "two"), "--nproc", "2", "--no-progress", "--workdir", str(tmp_path / "mlflow"),
+           *[x for a in args for x in ("--set", a)]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -36,3 +37,8 @@ def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, meth
     assert summary["run_dir"] == str(tmp_path / "two")
     for task, metrics in single.evaluation["test"]["tasks"].items():
         assert abs(two["test"]["tasks"][task]["auc"] - metrics["auc"]) < 0.01, task
+    from mlflow import MlflowClient  # only rank 0 logged: exactly one run
+
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_experiments()])
+    assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]

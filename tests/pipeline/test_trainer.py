@@ -102,7 +102,8 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
     import time
 
     args = [*TINY, "train.epochs=3", "train.max_steps_per_epoch=60", "seed=11"]
-    cli = [sys.executable, "-m", "pipeline.cli", "train", "--features", str(etl_dir), "--no-progress"]
+    cli = [sys.executable, "-m", "pipeline.cli", "train", "--features", str(etl_dir), "--no-progress",
+           "--workdir", str(tmp_path / "mlflow")]
     sets = [x for a in args for x in ("--set", a)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cut = tmp_path / "cut"
@@ -121,3 +122,22 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
     resumed = json.loads((cut / "evaluation.json").read_text())
     for task, metrics in full.evaluation["test"]["tasks"].items():
         assert resumed["test"]["tasks"][task]["auc"] == pytest.approx(metrics["auc"], abs=1e-12)
+    # the resumed process reattached to the killed one's MLflow run and finished it
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db")
+    run = client.get_run((cut / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FINISHED" and run.data.params["seed"] == "11"
+    click_auc = full.evaluation["test"]["tasks"]["click"]["auc"]
+    assert run.data.metrics["final/test/click/auc"] == pytest.approx(click_auc)
+
+
+def test_baselines_give_delta_m(etl_dir: Path, tmp_path: Path) -> None:
+    from pipeline.commands.train import run_training
+    from pipeline.metrics import delta_m
+
+    result = run_training(_cfg("train.epochs=1", "seed=4"), etl_dir, tmp_path / "b", baselines=True, progress=False)
+    base = json.loads((tmp_path / "b" / "baselines.json").read_text())
+    assert set(base) == {"click", "like", "finish"}
+    assert result.evaluation["delta_m_auc"] == pytest.approx(delta_m(result.evaluation["test"]["tasks"], base))
+    assert math.isfinite(result.evaluation["delta_m_auc"])
