@@ -38,12 +38,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from bench.etl_pandas_baseline import run_pandas_etl  # noqa: E402
 from data.etl.config import load_config  # noqa: E402
 from data.etl.run import example_files, run_etl  # noqa: E402
 from data.synthetic import GeneratorConfig, generate  # noqa: E402
 
-RESULT = ROOT / "bench" / "results" / "etl.json"
 CONFIG = ROOT / "configs" / "etl" / "synthetic.yaml"
 MIN_EVENTS_PER_S = 300_000
 MAX_RSS_BYTES = 4 * 10**9
@@ -188,9 +189,7 @@ def main() -> None:
         f"targets (>= {MIN_EVENTS_PER_S:,} events/s, <= 4 GB, pandas >= x{MIN_PANDAS_SLOWDOWN:.0f}): "
         f"{result['meets_targets']}"
     )
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    write_result("etl", result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ processes may share the cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -31,11 +30,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from data.synthetic import GeneratorConfig, generate  # noqa: E402
 from data.synthetic.generator import STREAM_PLAN, stream_rng  # noqa: E402
 from data.synthetic.plan import make_plan  # noqa: E402
 
-RESULT = ROOT / "bench" / "results" / "generate.json"
 WALL_LIMIT_S = 60.0
 RSS_LIMIT_BYTES = 3 * 1024**3
 
@@ -132,9 +132,7 @@ def main() -> None:
         f"peak RSS x{ratios['rss_ratio']:.2f}, throughput x{ratios['throughput_ratio']:.2f}; "
         f"targets (<= {WALL_LIMIT_S:.0f} s, <= 3 GiB): {'met' if result['meets_targets'] else 'MISSED'}"
     )
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    write_result("generate", result)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles  # noqa: E402
-from data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature, TaskLabel  # noqa: E402
+from data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature  # noqa: E402
 from models import FeatureBatch, build_model  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "mtl_step.json"
@@ -55,11 +55,7 @@ OPTIMIZER_LIMIT = 2.0  # x AdamW
 
 def bench_spec() -> FeatureSpec:
     return FeatureSpec(
-        tasks=(
-            TaskLabel("click", "binary_column", column="click"),
-            TaskLabel("like", "binary_column", column="like"),
-            TaskLabel("finish", "watch_ratio", min_ratio=0.95),
-        ),
+        tasks=DEFAULT_TASKS,
         categorical=(
             CategoricalFeature("user_id", "user", 100_000),
             CategoricalFeature("item_id", "item", 200_000),

@@ -21,7 +21,6 @@ be shared). Writes ``bench/results/score.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import psutil
+from report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RESULT = ROOT / "bench" / "results" / "score.json"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 ETL_CONFIG = ROOT / "configs" / "etl" / "kuairand.yaml"
 ROWS_TARGET_PER_S = 150_000
@@ -193,9 +192,7 @@ def main() -> None:
     }
     print(f"onnx / pytorch: x{speedup:.2f}; targets (>= {ROWS_TARGET_PER_S / 1e3:.0f}k rows/s, "
           f">= x{SPEEDUP_TARGET:.0f}): {'met' if result['meets_targets'] else 'MISSED'}")
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    write_result("score", result)
 
 
 if __name__ == "__main__":

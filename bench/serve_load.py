@@ -41,9 +41,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 from score import prepare  # noqa: E402  (bench/score.py: ETL + exported demo-size model)
 
-RESULT = ROOT / "bench" / "results" / "serve_load.json"
 CANDIDATES = 100
 P99_TARGET_MS = 15.0
 READY_TIMEOUT_S = 120.0
@@ -223,9 +223,7 @@ def main() -> None:
         "meets_targets": at8["p99_ms"] <= P99_TARGET_MS and all(r["errors"] == 0 for r in levels),
     }
     print(f"target p99 <= {P99_TARGET_MS:.0f} ms at c=8 and 0 errors: {'met' if result['meets_targets'] else 'MISSED'}")
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    write_result("serve_load", result)
 
 
 if __name__ == "__main__":

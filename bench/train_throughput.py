@@ -28,13 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from data.etl.config import load_config as load_etl_config  # noqa: E402
 from data.etl.run import run_etl  # noqa: E402
 from data.synthetic import GeneratorConfig, generate  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.trainer import Trainer  # noqa: E402
 
-RESULT = ROOT / "bench" / "results" / "train_throughput.json"
 ARCHS = ("single_task", "shared_bottom", "mmoe", "ple")
 TARGET_MMOE = 30_000.0
 TARGET_WAIT = 0.10
@@ -86,14 +87,13 @@ def main() -> None:
         "data_wait_meets_target": all(r["data_wait_share"] < TARGET_WAIT for r in results.values()),
     }
     print(json.dumps(verdict))
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps({
+    write_result("train_throughput", {
         "batch_size": 2048, "events": args.events, "steps": args.steps, "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
         "archs": results, "baseline_mmoe_dense_tables": baseline, "mmoe_speedup_vs_dense_tables": ratio,
         "mmoe_streaming_small_buffers": streaming,
         **verdict, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ class TaskLabel:
     min_ratio: float | None = None
 
 
+DEFAULT_TASKS: tuple[TaskLabel, ...] = (
+    TaskLabel("click", "binary_column", column="click"),
+    TaskLabel("like", "binary_column", column="like"),
+    TaskLabel("finish", "watch_ratio", min_ratio=0.95),
+)
+"""The product's default tasks: click, like, and finish at 95% of the duration (DESIGN.md contract 2)."""
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     tasks: tuple[TaskLabel, ...]

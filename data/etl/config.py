@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from data.etl.typed import TypedDataError, build_dataclass
-from data.spec import TaskLabel
+from data.spec import DEFAULT_TASKS, TaskLabel
 
 ENTITY_KEYS: dict[str, str] = {"user": "user_id", "item": "item_id", "author": "author_id"}
 """Entities that get point-in-time aggregates, and the event column that identifies each."""
@@ -147,11 +147,7 @@ class OutputConfig:
 class EtlConfig:
     time_zone: str = "UTC"
     time_range: TimeRange = field(default_factory=TimeRange)
-    tasks: tuple[TaskLabel, ...] = (
-        TaskLabel("click", "binary_column", column="click"),
-        TaskLabel("like", "binary_column", column="like"),
-        TaskLabel("finish", "watch_ratio", min_ratio=0.95),
-    )
+    tasks: tuple[TaskLabel, ...] = DEFAULT_TASKS
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)

@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import data.spec as spec_mod
+import models
 from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles
-
-models = pytest.importorskip("models")
-spec_mod = pytest.importorskip("data.spec")
 
 SMALL = {
     "embedding_dim": 4,
@@ -29,11 +28,7 @@ SMALL = {
 def spec():
     s = spec_mod
     return s.FeatureSpec(
-        tasks=(
-            s.TaskLabel("click", "binary_column", column="click"),
-            s.TaskLabel("like", "binary_column", column="like"),
-            s.TaskLabel("finish", "watch_ratio", min_ratio=0.95),
-        ),
+        tasks=s.DEFAULT_TASKS,
         categorical=(s.CategoricalFeature("user_id", "user", 7), s.CategoricalFeature("item_id", "item", 11)),
         sequence=(s.SequenceFeature("recent_items", "item", 11, max_len=4),),
         dense=(s.DenseFeature("duration", 1.0, 2.0),),

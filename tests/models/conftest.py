@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature, TaskLabel
+from data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
 from models.batch import FeatureBatch
 
 ARCHS = ["single_task", "shared_bottom", "mmoe", "ple"]
@@ -29,11 +29,7 @@ def spec() -> FeatureSpec:
     """Three tasks; item_id shares its table with recent_items, author_id with recent_authors;
     the two sequences have different max_len (so the padded width L = 4 exceeds one of them)."""
     return FeatureSpec(
-        tasks=(
-            TaskLabel("click", "binary_column", column="click"),
-            TaskLabel("like", "binary_column", column="like"),
-            TaskLabel("finish", "watch_ratio", min_ratio=0.95),
-        ),
+        tasks=DEFAULT_TASKS,
         categorical=(
             CategoricalFeature("user_id", "user", 7),
             CategoricalFeature("item_id", "item", 11),
