@@ -24,21 +24,18 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 from bench.etl_pandas_baseline import run_pandas_etl  # noqa: E402
 from data.etl.config import load_config  # noqa: E402
@@ -70,32 +67,17 @@ def _child(engine: str, src: str, out: str) -> None:
 def measure(engine: str, src: Path, out: Path) -> dict[str, Any]:
     """Run one ETL in a child process; wall, CPU, peak RSS and what the child reports."""
     cmd = [sys.executable, __file__, "--child", engine, str(src), str(out)]
-    load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    peak, ps = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            peak = max(peak, ps.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
-    stdout = proc.stdout.read() if proc.stdout else ""
-    if proc.wait() != 0:
-        raise SystemExit(f"{engine} child failed with exit code {proc.returncode}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    info = json.loads(next(x for x in stdout.splitlines() if x.startswith("RESULT "))[7:])
+    run = run_child(cmd, engine)
+    info = json.loads(next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))[7:])
     events = int(info["input_rows"])
     return {
         "engine": engine,
         "events": events,
-        "wall_s": wall,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_rss_bytes": max(peak, int(info.pop("ru_maxrss_bytes"))),
-        "events_per_s": events / wall,
-        "load_avg_1m_before": load,
+        "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
+        "peak_rss_bytes": max(run.polled_peak_rss_bytes, int(info.pop("ru_maxrss_bytes"))),
+        "events_per_s": events / run.wall_s,
+        "load_avg_1m_before": run.load_avg_1m_before,
         **info,
     }
 

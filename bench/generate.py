@@ -18,19 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 from data.synthetic import GeneratorConfig, generate  # noqa: E402
 from data.synthetic.generator import STREAM_PLAN, stream_rng  # noqa: E402
@@ -55,34 +50,18 @@ def measure(args: argparse.Namespace, events: int) -> dict[str, float]:
         cmd = [sys.executable, __file__, "--child", tmp, "--events", str(events)]
         cmd += ["--users", str(args.users), "--items", str(args.items), "--days", str(args.days)]
         cmd += ["--bad-rows", str(args.bad_rows)]
-        load = os.getloadavg()[0]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd)
-        peak = 0
-        ps = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                peak = max(peak, ps.memory_info().rss)
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.02)
-        wall = time.perf_counter() - start
-        if proc.wait() != 0:
-            raise SystemExit(f"generator child failed with exit code {proc.returncode}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run = run_child(cmd, "generator")
         disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    peak = max(peak, after.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux (max over children so far)
     return {
         "events": events,
         "largest_chunk_rows": _largest_chunk(_config(args, events)),
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "peak_rss_bytes": peak,
-        "events_per_s": events / wall,
+        "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
+        # ru_maxrss is the max over all children so far: the baseline runs first, so this is this run's
+        "peak_rss_bytes": max(run.polled_peak_rss_bytes, run.children_maxrss_bytes),
+        "events_per_s": events / run.wall_s,
         "disk_bytes": disk,
-        "load_avg_1m_before": load,
+        "load_avg_1m_before": run.load_avg_1m_before,
     }
 
 
