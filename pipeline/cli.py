@@ -15,7 +15,10 @@ import typer
 # Library noise that says nothing to a user of this CLI (TorchRec/fbgemm deprecations, torch.fx).
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchrec")
-for noisy in ("torch.fx._symbolic_trace", "torch.onnx", "torch._dynamo", "torch.export"):
+warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch\.onnx|onnxscript|torch\._export)")
+warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
+for noisy in ("torch.fx._symbolic_trace", "torch.onnx", "torch.onnx._internal.exporter._registration",
+              "torch._dynamo", "torch.export"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
 COMMAND_MODULES: tuple[str, ...] = ("generate", "etl", "train", "run", "export", "score", "serve", "experiment")
