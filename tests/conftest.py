@@ -25,3 +25,11 @@ def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Pat
     root = Path(__file__).resolve().parents[1]
     run_etl("kuairand", kuairand_dir, out, load_config(root / "configs" / "etl" / "kuairand.yaml"))
     return out
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The real ``aptrank`` CLI app (command modules import their heavy parts lazily)."""
+    from pipeline.cli import app
+
+    return app

@@ -14,22 +14,8 @@ from etl_helpers import HANDMADE_CONFIG, handmade_source
 from typer.testing import CliRunner, Result
 
 from data.synthetic import GeneratorConfig, generate
-from pipeline.commands.etl import register
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "etl"
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    """The etl command on its own app (the full ``aptrank`` app imports every room)."""
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """Root command group."""
-
-    return app
 
 
 def _run(app: typer.Typer, *args: str) -> Result:

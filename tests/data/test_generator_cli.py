@@ -12,20 +12,6 @@ import typer
 from typer.testing import CliRunner, Result
 
 from data.synthetic import ConfigError, GeneratorConfig
-from pipeline.commands.generate import register
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    """The generate command on its own app (the full ``aptrank`` app imports every room)."""
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """Root command group."""
-
-    return app
 
 
 def _run(app: typer.Typer, *args: str) -> Result:
