@@ -157,11 +157,8 @@ def test_apt_with_equal_bounds_is_adamw_exactly() -> None:
     assert_same(a, b)
 
 
-def test_apt_with_equal_bounds_is_adatask_exactly() -> None:
-    k = 3
-    a_ps, b_ps = params(), params()
-    a = AdaTask(a_ps, num_tasks=k, lr=1e-2, apt=True, beta_min=0.9, beta_max=0.9)
-    b = AdaTask(b_ps, num_tasks=k, lr=1e-2)
+def step_both_with_task_grads(a, b, a_ps: list, b_ps: list, k: int) -> None:
+    """STEPS steps of two optimizers fed the same per-task gradients; their parameters must agree."""
     for step in range(STEPS):
         tg = task_grads_for(a_ps, step, k)
         for p, q, g in zip(a_ps, b_ps, tg, strict=True):
@@ -169,6 +166,14 @@ def test_apt_with_equal_bounds_is_adatask_exactly() -> None:
         a.step(task_grads=dict(zip(a_ps, tg, strict=True)))
         b.step(task_grads=dict(zip(b_ps, tg, strict=True)))
     assert_same(a_ps, b_ps)
+
+
+def test_apt_with_equal_bounds_is_adatask_exactly() -> None:
+    k = 3
+    a_ps, b_ps = params(), params()
+    a = AdaTask(a_ps, num_tasks=k, lr=1e-2, apt=True, beta_min=0.9, beta_max=0.9)
+    b = AdaTask(b_ps, num_tasks=k, lr=1e-2)
+    step_both_with_task_grads(a, b, a_ps, b_ps, k)
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
@@ -184,13 +189,7 @@ def test_apt_with_equal_bounds_is_adatask_muon_exactly() -> None:
     a_ps, b_ps = two_d(), two_d()
     a = AdaTaskMuon(a_ps, num_tasks=k, apt=True, beta_min=0.9, beta_max=0.9)
     b = AdaTaskMuon(b_ps, num_tasks=k)
-    for step in range(STEPS):
-        tg = task_grads_for(a_ps, step, k)
-        for p, q, g in zip(a_ps, b_ps, tg, strict=True):
-            p.grad, q.grad = g.sum(0), g.sum(0)
-        a.step(task_grads=dict(zip(a_ps, tg, strict=True)))
-        b.step(task_grads=dict(zip(b_ps, tg, strict=True)))
-    assert_same(a_ps, b_ps)
+    step_both_with_task_grads(a, b, a_ps, b_ps, k)
 
 
 def test_apt_adaptive_momentum_matches_reference() -> None:
