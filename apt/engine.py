@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from apt.config import MTLConfig
 from apt.gradients import (
     combine,
+    flat_rows,
     gram,
     per_task_grads,
     per_task_grads_loop,
@@ -42,6 +43,7 @@ from apt.gradients import (
     reduce_stacked,
     sparse_rows,
     stack_dense,
+    unflatten,
 )
 from apt.methods import METHODS
 from apt.methods.base import Combination, clip_factor
@@ -84,6 +86,8 @@ class MultiTaskOptimizer:
         self.shared = _unique([p for p in self.roles.shared if p.requires_grad])
         self.embeddings = _unique([p for p in self.roles.embeddings if p.requires_grad])
         self.towers = [p for p in self.roles.task_params() if p.requires_grad]
+        owner = {id(p): t for t, ps in enumerate(self.roles.task) for p in ps}
+        self._tower_task = [owner.get(id(p)) for p in self.towers]  # the task each tower parameter serves
         self._backend = "loop" if cfg.grad_scope == "all" else cfg.per_task_backend
         self.needs_task_grads = cfg.uses_adatask or cfg.apt.direction_preservation
         self.step_count = 0
@@ -181,48 +185,50 @@ class MultiTaskOptimizer:
     def _exact_loop(
         self, losses: Tensor, loss_values: Tensor, embedded: Tensor | None, tables: bool
     ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
-        """K backward passes. The per-task passes ask for the shared parameters only (no towers, no
-        embedding-input gradient); towers and tables get their weighted-sum gradient from one pass:
-
-        * tower weights 1 (every aggregator but Nash-MTL): K - 1 task passes, then one pass of
-          sum_k L_k that gives the shared parameters' sum (so g_K = sum - g_1 - ... - g_{K-1}, equal
-          up to rounding) and the towers' and tables' (or ``embedded``'s) gradients at once;
-        * otherwise (Nash-MTL's alpha, loss weightings on the per-task path): K task passes, then,
-          once the method has chosen w, one pass of sum_k w_k L_k for the towers and tables.
+        """Per-task backward passes that ask for the shared parameters only (no tower weights); the
+        towers and tables get their gradient from one more pass of sum_k L_k, which also gives the
+        shared parameters' sum, so task K needs no pass of its own (g_K = sum - g_1 - ... - g_{K-1},
+        equal up to rounding): K backward passes in all. With tower weights w != 1 (Nash-MTL's alpha,
+        loss weightings on the per-task path) the towers' gradients are scaled by their task's w_k
+        (a tower only reaches its own loss) and ``embedded``'s by task: its per-task gradient rides
+        along in the task passes (one input-gradient product per first layer, not a pass), and it
+        receives sum_k w_k dL_k/d(embedded). Without ``embedded`` (tables as plain parameters) or
+        with towers not owned by one task, w != 1 takes K task passes and a pass of sum_k w_k L_k.
         """
         k, shared = self.num_tasks, self.shared
         if tables and embedded is None and not self.embeddings:
             raise ValueError("external (fused) embedding tables need step(..., embedded=...) to receive a gradient")
         unit = self.method.unit_tower_weights
+        split = not unit and embedded is not None and None not in self._tower_task
         rest = [*self.towers, *([embedded] if embedded is not None else self.embeddings)]
+        extra = [embedded] if split else []
+        summed = unit or split
         passes = [
-            torch.autograd.grad(losses[t], shared, retain_graph=True, allow_unused=True)
-            for t in range(k - 1 if unit else k)
+            torch.autograd.grad(losses[t], [*shared, *extra], retain_graph=True, allow_unused=True)
+            for t in range(k - 1 if summed else k)
         ]
-        rows = [[g[i] if g[i] is not None else torch.zeros_like(p) for g in passes] for i, p in enumerate(shared)]
-        ns = len(shared)
-        if unit:
-            total = torch.autograd.grad(losses.sum(), [*shared, *rest], allow_unused=True)
-            for i, p in enumerate(shared):
-                summed = total[i] if total[i] is not None else torch.zeros_like(p)
-                rows[i].append(summed - torch.stack(rows[i]).sum(0) if rows[i] else summed)
-        g_shared = [torch.stack(r) for r in rows]
+        total = torch.autograd.grad(losses.sum(), [*shared, *rest], allow_unused=True) if summed else None
+        ns, nt = len(shared), len(self.towers)
+        g_flat = flat_rows([g[:ns] for g in passes], shared, total[:ns] if total is not None else None)  # [K, n]
         if self.grad_reducer is not None:
-            g_shared = reduce_stacked(g_shared, self.grad_reducer)
-        gram_matrix = gram(g_shared)
+            g_flat = self.grad_reducer(g_flat)
+        gram_matrix = gram([g_flat])
         comb = self.method.combine(gram_matrix, loss_values)
+        w = comb.tower_weights
+        rest_grads: Sequence[Tensor | None] = ()
         if unit:
-            if not bool((comb.tower_weights == 1).all()):
+            if not bool((w == 1).all()):
                 raise RuntimeError(f"method {self.method.name} declares unit tower weights but returned others")
             rest_grads = total[ns:]
+        elif split:
+            owners = zip(total[ns:-1], self._tower_task, strict=True)
+            towers = [g * float(w[t]) if g is not None else None for g, t in owners]
+            per_task_embedded = flat_rows([g[ns:] for g in passes], [embedded], total[-1:])
+            rest_grads = [*towers, combine(w, per_task_embedded).view_as(embedded)]
         elif rest:
-            w = comb.tower_weights.to(losses)
-            rest_grads = torch.autograd.grad(losses, rest, grad_outputs=w, allow_unused=True)
-        else:
-            rest_grads = ()
-        for p, g in zip(shared, g_shared, strict=True):
-            p.grad = combine(comb.coef, g)
-        nt = len(self.towers)
+            rest_grads = torch.autograd.grad(losses, rest, grad_outputs=w.to(losses), allow_unused=True)
+        for p, g in zip(shared, unflatten(combine(comb.coef, g_flat), shared), strict=True):
+            p.grad = g
         for p, g in zip(self.towers, rest_grads[:nt], strict=True):
             p.grad = g if g is not None else torch.zeros_like(p)
         if self.grad_reducer is not None:
@@ -233,7 +239,7 @@ class MultiTaskOptimizer:
         else:
             for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
                 p.grad = g
-        return comb, gram_matrix, dict(zip(shared, g_shared, strict=True))
+        return comb, gram_matrix, dict(zip(shared, unflatten(g_flat, shared), strict=True))
 
     def _exact_all(self, losses: Tensor, loss_values: Tensor) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
         """Scope ``all``: K backward passes; tables join G on the rows the batch touched."""

@@ -59,9 +59,40 @@ def sparse_rows(grads: Sequence[Tensor | None], like: Tensor) -> tuple[Tensor, T
     return rows, values
 
 
+def flat_rows(
+    per_task: Sequence[Sequence[Tensor | None]], params: Sequence[Tensor], summed: Sequence[Tensor | None] | None
+) -> Tensor:
+    """[K, n]: row k is task k's gradient of ``params``, flattened and concatenated (None: zero). With
+    ``summed`` (the gradients of sum_k L_k) one more row is appended: summed minus the other rows."""
+
+    def flat(grads: Sequence[Tensor | None]) -> Tensor:
+        return torch.cat(
+            [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)]
+        )
+
+    rows = [flat(g) for g in per_task]
+    if summed is not None:
+        total = flat(summed)
+        rows.append(total - torch.stack(rows).sum(0) if rows else total)
+    return torch.stack(rows)
+
+
+def unflatten(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """Split the last axis of ``flat`` ([n] or [K, n]) back into tensors shaped like ``params``."""
+    lead, out, start = flat.shape[:-1], [], 0
+    for p in params:
+        n = p.numel()
+        out.append(flat[..., start : start + n].reshape(*lead, *p.shape))
+        start += n
+    return out
+
+
 def combine(coef: Tensor, stacked: Tensor) -> Tensor:
     """sum_k coef_k stacked[k]."""
     return torch.tensordot(coef.to(stacked), stacked, dims=1)
+
+
+GRAM_FLOAT64_MAX = 1 << 22  # blocks up to this many columns get their products in float64
 
 
 def gram(blocks: Sequence[Tensor]) -> Tensor:
@@ -69,7 +100,7 @@ def gram(blocks: Sequence[Tensor]) -> Tensor:
     total: Tensor | None = None
     for b in blocks:
         flat = b.reshape(b.shape[0], -1)
-        part = (flat @ flat.T).double()
+        part = (flat @ flat.T).double() if flat.shape[1] > GRAM_FLOAT64_MAX else flat.double() @ flat.double().T
         total = part if total is None else total + part
     if total is None:
         raise ValueError("no gradients to build a Gram matrix from")

@@ -210,6 +210,24 @@ def test_without_embedded_the_tables_get_the_same_gradient(backend: str, method:
     assert_grads(without, with_emb, tol=1e-6)
 
 
+@pytest.mark.parametrize("method, extra", [("mgda", 0), ("nash_mtl", 0), ("uw", 1)])
+def test_loop_backend_runs_k_backward_passes(monkeypatch, method: str, extra: int) -> None:
+    """K - 1 task passes and one pass of sum_k L_k, also with tower weights != 1 (Nash-MTL's alpha,
+    UW on the per-task path): towers are scaled per task, ``embedded`` is split by task. (UW's one
+    extra call is the gradient of its own objective w.r.t. its log-variances: no model backward.)"""
+    calls = []
+    inner = torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    optimizer = "adatask" if method == "uw" else "adamw"
+    one_step({"method": method, "per_task_backend": "loop", "optimizer": optimizer})
+    assert len(calls) == K + extra
+
+
 @pytest.mark.parametrize("method", ["pcgrad", "nash_mtl", "uw"])
 def test_loop_and_batched_backends_agree(method: str) -> None:
     """The loop backend (summed pass for unit tower weights, weighted pass otherwise) and the

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from apt.optim import AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer, zeropower_via_newtonschulz
+from apt.optim.newton_schulz import NS_COEFFICIENTS, NS_EPS, orthogonalise_all
 
 STEPS = 8
 
@@ -106,7 +107,8 @@ def test_adatask_reads_task_contributions_through_the_mix() -> None:
 
 
 def two_d(seed: int = 0):
-    return params(seed, shapes=((16, 8), (8, 12), (10, 10)))
+    # two (16, 8) matrices: our Muon orthogonalises them in one stack
+    return params(seed, shapes=((16, 8), (8, 12), (10, 10), (16, 8)))
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
@@ -127,6 +129,21 @@ def test_newton_schulz_equals_torch() -> None:
     for x in (g, g.T):
         expected = _zeropower_via_newtonschulz(x, (3.4445, -4.775, 2.0315), 5, 1e-7)
         assert torch.equal(zeropower_via_newtonschulz(x), expected)
+
+
+def test_batched_newton_schulz_gives_each_matrix_its_own_bits() -> None:
+    """A [B, m, n] stack and ``orthogonalise_all`` (buckets by shape and settings) give exactly what
+    one call per matrix gives."""
+    g = torch.Generator().manual_seed(4)
+    mats = [torch.randn(9, 5, generator=g) for _ in range(3)] + [torch.randn(4, 7, generator=g) for _ in range(2)]
+    mats.append(torch.zeros(4, 7))  # a zero matrix stays zero (eps guard) in a stack too
+    stacked = zeropower_via_newtonschulz(torch.stack(mats[:3]))
+    for m, o in zip(mats[:3], stacked, strict=True):
+        assert torch.equal(o, zeropower_via_newtonschulz(m))
+    settings = [(NS_COEFFICIENTS, 5, NS_EPS)] * 5 + [(NS_COEFFICIENTS, 3, NS_EPS)]
+    for m, o, (coef, steps, eps) in zip(mats, orthogonalise_all(mats, settings), settings, strict=True):
+        assert torch.equal(o, zeropower_via_newtonschulz(m, coef, steps, eps))
+    assert not orthogonalise_all(mats[-1:], settings[-1:])[0].any()
 
 
 def test_muon_holds_an_auxiliary_adamw_for_non_2d_parameters() -> None:
