@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from data.etl.config import HistoryConfig
 from data.etl.labels import label_column
-from data.etl.pit import KeyTimeIndex
+from data.etl.pit import KeyTimeIndex, gather
 
 ITEM_INDEX = "_item_index"
 """Encoded item id (item vocabulary/hash) the lists hold."""
@@ -37,15 +37,16 @@ def length_column(h: HistoryConfig) -> str:
 
 def history_pointers(index: KeyTimeIndex, h: HistoryConfig) -> tuple[np.ndarray, pl.DataFrame]:
     """The flat positive items (sorted order) and, per input row, ``_end_<name>`` and
-    ``_len_<name>`` (Int64; length 0 = empty list). The index's frame holds ``label_<task>`` and
+    ``_len_<name>`` (Int32, Int64 from 2**31 rows; length 0 = empty list). The index's frame holds ``label_<task>`` and
     :data:`ITEM_INDEX`."""
     is_pos = index.column(label_column(h.task)) == 1
-    flat = index.column(ITEM_INDEX)[is_pos].astype(np.int64)
-    count = index.ws.get("history_count", index.rows + 1, np.int64)
+    flat = index.column(ITEM_INDEX)[is_pos].astype(np.int64, copy=False)
+    dtype = np.int32 if index.rows < 2**31 else np.int64  # gathers move half the bytes
+    count = index.ws.get("history_count", index.rows + 1, dtype)
     count[0] = 0
     np.cumsum(is_pos, out=count[1:])
-    before = np.take(count, index.hi, out=index.ws.get("history_before", index.rows, np.int64))
-    length = np.take(count, index.key_start, out=index.ws.get("history_length", index.rows, np.int64))
+    before = gather(count, index.hi, index.ws.get("history_before", index.rows, dtype))
+    length = gather(count, index.key_start, index.ws.get("history_length", index.rows, dtype))
     np.subtract(before, length, out=length)
     np.minimum(length, h.max_len, out=length)
     before -= 1

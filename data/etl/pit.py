@@ -10,20 +10,22 @@ The same code produces the examples' features (every event is a query) and the f
 (one extra *query row* per key at the cutoff, with weight 0 so it counts nothing): there is no
 second implementation. The user's history lists (:mod:`data.etl.history`) read the same index.
 
-Algorithm (:class:`KeyTimeIndex`, vectorised, one stable sort): order rows by (key, ts, input row)
-and give each the composite time T = block(key) * G + ts with G larger than the time span plus the
-longest window, so that keys occupy disjoint ranges of T. With C the prefix sums of the weights in
-that order, a window's sum is C[hi] - C[lo] where hi = the first row with T = T_i (ties excluded)
-and lo = the first row with T >= T_i - w (a binary search of a sorted array) or the key's first
-row (``all``). Everything is numpy on reusable buffers (:class:`Workspace`); the weight columns are
-summed in parallel threads.
+Algorithm (:class:`KeyTimeIndex`, vectorised): give each key an integer code (the key minus its
+minimum when that range is small, else its dense rank; every null key a code of its own) and sort
+the unique composites ``code << b | input row`` (numpy's SIMD sort of int64; no argsort). As the
+input is in ts order, this orders rows by (key, ts, input row) and yields both the order and the
+sorted codes. Each row then gets the composite time T = block(key) * G + ts with G larger than the
+time span plus the longest window, so that keys occupy disjoint ranges of T. With C the prefix sums
+of the weights in that order, a window's sum is C[hi] - C[lo] where hi = the first row with T = T_i
+(ties excluded) and lo = the first row with T >= T_i - w (:func:`search_sorted_queries`) or the
+key's first row (``all``); a null key's row is alone in its block, so all its sums are 0. The sums
+go back to input order by a scatter. Everything is numpy on reusable buffers (:class:`Workspace`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -83,6 +85,50 @@ def _run_starts(changed: np.ndarray, positions: np.ndarray, out: np.ndarray) -> 
     return np.maximum.accumulate(out, out=out)
 
 
+def key_codes(keys: pl.Series, limit: int) -> np.ndarray:
+    """Int64 codes in [0, limit): equal for equal keys, ordered like the keys, and one code of its
+    own per null key (after all keys). The key minus its minimum when that fits, else its dense
+    rank (strings, or integers spread too wide)."""
+    n, valid = len(keys), len(keys) - keys.null_count()
+    codes = None
+    if keys.dtype.is_integer() and valid:
+        low, high = int(keys.min()), int(keys.max())  # type: ignore[arg-type]
+        if high - low + n < limit:
+            values = keys.fill_null(low).to_numpy()
+            if values.dtype.kind == "u":  # no negative values: subtract in place, then widen
+                codes = (values - values.dtype.type(low)).astype(np.int64)
+            else:
+                codes = np.subtract(values, low, dtype=np.int64)
+    if codes is None:
+        codes = keys.rank("dense").fill_null(0).cast(pl.Int64).to_numpy().copy()
+    if valid < n:
+        nulls = np.flatnonzero(keys.is_null().to_numpy())
+        codes[nulls] = int(codes.max()) + 1 + np.arange(len(nulls))
+    return codes
+
+
+def gather(values: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``values[indices]`` into ``out``. The indices are always in range, so numpy's ``wrap`` mode
+    gives the same result as the default ``raise`` without its per-element bounds check (2-3x
+    faster)."""
+    return np.take(values, indices, out=out, mode="wrap")
+
+
+SEARCH_BLOCK = 4096
+
+
+def search_sorted_queries(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(values, queries)`` (side left) for *sorted* queries, block by block: the
+    answers to a block of queries lie between those of its first query and of the next block's, so
+    each block searches only that slice of ``values``, which stays in cache (1.6x faster at 10M)."""
+    out = np.empty(len(queries), dtype=np.int64)
+    bounds = np.append(np.searchsorted(values, queries[::SEARCH_BLOCK]), len(values))
+    for i, start in enumerate(range(0, len(queries), SEARCH_BLOCK)):
+        lo, stop = bounds[i], start + SEARCH_BLOCK
+        np.add(np.searchsorted(values[lo : bounds[i + 1]], queries[start:stop]), lo, out=out[start:stop])
+    return out
+
+
 class KeyTimeIndex:
     """Rows of a frame (sorted by ``ts``) ordered by (key, ts, input row), with the positions
     needed to sum any weight over 'same key, strictly earlier' windows."""
@@ -93,27 +139,22 @@ class KeyTimeIndex:
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
         self.frame = frame
-        keys = frame[key]
-        order32 = frame.select(pl.arg_sort_by(key, maintain_order=True, nulls_last=True)).to_series().to_numpy()
-        self.order = ws.get("order", n, np.int64)
-        self.order[:] = order32
+        self._sorted: dict[str, np.ndarray] = {}
+        bits = max(n - 1, 1).bit_length()  # input rows < 2**bits
         positions = ws.get("positions", n, np.int64)
         positions[:] = np.arange(n)
-        self.inverse = ws.get("inverse", n, np.int64)
-        self.inverse[self.order] = positions
-        codes = (keys if keys.dtype.is_integer() else keys.rank("dense")).cast(pl.Int64)
-        self.valid = np.take(keys.is_not_null().to_numpy(), self.order, out=ws.get("valid", n, np.bool_))
-        changed = ws.get("changed", n, np.bool_)
-        sorted_codes = np.take(codes.fill_null(0).to_numpy(), self.order, out=ws.get("block", n, np.int64))
-        _changes(sorted_codes, changed)
-        np.logical_or(changed, ~self.valid, out=changed)  # every null key is its own block
-        block = np.cumsum(changed, out=sorted_codes)  # the codes are no longer needed
+        composite = ws.get("composite", n, np.int64)
+        np.left_shift(key_codes(frame[key], 1 << (63 - bits)), bits, out=composite)
+        composite |= positions
+        composite.sort()  # unique values: any sort is stable; numpy's SIMD sort, no argsort
+        self.order = np.bitwise_and(composite, (1 << bits) - 1, out=ws.get("order", n, np.int64))
+        changed = _changes(np.right_shift(composite, bits, out=composite), ws.get("changed", n, np.bool_))
         self.key_start = _run_starts(changed, positions, ws.get("key_start", n, np.int64))
-        t = self.t = np.take(frame["ts"].dt.epoch("ms").to_numpy(), self.order, out=ws.get("t", n, np.int64))
+        block = np.cumsum(changed, out=composite)  # the codes are no longer needed
+        t = self.t = gather(frame["ts"].dt.epoch("ms").to_numpy(), self.order, ws.get("t", n, np.int64))
         t -= t.min() if n else 0
         spans = [ms for ms in (window_ms(w) for w in windows) if ms is not None]
-        gap = (int(t.max()) if n else 0) + max(spans, default=0) + 2
-        t += block * gap
+        t += np.multiply(block, (int(t.max()) if n else 0) + max(spans, default=0) + 2, out=block)
         self.hi = _run_starts(_changes(t, changed), positions, ws.get("hi", n, np.int64))
         """First sorted row with the same key and ts: everything before it is strictly earlier."""
         self.lo = {w: self._window_start(w) for w in windows}
@@ -122,32 +163,35 @@ class KeyTimeIndex:
         ms = window_ms(window)
         if ms is None:
             return self.key_start
-        return np.searchsorted(self.t, self.t - ms, side="left")
+        return search_sorted_queries(self.t, np.subtract(self.t, ms, out=self.ws.get("query", self.rows, np.int64)))
 
     def column(self, name: str) -> np.ndarray:
-        """A column of the frame in sorted order (a workspace buffer)."""
-        values = self.frame[name].to_numpy()
-        return np.take(values, self.order, out=self.ws.get(f"col:{name}", self.rows, values.dtype.type))
+        """A column of the frame in sorted order (a workspace buffer, gathered once)."""
+        if name not in self._sorted:
+            values = self.frame[name].to_numpy()
+            out = self.ws.get(f"col:{name}", self.rows, values.dtype.type)
+            self._sorted[name] = gather(values, self.order, out)
+        return self._sorted[name]
 
     def to_input_order(self, slot: str, sorted_values: np.ndarray) -> np.ndarray:
-        """Sorted-order values back in input order (the workspace buffer ``slot``)."""
+        """Sorted-order values back in input order (the workspace buffer ``slot``). A scatter by
+        ``order``: cheaper than a gather by the inverse permutation (1.5x at 10M rows)."""
         out = self.ws.get(f"out:{slot}", self.rows, sorted_values.dtype.type)
-        return np.take(sorted_values, self.inverse, out=out)
+        out[self.order] = sorted_values
+        return out
 
-    def window_sums(self, source: str, names: dict[str, str], slot: int = 0) -> dict[str, np.ndarray]:
+    def window_sums(self, source: str, names: dict[str, str]) -> dict[str, np.ndarray]:
         """Sums of column ``source`` over each window (``names``: window -> output name), in input
-        order; rows with a null key get 0. ``slot`` picks the scratch buffers (one per thread)."""
+        order (workspace buffers ``<source>:<window>``)."""
         ws, n = self.ws, self.rows
-        prefix = ws.get(f"prefix:{slot}", n + 1, np.uint32)
+        prefix = ws.get("prefix", n + 1, np.uint32)
         prefix[0] = 0
         np.cumsum(self.column(source), dtype=np.uint32, out=prefix[1:])
-        upto = np.take(prefix, self.hi, out=ws.get(f"upto:{slot}", n, np.uint32))
-        part = ws.get(f"part:{slot}", n, np.uint32)
+        upto = gather(prefix, self.hi, ws.get("upto", n, np.uint32))
+        part = ws.get("part", n, np.uint32)
         out = {}
         for window, name in names.items():
-            np.take(prefix, self.lo[window], out=part)
-            np.subtract(upto, part, out=part)
-            part[~self.valid] = 0
+            np.subtract(upto, gather(prefix, self.lo[window], part), out=part)
             out[name] = self.to_input_order(f"{source}:{window}", part)
         return out
 
@@ -164,19 +208,10 @@ def pit_counts(
     ``ts``, :data:`WEIGHT` and ``label_<task>`` and is sorted by ``ts``. Null keys get 0. The frame
     shares memory with the index's workspace: copy what must outlive the next use of it."""
     index = index or KeyTimeIndex(frame, key, windows)
-    sources = {WEIGHT: None, **{label_column(t): t for t in tasks}}
-
-    def names(task: str | None) -> dict[str, str]:
-        return {w: count_column(entity, w) if task is None else positive_column(entity, w, task) for w in windows}
-
-    threads = max(1, min(pl.thread_pool_size(), len(sources)))
-    groups = [list(sources.items())[i::threads] for i in range(threads)]
-
-    def run(slot: int) -> dict[str, np.ndarray]:  # one thread per scratch slot; numpy releases the GIL
-        return {k: v for src, task in groups[slot] for k, v in index.window_sums(src, names(task), slot).items()}
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        columns = {k: v for part in pool.map(run, range(threads)) for k, v in part.items()}
+    columns = {}
+    for source, task in {WEIGHT: None, **{label_column(t): t for t in tasks}}.items():
+        names = {w: count_column(entity, w) if task is None else positive_column(entity, w, task) for w in windows}
+        columns.update(index.window_sums(source, names))
     return pl.DataFrame({c: columns[c] for c in pit_columns(entity, windows, tasks)})
 
 

@@ -159,9 +159,9 @@ class _Job:
             columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
         with self.stage("stats+spec"):
             recipes = plan.with_priors(prior)
-            derived = derived_exprs(self.cfg.time_zone, plan.derived)
             size = self.cfg.output.chunk_rows
             needed = {c for r in recipes.values() for c in dense.recipe_columns(r)} | {"ts", ITEM_UPLOAD}
+            derived = derived_exprs(self.cfg.time_zone, [d for d in plan.derived if d in needed])
             train_chunks = (
                 self.work.raw_chunk(o, k, lists=False, columns=needed).with_columns(derived)
                 for o, k in chunk_ranges(0, cuts[0], 4 * size)

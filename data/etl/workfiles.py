@@ -45,6 +45,15 @@ class WorkFiles:
     def write(self, frame: pl.DataFrame, name: str) -> None:
         frame.write_ipc(self.root / name, compression="uncompressed")
 
+    def frame(self, name: str, columns: Collection[str] | None = None) -> pl.DataFrame:
+        """A work file (``columns`` of it, when given) as a memory-mapped frame: row slices of it
+        are zero-copy views and only the pages read count towards memory. Not cached, so that the
+        mapping (and its resident pages) is released with the last slice."""
+        path = self.root / name
+        if columns is not None:
+            columns = [c for c in pl.read_ipc_schema(path) if c in columns]
+        return pl.read_ipc(path, columns=columns, memory_map=True)
+
     def scan(self, name: str) -> pl.LazyFrame:
         return pl.scan_ipc(self.root / name, memory_map=True)
 
@@ -58,10 +67,7 @@ class WorkFiles:
         ``lists``) the history list columns; only ``columns`` when given."""
         parts = []
         for name in self.per_event_files():
-            scan = self.scan(name)
-            if columns is not None:
-                scan = scan.select(c for c in scan.collect_schema() if c in columns)
-            parts.append(scan.slice(offset, length).collect())
+            parts.append(self.frame(name, columns).slice(offset, length))
         frame = pl.concat(parts, how="horizontal", strict=True)
         if lists:
             frame = frame.with_columns(lists_for(frame, self.history_items[h.name], h) for h in self.histories)
