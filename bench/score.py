@@ -8,12 +8,12 @@ to ``--rows`` (5M), written as one canonical Parquet file.
 
 End-to-end = read Parquet in chunks -> feature lookup -> model -> fused score -> write Parquet (+
 rejects). The PyTorch baseline runs the *same* pipeline with the model's PyTorch forward (TorchRec
-training path, ``torch.no_grad``, the same thread count) in place of onnxruntime, on the first
-``--baseline-rows`` rows; its time is extrapolated per row (said so in the output). Peak RSS of the
-process is sampled every 20 ms; the process CPU time (all threads) is recorded too, since rows per
-CPU-second shows what the code costs when other jobs take part of the 2 cores. Targets: >= 150k
-rows/s and >= 3x the PyTorch pipeline. The load average before each run is recorded (the cores may
-be shared). Writes ``bench/results/score.json``.
+training path, ``torch.inference_mode``, the same thread count and rows per call) in place of
+onnxruntime, on the first ``--baseline-rows`` rows; its time is extrapolated per row (said so in
+the output). Peak RSS of the process is sampled every 20 ms; the process CPU time (all threads) is
+recorded too, since rows per CPU-second shows what the code costs when other jobs take part of the
+2 cores. Targets: >= 150k rows/s and >= 3x the PyTorch pipeline. The load average before each run
+is recorded (the cores may be shared). Writes ``bench/results/score.json``.
 
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 250000] [--chunk-rows 131072]
 """
@@ -71,8 +71,11 @@ def prepare_all(workdir: Path) -> Prepared:
     model = build_model(cfg.arch, spec, {**cfg.model_options, "seed": cfg.seed}).eval()
     rows = model_inputs(pq.read_table(next((features / "test").glob("*.parquet"))).slice(0, 10_000), spec)
     result = export_checked(model, spec, workdir / "model.onnx", rows)
-    print(f"setup: ETL {features}, {cfg.arch} exported (parity max |diff| {result.parity.max_abs_diff:.2e} "
-          f"on {result.parity.rows} rows)", flush=True)
+    print(
+        f"setup: ETL {features}, {cfg.arch} exported (parity max |diff| {result.parity.max_abs_diff:.2e} "
+        f"on {result.parity.rows} rows)",
+        flush=True,
+    )
     return Prepared(result.path, features, dict(cfg.scoring.weights), model)
 
 
@@ -83,7 +86,9 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
 
 
 class TorchRunner:
-    """The PyTorch model behind the ``predict(arrays)`` interface of ``serving.onnx_model.OnnxModel``."""
+    """The PyTorch model behind the ``predict(arrays)`` interface of ``serving.onnx_model.OnnxModel``:
+    the model's own forward (TorchRec path) in eager mode under ``torch.inference_mode``, run
+    ``serving.onnx_model.PREDICT_ROWS`` rows at a time like onnxruntime, with the same threads."""
 
     def __init__(self, model: object, onnx_model: object) -> None:
         self.model = model
@@ -92,9 +97,19 @@ class TorchRunner:
         self.version = "pytorch"
 
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        from serving.parity import torch_probabilities
+        import torch
 
-        return torch_probabilities(self.model, arrays)  # type: ignore[arg-type]
+        from data.spec import INPUT_NAMES
+        from models.batch import FeatureBatch
+        from serving.onnx_model import PREDICT_ROWS
+
+        rows = int(arrays[INPUT_NAMES[0]].shape[0])
+        out = []
+        with torch.inference_mode():
+            for start in range(0, rows, PREDICT_ROWS):
+                part = {k: torch.from_numpy(arrays[k][start : start + PREDICT_ROWS]) for k in INPUT_NAMES}
+                out.append(torch.sigmoid(self.model(FeatureBatch(**part))).numpy())  # type: ignore[operator]
+        return np.concatenate(out) if out else np.zeros((0, len(self.task_names)), np.float32)
 
 
 def candidates_file(features: Path, rows: int, path: Path) -> Path:
@@ -140,13 +155,25 @@ def run(scorer: object, source: Path, out_dir: Path, chunk_rows: int, limit: int
     load = os.getloadavg()[0]
     cpu0 = time.process_time()
     with PeakRss() as rss:
-        report = score_chunks(scorer, iter_chunks(frame, chunk_rows), out_dir / "scored.parquet",  # type: ignore[arg-type]
-                              out_dir / "rejects.parquet", total_rows=count_rows(frame))
+        report = score_chunks(
+            scorer,
+            iter_chunks(frame, chunk_rows),
+            out_dir / "scored.parquet",  # type: ignore[arg-type]
+            out_dir / "rejects.parquet",
+            total_rows=count_rows(frame),
+        )
     cpu = time.process_time() - cpu0
-    return {"rows": report.input_rows, "scored_rows": report.scored_rows, "rejected_rows": report.rejected_rows,
-            "wall_s": report.seconds, "rows_per_s": report.rows_per_s, "cpu_s": cpu,
-            "rows_per_cpu_s": report.input_rows / max(cpu, 1e-9), "peak_rss_bytes": rss.peak,
-            "load_avg_1m_before": load}
+    return {
+        "rows": report.input_rows,
+        "scored_rows": report.scored_rows,
+        "rejected_rows": report.rejected_rows,
+        "wall_s": report.seconds,
+        "rows_per_s": report.rows_per_s,
+        "cpu_s": cpu,
+        "rows_per_cpu_s": report.input_rows / max(cpu, 1e-9),
+        "peak_rss_bytes": rss.peak,
+        "load_avg_1m_before": load,
+    }
 
 
 def main() -> None:
@@ -166,18 +193,26 @@ def main() -> None:
         prep = prepare_all(work)
         source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
         onnx_scorer = load_scorer(prep.model_path, prep.features, weights=prep.weights, threads=THREADS)
-        torch_scorer = Scorer(TorchRunner(prep.torch_model, onnx_scorer.model), onnx_scorer.features,  # type: ignore[arg-type]
-                              prep.weights)
+        torch_scorer = Scorer(
+            TorchRunner(prep.torch_model, onnx_scorer.model),
+            onnx_scorer.features,  # type: ignore[arg-type]
+            prep.weights,
+        )
         base = run(torch_scorer, source, work, args.chunk_rows, args.baseline_rows)
-        print(f"pytorch  {base['rows']:>10,} rows  {base['wall_s']:7.1f} s  {base['rows_per_s'] / 1e3:7.1f} k rows/s  "
-              f"({base['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
-              f"peak RSS {base['peak_rss_bytes'] / 2**20:6.0f} MiB  load {base['load_avg_1m_before']:.2f}  "
-              f"(subset; extrapolated per row to {args.rows:,} rows: {args.rows / base['rows_per_s']:.0f} s)",
-              flush=True)
+        print(
+            f"pytorch  {base['rows']:>10,} rows  {base['wall_s']:7.1f} s  {base['rows_per_s'] / 1e3:7.1f} k rows/s  "
+            f"({base['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
+            f"peak RSS {base['peak_rss_bytes'] / 2**20:6.0f} MiB  load {base['load_avg_1m_before']:.2f}  "
+            f"(subset; extrapolated per row to {args.rows:,} rows: {args.rows / base['rows_per_s']:.0f} s)",
+            flush=True,
+        )
         onnx = run(onnx_scorer, source, work, args.chunk_rows, None)
-        print(f"onnx     {onnx['rows']:>10,} rows  {onnx['wall_s']:7.1f} s  {onnx['rows_per_s'] / 1e3:7.1f} k rows/s  "
-              f"({onnx['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
-              f"peak RSS {onnx['peak_rss_bytes'] / 2**20:6.0f} MiB  load {onnx['load_avg_1m_before']:.2f}", flush=True)
+        print(
+            f"onnx     {onnx['rows']:>10,} rows  {onnx['wall_s']:7.1f} s  {onnx['rows_per_s'] / 1e3:7.1f} k rows/s  "
+            f"({onnx['rows_per_cpu_s'] / 1e3:.1f} k rows/cpu-s)  "
+            f"peak RSS {onnx['peak_rss_bytes'] / 2**20:6.0f} MiB  load {onnx['load_avg_1m_before']:.2f}",
+            flush=True,
+        )
     speedup = onnx["rows_per_s"] / base["rows_per_s"]
     result = {
         "benchmark": "score",
@@ -185,13 +220,17 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "baseline_pytorch": {**base, "note": f"subset of {base['rows']:,} rows, extrapolated per row"},
         "run_onnx": onnx,
-        "ratios_vs_baseline": {"speedup_rows_per_s": speedup,
-                               "speedup_rows_per_cpu_s": onnx["rows_per_cpu_s"] / base["rows_per_cpu_s"]},
+        "ratios_vs_baseline": {
+            "speedup_rows_per_s": speedup,
+            "speedup_rows_per_cpu_s": onnx["rows_per_cpu_s"] / base["rows_per_cpu_s"],
+        },
         "targets": {"rows_per_s_min": ROWS_TARGET_PER_S, "speedup_min": SPEEDUP_TARGET},
         "meets_targets": onnx["rows_per_s"] >= ROWS_TARGET_PER_S and speedup >= SPEEDUP_TARGET,
     }
-    print(f"onnx / pytorch: x{speedup:.2f}; targets (>= {ROWS_TARGET_PER_S / 1e3:.0f}k rows/s, "
-          f">= x{SPEEDUP_TARGET:.0f}): {'met' if result['meets_targets'] else 'MISSED'}")
+    print(
+        f"onnx / pytorch: x{speedup:.2f}; targets (>= {ROWS_TARGET_PER_S / 1e3:.0f}k rows/s, "
+        f">= x{SPEEDUP_TARGET:.0f}): {'met' if result['meets_targets'] else 'MISSED'}"
+    )
     write_result("score", result)
 
 

@@ -25,9 +25,11 @@ class RankRequest(BaseModel):
     user_id: Id = Field(description="The user's id (integer or string, as in the training data).")
     item_ids: list[Id] = Field(min_length=1, description="Candidate item ids (all integers or all strings).")
     ts: StrictInt | AwareDatetime | NaiveDatetime | None = Field(
-        default=None, description="Request time: epoch milliseconds or ISO 8601 (naive = UTC); default now.")
+        default=None, description="Request time: epoch milliseconds or ISO 8601 (naive = UTC); default now."
+    )
     context: dict[str, ContextValue] = Field(
-        default_factory=dict, description="Context columns of the FeatureSpec (e.g. KuaiRand 'tab'); missing = null.")
+        default_factory=dict, description="Context columns of the FeatureSpec (e.g. KuaiRand 'tab'); missing = null."
+    )
     top_k: int | None = Field(default=None, ge=1, description="Return only the best k candidates.")
 
     def epoch_ms(self) -> int:
@@ -75,8 +77,10 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
         "summary": "Rank candidate items for one user",
         "requestBody": {"required": True, **_json(RankRequest, comps)},
         "responses": {
-            "200": {"description": "Candidates with task probabilities and fused score, best first",
-                    **_json(RankResponse, comps)},
+            "200": {
+                "description": "Candidates with task probabilities and fused score, best first",
+                **_json(RankResponse, comps),
+            },
             "413": {"description": "Too many candidates or body too large", **_json(ErrorResponse, comps)},
             "422": {"description": "Validation error naming the field", **_json(ErrorResponse, comps)},
             "503": {"description": "No model loaded yet", **_json(ErrorResponse, comps)},
@@ -85,24 +89,35 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
     paths = {
         "/v1/rank": {"post": rank},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive", **text}}}},
-        "/readyz": {"get": {"summary": "Readiness (a model is loaded)",
-                            "responses": {"200": {"description": "ready", **text},
-                                          "503": {"description": "not ready", **text}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "text format 0.0.4", **text}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness (a model is loaded)",
+                "responses": {"200": {"description": "ready", **text}, "503": {"description": "not ready", **text}},
+            }
+        },
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4", **text}}}
+        },
     }
-    return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
-            "components": {"schemas": comps}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": comps},
+    }
 
 
 def docs_page(document: dict[str, Any]) -> str:
     """A self-contained HTML page listing the routes and the schemas (no external scripts)."""
     rows = "".join(
         f"<li><code>{method.upper()} {path}</code>: {html.escape(op.get('summary', ''))}</li>"
-        for path, ops in document["paths"].items() for method, op in ops.items()
+        for path, ops in document["paths"].items()
+        for method, op in ops.items()
     )
     schemas = html.escape(json.dumps(document["components"]["schemas"], indent=2))
     title = html.escape(document["info"]["title"])
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-            f"<h1>{title}</h1><p>OpenAPI document: <a href='/openapi.json'>/openapi.json</a></p><ul>{rows}</ul>"
-            f"<h2>Schemas</h2><pre>{schemas}</pre></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f"<h1>{title}</h1><p>OpenAPI document: <a href='/openapi.json'>/openapi.json</a></p><ul>{rows}</ul>"
+        f"<h2>Schemas</h2><pre>{schemas}</pre></body></html>"
+    )

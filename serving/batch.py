@@ -82,8 +82,15 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + int(v)
 
 
-def score_chunks(scorer: Scorer, chunks: Iterable[pl.DataFrame], output: str | Path, rejects: str | Path, *,
-                 total_rows: int | None = None, progress: bool = False) -> BatchReport:
+def score_chunks(
+    scorer: Scorer,
+    chunks: Iterable[pl.DataFrame],
+    output: str | Path,
+    rejects: str | Path,
+    *,
+    total_rows: int | None = None,
+    progress: bool = False,
+) -> BatchReport:
     """Score every chunk with ``scorer``; write scored rows to ``output`` and rejects to ``rejects``."""
     out_sink, rej_sink = ParquetSink(Path(output)), ParquetSink(Path(rejects))
     report = BatchReport(model_version=scorer.version, output=str(output), rejects=str(rejects))
@@ -101,14 +108,23 @@ def score_chunks(scorer: Scorer, chunks: Iterable[pl.DataFrame], output: str | P
                 first = chunk.head(0)
             reason = reject_reason(chunk)
             ok = reason.is_null().to_numpy()
-            good = chunk.filter(pl.Series(ok))
+            everyone = bool(ok.all())
+            good = chunk if everyone else chunk.filter(pl.Series(ok))
             scored = scorer.score(good)
             finite = np.isfinite(scored.probabilities).all(axis=1) & np.isfinite(scored.score)
             columns = [pl.Series(f"p_{t}", scored.probabilities[:, k]) for k, t in enumerate(scorer.task_names)]
             out = good.with_columns(*columns, pl.Series(added[-1], scored.score))
-            out_sink.write(out.filter(pl.Series(finite)))
-            bad = pl.concat([chunk.filter(pl.Series(~ok)).with_columns(reason.filter(pl.Series(~ok))),
-                             good.filter(pl.Series(~finite)).with_columns(pl.lit(NON_FINITE).alias(REASON))])
+            all_finite = bool(finite.all())
+            out_sink.write(out if all_finite else out.filter(pl.Series(finite)))
+            if everyone and all_finite:
+                bad = chunk.head(0)
+            else:
+                bad = pl.concat(
+                    [
+                        chunk.filter(pl.Series(~ok)).with_columns(reason.filter(pl.Series(~ok))),
+                        good.filter(pl.Series(~finite)).with_columns(pl.lit(NON_FINITE).alias(REASON)),
+                    ]
+                )
             if bad.height:
                 rej_sink.write(bad)
                 reasons.update(bad[REASON].to_list())
@@ -132,6 +148,8 @@ def score_chunks(scorer: Scorer, chunks: Iterable[pl.DataFrame], output: str | P
     report.seconds = round(time.perf_counter() - t0, 3)
     report.rows_per_s = round(report.input_rows / max(report.seconds, 1e-9), 1)
     if report.scored_rows + report.rejected_rows != report.input_rows:
-        raise AssertionError(f"batch scoring lost rows: {report.input_rows} in, {report.scored_rows} scored, "
-                             f"{report.rejected_rows} rejected")
+        raise AssertionError(
+            f"batch scoring lost rows: {report.input_rows} in, {report.scored_rows} scored, "
+            f"{report.rejected_rows} rejected"
+        )
     return report

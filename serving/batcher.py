@@ -68,9 +68,12 @@ class Batcher:
         with self._lock:
             jobs = [self._queue.popleft()]
             first, rows = jobs[0], jobs[0].frame.height
-            while self._queue and self._queue[0].scorer is first.scorer and \
-                    self._queue[0].frame.schema == first.frame.schema and \
-                    rows + self._queue[0].frame.height <= self.max_rows:
+            while (
+                self._queue
+                and self._queue[0].scorer is first.scorer
+                and self._queue[0].frame.schema == first.frame.schema
+                and rows + self._queue[0].frame.height <= self.max_rows
+            ):
                 jobs.append(self._queue.popleft())
                 rows += jobs[-1].frame.height
             return jobs

@@ -32,8 +32,13 @@ class ExportResult:
     task_names: tuple[str, ...]
 
 
-def export_checked(model: MultiTaskModel, spec: FeatureSpec, out: str | Path, rows: Mapping[str, np.ndarray],
-                   tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+def export_checked(
+    model: MultiTaskModel,
+    spec: FeatureSpec,
+    out: str | Path,
+    rows: Mapping[str, np.ndarray],
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
     """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

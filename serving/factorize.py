@@ -20,11 +20,16 @@ import polars as pl
 from data.etl.dense import recipe_columns
 from data.etl.encode import FeatureEncoder
 from data.spec import FeatureSpec
+from serving.request_side import Raw
 
 USER, ITEM, REQUEST = "user", "item", "request"
 SIDE_ENTITIES: dict[str, tuple[str, ...]] = {USER: ("user",), ITEM: ("item", "author")}
-ARRAY_GROUPS: dict[str, str] = {"categorical": "categorical", "sequence": "sequence",
-                                "sequence_lengths": "sequence", "dense": "dense"}
+ARRAY_GROUPS: dict[str, str] = {
+    "categorical": "categorical",
+    "sequence": "sequence",
+    "sequence_lengths": "sequence",
+    "dense": "dense",
+}
 """Model input array -> the FeatureSpec list whose order its columns follow."""
 
 
@@ -55,8 +60,10 @@ def feature_sides(spec: FeatureSpec, encoder: FeatureEncoder, context: list[str]
 def side_positions(spec: FeatureSpec, sides: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
     """side -> model input array -> indexes of that side's features among the array's columns."""
     return {
-        side: {array: np.array([i for i, f in enumerate(getattr(spec, group)) if sides[f.name] == side], np.int64)
-               for array, group in ARRAY_GROUPS.items()}
+        side: {
+            array: np.array([i for i, f in enumerate(getattr(spec, group)) if sides[f.name] == side], np.int64)
+            for array, group in ARRAY_GROUPS.items()
+        }
         for side in (USER, ITEM, REQUEST)
     }
 
@@ -84,15 +91,29 @@ def sub_spec(spec: FeatureSpec, names: set[str], base_dir: Path) -> FeatureSpec:
 
 
 class EntityRows:
-    """Precomputed input columns of one side for every snapshot key, found by id with a binary search."""
+    """Precomputed input columns of one side for every snapshot key, found by id: through a dense
+    id -> row table when the keys are compact non-negative integers, else by binary search.
+    ``raw`` holds snapshot columns the request-side features read, by row."""
 
-    def __init__(self, keys: pl.Series, arrays: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        keys: pl.Series,
+        arrays: dict[str, np.ndarray],
+        extra: dict[str, np.ndarray] | None = None,
+        raw: dict[str, Raw] | None = None,
+    ):
         order = np.argsort(keys.to_numpy(), kind="stable")
         self.dtype = keys.dtype
         self.keys = keys.to_numpy()[order]
         self.rows = order
         self.arrays = arrays
         self.extra = extra or {}
+        self.raw = raw or {}
+        self.table: np.ndarray | None = None
+        k = self.keys
+        if keys.dtype.is_integer() and len(k) and k[0] >= 0 and k[-1] < 4 * len(k) + (1 << 20):
+            self.table = np.full(int(k[-1]) + 1, -1, dtype=np.int64)
+            self.table[k] = order
 
     def find(self, ids: pl.Series) -> np.ndarray:
         """Row per id, -1 when the id (cast to the key type like the ETL lookup's join) has no row."""
@@ -102,6 +123,10 @@ class EntityRows:
             ids = ids.cast(self.dtype, strict=False)
         valid = ids.is_not_null().to_numpy() if ids.null_count() else None
         values = ids.to_numpy() if valid is None else ids.fill_null(self.keys[0]).to_numpy()
+        if self.table is not None:
+            inside = (values >= 0) & (values < len(self.table))
+            found = np.where(inside, self.table[np.where(inside, values, 0)], -1)
+            return found if valid is None else np.where(valid, found, -1)
         pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
         hit = self.keys[pos] == values
         if valid is not None:
@@ -109,11 +134,40 @@ class EntityRows:
         return np.where(hit, self.rows[pos], -1)
 
 
-def put(target: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, values: np.ndarray) -> None:
-    """``target[rows, cols] = values`` (``rows`` None: every row); a narrower sequence block (a
-    sub-spec's shorter padded width) fills the first positions, the rest stays 0-padding."""
-    if not cols.size or not values.shape[0]:
-        return
-    r = slice(None) if rows is None else rows[:, None]
-    c = cols if rows is None else cols[None, :]
-    target[(r, c) if target.ndim == 2 else (r, c, slice(0, values.shape[2]))] = values
+class Layout:
+    """Assembles one model input array from the user, item and request blocks (each holding its
+    side's columns in spec order): every run of output columns that come from consecutive columns
+    of one block is one slice copy."""
+
+    def __init__(self, positions: list[np.ndarray], width: int | None = None) -> None:
+        source = {int(col): (b, k) for b, cols in enumerate(positions) for k, col in enumerate(cols.tolist())}
+        self.columns = len(source)
+        self.runs: list[tuple[int, int, int, int]] = []  # (block, first block column, first output column, length)
+        for j in range(self.columns):
+            b, k = source[j]
+            last = self.runs[-1] if self.runs else None
+            if last is not None and last[0] == b and last[1] + last[3] == k:
+                self.runs[-1] = (b, last[1], last[2], last[3] + 1)
+            else:
+                self.runs.append((b, k, j, 1))
+        self.width = width
+
+    def assemble(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """The array in spec order; a narrower sequence block (a sub-spec's shorter padded width) fills
+        the first positions, the rest is 0-padding."""
+        if len(self.runs) == 1:  # one block holds every column in order: use it as it is
+            b, k, _, length = self.runs[0]
+            whole = blocks[b]
+            if k == 0 and whole.shape[1] == length and (self.width is None or whole.shape[2] == self.width):
+                return whole
+        first = blocks[0]
+        shape = (first.shape[0], self.columns, *((self.width,) if self.width is not None else first.shape[2:]))
+        out = np.empty(shape, first.dtype)
+        for b, k, j, length in self.runs:
+            src = blocks[b][:, k : k + length]
+            if out.ndim == 3 and src.shape[2] != out.shape[2]:
+                out[:, j : j + length, src.shape[2] :] = 0
+                out[:, j : j + length, : src.shape[2]] = src
+            else:
+                out[:, j : j + length] = src
+        return out

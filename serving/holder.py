@@ -30,9 +30,16 @@ KEEP_DOWNLOADS = 2  # current and previous version (in-flight requests may still
 class ModelHolder:
     """Loads the model behind ``source`` and keeps it current (see module docstring)."""
 
-    def __init__(self, source: ModelSource, *, features_dir: str | Path | None,
-                 weights: Mapping[str, float] | None = None, threads: int = 1, metrics: Metrics | None = None,
-                 work_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        features_dir: str | Path | None,
+        weights: Mapping[str, float] | None = None,
+        threads: int = 1,
+        metrics: Metrics | None = None,
+        work_dir: str | Path | None = None,
+    ) -> None:
         self.source = source
         self.features_dir = Path(features_dir) if features_dir is not None else None
         self.weights = dict(weights or {})
@@ -63,11 +70,19 @@ class ModelHolder:
             fetched = self.source.fetch(dest)
             features = fetched.features_dir or self.features_dir
             if features is None:
-                raise ModelLoadError(f"model {fetched.version}: no feature snapshot: pass --features DIR (the ETL "
-                                     "output) or log it to the model's run under 'features/'")
+                raise ModelLoadError(
+                    f"model {fetched.version}: no feature snapshot: pass --features DIR (the ETL "
+                    "output) or log it to the model's run under 'features/'"
+                )
             old = self.scorer
-            scorer = load_scorer(fetched.path, features, weights=self.weights, threads=self.threads,
-                                 version=fetched.version, features=old.features if old else None)
+            scorer = load_scorer(
+                fetched.path,
+                features,
+                weights=self.weights,
+                threads=self.threads,
+                version=fetched.version,
+                features=old.features if old else None,
+            )
             scorer.score(scorer.features.sample(WARMUP_ROWS))  # first run allocates; do it off the request path
         except BaseException:
             if dest is not None:

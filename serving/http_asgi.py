@@ -44,8 +44,15 @@ class AsgiServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(make_app(service), log_level="warning", access_log=False, http="h11",
-                                loop="asyncio", lifespan="off", backlog=128)
+        config = uvicorn.Config(
+            make_app(service),
+            log_level="warning",
+            access_log=False,
+            http="h11",
+            loop="asyncio",
+            lifespan="off",
+            backlog=128,
+        )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -85,8 +85,12 @@ class Metrics:
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 lines.append(f'{h}_bucket{{le="{le}"}} {cumulative}')
             lines += [f"{h}_sum {self._sum:.6f}", f"{h}_count {self._count}"]
-            lines += [f"# HELP {PREFIX}model_info The model version being served.", f"# TYPE {PREFIX}model_info gauge",
-                      f"{PREFIX}model_info{_labels((('version', self.model_version),))} 1",
-                      f"# HELP {PREFIX}ready 1 when a model is loaded and requests are served.",
-                      f"# TYPE {PREFIX}ready gauge", f"{PREFIX}ready {int(self.ready)}"]
+            lines += [
+                f"# HELP {PREFIX}model_info The model version being served.",
+                f"# TYPE {PREFIX}model_info gauge",
+                f"{PREFIX}model_info{_labels((('version', self.model_version),))} 1",
+                f"# HELP {PREFIX}ready 1 when a model is loaded and requests are served.",
+                f"# TYPE {PREFIX}ready gauge",
+                f"{PREFIX}ready {int(self.ready)}",
+            ]
         return "\n".join(lines) + "\n"

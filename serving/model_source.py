@@ -109,16 +109,23 @@ class ModelSource:
             # The version's own storage URI, resolved with this client: a models:/ URI handed to
             # download_artifacts would be resolved against MLflow's process-wide registry URI instead.
             location = self._client().get_model_version_download_uri(name, version)
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=location, dst_path=str(dest / "model"),
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=location,
+                    dst_path=str(dest / "model"),
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            )
             features = self._download_features(run_id, dest) if run_id else None
         except (MlflowException, OSError) as e:
             raise ModelLoadError(f"model URI '{self.uri}': downloading version {version} failed: {e}") from e
         onnx_files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
         if len(onnx_files) != 1:
-            raise ModelLoadError(f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
-                                 f"artifacts, found {[str(f) for f in onnx_files]}")
+            raise ModelLoadError(
+                f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
+                f"artifacts, found {[str(f) for f in onnx_files]}"
+            )
         return FetchedModel(onnx_files[0], f"{name}/{version}", run_id, features)
 
     def _download_features(self, run_id: str, dest: Path) -> Path | None:
@@ -126,6 +133,12 @@ class ModelSource:
 
         if not self._client().list_artifacts(run_id, FEATURES_ARTIFACT):
             return None
-        return Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=FEATURES_ARTIFACT, dst_path=str(dest / "run"),
-            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=FEATURES_ARTIFACT,
+                dst_path=str(dest / "run"),
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+        )

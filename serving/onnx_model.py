@@ -78,8 +78,10 @@ class OnnxModel:
         if missing:
             raise SpecError(f"model {self.version}: input arrays {missing} are missing (need {list(INPUT_NAMES)})")
         rows = int(inputs[INPUT_NAMES[0]].shape[0])
-        parts = [self.session.run([OUTPUT_NAME], {n: inputs[n][s:s + PREDICT_ROWS] for n in INPUT_NAMES})[0]
-                 for s in range(0, rows, PREDICT_ROWS)]
+        parts = [
+            self.session.run([OUTPUT_NAME], {n: inputs[n][s : s + PREDICT_ROWS] for n in INPUT_NAMES})[0]
+            for s in range(0, rows, PREDICT_ROWS)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -102,15 +104,19 @@ def load_onnx(path: str | Path, *, threads: int = 1, version: str | None = None)
     except SpecError as e:
         raise ModelLoadError(str(e)) from e
     if spec.hash != meta[META_FEATURE_SPEC_HASH]:
-        raise ModelLoadError(f"{p}: metadata '{META_FEATURE_SPEC_HASH}' is {meta[META_FEATURE_SPEC_HASH][:12]}, "
-                             f"the embedded FeatureSpec hashes to {spec.hash[:12]}")
+        raise ModelLoadError(
+            f"{p}: metadata '{META_FEATURE_SPEC_HASH}' is {meta[META_FEATURE_SPEC_HASH][:12]}, "
+            f"the embedded FeatureSpec hashes to {spec.hash[:12]}"
+        )
     tasks = tuple(json.loads(meta[META_TASK_NAMES]))
     if not tasks or any(t not in spec.task_names for t in tasks):
-        raise ModelLoadError(f"{p}: metadata '{META_TASK_NAMES}' {list(tasks)} must be tasks of the FeatureSpec "
-                             f"{spec.task_names}")
+        raise ModelLoadError(
+            f"{p}: metadata '{META_TASK_NAMES}' {list(tasks)} must be tasks of the FeatureSpec {spec.task_names}"
+        )
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != list(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
-        raise ModelLoadError(f"{p}: graph inputs {inputs} / outputs {outputs}; expected {list(INPUT_NAMES)} / "
-                             f"['{OUTPUT_NAME}']")
+        raise ModelLoadError(
+            f"{p}: graph inputs {inputs} / outputs {outputs}; expected {list(INPUT_NAMES)} / ['{OUTPUT_NAME}']"
+        )
     return OnnxModel(p, spec, tasks, version or f"sha256:{file_digest(p)[:12]}", session)

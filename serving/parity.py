@@ -45,8 +45,9 @@ class ParityReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def torch_probabilities(model: MultiTaskModel, arrays: Mapping[str, np.ndarray],
-                        batch_size: int = PARITY_BATCH) -> np.ndarray:
+def torch_probabilities(
+    model: MultiTaskModel, arrays: Mapping[str, np.ndarray], batch_size: int = PARITY_BATCH
+) -> np.ndarray:
     """Probabilities float32 [B, K] of ``model`` on the training path, in eval mode, batch by batch."""
     n = int(arrays[INPUT_NAMES[0]].shape[0])
     was_training = model.training
@@ -55,8 +56,10 @@ def torch_probabilities(model: MultiTaskModel, arrays: Mapping[str, np.ndarray],
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                part = {k: torch.from_numpy(np.ascontiguousarray(arrays[k][start:start + batch_size]))
-                        for k in INPUT_NAMES}
+                part = {
+                    k: torch.from_numpy(np.ascontiguousarray(arrays[k][start : start + batch_size]))
+                    for k in INPUT_NAMES
+                }
                 out.append(torch.sigmoid(model(FeatureBatch(**part))).numpy())
     finally:
         model.train(was_training)
@@ -73,18 +76,31 @@ def compare(expected: np.ndarray, got: np.ndarray, task_names: Sequence[str], to
     return ParityReport(int(expected.shape[0]), tolerance, float(diff.max(initial=0.0)), per_task, int(bad.sum()))
 
 
-def check_parity(model: MultiTaskModel, onnx_model: OnnxModel, arrays: Mapping[str, np.ndarray],
-                 tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+def check_parity(
+    model: MultiTaskModel, onnx_model: OnnxModel, arrays: Mapping[str, np.ndarray], tolerance: float = PARITY_TOLERANCE
+) -> ParityReport:
     """Compare on ``arrays`` (the model input layout); raise :class:`ParityError` when the gate fails."""
     if list(onnx_model.task_names) != list(model.task_names):
         raise ParityError(f"parity: ONNX tasks {list(onnx_model.task_names)} != model tasks {model.task_names}")
     expected = torch_probabilities(model, arrays)
-    got = np.concatenate([onnx_model.predict({k: v[s:s + PARITY_BATCH] for k, v in arrays.items()})
-                          for s in range(0, expected.shape[0], PARITY_BATCH)]) if expected.shape[0] else expected
+    got = (
+        np.concatenate(
+            [
+                onnx_model.predict({k: v[s : s + PARITY_BATCH] for k, v in arrays.items()})
+                for s in range(0, expected.shape[0], PARITY_BATCH)
+            ]
+        )
+        if expected.shape[0]
+        else expected
+    )
     report = compare(expected, got, model.task_names, tolerance)
     if not report.passed:
-        what = (f"{report.non_finite} non-finite probabilities" if report.non_finite else
-                "no rows to compare" if report.rows == 0 else
-                f"max |p_onnx - p_torch| = {report.max_abs_diff:.3g} > {tolerance:g} (per task {report.per_task})")
+        what = (
+            f"{report.non_finite} non-finite probabilities"
+            if report.non_finite
+            else "no rows to compare"
+            if report.rows == 0
+            else f"max |p_onnx - p_torch| = {report.max_abs_diff:.3g} > {tolerance:g} (per task {report.per_task})"
+        )
         raise ParityError(f"parity check failed on {report.rows} rows: {what}; the model is not exported")
     return report

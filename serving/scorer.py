@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from serving.encoded import Encoded
 from serving.errors import ModelLoadError
-from serving.features import CandidateFeatures, Encoded
+from serving.features import CandidateFeatures
 from serving.fusion import Fusion
 from serving.onnx_model import OnnxModel, load_onnx
 
@@ -37,8 +38,9 @@ class Scored:
 class Scorer:
     """A model, the features it was trained on, and the fusion weights."""
 
-    def __init__(self, model: OnnxModel, features: CandidateFeatures,
-                 weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, model: OnnxModel, features: CandidateFeatures, weights: Mapping[str, float] | None = None
+    ) -> None:
         if model.spec.hash != features.spec.hash:
             raise ModelLoadError(
                 f"model {model.version} was trained on FeatureSpec {model.spec.hash[:12]}, but the feature "
@@ -70,8 +72,15 @@ class Scorer:
         return Scored(probabilities, self.fusion.score(probabilities), encoded)
 
 
-def load_scorer(model_path: str | Path, features_dir: str | Path, *, weights: Mapping[str, float] | None = None,
-                threads: int = 1, version: str | None = None, features: CandidateFeatures | None = None) -> Scorer:
+def load_scorer(
+    model_path: str | Path,
+    features_dir: str | Path,
+    *,
+    weights: Mapping[str, float] | None = None,
+    threads: int = 1,
+    version: str | None = None,
+    features: CandidateFeatures | None = None,
+) -> Scorer:
     """Open an ONNX model and the ETL output it was trained on (``features`` reuses an already
     loaded snapshot when its FeatureSpec is the model's, as after a swap that kept the features)."""
     model = load_onnx(model_path, threads=threads, version=version)

@@ -61,8 +61,14 @@ def _field_error(loc: list[Any], msg: str, kind: str = "value_error") -> Reply:
 class RankService:
     """Routes, validation, limits and metrics around one :class:`ModelHolder`."""
 
-    def __init__(self, holder: ModelHolder, limits: Limits | None = None, metrics: Metrics | None = None,
-                 title: str = "aptrank online scorer", batcher: Batcher | None = None) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        limits: Limits | None = None,
+        metrics: Metrics | None = None,
+        title: str = "aptrank online scorer",
+        batcher: Batcher | None = None,
+    ) -> None:
         self.holder = holder
         self.limits = limits or Limits()
         self.metrics = metrics or holder.metrics
@@ -84,8 +90,9 @@ class RankService:
     def too_large(self, content_length: int | None) -> Reply | None:
         """413 when a declared body exceeds the limit (checked before reading it)."""
         if content_length is not None and content_length > self.limits.max_body_bytes:
-            return _error(413, f"request body of {content_length} bytes exceeds the limit of "
-                               f"{self.limits.max_body_bytes} bytes")
+            return _error(
+                413, f"request body of {content_length} bytes exceeds the limit of {self.limits.max_body_bytes} bytes"
+            )
         return None
 
     def handle(self, method: str, path: str, body: bytes = b"") -> Reply:
@@ -102,8 +109,11 @@ class RankService:
         except Exception as e:  # a bug or a broken model must answer 500, not drop the connection
             log.exception("%s %s failed", method, route)
             reply = _error(500, f"internal error: {type(e).__name__}: {e}")
-        self.metrics.inc("requests_total", route=route if route in self._get or route == RANK_PATH else "other",
-                         code=str(reply.status))
+        self.metrics.inc(
+            "requests_total",
+            route=route if route in self._get or route == RANK_PATH else "other",
+            code=str(reply.status),
+        )
         return reply
 
     def _ready(self) -> Reply:
@@ -137,8 +147,9 @@ class RankService:
         context = scorer.features.context
         unknown = sorted(set(request.context) - set(context))
         if unknown:
-            return _field_error(["body", "context", unknown[0]],
-                                f"unknown context field; this model's context fields are {context}")
+            return _field_error(
+                ["body", "context", unknown[0]], f"unknown context field; this model's context fields are {context}"
+            )
         kinds = {type(i) for i in request.item_ids}
         if len(kinds) > 1:
             return _field_error(["body", "item_ids"], "item ids must be all integers or all strings")
@@ -148,8 +159,11 @@ class RankService:
         def repeat(name: str, value: Any) -> pl.Series:
             return pl.Series(name, [value]).new_from_index(0, n)
 
-        columns = [repeat("user_id", request.user_id), pl.Series("item_id", request.item_ids),
-                   repeat("ts", ts_ms)]  # epoch ms: the feature lookup reads integer ts as UTC milliseconds
+        columns = [
+            repeat("user_id", request.user_id),
+            pl.Series("item_id", request.item_ids),
+            repeat("ts", ts_ms),
+        ]  # epoch ms: the feature lookup reads integer ts as UTC milliseconds
         columns += [repeat(c, request.context.get(c)) for c in context]
         return pl.DataFrame(columns)
 
@@ -169,15 +183,19 @@ class RankService:
             for i, s, p in zip(order.tolist(), scores, probs, strict=True)
         ]
         enc = scored.encoded
+        missing, oov = enc.missing_rows, enc.oov
         self.metrics.inc("candidates_total", enc.rows)
-        self.metrics.add_counts("missing_snapshot_rows_total", "entity", enc.missing_rows)
-        self.metrics.add_counts("oov_total", "feature", enc.oov)
-        return _json(200, {
-            "model_version": scorer.version,
-            "user_id": request.user_id,
-            "ts": (EPOCH + dt.timedelta(milliseconds=int(frame["ts"][0]))).isoformat(timespec="milliseconds"),
-            "weights": scorer.fusion.as_dict(),
-            "results": results,
-            "missing_rows": enc.missing_rows,
-            "oov": {k: v for k, v in enc.oov.items() if v},
-        })
+        self.metrics.add_counts("missing_snapshot_rows_total", "entity", missing)
+        self.metrics.add_counts("oov_total", "feature", oov)
+        return _json(
+            200,
+            {
+                "model_version": scorer.version,
+                "user_id": request.user_id,
+                "ts": (EPOCH + dt.timedelta(milliseconds=int(frame["ts"][0]))).isoformat(timespec="milliseconds"),
+                "weights": scorer.fusion.as_dict(),
+                "results": results,
+                "missing_rows": missing,
+                "oov": {k: v for k, v in oov.items() if v},
+            },
+        )

@@ -4,6 +4,10 @@
 The model URI is polled every ``--poll-seconds``; a new version (e.g. the ``champion`` alias moved)
 is loaded beside the old one and swapped in without failing requests in flight.
 
+``--workers N`` (default: the CPU cores) runs N processes on one listening socket
+(:mod:`serving.prefork`), each with its own model and polling, so a swap may reach the workers up to
+one poll apart; ``--workers 1`` serves in this process. Several workers need the stdlib stack.
+
 Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 the first model could not be loaded.
 """
 
@@ -12,11 +16,14 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.commands.score import fusion_weights
+
+if TYPE_CHECKING:
+    from serving.worker import WorkerConfig
 
 INPUT_EXIT_CODE = 2
 
@@ -38,6 +45,9 @@ def serve_command(
     max_body_bytes: Annotated[int, typer.Option(help="request body size above which 413 is returned")] = 1 << 20,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per call (requests overlap)")] = 1,
     stack: Annotated[str, typer.Option(help="HTTP stack: stdlib (default, measured faster) or fastapi")] = "stdlib",
+    workers: Annotated[
+        int | None, typer.Option(help="server processes on one socket (default: the CPU cores; 1: this process)")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
@@ -52,9 +62,34 @@ def serve_command(
     if max_candidates < 1 or max_body_bytes < 1:
         raise typer.BadParameter("--max-candidates and --max-body-bytes must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    weights = fusion_weights(config, weight)
+    if workers is None:
+        from serving.prefork import default_workers
+
+        workers = default_workers() if stack == "stdlib" else 1
+    if workers < 1 or (workers > 1 and stack != "stdlib"):
+        raise typer.BadParameter("must be >= 1, and 1 with --stack fastapi", param_hint="--workers")
+    if workers > 1:
+        from serving.worker import WorkerConfig
+
+        _serve_prefork(
+            WorkerConfig(
+                model,
+                str(features) if features else None,
+                tracking_uri,
+                weights,
+                threads,
+                poll_seconds,
+                max_candidates,
+                max_body_bytes,
+            ),
+            workers,
+            host,
+            port,
+        )
+        return
     try:
-        holder = ModelHolder(ModelSource(model, tracking_uri), features_dir=features,
-                             weights=fusion_weights(config, weight), threads=threads)
+        holder = ModelHolder(ModelSource(model, tracking_uri), features_dir=features, weights=weights, threads=threads)
         holder.refresh()
     except (ServingError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -63,8 +98,11 @@ def serve_command(
     server = make_server(service, host, port, stack)
     holder.start(poll_seconds)
     signal.signal(signal.SIGTERM, _interrupt)
-    typer.echo(f"serving {holder.scorer.version if holder.scorer else '?'} on http://{server.host}:{server.port} "
-               f"({stack}; docs at /docs)", err=True)
+    typer.echo(
+        f"serving {holder.scorer.version if holder.scorer else '?'} on http://{server.host}:{server.port} "
+        f"({stack}; docs at /docs)",
+        err=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -72,6 +110,31 @@ def serve_command(
     finally:
         holder.close()
         service.close()
+
+
+def _serve_prefork(config: WorkerConfig, workers: int, host: str, port: int) -> None:
+    """Serve with ``workers`` processes until Ctrl-C / SIGTERM (see :mod:`serving.prefork`)."""
+    from serving.prefork import PreforkServer, WorkerStartError
+
+    server = PreforkServer(config, workers, host, port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.start()
+    except WorkerStartError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(INPUT_EXIT_CODE if e.exit_code in (None, INPUT_EXIT_CODE) else 1) from None
+    except KeyboardInterrupt:
+        return
+    versions = ", ".join(sorted(set(server.versions)))
+    typer.echo(
+        f"serving {versions} on http://{server.host}:{server.port} (stdlib, {workers} workers; docs at /docs)", err=True
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def register(app: typer.Typer) -> None:

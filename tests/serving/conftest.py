@@ -20,9 +20,18 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
-TINY = ["model.arch=mmoe", "model.embedding_dim=4", "model.expert_hidden=[8]", "model.tower_hidden=[4]",
-        "model.num_experts=2", "train.epochs=1", "train.max_steps_per_epoch=5", "train.batch_size=256",
-        "train.eval_batch_size=8192", "train.threads=1"]
+TINY = [
+    "model.arch=mmoe",
+    "model.embedding_dim=4",
+    "model.expert_hidden=[8]",
+    "model.tower_hidden=[4]",
+    "model.num_experts=2",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=5",
+    "train.batch_size=256",
+    "train.eval_batch_size=8192",
+    "train.threads=1",
+]
 FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
 
 
@@ -52,8 +61,9 @@ def export(run_dir: Path, etl_dir: Path, out: Path) -> Path:
 
     from pipeline.cli import app
 
-    result = CliRunner().invoke(app, ["export", "--run-id", str(run_dir), "--out", str(out),
-                                      "--features", str(etl_dir)])
+    result = CliRunner().invoke(
+        app, ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir)]
+    )
     assert result.exit_code == 0, result.output
     out.with_suffix(".json").write_text(result.stdout.strip().splitlines()[-1])
     return out
@@ -126,8 +136,9 @@ class Registry:
             for part in FEATURE_PARTS[1:]:
                 client.log_artifacts(run_id, str(etl_dir / part), f"features/{part}")
         evaluation = json.loads((run_dir / "evaluation.json").read_text())
-        reg = register_version(client, name, run_id, model, key=f"{name}-{run_id}", evaluation=evaluation,
-                               window="2022-04-25..2022-04-30")
+        reg = register_version(
+            client, name, run_id, model, key=f"{name}-{run_id}", evaluation=evaluation, window="2022-04-25..2022-04-30"
+        )
         version = str(reg.version.version)
         client.set_registered_model_alias(name, alias, version)
         client.set_terminated(run_id)

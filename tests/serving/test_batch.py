@@ -26,12 +26,28 @@ def _score(args: list[str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sample_scores(model_path: Path, etl_dir: Path, kuairand_dir: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sample_scores(
+    model_path: Path, etl_dir: Path, kuairand_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("scored") / "sample.parquet"
-    report = _score(["--model", str(model_path), "--source", "kuairand", "--input", str(kuairand_dir),
-                     "--output", str(out), "--features", str(etl_dir), "--config", str(ROOT / "configs/demo.yaml"),
-                     "--chunk-rows", "20000"])
+    report = _score(
+        [
+            "--model",
+            str(model_path),
+            "--source",
+            "kuairand",
+            "--input",
+            str(kuairand_dir),
+            "--output",
+            str(out),
+            "--features",
+            str(etl_dir),
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--chunk-rows",
+            "20000",
+        ]
+    )
     assert report["input_rows"] == report["scored_rows"] == 94_784  # every row of the shipped log
     assert report["rejected_rows"] == 0 and report["rejects_by_reason"] == {}
     return out
@@ -80,14 +96,22 @@ def test_unscorable_rows_are_rejected_with_a_reason(scorer: Scorer, candidates: 
     )
     source = tmp_path / "events.parquet"
     bad.write_parquet(source)
-    report = score_chunks(scorer, iter_chunks(scan_candidates("canonical", tmp_path), 16),
-                          tmp_path / "out.parquet", tmp_path / "rejects.parquet")
+    report = score_chunks(
+        scorer,
+        iter_chunks(scan_candidates("canonical", tmp_path), 16),
+        tmp_path / "out.parquet",
+        tmp_path / "rejects.parquet",
+    )
     assert (report.input_rows, report.scored_rows, report.rejected_rows) == (100, 96, 4)
     # first failing rule wins: row 50 lacks both ids and counts once, as missing_user_id
     assert report.rejects_by_reason == {"missing_item_id": 1, "missing_ts": 1, "missing_user_id": 2}
     rejects = pl.read_parquet(tmp_path / "rejects.parquet")
     assert rejects.select("row", "reason").sort("row").rows() == [
-        (3, "missing_user_id"), (4, "missing_item_id"), (50, "missing_user_id"), (77, "missing_ts")]
+        (3, "missing_user_id"),
+        (4, "missing_item_id"),
+        (50, "missing_user_id"),
+        (77, "missing_ts"),
+    ]
     assert rejects.columns == [*bad.columns, "reason"]
     scored = pl.read_parquet(tmp_path / "out.parquet")
     assert sorted(scored["row"].to_list() + rejects["row"].to_list()) == list(range(100))
@@ -98,22 +122,48 @@ def test_registry_uri_scores_like_the_file(
 ) -> None:
     """``models:/NAME@champion`` with no --features: the snapshot comes from the version's run."""
     out = tmp_path / "via_registry.parquet"
-    report = _score(["--model", champion, "--tracking-uri", registry.uri, "--source", "kuairand",  # type: ignore[attr-defined]
-                     "--input", str(kuairand_dir), "--output", str(out), "--weight", "click=1", "--weight", "like=2",
-                     "--weight", "finish=1"])
+    report = _score(
+        [
+            "--model",
+            champion,
+            "--tracking-uri",
+            registry.uri,
+            "--source",
+            "kuairand",  # type: ignore[attr-defined]
+            "--input",
+            str(kuairand_dir),
+            "--output",
+            str(out),
+            "--weight",
+            "click=1",
+            "--weight",
+            "like=2",
+            "--weight",
+            "finish=1",
+        ]
+    )
     assert report["model_version"] == "aptrank-serving/1"
     assert pl.read_parquet(out).equals(pl.read_parquet(sample_scores))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--weight", "share=1"], "task(s) ['share'] are not outputs of the model"),
-    (["--source", "csv"], "'csv' is not one of kuairand, canonical"),
-    (["--features", "/nonexistent/etl"], "/nonexistent/etl"),
-])
-def test_bad_input_is_refused_naming_it(args: list[str], message: str, model_path: Path, etl_dir: Path,
-                                        kuairand_dir: Path, tmp_path: Path) -> None:
-    base = {"--model": str(model_path), "--source": "kuairand", "--input": str(kuairand_dir),
-            "--output": str(tmp_path / "o.parquet"), "--features": str(etl_dir)}
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--weight", "share=1"], "task(s) ['share'] are not outputs of the model"),
+        (["--source", "csv"], "'csv' is not one of kuairand, canonical"),
+        (["--features", "/nonexistent/etl"], "/nonexistent/etl"),
+    ],
+)
+def test_bad_input_is_refused_naming_it(
+    args: list[str], message: str, model_path: Path, etl_dir: Path, kuairand_dir: Path, tmp_path: Path
+) -> None:
+    base = {
+        "--model": str(model_path),
+        "--source": "kuairand",
+        "--input": str(kuairand_dir),
+        "--output": str(tmp_path / "o.parquet"),
+        "--features": str(etl_dir),
+    }
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value
     flat = [x for kv in base.items() for x in kv]
@@ -125,11 +175,26 @@ def test_bad_input_is_refused_naming_it(args: list[str], message: str, model_pat
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_candidates_without_context_column_are_refused(model_path: Path, etl_dir: Path, candidates: pl.DataFrame,
-                                                      tmp_path: Path) -> None:
+def test_candidates_without_context_column_are_refused(
+    model_path: Path, etl_dir: Path, candidates: pl.DataFrame, tmp_path: Path
+) -> None:
     candidates.drop("tab").write_parquet(tmp_path / "c.parquet")
-    result = CliRunner().invoke(app, ["score", "--no-progress", "--model", str(model_path), "--source", "canonical",
-                                      "--input", str(tmp_path / "c.parquet"), "--output", str(tmp_path / "o.parquet"),
-                                      "--features", str(etl_dir)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--no-progress",
+            "--model",
+            str(model_path),
+            "--source",
+            "canonical",
+            "--input",
+            str(tmp_path / "c.parquet"),
+            "--output",
+            str(tmp_path / "o.parquet"),
+            "--features",
+            str(etl_dir),
+        ],
+    )
     assert result.exit_code == 2
     assert "lack required columns ['tab']" in result.output

@@ -23,8 +23,15 @@ from serving.export import export_checked
 from serving.onnx_model import load_onnx
 from serving.parity import PARITY_ROWS, compare
 
-SMALL = {"embedding_dim": 4, "bottom_hidden": [8], "expert_hidden": [8], "tower_hidden": [4], "num_experts": 2,
-         "ple_levels": 1, "seed": 0}
+SMALL = {
+    "embedding_dim": 4,
+    "bottom_hidden": [8],
+    "expert_hidden": [8],
+    "tower_hidden": [4],
+    "num_experts": 2,
+    "ple_levels": 1,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,9 @@ def test_every_architecture_passes_the_gate(arch: str, spec: FeatureSpec, rows: 
     assert load_onnx(result.path).task_names == tuple(model.task_names)
 
 
-def test_tampered_export_path_is_refused(spec: FeatureSpec, rows: dict, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tampered_export_path_is_refused(
+    spec: FeatureSpec, rows: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The ONNX graph is traced from ``forward_plain``; a fault there must not reach --out."""
     plain = SpecEmbedding.forward_plain
     monkeypatch.setattr(SpecEmbedding, "forward_plain", lambda self, *a: plain(self, *a) * 1.01)
@@ -89,8 +97,10 @@ def test_cli_exports_an_mlflow_run(registry: Any, run_dir: Path, etl_dir: Path, 
     client.log_artifact(run_id, str(etl_dir / "feature_spec.json"))
     client.log_artifact(run_id, str(run_dir / "best_model.pt"), "checkpoint")
     out = tmp_path / "from_mlflow.onnx"
-    result = CliRunner().invoke(app, ["export", "--run-id", run_id, "--tracking-uri", registry.uri,
-                                      "--out", str(out), "--features", str(etl_dir)])
+    result = CliRunner().invoke(
+        app,
+        ["export", "--run-id", run_id, "--tracking-uri", registry.uri, "--out", str(out), "--features", str(etl_dir)],
+    )
     assert result.exit_code == 0, result.output
     assert load_onnx(out).spec.hash == FeatureSpec.read(etl_dir).hash
 
@@ -113,7 +123,9 @@ def test_run_trained_on_another_spec_is_refused(run_dir: Path, etl_dir: Path, tm
     run = TrainedRun({}, {}, "0" * 64, None, "runs:/x")
     with pytest.raises(RunError, match="is not the one run runs:/x was trained on"):
         build_trained_model(run, etl_dir)
-    result = CliRunner().invoke(app, ["export", "--run-id", str(tmp_path / "absent"), "--out", str(tmp_path / "m.onnx"),
-                                      "--features", str(etl_dir)])
+    result = CliRunner().invoke(
+        app,
+        ["export", "--run-id", str(tmp_path / "absent"), "--out", str(tmp_path / "m.onnx"), "--features", str(etl_dir)],
+    )
     assert result.exit_code == 2
     assert "neither a run folder nor an MLflow run id" in result.output

@@ -25,12 +25,15 @@ def features(etl_dir: Path) -> CandidateFeatures:
 def _with_unknowns(candidates: pl.DataFrame) -> pl.DataFrame:
     """Real rows plus an unseen user, an unseen item, a null user, a string id and an unseen tab."""
     ts = candidates["ts"][0]
-    extra = pl.DataFrame({
-        "user_id": [10**12, candidates["user_id"][0], None, candidates["user_id"][1]],
-        "item_id": [candidates["item_id"][0], 10**12, candidates["item_id"][1], candidates["item_id"][2]],
-        "ts": [ts] * 4,
-        "tab": [1, 1, 1, 10**6],
-    }, schema=candidates.schema)
+    extra = pl.DataFrame(
+        {
+            "user_id": [10**12, candidates["user_id"][0], None, candidates["user_id"][1]],
+            "item_id": [candidates["item_id"][0], 10**12, candidates["item_id"][1], candidates["item_id"][2]],
+            "ts": [ts] * 4,
+            "tab": [1, 1, 1, 10**6],
+        },
+        schema=candidates.schema,
+    )
     return pl.concat([candidates, extra])
 
 
@@ -93,6 +96,12 @@ def test_scoring_path_never_imports_torch(model_path: Path, etl_dir: Path) -> No
         holder.close()
         print(reply.status, "torch" in sys.modules, "torchrec" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[2], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    )
     assert out.stdout.split() == ["200", "False", "False"]

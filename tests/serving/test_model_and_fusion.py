@@ -70,12 +70,15 @@ def test_default_fusion_is_the_mean_and_rows_are_independent() -> None:
     assert [fusion.score(probs[i : i + 1])[0] for i in range(50)] == expected
 
 
-@pytest.mark.parametrize(("weights", "message"), [
-    ({"share": 1.0}, r"task\(s\) \['share'\] are not outputs"),
-    ({"click": -1.0}, "scoring.weights.click: must be a finite number >= 0"),
-    ({"click": float("nan")}, "scoring.weights.click"),
-    ({"click": 0.0}, "all weights are 0"),
-])
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"share": 1.0}, r"task\(s\) \['share'\] are not outputs"),
+        ({"click": -1.0}, "scoring.weights.click: must be a finite number >= 0"),
+        ({"click": float("nan")}, "scoring.weights.click"),
+        ({"click": 0.0}, "all weights are 0"),
+    ],
+)
 def test_fusion_refuses_bad_weights(weights: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Fusion.build(["click", "like"], weights)

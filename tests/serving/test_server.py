@@ -7,7 +7,6 @@ swap under load with zero failed requests (bounded request count).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from serving_http import VALIDATION_CASES, WEIGHTS, Client, body_of, rows_of
 
 from serving.batch import score_chunks
 from serving.candidates import iter_chunks, scan_candidates
@@ -34,30 +34,7 @@ from serving.server import make_server
 from serving.service import Limits, RankService
 
 ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
 LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection to a server on 127.0.0.1."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        self.conn.request(method, path, data, {"Content-Type": "application/json"})
-        response = self.conn.getresponse()
-        payload = response.read()
-        if response.getheader("Connection") == "close":
-            self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        kind = response.getheader("Content-Type", "")
-        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode()
-
-    def rank(self, body: dict) -> tuple[int, Any]:
-        return self.request("POST", "/v1/rank", body)
 
 
 @pytest.fixture(scope="module")
@@ -77,23 +54,9 @@ def client(service: RankService) -> Iterator[Client]:
     server.stop()
 
 
-def _rows(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
-    """The first candidate's user, ts and tab with the first ``n`` distinct items."""
-    first = candidates.row(0, named=True)
-    items = candidates["item_id"].unique(maintain_order=True).head(n)
-    return pl.DataFrame({"user_id": [first["user_id"]] * n, "item_id": items, "ts": [first["ts"]] * n,
-                         "tab": [first["tab"]] * n}, schema=candidates.schema)
-
-
-def _body(rows: pl.DataFrame) -> dict:
-    """A request for rows sharing one user, ts and tab (ts as ISO 8601)."""
-    return {"user_id": rows["user_id"][0], "item_ids": rows["item_id"].to_list(),
-            "ts": rows["ts"][0].isoformat(), "context": {"tab": rows["tab"][0]}}
-
-
 def test_rank_returns_sorted_probabilities_and_scores(client: Client, scorer: Scorer, candidates: pl.DataFrame) -> None:
-    rows = _rows(candidates, 50)
-    status, payload = client.rank(_body(rows))
+    rows = rows_of(candidates, 50)
+    status, payload = client.rank(body_of(rows))
     assert status == 200
     assert payload["model_version"] == scorer.version and payload["weights"] == WEIGHTS
     scores = [r["score"] for r in payload["results"]]
@@ -103,24 +66,33 @@ def test_rank_returns_sorted_probabilities_and_scores(client: Client, scorer: Sc
     assert [r["item_id"] for r in payload["results"]] == rows["item_id"].to_numpy()[order].tolist()
     assert [r["probabilities"]["like"] for r in payload["results"]] == direct.probabilities[order, 1].tolist()
     assert scores == direct.score[order].tolist()
-    top = client.rank({**_body(rows), "top_k": 3})[1]["results"]
+    top = client.rank({**body_of(rows), "top_k": 3})[1]["results"]
     assert top == payload["results"][:3]
 
 
-def test_batch_and_online_scores_are_identical(client: Client, scorer: Scorer, candidates: pl.DataFrame,
-                                               tmp_path: Path) -> None:
+def test_batch_and_online_scores_are_identical(
+    client: Client, scorer: Scorer, candidates: pl.DataFrame, tmp_path: Path
+) -> None:
     rows = candidates.head(400)
     source = tmp_path / "candidates.parquet"
     rows.write_parquet(source)
-    score_chunks(scorer, iter_chunks(scan_candidates("canonical", source), 64), tmp_path / "out.parquet",
-                 tmp_path / "rejects.parquet")
+    score_chunks(
+        scorer,
+        iter_chunks(scan_candidates("canonical", source), 64),
+        tmp_path / "out.parquet",
+        tmp_path / "rejects.parquet",
+    )
     batch = pl.read_parquet(tmp_path / "out.parquet").with_row_index("row")
     online: dict[int, float] = {}
-    groups = batch.with_columns(ts_ms=pl.col("ts").dt.epoch("ms")).group_by(
-        "user_id", "ts_ms", "tab", maintain_order=True).agg("row", "item_id")
+    groups = (
+        batch.with_columns(ts_ms=pl.col("ts").dt.epoch("ms"))
+        .group_by("user_id", "ts_ms", "tab", maintain_order=True)
+        .agg("row", "item_id")
+    )
     for g in groups.iter_rows(named=True):
-        status, payload = client.rank({"user_id": g["user_id"], "item_ids": g["item_id"],
-                                       "ts": g["ts_ms"], "context": {"tab": g["tab"]}})
+        status, payload = client.rank(
+            {"user_id": g["user_id"], "item_ids": g["item_id"], "ts": g["ts_ms"], "context": {"tab": g["tab"]}}
+        )
         assert status == 200
         by_item = {r["item_id"]: r["score"] for r in payload["results"]}  # a repeated item scores the same
         assert len(payload["results"]) == len(g["item_id"])
@@ -129,16 +101,7 @@ def test_batch_and_online_scores_are_identical(client: Client, scorer: Scorer, c
     assert [online[i] for i in range(batch.height)] == batch["score"].to_list()
 
 
-@pytest.mark.parametrize(("body", "loc"), [
-    ({"item_ids": [1]}, ["body", "user_id"]),
-    ({"user_id": 1.5, "item_ids": [1]}, ["body", "user_id", "int"]),
-    ({"user_id": 1, "item_ids": []}, ["body", "item_ids"]),
-    ({"user_id": 1, "item_ids": [1, "x"]}, ["body", "item_ids"]),
-    ({"user_id": 1, "item_ids": [1], "ts": "yesterday"}, ["body", "ts", "int"]),
-    ({"user_id": 1, "item_ids": [1], "context": {"channel": 3}}, ["body", "context", "channel"]),
-    ({"user_id": 1, "item_ids": [1], "top_k": 0}, ["body", "top_k"]),
-    ({"user_id": 1, "item_ids": [1], "extra": True}, ["body", "extra"]),
-])
+@pytest.mark.parametrize(("body", "loc"), VALIDATION_CASES)
 def test_validation_errors_are_422_naming_the_field(client: Client, body: dict, loc: list) -> None:
     status, payload = client.rank(body)
     assert status == 422
@@ -158,12 +121,14 @@ def test_too_many_candidates_or_too_large_body_is_413(client: Client) -> None:
     assert client.request("GET", "/healthz")[0] == 200  # the connection was replaced, the server lives on
 
 
-def test_unknown_user_and_items_are_scored_with_defaults(client: Client, service: RankService,
-                                                         candidates: pl.DataFrame) -> None:
+def test_unknown_user_and_items_are_scored_with_defaults(
+    client: Client, service: RankService, candidates: pl.DataFrame
+) -> None:
     known = candidates["item_id"][0]
     before = service.metrics.value("missing_snapshot_rows_total", entity="user")
-    status, payload = client.rank({"user_id": 10**12, "item_ids": [known, 10**12, 10**12 + 1], "ts": 1651300000000,
-                                   "context": {"tab": 1}})
+    status, payload = client.rank(
+        {"user_id": 10**12, "item_ids": [known, 10**12, 10**12 + 1], "ts": 1651300000000, "context": {"tab": 1}}
+    )
     assert status == 200
     assert sorted(r["item_id"] for r in payload["results"]) == sorted([known, 10**12, 10**12 + 1])
     assert payload["missing_rows"] == {"user": 3, "item": 2, "author": 2}
@@ -178,7 +143,7 @@ def test_health_readiness_metrics_and_docs(client: Client, scorer: Scorer) -> No
     status, text = client.request("GET", "/metrics")
     assert status == 200
     assert re.search(r'^aptrank_requests_total\{code="200",route="/v1/rank"\} [1-9]', text, re.M)
-    assert re.search(r'^aptrank_rank_request_seconds_count [1-9]', text, re.M)
+    assert re.search(r"^aptrank_rank_request_seconds_count [1-9]", text, re.M)
     assert f'aptrank_model_info{{version="{scorer.version}"}} 1' in text
     status, doc = client.request("GET", "/openapi.json")
     assert status == 200 and set(doc["paths"]) == {"/v1/rank", "/healthz", "/readyz", "/metrics"}
@@ -201,7 +166,7 @@ def test_not_ready_before_a_model_is_loaded(model_path: Path, etl_dir: Path) -> 
 
 
 def test_fastapi_stack_gives_the_same_answers(service: RankService, client: Client, candidates: pl.DataFrame) -> None:
-    body = _body(_rows(candidates, 5))
+    body = body_of(rows_of(candidates, 5))
     server = make_server(service, "127.0.0.1", 0, "fastapi").start()
     try:
         other = Client(server.port)
@@ -213,8 +178,20 @@ def test_fastapi_stack_gives_the_same_answers(service: RankService, client: Clie
 
 
 def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(model_path), "--features", str(etl_dir),
-           "--port", "0", "--poll-seconds", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "serve",
+        "--model",
+        str(model_path),
+        "--features",
+        str(etl_dir),
+        "--port",
+        "0",
+        "--poll-seconds",
+        "0",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -226,16 +203,18 @@ def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
             if match := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
                 port = int(match.group(1))
         assert port is not None, "aptrank serve did not report its address"
-        status, payload = Client(port).rank({"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000,
-                                             "context": {"tab": 1}})
+        status, payload = Client(port).rank(
+            {"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000, "context": {"tab": 1}}
+        )
         assert status == 200 and len(payload["results"]) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
 
-def test_model_swap_under_load_fails_no_request(registry: Any, model_path: Path, other_model_path: Path,
-                                                run_dir: Path, etl_dir: Path, candidates: pl.DataFrame) -> None:
+def test_model_swap_under_load_fails_no_request(
+    registry: Any, model_path: Path, other_model_path: Path, run_dir: Path, etl_dir: Path, candidates: pl.DataFrame
+) -> None:
     """Clients hammer the server while the ``champion`` alias moves to version 2: every request gets a
     200 from exactly one version, versions never go back, and version 2 answers with its own scores."""
     name = "aptrank-swap"
@@ -245,8 +224,8 @@ def test_model_swap_under_load_fails_no_request(registry: Any, model_path: Path,
     service = RankService(holder)
     server = make_server(service, "127.0.0.1", 0, "stdlib").start()
     holder.start(poll_seconds=0.1)
-    rows = _rows(candidates, 20)
-    body = _body(rows)
+    rows = rows_of(candidates, 20)
+    body = body_of(rows)
     seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
     stop = threading.Event()
 
@@ -287,25 +266,27 @@ def test_model_swap_under_load_fails_no_request(registry: Any, model_path: Path,
     assert holder.metrics.value("model_swaps_total") == 1
     new = load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows)
     assert final_status == 200 and payload["model_version"] == f"{name}/2"
-    assert {r["item_id"]: r["score"] for r in payload["results"]} == dict(zip(body["item_ids"], new.score.tolist(),
-                                                                                strict=True))
+    assert {r["item_id"]: r["score"] for r in payload["results"]} == dict(
+        zip(body["item_ids"], new.score.tolist(), strict=True)
+    )
 
 
-def test_a_failing_request_is_a_500_and_the_server_lives_on(client: Client, service: RankService,
-                                                             candidates: pl.DataFrame,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_request_is_a_500_and_the_server_lives_on(
+    client: Client, service: RankService, candidates: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self: OnnxModel, inputs: object) -> None:
         raise RuntimeError("onnxruntime fell over")
 
     monkeypatch.setattr(OnnxModel, "predict", broken)
-    status, payload = client.rank(_body(_rows(candidates, 3)))
+    status, payload = client.rank(body_of(rows_of(candidates, 3)))
     assert status == 500 and "RuntimeError: onnxruntime fell over" in payload["detail"]
     monkeypatch.undo()
-    assert client.rank(_body(_rows(candidates, 3)))[0] == 200
+    assert client.rank(body_of(rows_of(candidates, 3)))[0] == 200
 
 
-def test_a_broken_new_version_is_skipped_and_the_old_one_kept(model_path: Path, other_model_path: Path,
-                                                              etl_dir: Path, tmp_path: Path) -> None:
+def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
+    model_path: Path, other_model_path: Path, etl_dir: Path, tmp_path: Path
+) -> None:
     served = tmp_path / "served.onnx"
     served.write_bytes(model_path.read_bytes())
     holder = ModelHolder(ModelSource(str(served)), features_dir=etl_dir)
@@ -320,3 +301,48 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(model_path: Path, 
         assert holder.metrics.value("model_swaps_total") == 1
     finally:
         holder.close()
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes on a fresh connection, read until the server closes it."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST /v1/rank\r\n\r\n", b"400"),
+        (b"POST /v1/rank HTTP/2.0\r\n\r\n", b"400"),
+        (b"POST /v1/rank HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: ten\r\n\r\n", b"400"),
+        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", b"400"),
+        (b"POST /v1/rank HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"501"),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: 20001\r\n\r\n", b"413"),
+    ],
+)
+def test_malformed_request_heads_are_refused_and_the_connection_closed(
+    client: Client, head: bytes, status: bytes
+) -> None:
+    answer = _exchange(client.port, head)
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close\r\n" in answer
+
+
+def test_keep_alive_pipelining_http10_and_expect_continue(client: Client, candidates: pl.DataFrame) -> None:
+    body = json.dumps(body_of(rows_of(candidates, 3))).encode()
+    post = b"POST /v1/rank HTTP/1.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    closing = b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+    answer = _exchange(client.port, post + post + closing)  # three requests in one write, answered in order
+    assert answer.count(b"HTTP/1.1 200 OK") == 3 and answer.count(b'"model_version"') == 2
+    assert answer.endswith(b"ok\n")
+    assert _exchange(client.port, b"GET /healthz HTTP/1.0\r\n\r\n").endswith(b"ok\n")  # 1.0: closes by default
+    answer = _exchange(client.port, post.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
