@@ -14,9 +14,12 @@ import torch
 from torch import Tensor
 
 
-def per_task_grads(losses: Tensor, inputs: Sequence[Tensor], backend: str, retain_graph: bool) -> list[Tensor]:
+def per_task_grads(
+    losses: Tensor, inputs: Sequence[Tensor], backend: str, retain_graph: bool, roots: Sequence[Tensor] | None = None
+) -> list[Tensor]:
     """d L_k / d input for every task k and input: a [K, *input.shape] tensor per input (zeros where
-    an input does not reach a loss). Dense inputs only (see :func:`per_task_grads_loop`)."""
+    an input does not reach a loss). Dense inputs only (see :func:`per_task_grads_loop`). ``losses``
+    is the [K] tensor; ``roots`` (default: its entries) the K losses the ``loop`` passes start from."""
     k = losses.shape[0]
     if backend == "batched":
         eye = torch.eye(k, dtype=losses.dtype, device=losses.device)
@@ -27,13 +30,16 @@ def per_task_grads(losses: Tensor, inputs: Sequence[Tensor], backend: str, retai
             g if g is not None else torch.zeros((k, *x.shape), dtype=x.dtype, device=x.device)
             for g, x in zip(grads, inputs, strict=True)
         ]
-    per_task = per_task_grads_loop(losses, inputs, retain_graph)
+    per_task = per_task_grads_loop(losses if roots is None else roots, inputs, retain_graph)
     return [stack_dense([row[i] for row in per_task], x) for i, x in enumerate(inputs)]
 
 
-def per_task_grads_loop(losses: Tensor, inputs: Sequence[Tensor], retain_graph: bool) -> list[list[Tensor | None]]:
-    """K backward passes: ``out[k][i]`` = d L_k / d inputs[i] (None if unused; sparse stays sparse)."""
-    k = losses.shape[0]
+def per_task_grads_loop(
+    losses: Sequence[Tensor], inputs: Sequence[Tensor], retain_graph: bool
+) -> list[list[Tensor | None]]:
+    """K backward passes, one from each loss (a [K] tensor or K scalar roots): ``out[k][i]`` =
+    d L_k / d inputs[i] (None if unused; sparse stays sparse)."""
+    k = len(losses)
     return [
         list(torch.autograd.grad(losses[t], list(inputs), retain_graph=retain_graph or t < k - 1, allow_unused=True))
         for t in range(k)
@@ -92,15 +98,12 @@ def combine(coef: Tensor, stacked: Tensor) -> Tensor:
     return torch.tensordot(coef.to(stacked), stacked, dims=1)
 
 
-GRAM_FLOAT64_MAX = 1 << 22  # blocks up to this many columns get their products in float64
-
-
 def gram(blocks: Sequence[Tensor]) -> Tensor:
     """M = sum over blocks of B B^T with B = block.reshape(K, -1): float64 on the CPU."""
     total: Tensor | None = None
     for b in blocks:
         flat = b.reshape(b.shape[0], -1)
-        part = (flat @ flat.T).double() if flat.shape[1] > GRAM_FLOAT64_MAX else flat.double() @ flat.double().T
+        part = (flat @ flat.T).double()
         total = part if total is None else total + part
     if total is None:
         raise ValueError("no gradients to build a Gram matrix from")

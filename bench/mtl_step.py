@@ -11,13 +11,15 @@ gradients (``sparse_embeddings: False``), the [K, n] gradient matrix filled like
 
 Exact methods use the per-task backend ``auto`` (K backward passes on the CPU); the vmap'd batched
 backward, rep mode, scope ``all`` and AdaTask + APT + Muon are timed as variants of PCGrad.
-Configurations run round-robin (one step each per round, after warm-up) so that load from other
-processes hits all of them alike, on one torch thread by default, and the ratios use the median
-process CPU time per step (wall time is recorded too): on a shared 2-core machine with other jobs,
-wall time with 2 OpenMP threads swung by more than 10x between runs, while one thread's CPU time
-measures the work of the step itself. The
-optimizer-step part is timed alone too: AdaTask + APT (adaptive momentum, direction preservation) +
-Muon against AdamW on the same parameters, with the same gradients.
+The apt configurations run round-robin (one step each per round, after warm-up) so that load from
+other processes hits all of them alike; the LibMTL-style step runs after them, on its own (its
+freed dense table gradients made the step after it pay page faults). One torch thread by default;
+the ratios use the median process CPU time per step (wall time is recorded too): on a shared
+2-core machine, wall time with 2 OpenMP threads swung by more than 10x between runs, while one
+thread's CPU time measures the work of the step itself. The optimizer step is timed alone too:
+AdaTask + APT (adaptive momentum, direction preservation) + Muon against AdamW on the same
+parameters, with the same gradients. Losses are given as K separate roots (``forward_per_task``),
+as the trainer gives them.
 
 Targets (the issue): exact per-task gradient methods <= 1.7x the EW step and >= 2x faster than the
 LibMTL-style step; the AdaTask + APT + Muon optimizer step <= 2x an AdamW step.
@@ -37,7 +39,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,12 +46,14 @@ sys.path.insert(0, str(ROOT))
 from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles  # noqa: E402
 from data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature  # noqa: E402
 from models import FeatureBatch, build_model  # noqa: E402
+from pipeline.trainer import task_losses  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "mtl_step.json"
 EXACT_METHODS = ("mgda", "pcgrad", "cagrad", "nash_mtl", "imgrad", "sdmgrad", "aligned_mtl")
 EXACT_LIMIT = 1.7  # x EW
 LIBMTL_SPEEDUP = 2.0  # LibMTL-style / method
 OPTIMIZER_LIMIT = 2.0  # x AdamW
+LIBMTL = "libmtl_style (mgda, K backward, dense tables)"
 
 
 def bench_spec() -> FeatureSpec:
@@ -67,9 +70,9 @@ def bench_spec() -> FeatureSpec:
 
 
 def losses_of(model, batch: FeatureBatch):
-    logits, embedded, rep = model.forward_with_intermediates(batch)
-    labels = batch.labels[:, model.label_columns]
-    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0), embedded, rep
+    """K scalar losses, each from its own tower (separate graph roots, as the trainer gives them)."""
+    logits, embedded, rep = model.forward_per_task(batch)
+    return task_losses(logits, batch.labels[:, model.label_columns]), embedded, rep
 
 
 class ApsStep:
@@ -98,15 +101,17 @@ class LibMTLStep:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0)
 
     def __call__(self, batch: FeatureBatch) -> None:
-        losses, _, _ = losses_of(self.model, batch)
-        k = losses.shape[0]
+        losses, _, _ = losses_of(self.model, batch)  # per-task roots, like LibMTL's per-task loss dict
+        k = len(losses)
         for t in range(k):
             for p in self.shared:
                 p.grad = None
             losses[t].backward(retain_graph=t < k - 1)  # towers accumulate sum_k grad L_k
-            self.grads[t] = torch.cat([p.grad.reshape(-1) for p in self.shared])
+            # like LibMTL's grad2vec: a parameter this task's loss does not reach (another task's gate) is 0
+            self.grads[t] = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
+                                       for p in self.shared])
         g64 = self.grads.double()
-        comb = self.method.combine(g64 @ g64.T, losses.detach().double())
+        comb = self.method.combine(g64 @ g64.T, torch.stack(losses).detach().double())
         new = comb.coef.float() @ self.grads
         for p, chunk in zip(self.shared, new.split(self.sizes), strict=True):
             p.grad = chunk.view_as(p)
@@ -209,16 +214,20 @@ def main() -> None:
             "apt": {"momentum": True, "direction_preservation": True, "gamma": 0.2},
         },
     )
-    steps["libmtl_style (mgda, K backward, dense tables)"] = LibMTLStep(spec)
 
     load_before = os.getloadavg()[0]
     times, walls = time_round_robin(steps, batches, args.rounds, args.warmup)
+    # timed on its own: its ~200 MB of dense table gradients, freed after each step, made the next
+    # step in a round (EW, first) pay the page faults of re-touching that memory
+    libmtl_times, libmtl_walls = time_round_robin({LIBMTL: LibMTLStep(spec)}, batches, args.rounds, args.warmup)
+    times.update(libmtl_times)
+    walls.update(libmtl_walls)
     opt_times = optimizer_steps(spec, batches[0], args.rounds)
     load_after = os.getloadavg()[0]
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ew = med["ew"]
-    libmtl = med["libmtl_style (mgda, K backward, dense tables)"]
+    libmtl = med[LIBMTL]
     rows = {
         name: {
             "median_cpu_ms": 1e3 * m,

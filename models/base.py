@@ -49,16 +49,28 @@ class MultiTaskModel(nn.Module, ABC):
         """Embedded input [B, D] -> (one tower input per task, the shared representation that the
         towers or gates consume: [B, H] for a shared bottom, stacked experts [B, E, H] for MoE)."""
 
+    def task_logits(self, embedded: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(one [B, 1] logit tensor per task, each from its own tower; the representation)."""
+        tower_inputs, representation = self.body(embedded)
+        return [tower(x) for tower, x in zip(self.towers, tower_inputs, strict=True)], representation
+
     def head(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense part from the embedded input: (logits [B, K], representation)."""
-        tower_inputs, representation = self.body(embedded)
-        logits = torch.cat([tower(x) for tower, x in zip(self.towers, tower_inputs, strict=True)], dim=1)
-        return logits, representation
+        logits, representation = self.task_logits(embedded)
+        return torch.cat(logits, dim=1), representation
 
     def forward_with_intermediates(self, batch: FeatureBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits [B, K], embedded [B, D], shared representation) on the training path."""
         embedded = self.embedding(batch)
         logits, representation = self.head(embedded)
+        return logits, embedded, representation
+
+    def forward_per_task(self, batch: FeatureBatch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(per-task logits [B, 1] each, embedded, representation): the training path when each task's
+        loss is its own graph root, so a per-task backward pass runs through that task's tower only
+        (``apt.MultiTaskOptimizer.step`` with a list of losses)."""
+        embedded = self.embedding(batch)
+        logits, representation = self.task_logits(embedded)
         return logits, embedded, representation
 
     def forward(self, batch: FeatureBatch) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-task mean binary cross-entropy, [K]."""
-    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
+def task_losses(task_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
+    """Per-task mean binary cross-entropy from each task's own logits [B, 1] (labels [B, K]): K scalar
+    losses, each its own graph root (see ``apt.engine``: a task's backward pass skips other towers)."""
+    return [
+        F.binary_cross_entropy_with_logits(z.reshape(-1), labels[:, k]) for k, z in enumerate(task_logits)
+    ]
 
 
 def build_optimizer(cfg: JobConfig, model: torch.nn.Module, parallel: SingleProcess,
@@ -165,17 +168,18 @@ class Trainer:
                    disable=not self.progress, leave=False, mininterval=1.0)
         for full_batch in self.train_loader.epoch_batches(epoch):
             batch = self.parallel.shard(full_batch).to(self.device, non_blocking=True)
-            logits, embedded, representation = self.model.forward_with_intermediates(batch)
-            losses = task_losses(logits, batch.labels[:, cols])
-            if not bool(torch.isfinite(losses).all()):
-                bad = [n for n, v in zip(names, losses.tolist(), strict=True) if not math.isfinite(v)]
+            task_logits, embedded, representation = self.model.forward_per_task(batch)
+            losses = task_losses(task_logits, batch.labels[:, cols])
+            values = torch.stack([loss.detach() for loss in losses])
+            if not bool(torch.isfinite(values).all()):
+                bad = [n for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
                 raise NonFiniteLossError(
                     f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; the run stops, the last "
                     f"good checkpoint is kept at {checkpoint.last_path(self.run_dir)} (lower mtl.lr?)"
                 )
             self.global_step += 1
             self.optimizer.step(losses, embedded=embedded, representation=representation)
-            sums += losses.detach().double().cpu()
+            sums += values.double().cpu()
             steps += 1
             samples += full_batch.batch_size
             bar.update(1)

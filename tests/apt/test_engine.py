@@ -210,11 +210,11 @@ def test_without_embedded_the_tables_get_the_same_gradient(backend: str, method:
     assert_grads(without, with_emb, tol=1e-6)
 
 
-@pytest.mark.parametrize("method, extra", [("mgda", 0), ("nash_mtl", 0), ("uw", 1)])
+@pytest.mark.parametrize("method, extra", [("mgda", 0), ("nash_mtl", 1), ("uw", 2)])
 def test_loop_backend_runs_k_backward_passes(monkeypatch, method: str, extra: int) -> None:
-    """K - 1 task passes and one pass of sum_k L_k, also with tower weights != 1 (Nash-MTL's alpha,
-    UW on the per-task path): towers are scaled per task, ``embedded`` is split by task. (UW's one
-    extra call is the gradient of its own objective w.r.t. its log-variances: no model backward.)"""
+    """Unit tower weights: K - 1 task passes and one pass of sum_k L_k. Tower weights != 1
+    (Nash-MTL's alpha, UW on the per-task path): K task passes and one weighted pass for towers and
+    tables. (UW's other call is the gradient of its own objective w.r.t. its log-variances.)"""
     calls = []
     inner = torch.autograd.grad
 

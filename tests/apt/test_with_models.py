@@ -85,3 +85,43 @@ def test_every_optimizer_with_apt_steps_each_architecture(spec, arch: str, optim
 @pytest.mark.parametrize("cfg", [{"method": "mgda", "grad_mode": "rep"}, {"method": "cagrad", "grad_scope": "all"}])
 def test_rep_mode_and_scope_all_on_mmoe(spec, cfg: dict) -> None:
     train("mmoe", spec, cfg)
+
+
+def _one_step_grads(spec, cfg: dict, roots: bool) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The gradients one step writes (by name) and how often each tower ran a backward."""
+    from pipeline.trainer import task_losses
+
+    model = models.build_model("mmoe", spec, SMALL)
+    opt = MultiTaskOptimizer(MTLConfig.from_dict(cfg), ParamRoles.from_model(model), len(model.task_names))
+    calls = [0] * len(model.towers)
+    for k, tower in enumerate(model.towers):
+        tower.register_full_backward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+    seen: dict[str, torch.Tensor] = {}
+    inner = opt.optimizer.step
+
+    def spy(*a, **kw):
+        seen.update({n: p.grad.to_dense().clone() for n, p in model.named_parameters() if p.grad is not None})
+        return inner(*a, **kw)
+
+    opt.optimizer.step = spy
+    batch = models.FeatureBatch.random(spec, 64, torch.Generator().manual_seed(3))
+    logits, embedded, rep = model.forward_per_task(batch)
+    losses = task_losses(logits, batch.labels[:, model.label_columns])
+    opt.step(losses if roots else torch.stack(losses), embedded=embedded, representation=rep)
+    return seen, calls
+
+
+@pytest.mark.parametrize("cfg", [{"method": "mgda"}, {"method": "nash_mtl"}, {"method": "pcgrad", "grad_mode": "rep"}])
+def test_separate_loss_roots_skip_other_towers_and_write_the_same_gradients(spec, cfg: dict) -> None:
+    """K scalar losses (``forward_per_task`` + ``pipeline.trainer.task_losses``): task k's pass runs
+    only tower k's backward; a stacked [K] tensor pushes zeros through every tower in every pass."""
+    from_roots, calls_roots = _one_step_grads(spec, cfg, roots=True)
+    stacked, calls_stacked = _one_step_grads(spec, cfg, roots=False)
+    assert from_roots.keys() == stacked.keys()
+    for name, g in stacked.items():
+        torch.testing.assert_close(from_roots[name], g, rtol=1e-5, atol=1e-7, msg=name)
+    k = len(calls_roots)
+    # K task passes + 1 (rep mode; Nash-MTL's weighted pass), or K - 1 task passes + the summed pass
+    all_tasks = cfg.get("grad_mode") == "rep" or cfg["method"] == "nash_mtl"
+    assert calls_stacked == [k + 1 if all_tasks else k] * k
+    assert calls_roots == ([2] * k if all_tasks else [2] * (k - 1) + [1])
