@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 
 from data.etl.config import window_ms
 from data.etl.labels import label_column
+
+THREADS = 2
+"""Threads for the per-window searches and the per-source sums (numpy releases the GIL)."""
 
 WEIGHT = "_n"
 """1 for an event, 0 for a query row (snapshot) that must not count itself."""
@@ -157,13 +161,15 @@ class KeyTimeIndex:
         t += np.multiply(block, (int(t.max()) if n else 0) + max(spans, default=0) + 2, out=block)
         self.hi = _run_starts(_changes(t, changed), positions, ws.get("hi", n, np.int64))
         """First sorted row with the same key and ts: everything before it is strictly earlier."""
-        self.lo = {w: self._window_start(w) for w in windows}
+        with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
+            self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
 
     def _window_start(self, window: str) -> np.ndarray:
         ms = window_ms(window)
         if ms is None:
             return self.key_start
-        return search_sorted_queries(self.t, np.subtract(self.t, ms, out=self.ws.get("query", self.rows, np.int64)))
+        queries = self.ws.get(f"query:{window}", self.rows, np.int64)  # per window: searched in parallel
+        return search_sorted_queries(self.t, np.subtract(self.t, ms, out=queries))
 
     def column(self, name: str) -> np.ndarray:
         """A column of the frame in sorted order (a workspace buffer, gathered once)."""
@@ -180,15 +186,16 @@ class KeyTimeIndex:
         out[self.order] = sorted_values
         return out
 
-    def window_sums(self, source: str, names: dict[str, str]) -> dict[str, np.ndarray]:
+    def window_sums(self, source: str, names: dict[str, str], slot: int = 0) -> dict[str, np.ndarray]:
         """Sums of column ``source`` over each window (``names``: window -> output name), in input
-        order (workspace buffers ``<source>:<window>``)."""
+        order (workspace buffers ``<source>:<window>``). Calls with different ``slot`` use separate
+        scratch buffers, so they can run in parallel threads."""
         ws, n = self.ws, self.rows
-        prefix = ws.get("prefix", n + 1, np.uint32)
+        prefix = ws.get(f"prefix{slot}", n + 1, np.uint32)
         prefix[0] = 0
         np.cumsum(self.column(source), dtype=np.uint32, out=prefix[1:])
-        upto = gather(prefix, self.hi, ws.get("upto", n, np.uint32))
-        part = ws.get("part", n, np.uint32)
+        upto = gather(prefix, self.hi, ws.get(f"upto{slot}", n, np.uint32))
+        part = ws.get(f"part{slot}", n, np.uint32)
         out = {}
         for window, name in names.items():
             np.subtract(upto, gather(prefix, self.lo[window], part), out=part)
@@ -208,10 +215,21 @@ def pit_counts(
     ``ts``, :data:`WEIGHT` and ``label_<task>`` and is sorted by ``ts``. Null keys get 0. The frame
     shares memory with the index's workspace: copy what must outlive the next use of it."""
     index = index or KeyTimeIndex(frame, key, windows)
-    columns = {}
-    for source, task in {WEIGHT: None, **{label_column(t): t for t in tasks}}.items():
-        names = {w: count_column(entity, w) if task is None else positive_column(entity, w, task) for w in windows}
-        columns.update(index.window_sums(source, names))
+    sources = list({WEIGHT: None, **{label_column(t): t for t in tasks}}.items())
+    for source, _ in sources:  # gather the sorted columns once, before the threads share the cache
+        index.column(source)
+
+    def sums(slot: int) -> dict[str, np.ndarray]:  # every THREADS-th source, on scratch buffers `slot`
+        out = {}
+        for source, task in sources[slot::THREADS]:
+            names = {w: count_column(entity, w) if task is None else positive_column(entity, w, task) for w in windows}
+            out.update(index.window_sums(source, names, slot))
+        return out
+
+    columns: dict[str, np.ndarray] = {}
+    with ThreadPoolExecutor(THREADS) as pool:
+        for part in pool.map(sums, range(THREADS)):
+            columns.update(part)
     return pl.DataFrame({c: columns[c] for c in pit_columns(entity, windows, tasks)})
 
 
