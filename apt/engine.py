@@ -44,17 +44,15 @@ from apt.gradients import (
     flat_rows,
     gram,
     per_task_grads,
-    per_task_grads_loop,
     reduce_grads,
     reduce_stacked,
-    sparse_rows,
-    stack_dense,
     unflatten,
 )
 from apt.methods import METHODS
 from apt.methods.base import Combination, clip_factor
 from apt.optim import build_optimizer
 from apt.roles import ParamRoles, _unique
+from apt.scope_all import exact_all
 
 Callback = Callable[[int, dict[str, float]], None]
 Reducer = Callable[[Tensor], Tensor]
@@ -170,7 +168,14 @@ class MultiTaskOptimizer:
         self, losses: Tensor, roots: Sequence[Tensor], loss_values: Tensor, embedded: Tensor | None
     ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
         if self.config.grad_scope == "all":
-            return self._exact_all(losses, roots, loss_values)
+            return exact_all(
+                self.shared,
+                self.embeddings,
+                self.towers,
+                roots,
+                lambda g: self.method.combine(g, loss_values),
+                self.grad_reducer,
+            )
         tables = bool(self.embeddings) or self.roles.external_embeddings
         route = embedded is not None and embedded.requires_grad and tables
         backend = self.backend(losses.device)
@@ -253,42 +258,6 @@ class MultiTaskOptimizer:
             for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
                 p.grad = g
         return comb, gram_matrix, dict(zip(shared, unflatten(g_flat, shared), strict=True))
-
-    def _exact_all(
-        self, losses: Tensor, roots: Sequence[Tensor], loss_values: Tensor
-    ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
-        """Scope ``all``: K backward passes; tables join G on the rows the batch touched."""
-        inputs = [*self.shared, *self.embeddings, *self.towers]
-        per_task = per_task_grads_loop(roots, inputs, retain_graph=False)
-        ns, ne = len(self.shared), len(self.embeddings)
-        g_shared = [stack_dense([row[i] for row in per_task], x) for i, x in enumerate(self.shared)]
-        tables: list[tuple[Tensor | None, Tensor]] = []  # (rows or None for dense, [K, ...])
-        for j, p in enumerate(self.embeddings):
-            col = [row[ns + j] for row in per_task]
-            if any(g is not None and g.is_sparse for g in col):
-                tables.append(sparse_rows(col, p))
-            else:
-                tables.append((None, stack_dense(col, p)))
-        g_towers = [stack_dense([row[ns + ne + i] for row in per_task], x) for i, x in enumerate(self.towers)]
-        blocks = g_shared + [v for _, v in tables]
-        if self.grad_reducer is not None:
-            blocks = reduce_stacked(blocks, self.grad_reducer)
-            g_shared, tables = blocks[:ns], [(r, v) for (r, _), v in zip(tables, blocks[ns:], strict=True)]
-        gram_matrix = gram(blocks)
-        comb = self.method.combine(gram_matrix, loss_values)
-        for p, g in zip(self.shared, g_shared, strict=True):
-            p.grad = combine(comb.coef, g)
-        for p, (rows, values) in zip(self.embeddings, tables, strict=True):
-            summed = combine(comb.coef, values)
-            if rows is None:
-                p.grad = summed
-            else:
-                p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), summed, p.shape, check_invariants=False).coalesce()
-        for p, g in zip(self.towers, g_towers, strict=True):
-            p.grad = combine(comb.tower_weights, g)
-        if self.grad_reducer is not None:
-            reduce_grads(self.towers, self.grad_reducer)
-        return comb, gram_matrix, dict(zip(self.shared, g_shared, strict=True))
 
     def _rep_step(
         self, losses: Tensor, roots: Sequence[Tensor], loss_values: Tensor, rep: Tensor

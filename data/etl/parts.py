@@ -9,6 +9,7 @@ the full schema.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,16 +30,26 @@ def write_frame(frame: pl.DataFrame, path: Path, output: OutputConfig) -> None:
     )
 
 
+def file_groups(chunks: Sequence[tuple[int, int]], chunk_rows: int, rows_per_file: int) -> list[list[tuple[int, int]]]:
+    """The (offset, rows) chunks of a split grouped by the part file :class:`PartWriter` puts them
+    in: a file takes whole chunks until it holds ``rows_per_file`` rows, i.e. ceil(rows_per_file /
+    chunk_rows) chunks (every chunk but the split's last has ``chunk_rows`` rows). Part j of a split
+    can so be written by ``PartWriter(folder, output, first_part=j)`` independently of the others,
+    with the same bytes as one writer going through the whole split."""
+    per_file = -(-rows_per_file // chunk_rows)
+    return [list(chunks[i : i + per_file]) for i in range(0, len(chunks), per_file)]
+
+
 class PartWriter:
     """Appends chunks to a split's part files. Parquet encoding runs in a background thread
     (pyarrow releases the GIL), so the next chunk is built while this one is written; at most one
     chunk waits, and chunks are written in the order given."""
 
-    def __init__(self, folder: Path, output: OutputConfig) -> None:
+    def __init__(self, folder: Path, output: OutputConfig, first_part: int = 0) -> None:
         self.folder, self.rows_per_file = folder, output.rows_per_file
         self.compression = "none" if output.compression == "uncompressed" else output.compression  # pyarrow's name
         self.level = output.level
-        self.parts = 0
+        self.parts = first_part
         self.rows_in_part = 0
         self.writer: pq.ParquetWriter | None = None
         self.pool = ThreadPoolExecutor(max_workers=1)

@@ -20,6 +20,7 @@ import datetime as dt
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from data.etl.features import FeaturePlan, plan_features
 from data.etl.history import ITEM_INDEX, history_pointers, lists_for
 from data.etl.intake import Intake
 from data.etl.labels import duration_column, label_column
-from data.etl.parts import PartWriter
+from data.etl.parts import PartWriter, file_groups
 from data.etl.pit import KeyTimeIndex, Workspace, pit_counts, with_queries
 from data.etl.specbuild import build_spec
 from data.etl.splits import SPLITS, resolve_boundaries, split_expr
@@ -45,6 +46,8 @@ from data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_
 from data.etl.workfiles import EVENTS, POINTERS, WorkFiles, chunk_ranges, pit_file
 from data.spec import FeatureSpec
 
+EXAMPLE_FILES_AT_ONCE = 2
+"""Part files encoded and written at a time (the ``examples`` stage)."""
 REJECTS = "rejects.parquet"
 SPEC_FILE = "feature_spec.json"
 OUTPUTS: tuple[str, ...] = (REJECTS, SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR, *SPLITS)
@@ -176,14 +179,7 @@ class _Job:
             spec = build_spec(self.cfg, plan, encodings, recipes, stats, extras)
             spec.write(self.out / SPEC_FILE)
         with self.stage("examples"):
-            encoder = FeatureEncoder(spec, self.out)
-            o = self.cfg.output
-            for split, (offset, length) in ranges.items():
-                writer = PartWriter(self.out / split, o)
-                for start, rows in list(chunk_ranges(offset, length, size)) or [(offset, 0)]:
-                    writer.write(encoder.encode(self.work.raw_chunk(start, rows).lazy()).collect())
-                    self.say(f"[etl] examples {split}: {start + rows - offset:,}/{length:,} rows")
-                writer.close()
+            self.examples(FeatureEncoder(spec, self.out), ranges, size)
         rates, rows = label_rates(events.with_columns(split_expr(bounds)), self.tasks)
         summary = {
             **accounting,
@@ -206,6 +202,34 @@ class _Job:
         return EtlResult(self.out, summary, spec)
 
     # ---- stages ------------------------------------------------------------------------------
+    def examples(self, encoder: FeatureEncoder, ranges: dict[str, tuple[int, int]], size: int) -> None:
+        """Encoded examples, one Parquet part file per job, two part files at a time: each file's
+        chunks are encoded and written in order (Polars, then pyarrow in the file's writer thread),
+        so two files keep both cores busy where one file left the writer thread the bottleneck. A
+        file's bytes do not depend on the others (:func:`file_groups`)."""
+        o = self.cfg.output
+        jobs = [
+            (split, j, group)
+            for split, (offset, length) in ranges.items()
+            for j, group in enumerate(
+                file_groups(list(chunk_ranges(offset, length, size)) or [(offset, 0)], size, o.rows_per_file)
+            )
+        ]
+
+        def write(job: tuple[str, int, list[tuple[int, int]]]) -> None:
+            split, part, group = job
+            writer = PartWriter(self.out / split, o, first_part=part)
+            try:
+                for start, rows in group:
+                    writer.write(encoder.encode(self.work.raw_chunk(start, rows).lazy()).collect())
+            finally:
+                writer.close()
+            self.say(f"[etl] examples {split} part {part}: {sum(rows for _, rows in group):,} rows")
+
+        largest_first = sorted(jobs, key=lambda job: -sum(rows for _, rows in job[2]))
+        with ThreadPoolExecutor(EXAMPLE_FILES_AT_ONCE) as pool:
+            list(pool.map(write, largest_first))  # re-raises the first failure
+
     def vocabularies(self, plan: FeaturePlan, train: pl.LazyFrame) -> dict[str, dict[str, Any]]:
         """Resolved encoding per categorical feature; all train-split vocabularies in one query."""
         schema = train.collect_schema()
