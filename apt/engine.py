@@ -16,18 +16,13 @@ the gradients. Which backward it runs (cheapest first):
 
 * one backward of sum_k w_k L_k when neither the method (loss weightings), the optimizer (not
   AdaTask, no direction preservation) nor a diagnostic step needs per-task gradients;
-* ``grad_mode='exact'``, scope ``dense``: per-task gradients of the dense shared parameters, the
-  towers and the embedding output ``embedded`` in one batched backward (or K passes); shared
-  parameters get sum_k coef_k g_k, towers sum_k w_k g_k, and ``embedded`` receives
-  sum_k w_k dL_k/d(embedded) in one more backward that only runs through the embedding layer, so
-  the tables get one summed sparse gradient and K dense copies of a table are never built
-  (without ``embedded``: one extra backward of sum_k w_k L_k restricted to the tables);
-* scope ``all``: K backward passes; tables join G as the union of the rows the batch touched;
-* ``grad_mode='rep'``: per-task gradients w.r.t. the shared representation only (LibMTL's
-  rep_grad), then ONE backward from two roots: the losses with weights w and the representation
-  with (sum_k coef_k r_k - sum_k w_k r_k), so everything below the representation receives the
-  combined gradient and everything else (towers, gates, embeddings through the gates) the
-  weighted-loss gradient.
+* ``grad_mode='exact'``, scope ``dense``: per-task gradients of the dense shared parameters (K
+  passes, or one batched backward); shared parameters get sum_k coef_k g_k, towers sum_k w_k g_k,
+  and the tables one summed sparse gradient through ``embedded``: K dense copies of a table are
+  never built;
+* scope ``all``: K backward passes, tables included (:mod:`apt.scope_all`);
+* ``grad_mode='rep'``: per-task gradients w.r.t. the shared representation only, then one
+  two-root backward (:mod:`apt.rep_mode`).
 """
 
 from __future__ import annotations
@@ -51,6 +46,7 @@ from apt.gradients import (
 from apt.methods import METHODS
 from apt.methods.base import Combination, clip_factor
 from apt.optim import build_optimizer
+from apt.rep_mode import rep_step
 from apt.roles import ParamRoles, _unique
 from apt.scope_all import exact_all
 
@@ -141,7 +137,16 @@ class MultiTaskOptimizer:
         elif cfg.grad_mode == "rep":
             if representation is None:
                 raise ValueError("grad_mode 'rep' needs step(..., representation=...)")
-            comb, gram_matrix = self._rep_step(losses, roots, loss_values, representation)
+            comb, gram_matrix = rep_step(
+                losses,
+                roots,
+                representation,
+                self.backend(losses.device),
+                lambda g: self.method.combine(g, loss_values),
+                self.grad_reducer,
+            )
+            if self.grad_reducer is not None:
+                reduce_grads(self.shared + self.towers, self.grad_reducer)
         else:
             comb, gram_matrix, task_grads = self._exact_step(losses, roots, loss_values, embedded)
         mix = comb.task_mix() if task_grads is not None else None
@@ -258,20 +263,6 @@ class MultiTaskOptimizer:
             for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
                 p.grad = g
         return comb, gram_matrix, dict(zip(shared, unflatten(g_flat, shared), strict=True))
-
-    def _rep_step(
-        self, losses: Tensor, roots: Sequence[Tensor], loss_values: Tensor, rep: Tensor
-    ) -> tuple[Combination, Tensor]:
-        (g_rep,) = per_task_grads(losses, [rep], self.backend(losses.device), retain_graph=True, roots=roots)
-        gram_matrix = gram([g_rep])
-        if self.grad_reducer is not None:
-            gram_matrix = self.grad_reducer(gram_matrix.to(rep.device)).double().cpu()
-        comb = self.method.combine(gram_matrix, loss_values)
-        correction = combine(comb.coef, g_rep) - combine(comb.tower_weights, g_rep)
-        torch.autograd.backward([losses, rep], [comb.tower_weights.to(losses), correction])
-        if self.grad_reducer is not None:
-            reduce_grads(self.shared + self.towers, self.grad_reducer)
-        return comb, gram_matrix
 
     def _clip(self, max_norm: float) -> float:
         """Scale the shared gradients to global norm <= max_norm (Nash-MTL); returns the factor."""
