@@ -1,10 +1,14 @@
 """HTTP helpers shared by the server tests: a keep-alive client, request bodies from real candidate
-rows, and the validation cases every server mode must answer with 422 naming the field."""
+rows, the validation cases every server mode must answer with 422 naming the field, and the
+model-swap-under-load driver both server modes are tested with."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -65,3 +69,53 @@ def body_of(rows: pl.DataFrame) -> dict:
         "ts": rows["ts"][0].isoformat(),
         "context": {"tab": rows["tab"][0]},
     }
+
+
+def rank_through_swap(
+    port: int, body: dict, promote: Callable[[], None], swapped: Callable[[], bool], timeout: float
+) -> list[list[tuple[int, Any]]]:
+    """Four keep-alive clients send ``body`` (at most 400 requests each, 1,600 in all) while
+    ``promote()`` moves the champion alias; they stop 0.3 s after ``swapped()`` holds (or after
+    ``timeout`` s). Returns, per client, (status, model version) of every answer in order."""
+    seen: list[list[tuple[int, Any]]] = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def load(k: int) -> None:
+        c = Client(port)
+        for _ in range(400):
+            status, payload = c.rank(body)
+            seen[k].append((status, payload.get("model_version") if isinstance(payload, dict) else payload))
+            if stop.is_set():
+                return
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        promote()
+        deadline = time.monotonic() + timeout
+        while not swapped() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return seen
+
+
+def assert_swapped_without_failure(seen: list[list[tuple[int, Any]]], name: str) -> None:
+    """Every answer a 200 from version 1 or 2 of ``name``, both seen, and no client back on 1 after 2."""
+    flat = [s for thread in seen for s in thread]
+    assert flat and all(status == 200 for status, _ in flat), [s for s in flat if s[0] != 200][:3]
+    for thread in seen:
+        versions = [v for _, v in thread]
+        assert set(versions) <= {f"{name}/1", f"{name}/2"}
+        assert versions == sorted(versions), "a client saw version 1 after version 2"
+    assert any(v == f"{name}/2" for _, v in flat) and any(v == f"{name}/1" for _, v in flat)
+
+
+def assert_scores(payload: dict, body: dict, scores: list[float]) -> None:
+    """The response ranks ``body``'s items with exactly ``scores`` (in request order)."""
+    assert {r["item_id"]: r["score"] for r in payload["results"]} == dict(zip(body["item_ids"], scores, strict=True))

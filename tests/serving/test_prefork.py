@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,16 @@ import numpy as np
 import polars as pl
 import psutil
 import pytest
-from serving_http import VALIDATION_CASES, WEIGHTS, Client, body_of, rows_of
+from serving_http import (
+    VALIDATION_CASES,
+    WEIGHTS,
+    Client,
+    assert_scores,
+    assert_swapped_without_failure,
+    body_of,
+    rank_through_swap,
+    rows_of,
+)
 
 from serving.prefork import PreforkServer
 from serving.scorer import Scorer, load_scorer
@@ -142,57 +150,29 @@ def test_model_swap_under_load_fails_no_request(
     srv = PreforkServer(config, WORKERS, port=0).start()
     rows = rows_of(candidates, 20)
     body = body_of(rows)
-    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
-    stop = threading.Event()
-
-    def load(k: int) -> None:
-        c = Client(srv.port)
-        for _ in range(400):  # bounded: at most 1,600 requests in all
-            status, payload = c.rank(body)
-            seen[k].append((status, payload.get("model_version") if isinstance(payload, dict) else payload))
-            if stop.is_set():
-                return
 
     def all_on_v2() -> bool:
         text = Client(srv.port).request("GET", "/metrics")[1]
         return _metric(text, f'aptrank_worker_models{{version="{name}/2"}}') == WORKERS
 
-    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
     pids = srv.pids
     try:
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        registry.register(name, other_model_path, run_dir, etl_dir)  # version 2 becomes champion
-        deadline = time.monotonic() + 90
-        while not all_on_v2() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.3)
-        stop.set()
-        for t in threads:
-            t.join()
+        seen = rank_through_swap(
+            srv.port,
+            body,
+            lambda: registry.register(name, other_model_path, run_dir, etl_dir),  # version 2 becomes champion
+            all_on_v2,
+            timeout=90,
+        )
         finals = [Client(srv.port).rank(body) for _ in range(2 * WORKERS)]
     finally:
-        stop.set()
         srv.stop()
     assert _gone(pids)
-    flat = [s for thread in seen for s in thread]
-    assert flat and all(status == 200 for status, _ in flat), [s for s in flat if s[0] != 200][:3]
-    for thread in seen:
-        versions = [v for _, v in thread]
-        assert set(versions) <= {f"{name}/1", f"{name}/2"}
-        assert versions == sorted(versions), "a connection saw version 1 after version 2"
-    assert any(v == f"{name}/2" for _, v in flat) and any(v == f"{name}/1" for _, v in flat)
-    new = dict(
-        zip(
-            body["item_ids"],
-            load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows).score.tolist(),
-            strict=True,
-        )
-    )
+    assert_swapped_without_failure(seen, name)
+    new = load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows).score.tolist()
     for status, payload in finals:
         assert status == 200 and payload["model_version"] == f"{name}/2"
-        assert {r["item_id"]: r["score"] for r in payload["results"]} == new
+        assert_scores(payload, body, new)
 
 
 def test_cli_workers_serve_and_stop_cleanly(model_path: Path, etl_dir: Path, candidates: pl.DataFrame) -> None:

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from serving_http import VALIDATION_CASES, WEIGHTS, Client, body_of, rows_of
+from serving_http import (
+    VALIDATION_CASES,
+    WEIGHTS,
+    Client,
+    assert_scores,
+    assert_swapped_without_failure,
+    body_of,
+    rank_through_swap,
+    rows_of,
+)
 
 from serving.batch import score_chunks
 from serving.candidates import iter_chunks, scan_candidates
@@ -226,49 +234,23 @@ def test_model_swap_under_load_fails_no_request(
     holder.start(poll_seconds=0.1)
     rows = rows_of(candidates, 20)
     body = body_of(rows)
-    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
-    stop = threading.Event()
-
-    def load(k: int) -> None:
-        c = Client(server.port)
-        for _ in range(400):  # bounded: at most 1,600 requests in all
-            status, payload = c.rank(body)
-            seen[k].append((status, payload.get("model_version") if isinstance(payload, dict) else payload))
-            if stop.is_set():
-                return
-
-    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
     try:
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        registry.register(name, other_model_path, run_dir, etl_dir)  # version 2 becomes champion
-        deadline = time.monotonic() + 60
-        while holder.key != f"{name}/2" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        stop.set()
-        for t in threads:
-            t.join()
+        seen = rank_through_swap(
+            server.port,
+            body,
+            lambda: registry.register(name, other_model_path, run_dir, etl_dir),  # version 2 becomes champion
+            lambda: holder.key == f"{name}/2",
+            timeout=60,
+        )
         final_status, payload = Client(server.port).rank(body)
     finally:
-        stop.set()
         server.stop()
         holder.close()
         service.close()
-    flat = [s for thread in seen for s in thread]
-    assert flat and all(status == 200 for status, _ in flat), [s for s in flat if s[0] != 200][:3]
-    for thread in seen:
-        versions = [v for _, v in thread]
-        assert set(versions) <= {f"{name}/1", f"{name}/2"}
-        assert versions == sorted(versions), "a client saw version 1 after version 2"
-    assert any(v == f"{name}/2" for _, v in flat) and any(v == f"{name}/1" for _, v in flat)
+    assert_swapped_without_failure(seen, name)
     assert holder.metrics.value("model_swaps_total") == 1
-    new = load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows)
     assert final_status == 200 and payload["model_version"] == f"{name}/2"
-    assert {r["item_id"]: r["score"] for r in payload["results"]} == dict(
-        zip(body["item_ids"], new.score.tolist(), strict=True)
-    )
+    assert_scores(payload, body, load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows).score.tolist())
 
 
 def test_a_failing_request_is_a_500_and_the_server_lives_on(
