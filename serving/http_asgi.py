@@ -69,6 +69,10 @@ class AsgiServer:
             time.sleep(0.01)
         return self
 
+    def request_stop(self) -> None:
+        """Ask uvicorn to stop (safe from a signal handler)."""
+        self.server.should_exit = True
+
     def stop(self) -> None:
         self.server.should_exit = True
         if self._thread is not None:

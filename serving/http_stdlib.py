@@ -1,17 +1,17 @@
 """The online scorer on the standard library's ``http.server``: one thread per connection
 (``ThreadingHTTPServer``), HTTP/1.1 keep-alive, Nagle off. Scoring releases the GIL in numpy and
 onnxruntime, so concurrent connections overlap; for more than one core, run several of these servers
-on one listening socket (:mod:`serving.prefork`). Chosen by measurement, see ``bench/serve_load.py``.
+on one listening socket (:mod:`serving.prefork`).
 
 Per-request Python work is kept small:
 
 * a response (status line, headers and body) leaves in one ``sendall``: with Nagle off, the stdlib's
   separate header and body writes cost a second system call and loopback round of wake-ups;
-* the request head is parsed by :meth:`_Handler.parse_request` (lines split into a dict of
-  lower-case names) instead of ``http.client.parse_headers``, which runs the ``email`` package's
-  parser on every request. It answers 400 for a malformed request line, header line or
-  ``Content-Length``, 431 for oversized heads, 501 for ``Transfer-Encoding`` (bodies must carry a
-  ``Content-Length``), and honours ``Connection`` and ``Expect: 100-continue``.
+* the request head is parsed by :func:`serving.http_head.parse_head` (shared with
+  :mod:`serving.http_loop`), not by ``http.client.parse_headers``.
+
+This stack is kept as the measured alternative to :mod:`serving.http_loop` (the default): under
+concurrent load its thread hand-offs cost CPU per request (``bench/serve_load.py``).
 """
 
 from __future__ import annotations
@@ -21,18 +21,21 @@ import socket
 import sys
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serving.http_head import (
+    ACCEPT_DELAY_S,
+    CONTINUE,
+    MAX_HEADER_LINE,
+    MAX_HEADERS,
+    Head,
+    HeadError,
+    parse_head,
+    response_bytes,
+)
 from serving.service import RankService, Reply
 
 log = logging.getLogger("aptrank.serve")
-MAX_HEADERS = 100
-MAX_HEADER_LINE = 8192
-ACCEPT_DELAY_S = 0.0005
-"""Per open connection, how long a worker of a shared listening socket waits before ``accept``: the
-worker with fewer connections wins the race, so keep-alive connections spread evenly (see
-:meth:`_Server.get_request`)."""
 DRAIN_TIMEOUT_S = 5.0
 
 
@@ -44,6 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     service: RankService  # set on the subclass made per server
+    head: Head
     server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
@@ -51,70 +55,56 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply, close: bool = False) -> None:
         """Status line, headers and body in one write (see module docstring)."""
-        connection = ""
         if close:
             self.close_connection = True
-            connection = "Connection: close\r\n"
-        head = (
-            f"{self.protocol_version} {reply.status} {HTTPStatus(reply.status).phrase}\r\n"
-            f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
-            f"Content-Type: {reply.content_type}\r\nContent-Length: {len(reply.body)}\r\n{connection}\r\n"
+        self.wfile.write(
+            response_bytes(
+                reply.status,
+                reply.content_type,
+                reply.body,
+                server=self.version_string(),
+                date=self.date_time_string(),
+                close=close,
+            )
         )
-        self.wfile.write(head.encode("latin-1") + reply.body)
 
     def _refuse(self, status: int, message: str) -> bool:
         self._send(_text(status, message), close=True)
         return False
 
     def parse_request(self) -> bool:
-        """Request line and headers into ``command``, ``path``, ``request_version`` and ``headers``
-        (a dict, lower-case names); False after answering an error (see module docstring)."""
+        """Request line and headers into ``command``, ``path``, ``request_version``, ``headers`` (a
+        dict, lower-case names) and ``head`` (:func:`serving.http_head.parse_head`); False after
+        answering an error."""
         self.command, self.close_connection = "", True
         self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
-        parts = self.requestline.split(" ")
-        if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-            return self._refuse(400, f"bad request line {self.requestline[:100]!r}")
-        self.command, self.path, self.request_version = parts
-        headers: dict[str, str] = {}
-        for _ in range(MAX_HEADERS + 1):
+        lines: list[bytes] = []
+        while len(lines) <= MAX_HEADERS:
             line = self.rfile.readline(MAX_HEADER_LINE + 1)
-            if len(line) > MAX_HEADER_LINE:
-                return self._refuse(431, "header line too long")
             if line in (b"\r\n", b"\n", b""):
                 break
-            name, colon, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip()
-            if not colon or not name:
-                return self._refuse(400, f"bad header line {line[:100]!r}")
-            if name == "content-length" and headers.get(name, value) != value:
-                return self._refuse(400, "conflicting Content-Length headers")
-            headers[name] = value
-        else:
-            return self._refuse(431, f"more than {MAX_HEADERS} headers")
-        self.headers = headers  # type: ignore[assignment]  # a dict is all _serve reads
-        if "transfer-encoding" in headers:
-            return self._refuse(501, "Transfer-Encoding is not supported; send a Content-Length")
-        connection = headers.get("connection", "").lower()
-        if self.request_version == "HTTP/1.1":
-            self.close_connection = connection == "close"
-        else:
-            self.close_connection = connection != "keep-alive"
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            lines.append(line if len(line) > MAX_HEADER_LINE else line.rstrip(b"\r\n"))
+            if len(line) > MAX_HEADER_LINE:
+                break
+        try:
+            head = parse_head(self.raw_requestline, lines)
+        except HeadError as e:
+            return self._refuse(e.status, str(e))
+        self.head = head
+        self.command, self.path, self.request_version = head.method, head.path, head.version
+        self.headers = head.headers  # type: ignore[assignment]  # a dict is all _serve reads
+        self.close_connection = not head.keep_alive
+        if head.expect_continue:
+            self.wfile.write(CONTINUE)
         return True
 
     def _serve(self, method: str) -> None:
-        header = self.headers.get("content-length")
-        length = int(header) if header is not None and header.isdigit() else (0 if header is None else -1)
-        if length < 0:
-            self._send(_text(400, "bad Content-Length"), close=True)
-            return
-        big = self.service.too_large(length)
+        big = self.service.too_large(self.head.length)
         if big is not None:  # refuse before reading; the unread body makes the connection unusable
             self._send(big, close=True)
             return
         with self.server.in_flight():
-            body = self.rfile.read(length) if length > 0 else b""
+            body = self.rfile.read(self.head.length) if self.head.length > 0 else b""
             self._send(self.service.handle(method, self.path, body), close=self.close_connection)
 
     def do_GET(self) -> None:
@@ -213,6 +203,11 @@ class StdlibServer:
         self._thread = threading.Thread(target=self.serve_forever, name="aptrank-http", daemon=True)
         self._thread.start()
         return self
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve_forever` return (safe from a signal handler in the serving thread:
+        ``shutdown()`` waits for the loop to end, so it runs in a helper thread); then call :meth:`stop`."""
+        threading.Thread(target=self.httpd.shutdown, name="aptrank-http-shutdown", daemon=True).start()
 
     def stop(self) -> None:
         """Stop accepting, let requests in flight finish (bounded), close the socket."""

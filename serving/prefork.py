@@ -1,11 +1,11 @@
-"""Pre-fork multi-process mode of the stdlib server (``aptrank serve --workers N``).
+"""Pre-fork multi-process mode of the online scorer (``aptrank serve --workers N``).
 
 One Python process serves on about one core: request parsing, validation, the feature lookup's
 Python parts and JSON encoding hold the GIL. :class:`PreforkServer` binds the listening socket once,
-then starts N worker processes (:mod:`serving.worker`) that each run the threaded
-:class:`~serving.http_stdlib.StdlibServer` on that same socket; the kernel hands each connection to
+then starts N worker processes (:mod:`serving.worker`) that each run the :mod:`serving.http_loop`
+event loop (or the threaded stdlib stack) on that same socket; the kernel hands each connection to
 one of them (gunicorn's pre-fork model). Workers accept with a small delay per open connection, so
-keep-alive connections spread evenly (:data:`serving.http_stdlib.ACCEPT_DELAY_S`).
+keep-alive connections spread evenly (:data:`serving.http_head.ACCEPT_DELAY_S`).
 
 Workers are started as fresh interpreters that inherit the socket (``fork`` then ``exec``), not
 bare ``fork()`` copies of the supervisor: the Polars and onnxruntime thread pools are not fork-safe,

@@ -1,14 +1,18 @@
-"""Server stacks by name; ``stdlib`` is the default (lower p99 at concurrency 8 in
-``bench/results/serve_load.json``)."""
+"""Server stacks by name. ``loop`` (one event loop per process, :mod:`serving.http_loop`) is the
+default: it measured the lowest server CPU per request and p99 at concurrency 8 in
+``bench/results/serve_load.json``; ``stdlib`` (thread per connection) and ``fastapi`` (uvicorn) are the
+alternatives. ``loop`` and ``stdlib`` also run as pre-fork workers (:mod:`serving.prefork`)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Protocol
 
 from serving.service import RankService
 
-DEFAULT_STACK = "stdlib"
-STACKS: tuple[str, ...] = ("stdlib", "fastapi")
+DEFAULT_STACK = "loop"
+STACKS: tuple[str, ...] = ("loop", "stdlib", "fastapi")
+PREFORK_STACKS: tuple[str, ...] = ("loop", "stdlib")
 
 
 class Server(Protocol):
@@ -21,13 +25,28 @@ class Server(Protocol):
 
     def stop(self) -> None: ...
 
+    def request_stop(self) -> None: ...
 
-def make_server(service: RankService, host: str = "127.0.0.1", port: int = 8080, stack: str = DEFAULT_STACK) -> Server:
-    """A server for ``service`` bound to ``host:port`` (port 0: any free port; see ``.port``)."""
+
+def make_server(
+    service: RankService,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    stack: str = DEFAULT_STACK,
+    sock: socket.socket | None = None,
+) -> Server:
+    """A server for ``service`` bound to ``host:port`` (port 0: any free port; see ``.port``), or
+    serving on ``sock``, a listening socket shared with other worker processes."""
+    if sock is not None and stack not in PREFORK_STACKS:
+        raise ValueError(f"--stack '{stack}' cannot serve on a shared socket; use one of {', '.join(PREFORK_STACKS)}")
+    if stack == "loop":
+        from serving.http_loop import LoopServer
+
+        return LoopServer(service, host, port, sock)
     if stack == "stdlib":
         from serving.http_stdlib import StdlibServer
 
-        return StdlibServer(service, host, port)
+        return StdlibServer(service, host, port, sock)
     if stack == "fastapi":
         from serving.http_asgi import AsgiServer
 

@@ -2,9 +2,10 @@
 
 The worker inherits the supervisor's listening socket (``--listen-fd``) and one end of a socket pair
 (``--channel-fd``). It loads its own model (its own :class:`~serving.holder.ModelHolder`:
-onnxruntime session, registry polling and hot swap), writes ``ready VERSION`` on the channel, and serves
-:class:`~serving.http_stdlib.StdlibServer` on the shared socket until SIGTERM/SIGINT or until the
-channel reaches end-of-file (the supervisor is gone: no worker outlives it). Exit codes: 0 stopped,
+onnxruntime session, registry polling and hot swap), writes ``ready VERSION`` on the channel, and
+serves ``WorkerConfig.stack`` (default the event loop, :mod:`serving.http_loop`) on the shared socket
+until SIGTERM/SIGINT (it finishes the requests it holds) or until the channel reaches end-of-file
+(the supervisor is gone: no worker outlives it). Exit codes: 0 stopped,
 2 the first model could not be loaded (the reason goes to stderr).
 """
 
@@ -39,6 +40,7 @@ class WorkerConfig:
     max_candidates: int = 1000
     max_body_bytes: int = 1 << 20
     metrics_interval: float = 1.0
+    stack: str = "loop"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -57,10 +59,6 @@ def command(config: WorkerConfig, listen_fd: int, channel_fd: int, metrics_dir: 
     ]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _watch_supervisor(channel: socket.socket) -> None:
     """Block on the channel; end-of-file (or an error) means the supervisor is gone: stop."""
     try:
@@ -75,9 +73,9 @@ def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket
     """Load the model, report ready on ``channel``, serve on ``sock`` until stopped; the exit code."""
     from serving.errors import ServingError
     from serving.holder import ModelHolder
-    from serving.http_stdlib import StdlibServer
     from serving.metrics_shared import SharedMetrics
     from serving.model_source import ModelSource
+    from serving.server import make_server
     from serving.service import Limits, RankService
 
     metrics = SharedMetrics(metrics_dir, config.metrics_interval)
@@ -95,17 +93,15 @@ def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket
         holder.close()
         return LOAD_FAILED
     service = RankService(holder, Limits(config.max_candidates, config.max_body_bytes))
-    server = StdlibServer(service, sock=sock)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    server = make_server(service, stack=config.stack, sock=sock)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: server.request_stop())
     holder.start(config.poll_seconds)
     metrics.start()
     threading.Thread(target=_watch_supervisor, args=(channel,), name="aptrank-supervisor-watch", daemon=True).start()
     channel.sendall(READY + f" {holder.scorer.version if holder.scorer else ''}\n".encode())
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()  # drains requests in flight
         service.close()

@@ -6,7 +6,9 @@ is loaded beside the old one and swapped in without failing requests in flight.
 
 ``--workers N`` (default: the CPU cores) runs N processes on one listening socket
 (:mod:`serving.prefork`), each with its own model and polling, so a swap may reach the workers up to
-one poll apart; ``--workers 1`` serves in this process. Several workers need the stdlib stack.
+one poll apart; ``--workers 1`` serves in this process. ``--stack``: ``loop`` (default; one event
+loop per process, measured fastest in ``bench/serve_load.py``), ``stdlib`` (thread per connection)
+or ``fastapi`` (uvicorn, one process only).
 
 Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 the first model could not be loaded.
 """
@@ -44,7 +46,9 @@ def serve_command(
     max_candidates: Annotated[int, typer.Option(help="candidates per request above which 413 is returned")] = 1000,
     max_body_bytes: Annotated[int, typer.Option(help="request body size above which 413 is returned")] = 1 << 20,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per call (requests overlap)")] = 1,
-    stack: Annotated[str, typer.Option(help="HTTP stack: stdlib (default, measured faster) or fastapi")] = "stdlib",
+    stack: Annotated[
+        str, typer.Option(help="HTTP stack: loop (default, measured fastest), stdlib (threads) or fastapi")
+    ] = "loop",
     workers: Annotated[
         int | None, typer.Option(help="server processes on one socket (default: the CPU cores; 1: this process)")
     ] = None,
@@ -54,7 +58,7 @@ def serve_command(
     from serving.errors import ServingError
     from serving.holder import ModelHolder
     from serving.model_source import ModelSource
-    from serving.server import STACKS, make_server
+    from serving.server import PREFORK_STACKS, STACKS, make_server
     from serving.service import Limits, RankService
 
     if stack not in STACKS:
@@ -66,9 +70,9 @@ def serve_command(
     if workers is None:
         from serving.prefork import default_workers
 
-        workers = default_workers() if stack == "stdlib" else 1
-    if workers < 1 or (workers > 1 and stack != "stdlib"):
-        raise typer.BadParameter("must be >= 1, and 1 with --stack fastapi", param_hint="--workers")
+        workers = default_workers() if stack in PREFORK_STACKS else 1
+    if workers < 1 or (workers > 1 and stack not in PREFORK_STACKS):
+        raise typer.BadParameter(f"must be >= 1, and 1 with --stack {stack}", param_hint="--workers")
     if workers > 1:
         from serving.worker import WorkerConfig
 
@@ -82,6 +86,7 @@ def serve_command(
                 poll_seconds,
                 max_candidates,
                 max_body_bytes,
+                stack=stack,
             ),
             workers,
             host,
@@ -97,7 +102,8 @@ def serve_command(
     service = RankService(holder, Limits(max_candidates, max_body_bytes))
     server = make_server(service, host, port, stack)
     holder.start(poll_seconds)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: answer what was received
+        signal.signal(signum, lambda _signum, _frame: server.request_stop())
     typer.echo(
         f"serving {holder.scorer.version if holder.scorer else '?'} on http://{server.host}:{server.port} "
         f"({stack}; docs at /docs)",
@@ -105,9 +111,8 @@ def serve_command(
     )
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
+        server.stop()
         holder.close()
         service.close()
 
@@ -127,7 +132,8 @@ def _serve_prefork(config: WorkerConfig, workers: int, host: str, port: int) -> 
         return
     versions = ", ".join(sorted(set(server.versions)))
     typer.echo(
-        f"serving {versions} on http://{server.host}:{server.port} (stdlib, {workers} workers; docs at /docs)", err=True
+        f"serving {versions} on http://{server.host}:{server.port} ({config.stack}, {workers} workers; docs at /docs)",
+        err=True,
     )
     try:
         server.serve_forever()

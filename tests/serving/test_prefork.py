@@ -35,6 +35,7 @@ from serving_http import (
 
 from serving.prefork import PreforkServer
 from serving.scorer import Scorer, load_scorer
+from serving.server import PREFORK_STACKS
 from serving.worker import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +54,10 @@ def _gone(pids: list[int]) -> bool:
     return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
 
 
-@pytest.fixture(scope="module")
-def server(model_path: Path, etl_dir: Path) -> Iterator[PreforkServer]:
-    srv = PreforkServer(_config(str(model_path), etl_dir, poll_seconds=0, **LIMITS), WORKERS, port=0).start()
+@pytest.fixture(scope="module", params=PREFORK_STACKS)
+def server(model_path: Path, etl_dir: Path, request: pytest.FixtureRequest) -> Iterator[PreforkServer]:
+    config = _config(str(model_path), etl_dir, poll_seconds=0, stack=request.param, **LIMITS)
+    srv = PreforkServer(config, WORKERS, port=0).start()
     pids = srv.pids
     assert len(pids) == WORKERS
     yield srv
@@ -187,7 +189,7 @@ def test_cli_workers_serve_and_stop_cleanly(model_path: Path, etl_dir: Path, can
         port = None
         while port is None and time.monotonic() < deadline:
             line = proc.stderr.readline()
-            if match := re.search(rf"on http://127\.0\.0\.1:(\d+) \(stdlib, {WORKERS} workers", line):
+            if match := re.search(rf"on http://127\.0\.0\.1:(\d+) \(loop, {WORKERS} workers", line):
                 port = int(match.group(1))
         assert port is not None, "aptrank serve did not report its address"
         workers = [p.pid for p in psutil.Process(proc.pid).children()]

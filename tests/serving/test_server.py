@@ -38,7 +38,7 @@ from serving.holder import ModelHolder
 from serving.model_source import ModelSource
 from serving.onnx_model import OnnxModel
 from serving.scorer import Scorer, load_scorer
-from serving.server import make_server
+from serving.server import PREFORK_STACKS, make_server
 from serving.service import Limits, RankService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +55,10 @@ def service(model_path: Path, etl_dir: Path) -> Iterator[RankService]:
     holder.close()
 
 
-@pytest.fixture(scope="module")
-def client(service: RankService) -> Iterator[Client]:
-    server = make_server(service, "127.0.0.1", 0, "stdlib").start()
+@pytest.fixture(scope="module", params=PREFORK_STACKS)
+def client(service: RankService, request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A keep-alive client of each of aptrank's own stacks (the event loop and the threaded one)."""
+    server = make_server(service, "127.0.0.1", 0, request.param).start()
     yield Client(server.port)
     server.stop()
 
@@ -220,17 +221,19 @@ def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
         assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("stack", PREFORK_STACKS)
 def test_model_swap_under_load_fails_no_request(
+    stack: str,
     registry: Any, model_path: Path, other_model_path: Path, run_dir: Path, etl_dir: Path, candidates: pl.DataFrame
 ) -> None:
     """Clients hammer the server while the ``champion`` alias moves to version 2: every request gets a
     200 from exactly one version, versions never go back, and version 2 answers with its own scores."""
-    name = "aptrank-swap"
+    name = f"aptrank-swap-{stack}"
     registry.register(name, model_path, run_dir, etl_dir)
     holder = ModelHolder(ModelSource(f"models:/{name}@champion", registry.uri), features_dir=None, weights=WEIGHTS)
     holder.refresh()
     service = RankService(holder)
-    server = make_server(service, "127.0.0.1", 0, "stdlib").start()
+    server = make_server(service, "127.0.0.1", 0, stack).start()
     holder.start(poll_seconds=0.1)
     rows = rows_of(candidates, 20)
     body = body_of(rows)
