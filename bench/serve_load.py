@@ -1,7 +1,7 @@
 """Load benchmark of the online scorer (``aptrank serve``): loopback only, a bounded request count.
 
 Setup (shared with ``bench/score.py``): the real ETL on the shipped KuaiRand sample and a model of
-the demo job's architecture (``configs/demo.yaml``: MMoE, 16-dim embeddings, experts [128, 64])
+the demo job's architecture (``configs/demo.yaml``: MMoE, 16-dim embeddings, 4 experts of [64])
 exported through the parity gate. Weights are untrained: scoring cost does not depend on their values.
 
 The server is ``aptrank serve``'s pre-fork mode (:class:`serving.prefork.PreforkServer`): a supervisor
@@ -13,10 +13,11 @@ previous answer arrived) over a plain socket (``bench/loopback_client.py``: the 
 ranks 100 candidates (known users and items, seeded random choice, time within the last day before
 the snapshot cutoff, a random ``tab``). Latency is measured per request, from send to the whole body.
 
-1. workers: the same load (``--compare-requests`` at concurrency 8) against 1 worker and against
-   ``--workers``; the gain of the multi-process mode. (Earlier versions compared the stdlib stack
-   with FastAPI on uvicorn, both single-process; the stdlib stack is the one with a multi-process
-   mode, so that comparison no longer decides anything and was dropped.)
+1. stacks and workers: the same load (``--compare-requests`` at concurrency 8) against each stack
+   that runs pre-forked (``loop``: one event loop per process, the default; ``stdlib``: a thread per
+   connection) with ``--workers`` processes, and against one ``--stack`` process; this is the
+   measurement that chose the default stack. (FastAPI on uvicorn runs in one process only and was
+   slower than the stdlib stack there, see ``serving/server.py``.)
 2. ``--workers`` at concurrency 1, 8 and 32 (``--requests``, 10,000 by default, per level).
 
 Targets: p99 <= 15 ms at concurrency 8 and 0 errors. The 1-minute load average before each run is
@@ -46,9 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from loopback_client import LoopbackClient, request_bytes  # noqa: E402  (bench/ is sys.path[0] as a script)
 from report import write_result  # noqa: E402
-from score import prepare  # noqa: E402  (bench/score.py: ETL + exported demo-size model)
+from score import DEMO_CONFIG, prepare  # noqa: E402  (bench/score.py: ETL + exported demo-size model)
 
 from serving.prefork import PreforkServer, default_workers  # noqa: E402
+from serving.server import DEFAULT_STACK, PREFORK_STACKS  # noqa: E402
 from serving.worker import WorkerConfig  # noqa: E402
 
 CANDIDATES = 100
@@ -82,10 +84,11 @@ def request_bodies(features: Path, n: int, seed: int) -> list[bytes]:
     return bodies
 
 
-def start_server(model: Path, features: Path, workers: int) -> PreforkServer:
-    """``workers`` processes serving ``model`` on a free loopback port (returns once all are ready)."""
+def start_server(model: Path, features: Path, workers: int, stack: str) -> PreforkServer:
+    """``workers`` processes of ``stack`` serving ``model`` on a free loopback port (returns once all
+    are ready)."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    config = WorkerConfig(str(model), str(features), weights=WEIGHTS, threads=threads, poll_seconds=0)
+    config = WorkerConfig(str(model), str(features), weights=WEIGHTS, threads=threads, poll_seconds=0, stack=stack)
     return PreforkServer(config, workers, "127.0.0.1", 0).start(timeout=READY_TIMEOUT_S)
 
 
@@ -149,19 +152,19 @@ def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) ->
 
 
 def measure(
-    model: Path, features: Path, workers: int, bodies: list[bytes], levels: list[tuple[int, int]]
+    model: Path, features: Path, workers: int, stack: str, bodies: list[bytes], levels: list[tuple[int, int]]
 ) -> list[dict]:
-    server = start_server(model, features, workers)
+    server = start_server(model, features, workers, stack)
     try:
-        run_load(server.port, bodies, 4, 200)  # warm-up
+        run_load(server.port, bodies, 8, 1000)  # warm-up
         out = []
         for concurrency, requests in levels:
             cpu0 = server_cpu_s(server)
             r = run_load(server.port, bodies, concurrency, requests)
-            r["workers"] = workers
+            r["workers"], r["stack"] = workers, stack
             r["server_cpu_ms_per_request"] = (server_cpu_s(server) - cpu0) * 1000 / requests
             print(
-                f"workers={workers} c={concurrency:<3d} n={requests:<6d} p50 {r['p50_ms']:6.2f} ms"
+                f"{stack:<6s} workers={workers} c={concurrency:<3d} n={requests:<6d} p50 {r['p50_ms']:6.2f} ms"
                 f"  p90 {r['p90_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:7.2f} ms"
                 f"  {r['requests_per_s']:7.1f} req/s  cpu/req server {r['server_cpu_ms_per_request']:.2f} ms"
                 f" client {r['client_cpu_ms_per_request']:.2f} ms"
@@ -177,27 +180,42 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000, help="requests per concurrency level")
-    parser.add_argument(
-        "--compare-requests", type=int, default=2_000, help="requests per worker count in the comparison"
-    )
+    parser.add_argument("--compare-requests", type=int, default=2_000, help="requests per setup in the comparison")
+    parser.add_argument("--stack", choices=PREFORK_STACKS, default=DEFAULT_STACK, help="stack of the levels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
     parser.add_argument("--model", type=Path, help="reuse this exported model (with --features) instead of the setup")
     parser.add_argument("--features", type=Path, help="the ETL output --model was trained on")
     parser.add_argument("--workers", type=int, default=default_workers(), help="server processes (default: cores)")
-    parser.add_argument("--no-compare", action="store_true", help="skip the 1-worker comparison")
+    parser.add_argument("--no-compare", action="store_true", help="skip the stack and worker comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aptrank-bench-serve-") as tmp:
-        model, features = (args.model, args.features) if args.model and args.features else prepare(Path(tmp))
+        model, features = (
+            (args.model, args.features) if args.model and args.features else prepare(Path(tmp), args.config)
+        )
         bodies = request_bodies(features, 2_000, args.seed)
         compare = {}
         if not args.no_compare:
-            for n in sorted({1, args.workers}):
-                compare[str(n)] = measure(model, features, n, bodies, [(8, args.compare_requests)])[0]
+            setups = [(s, args.workers) for s in PREFORK_STACKS] + [(args.stack, 1)] * (args.workers > 1)
+            for stack, n in setups:
+                compare[f"{stack}/{n}"] = measure(model, features, n, stack, bodies, [(8, args.compare_requests)])[0]
+            ours, base = compare[f"{args.stack}/{args.workers}"], compare[f"stdlib/{args.workers}"]
+            ratio = base["server_cpu_ms_per_request"] / ours["server_cpu_ms_per_request"]
             print(
-                "workers at concurrency 8: " + ", ".join(f"{n}: p99 {r['p99_ms']:.2f} ms" for n, r in compare.items())
+                "at concurrency 8 (stack/workers): "
+                + ", ".join(
+                    f"{k}: p99 {r['p99_ms']:.2f} ms, cpu/req {r['server_cpu_ms_per_request']:.2f} ms"
+                    for k, r in compare.items()
+                )
+                + f"; cpu/req stdlib/{args.workers} / {args.stack}/{args.workers}: x{ratio:.2f}"
             )
         levels = measure(
-            model, features, args.workers, bodies, [(1, args.requests), (8, args.requests), (32, args.requests)]
+            model,
+            features,
+            args.workers,
+            args.stack,
+            bodies,
+            [(1, args.requests), (8, args.requests), (32, args.requests)],
         )
     at8 = next(r for r in levels if r["concurrency"] == 8)
     result = {
@@ -206,15 +224,16 @@ def main() -> None:
             "requests": args.requests,
             "compare_requests": args.compare_requests,
             "workers": args.workers,
-            "server": "serving.prefork.PreforkServer (aptrank serve --workers N, stdlib stack)",
+            "server": f"serving.prefork.PreforkServer (aptrank serve --workers N --stack {args.stack})",
+            "stack": args.stack,
             "seed": args.seed,
             "candidates_per_request": CANDIDATES,
             "server_onnx_threads_per_worker": max(1, (os.cpu_count() or 1) // args.workers),
             "client": "bench/loopback_client.py (plain socket, keep-alive)",
-            "model": "demo config MMoE (untrained weights)",
+            "model": f"{args.config} (untrained weights)",
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "workers_comparison_c8": compare,
+        "stacks_and_workers_comparison_c8": compare,
         "levels": levels,
         "targets": {"p99_ms_at_c8_max": P99_TARGET_MS, "errors": 0},
         "meets_targets": at8["p99_ms"] <= P99_TARGET_MS and all(r["errors"] == 0 for r in levels),

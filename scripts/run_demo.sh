@@ -14,10 +14,11 @@ case $rc in
   3) echo "== done: the gate kept the current champion (the new model was not better); exit 3 is expected then"; rc=0 ;;
   *) echo "== the job failed (exit $rc)"; exit $rc ;;
 esac
+ABS_WORK="$(cd "$WORK" && pwd)"
 cat <<EOT
 Look at it:
-  .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/$WORK/mlflow.db     # runs, plots, registry
-  cat $WORK/features/summary.json                                            # ETL: rows, rejects, label rates
-  .venv/bin/aptrank serve --model models:/kuairand-demo@champion             # online scorer (MLFLOW_TRACKING_URI=sqlite:///$PWD/$WORK/mlflow.db)
+  .venv/bin/mlflow ui --backend-store-uri sqlite:///$ABS_WORK/mlflow.db     # runs, plots, registry
+  cat $ABS_WORK/features/summary.json                                        # ETL: rows, rejects, label rates
+  .venv/bin/aptrank serve --model models:/kuairand-demo@champion             # online scorer (MLFLOW_TRACKING_URI=sqlite:///$ABS_WORK/mlflow.db)
 EOT
 exit $rc

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from serving.candidates import NON_FINITE, REASON, reject_reason
 from serving.errors import CandidateError
-from serving.scorer import Scorer
+from serving.scorer import SCORE_COLUMN, Scorer
 
 
 @dataclass
@@ -82,6 +83,47 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + int(v)
 
 
+@dataclass
+class _ChunkResult:
+    """One chunk scored: rows to write, rows to reject (with ``reason``), and its counts."""
+
+    rows: int
+    scored: pl.DataFrame
+    rejected: pl.DataFrame
+    missing_rows: dict[str, int]
+    oov: dict[str, int]
+
+
+def _score_chunk(scorer: Scorer, chunk: pl.DataFrame) -> _ChunkResult:
+    """Reject checks, feature lookup, model and fusion for one chunk (no shared state: chunks may be
+    scored in parallel threads; the Polars, numpy and onnxruntime calls release the GIL)."""
+    reason = reject_reason(chunk)
+    ok = reason.is_null().to_numpy()
+    everyone = bool(ok.all())
+    good = chunk if everyone else chunk.filter(pl.Series(ok))
+    scored = scorer.score(good)
+    finite = np.isfinite(scored.probabilities).all(axis=1) & np.isfinite(scored.score)
+    columns = [pl.Series(f"p_{t}", scored.probabilities[:, k]) for k, t in enumerate(scorer.task_names)]
+    out = good.with_columns(*columns, pl.Series(SCORE_COLUMN, scored.score))
+    all_finite = bool(finite.all())
+    if everyone and all_finite:
+        bad = chunk.head(0)
+    else:
+        bad = pl.concat(
+            [
+                chunk.filter(pl.Series(~ok)).with_columns(reason.filter(pl.Series(~ok))),
+                good.filter(pl.Series(~finite)).with_columns(pl.lit(NON_FINITE).alias(REASON)),
+            ]
+        )
+    return _ChunkResult(
+        chunk.height,
+        out if all_finite else out.filter(pl.Series(finite)),
+        bad,
+        scored.encoded.missing_rows,
+        scored.encoded.oov,
+    )
+
+
 def score_chunks(
     scorer: Scorer,
     chunks: Iterable[pl.DataFrame],
@@ -90,8 +132,15 @@ def score_chunks(
     *,
     total_rows: int | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> BatchReport:
-    """Score every chunk with ``scorer``; write scored rows to ``output`` and rejects to ``rejects``."""
+    """Score every chunk with ``scorer``; write scored rows to ``output`` and rejects to ``rejects``.
+
+    ``workers`` > 1 scores that many chunks at a time in threads while this thread reads the next
+    chunk and writes finished ones in input order (at most ``workers + 1`` chunks in memory); the
+    output is the same file as with ``workers=1``."""
+    if workers < 1:
+        raise ValueError(f"score: workers must be >= 1, got {workers}")
     out_sink, rej_sink = ParquetSink(Path(output)), ParquetSink(Path(rejects))
     report = BatchReport(model_version=scorer.version, output=str(output), rejects=str(rejects))
     reasons: Counter[str] = Counter()
@@ -99,6 +148,20 @@ def score_chunks(
     first: pl.DataFrame | None = None
     t0 = time.perf_counter()
     bar = tqdm(total=total_rows, unit="rows", unit_scale=True, desc="score", disable=not progress, mininterval=1.0)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="aptrank-score") if workers > 1 else None
+    pending: deque[Future[_ChunkResult]] = deque()
+
+    def write(result: _ChunkResult) -> None:
+        out_sink.write(result.scored)
+        if result.rejected.height:
+            rej_sink.write(result.rejected)
+            reasons.update(result.rejected[REASON].to_list())
+        report.input_rows += result.rows
+        report.scored_rows += result.scored.height
+        _add(report.missing_rows, result.missing_rows)
+        _add(report.oov, result.oov)
+        bar.update(result.rows)
+
     try:
         for chunk in chunks:
             if first is None:
@@ -106,42 +169,27 @@ def score_chunks(
                 if clash:
                     raise CandidateError(f"candidates already have column(s) {clash} that scoring adds; rename them")
                 first = chunk.head(0)
-            reason = reject_reason(chunk)
-            ok = reason.is_null().to_numpy()
-            everyone = bool(ok.all())
-            good = chunk if everyone else chunk.filter(pl.Series(ok))
-            scored = scorer.score(good)
-            finite = np.isfinite(scored.probabilities).all(axis=1) & np.isfinite(scored.score)
-            columns = [pl.Series(f"p_{t}", scored.probabilities[:, k]) for k, t in enumerate(scorer.task_names)]
-            out = good.with_columns(*columns, pl.Series(added[-1], scored.score))
-            all_finite = bool(finite.all())
-            out_sink.write(out if all_finite else out.filter(pl.Series(finite)))
-            if everyone and all_finite:
-                bad = chunk.head(0)
-            else:
-                bad = pl.concat(
-                    [
-                        chunk.filter(pl.Series(~ok)).with_columns(reason.filter(pl.Series(~ok))),
-                        good.filter(pl.Series(~finite)).with_columns(pl.lit(NON_FINITE).alias(REASON)),
-                    ]
-                )
-            if bad.height:
-                rej_sink.write(bad)
-                reasons.update(bad[REASON].to_list())
-            report.input_rows += chunk.height
-            report.scored_rows += int(finite.sum())
-            _add(report.missing_rows, scored.encoded.missing_rows)
-            _add(report.oov, scored.encoded.oov)
-            bar.update(chunk.height)
+            if pool is None:
+                write(_score_chunk(scorer, chunk))
+                continue
+            pending.append(pool.submit(_score_chunk, scorer, chunk))
+            if len(pending) > workers:
+                write(pending.popleft().result())
+        while pending:
+            write(pending.popleft().result())
         template = first if first is not None else pl.DataFrame()
         prob_cols = [pl.lit(None, dtype=pl.Float32).alias(c) for c in added[:-1]]
         out_sink.commit(template.with_columns(*prob_cols, pl.lit(None, dtype=pl.Float64).alias(added[-1])))
         rej_sink.commit(template.with_columns(pl.lit(None, dtype=pl.String).alias(REASON)))
     except BaseException:
+        for future in pending:
+            future.cancel()
         out_sink.abort()
         rej_sink.abort()
         raise
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     report.rejected_rows = sum(reasons.values())
     report.rejects_by_reason = dict(sorted(reasons.items()))

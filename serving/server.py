@@ -5,6 +5,7 @@ alternatives. ``loop`` and ``stdlib`` also run as pre-fork workers (:mod:`servin
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Protocol
 
@@ -52,3 +53,14 @@ def make_server(
 
         return AsgiServer(service, host, port)
     raise ValueError(f"--stack '{stack}': unknown; known: {', '.join(STACKS)}")
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now (imported modules, the loaded model and snapshot tables) out of
+    the garbage collector's reach (``gc.freeze``): a full collection then scans only what requests
+    allocate. Measured on the demo model: a full collection over the startup heap took ~66 ms, a
+    pause that lands on whichever request triggers it (the p99 of ``bench/serve_load.py``). Objects
+    of a model swapped out later are ordinary garbage again once unreferenced; frozen ones are only
+    freed by reference counting (the startup heap lives as long as the process anyway)."""
+    gc.collect()
+    gc.freeze()

@@ -75,7 +75,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket
     from serving.holder import ModelHolder
     from serving.metrics_shared import SharedMetrics
     from serving.model_source import ModelSource
-    from serving.server import make_server
+    from serving.server import freeze_startup_heap, make_server
     from serving.service import Limits, RankService
 
     metrics = SharedMetrics(metrics_dir, config.metrics_interval)
@@ -94,6 +94,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket
         return LOAD_FAILED
     service = RankService(holder, Limits(config.max_candidates, config.max_body_bytes))
     server = make_server(service, stack=config.stack, sock=sock)
+    freeze_startup_heap()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: server.request_stop())
     holder.start(config.poll_seconds)

@@ -11,6 +11,7 @@ Exit codes: 0 done; 2 bad input (model, features, candidates, weights: the messa
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -45,7 +46,10 @@ def score_command(
     config: Annotated[Path | None, typer.Option(help="job config YAML whose scoring.weights fuse the tasks")] = None,
     weight: Annotated[list[str] | None, typer.Option(help="TASK=W fusion weight (repeatable)")] = None,
     chunk_rows: Annotated[int, typer.Option(help="rows per chunk (memory follows this)")] = 131_072,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per chunk")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="chunks scored at a time in threads (default: the CPU cores)", min=1)
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -72,7 +76,8 @@ def score_command(
                                  version=fetched.version)
             frame = scan_candidates(source, input)
             report = score_chunks(scorer, iter_chunks(frame, chunk_rows), output, rejects,
-                                  total_rows=count_rows(frame), progress=progress)
+                                  total_rows=count_rows(frame), progress=progress,
+                                  workers=workers or len(os.sched_getaffinity(0)))
         except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(INPUT_EXIT_CODE) from None

@@ -58,7 +58,7 @@ def serve_command(
     from serving.errors import ServingError
     from serving.holder import ModelHolder
     from serving.model_source import ModelSource
-    from serving.server import PREFORK_STACKS, STACKS, make_server
+    from serving.server import PREFORK_STACKS, STACKS, freeze_startup_heap, make_server
     from serving.service import Limits, RankService
 
     if stack not in STACKS:
@@ -101,6 +101,7 @@ def serve_command(
         raise typer.Exit(INPUT_EXIT_CODE) from None
     service = RankService(holder, Limits(max_candidates, max_body_bytes))
     server = make_server(service, host, port, stack)
+    freeze_startup_heap()
     holder.start(poll_seconds)
     for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: answer what was received
         signal.signal(signum, lambda _signum, _frame: server.request_stop())

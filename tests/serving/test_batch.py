@@ -68,7 +68,7 @@ def test_output_keeps_every_column_and_adds_probabilities_and_score(sample_score
     assert pl.read_parquet(sample_scores.with_name("sample.rejects.parquet")).height == 0
 
 
-def test_scores_equal_the_scorer_and_do_not_depend_on_chunking(
+def test_scores_equal_the_scorer_and_do_not_depend_on_chunking_or_workers(
     sample_scores: Path, scorer: Scorer, candidates: pl.DataFrame, tmp_path: Path
 ) -> None:
     direct = scorer.score(candidates)
@@ -78,12 +78,13 @@ def test_scores_equal_the_scorer_and_do_not_depend_on_chunking(
     source = tmp_path / "candidates.parquet"
     candidates.write_parquet(source)
     outs = []
-    for rows in (7, 100_000):
-        out = tmp_path / f"out{rows}.parquet"
+    for rows, workers in ((7, 1), (100_000, 1), (7, 3)):  # 3 threads: chunks finish out of order
+        out = tmp_path / f"out{rows}-{workers}.parquet"
         chunks = iter_chunks(scan_candidates("canonical", source), rows)
-        score_chunks(scorer, chunks, out, tmp_path / f"rej{rows}.parquet")
+        report = score_chunks(scorer, chunks, out, tmp_path / f"rej{rows}-{workers}.parquet", workers=workers)
+        assert report.scored_rows == candidates.height
         outs.append(pl.read_parquet(out))
-    assert outs[0].equals(outs[1])
+    assert outs[0].equals(outs[1]) and outs[0].equals(outs[2])  # same rows, same order, same values
     assert np.array_equal(outs[0]["score"].to_numpy(), direct.score)
 
 
@@ -101,6 +102,7 @@ def test_unscorable_rows_are_rejected_with_a_reason(scorer: Scorer, candidates: 
         iter_chunks(scan_candidates("canonical", tmp_path), 16),
         tmp_path / "out.parquet",
         tmp_path / "rejects.parquet",
+        workers=2,
     )
     assert (report.input_rows, report.scored_rows, report.rejected_rows) == (100, 96, 4)
     # first failing rule wins: row 50 lacks both ids and counts once, as missing_user_id
