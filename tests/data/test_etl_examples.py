@@ -17,6 +17,7 @@ import pytest
 from etl_helpers import config, handmade_source
 from test_etl_pit import EXPECTED
 
+from data.etl.encode import index_dtype
 from data.etl.run import EtlResult, example_files, run_etl
 from data.spec import FeatureSpec
 
@@ -77,17 +78,22 @@ def test_categorical_values(examples: pl.DataFrame) -> None:
     }
     for col, values in expected.items():
         assert examples[col].to_list() == values, col
-        assert examples[col].dtype == pl.Int64
+        # raw keys stay Int64; indices are Int32 (data.etl.encode.index_dtype: tables < 2**31 rows)
+        assert examples[col].dtype == (pl.Int64 if col.endswith("_id") else pl.Int32), col
 
 
 def test_sequences_and_labels(examples: pl.DataFrame) -> None:
     assert examples["clicked"].to_list() == [[], [1], [], [1], [1], [1], [1], [1, 2]]
     assert examples["liked"].to_list() == [[], [], [], [], [], [1], [1], [2]]
-    assert examples["clicked"].dtype == pl.List(pl.Int64)
+    assert examples["clicked"].dtype == pl.List(pl.Int32)
     assert examples["label_click"].to_list() == [1, 0, 1, 1, 1, 0, 1, 0]
     assert examples["label_like"].to_list() == [0, 0, 1, 1, 0, 0, 0, 1]
     assert examples["label_finish"].to_list() == [1, 0, 1, 0, 1, 1, 0, 1]
     assert examples["label_finish"].dtype == pl.Int8
+
+
+def test_index_dtype_widens_only_for_tables_past_int32() -> None:
+    assert index_dtype(2**31) == pl.Int32 and index_dtype(2**31 + 1) == pl.Int64
 
 
 def _standardise(values: list[float | None]) -> list[float]:
