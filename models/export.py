@@ -1,10 +1,13 @@
 """Export path: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
 
 ``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling
-is recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain``), then the
-model's own dense part and a sigmoid. ``export_onnx`` writes it with the dynamo-based
-``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds the FeatureSpec in the
-ONNX metadata, so scorers can check the features they are sent.
+is recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
+:class:`~models.embedding.FusedTables`), then the dense part in its export form
+(:func:`models.export_heads.export_head`: MMoE fused, other architectures as they are) and a
+sigmoid. Both are copies of the weights made when the module is built, i.e. after training.
+``export_onnx`` writes it with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by
+all inputs) and embeds the FeatureSpec in the ONNX metadata, so scorers can check the features they
+are sent.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from data.spec import (
 )
 from models.base import MultiTaskModel
 from models.batch import FeatureBatch
+from models.embedding import FusedTables
+from models.export_heads import export_head
 
 #: ONNX metadata keys written by ``export_onnx``.
 
@@ -38,6 +43,8 @@ class ExportModule(nn.Module):
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         self.model = model
+        self.tables = FusedTables(model.embedding) if model.embedding.ebc is not None else None
+        self.head = export_head(model)
 
     def forward(
         self,
@@ -46,9 +53,8 @@ class ExportModule(nn.Module):
         sequence_lengths: torch.Tensor,
         dense: torch.Tensor,
     ) -> torch.Tensor:
-        embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense)
-        logits, _ = self.model.head(embedded)
-        return torch.sigmoid(logits)
+        embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense, self.tables)
+        return torch.sigmoid(self.head(embedded))
 
 
 def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec) -> Path:

@@ -7,7 +7,9 @@ import torch
 
 from data.spec import FeatureSpec
 from models.batch import FeatureBatch
+from models.embedding import FusedTables
 from models.export import ExportModule
+from models.export_heads import FusedMMoEHead
 from models.registry import build_model
 
 
@@ -23,3 +25,31 @@ def test_export_module_equals_training_path(
     assert got.shape == (9, len(model.task_names))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     assert bool(((got > 0) & (got < 1)).all())
+
+
+@pytest.mark.parametrize("hidden", [(6,), (6, 5)])
+def test_mmoe_exports_with_the_fused_head(
+    spec: FeatureSpec, small: dict, edge_batch: FeatureBatch, hidden: tuple
+) -> None:
+    """MMoE's export head stacks the experts' first layers and the gates into one Linear and mixes by
+    one batched product; one- and two-layer experts (dropout inactive in eval) give the training
+    path's probabilities."""
+    model = build_model("mmoe", spec, {**small, "expert_hidden": hidden, "dropout": 0.1}).eval()
+    module = ExportModule(model)
+    assert isinstance(module.head, FusedMMoEHead)
+    experts, tasks = model.config.num_experts, len(model.task_names)
+    assert module.head.first.out_features == experts * hidden[0] + tasks * experts
+    with torch.no_grad():
+        torch.testing.assert_close(module(*edge_batch.inputs()), torch.sigmoid(model(edge_batch)), rtol=0, atol=1e-6)
+
+
+def test_fused_tables_hold_each_table_once_and_a_zero_row(spec: FeatureSpec, small: dict) -> None:
+    model = build_model("ple", spec, small)
+    tables = FusedTables(model.embedding)
+    weights = model.embedding.table_weights()
+    assert tables.table.shape[0] == sum(w.shape[0] for w in weights.values()) + 1
+    assert bool((tables.table[tables.zero_row] == 0).all())
+    start = int(tables.categorical_offsets[1])  # item_id: the item table, shared with recent_items
+    assert int(tables.sequence_offsets[0, 0, 0]) == start
+    torch.testing.assert_close(tables.table[start : start + weights["item"].shape[0]], weights["item"].detach())
+    assert not isinstance(ExportModule(model).head, FusedMMoEHead)  # PLE keeps its own head

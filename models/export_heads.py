@@ -1,0 +1,72 @@
+"""Export-time forms of dense heads: the same function on the same weights, in fewer, larger ops.
+
+:class:`FusedMMoEHead` is MMoE's dense part (Ma et al., KDD 2018, eqs. 4-5) for the ONNX graph. The
+E experts' first layers and the T gates all read the same input x, so their weights are stacked
+into one matrix and computed by one GEMM ``x @ [W_e1 .. W_eE, W_g1 .. W_gT]``; the columns are then
+split into expert activations [B, E, H] and gate logits [B, T, E]. Every task's gate-weighted sum
+of the experts (eq. 4) is one batched product ``softmax(gates) @ experts`` -> [B, T, H]. Expert
+layers after the first run per expert, towers as in the model. onnxruntime runs one wide GEMM far
+better than E + T narrow ones (the gates have only E outputs each). Built from a trained model; the
+export parity gate checks it against the PyTorch model to 1e-5.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.base import MultiTaskModel
+from models.layers import MLP
+from models.mmoe import MMoE
+
+
+class FusedMMoEHead(nn.Module):
+    """``forward(embedded) -> logits [B, K]`` of an :class:`~models.mmoe.MMoE` (module docstring)."""
+
+    def __init__(self, model: MMoE) -> None:
+        super().__init__()
+        if not fusable(model):
+            raise ValueError("FusedMMoEHead: every expert must be an MLP starting with a Linear layer")
+        experts = list(model.experts.experts)
+        firsts = [e[0] for e in experts]
+        gates = [g.linear for g in model.gates]
+        self.num_experts, self.num_tasks, self.hidden = len(firsts), len(gates), firsts[0].out_features
+        layers = [*firsts, *gates]
+        self.first = nn.Linear(firsts[0].in_features, sum(layer.out_features for layer in layers))
+        with torch.no_grad():
+            self.first.weight.copy_(torch.cat([layer.weight for layer in layers]))
+            self.first.bias.copy_(torch.cat([layer.bias for layer in layers]))
+        # after the first Linear: its ReLU (applied here to all experts at once), then the rest
+        self.rest = nn.ModuleList(nn.Sequential(*list(e)[2:]) for e in experts)
+        self.towers = model.towers
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        b, width = embedded.shape[0], self.num_experts * self.hidden
+        h = self.first(embedded)
+        experts = torch.relu(h[:, :width]).reshape(b, self.num_experts, self.hidden)
+        if any(len(r) for r in self.rest):
+            experts = torch.stack([r(experts[:, i]) for i, r in enumerate(self.rest)], dim=1)
+        gates = torch.softmax(h[:, width:].reshape(b, self.num_tasks, self.num_experts), dim=-1)
+        mixed = torch.bmm(gates, experts)  # [B, T, H]: eq. 4 for every task at once
+        return torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], dim=1)
+
+
+def fusable(model: MultiTaskModel) -> bool:
+    """An MMoE whose experts are MLPs with at least one layer."""
+    return isinstance(model, MMoE) and all(
+        isinstance(e, MLP) and len(e) > 0 and isinstance(e[0], nn.Linear) for e in model.experts.experts
+    )
+
+
+def export_head(model: MultiTaskModel) -> nn.Module:
+    """The export-time head of ``model``: fused for MMoE (:func:`fusable`), else the model's own."""
+    return FusedMMoEHead(model) if fusable(model) else _OwnHead(model)  # type: ignore[arg-type]
+
+
+class _OwnHead(nn.Module):
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.model.head(embedded)[0]
