@@ -32,6 +32,7 @@ from serving.http_head import (
     ACCEPT_DELAY_S,
     CONTINUE,
     MAX_HEAD_BYTES,
+    MAX_HEADER_LINE,
     DateCache,
     Head,
     HeadError,
@@ -53,13 +54,14 @@ _LISTEN, _WAKE = object(), object()
 class _Conn:
     """One client connection: bytes received and not yet consumed, bytes to send, parser state."""
 
-    __slots__ = ("closing", "head", "inbuf", "out", "sock", "writing")
+    __slots__ = ("closing", "head", "inbuf", "out", "scanned", "sock", "writing")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.inbuf = bytearray()
         self.out = bytearray()
         self.head: Head | None = None
+        self.scanned = 0  # bytes of ``inbuf`` already searched for the end of the head
         self.closing = False  # answer what is queued in ``out``, then close
         self.writing = False  # registered for write readiness
 
@@ -201,13 +203,18 @@ class LoopServer:
         """Answer every complete request in ``inbuf``, in order."""
         while not conn.closing:
             if conn.head is None:
-                found = _HEAD_END.search(conn.inbuf)
+                # resume the search where the last one stopped (minus a partial terminator), so a
+                # head trickling in byte by byte costs linear, not quadratic, time
+                found = _HEAD_END.search(conn.inbuf, max(0, conn.scanned - 3))
                 if found is None:
-                    if len(conn.inbuf) > MAX_HEAD_BYTES:
+                    conn.scanned = len(conn.inbuf)
+                    partial_line = len(conn.inbuf) - conn.inbuf.rfind(b"\n") - 1
+                    if len(conn.inbuf) > MAX_HEAD_BYTES or partial_line > MAX_HEADER_LINE + 2:
                         self._answer(conn, Reply(431, "text/plain", b"request head too large\n"), close=True)
                     return
                 block = bytes(conn.inbuf[: found.start()])
                 del conn.inbuf[: found.end()]
+                conn.scanned = 0
                 try:
                     head = parse_head(*split_head(block))
                 except HeadError as e:

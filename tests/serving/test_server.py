@@ -311,6 +311,7 @@ def _exchange(port: int, data: bytes) -> bytes:
         (b"POST /v1/rank HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"501"),
         (b"GET /healthz HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", b"431"),
         (b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 9000, b"431"),  # refused before the head ends
         (b"POST /v1/rank HTTP/1.1\r\nContent-Length: 20001\r\n\r\n", b"413"),
     ],
 )
@@ -331,3 +332,17 @@ def test_keep_alive_pipelining_http10_and_expect_continue(client: Client, candid
     assert _exchange(client.port, b"GET /healthz HTTP/1.0\r\n\r\n").endswith(b"ok\n")  # 1.0: closes by default
     answer = _exchange(client.port, post.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"))
     assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+
+
+def test_a_head_trickling_in_is_answered(client: Client) -> None:
+    """A request arriving a few bytes at a time (the event loop resumes its search for the end of
+    the head where it stopped) gets its answer."""
+    import socket
+
+    request = b"GET /healthz HTTP/1.1\r\nX-Trickle: 1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", client.port), timeout=10) as sock:
+        for i in range(0, len(request), 3):
+            sock.sendall(request[i : i + 3])
+            time.sleep(0.002)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok\n")
