@@ -19,6 +19,10 @@ MAX_HEADER_LINE = 8192
 MAX_HEAD_BYTES = (MAX_HEADERS + 2) * (MAX_HEADER_LINE + 2)
 """A head that grows past this without its blank line is refused (431) before it is complete."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+IDLE_TIMEOUT_S = 60.0
+"""Default seconds after which a connection that sends nothing (and, in the event loop, receives
+nothing) is closed: keep-alive clients that went quiet, and clients that open a request and stall
+(slowloris), do not hold a connection forever."""
 ACCEPT_DELAY_S = 0.0005
 """Per open connection, how long a worker of a shared listening socket waits before ``accept``: the
 worker with fewer connections wins the race, so keep-alive connections spread evenly."""

@@ -31,6 +31,7 @@ import time
 from serving.http_head import (
     ACCEPT_DELAY_S,
     CONTINUE,
+    IDLE_TIMEOUT_S,
     MAX_HEAD_BYTES,
     MAX_HEADER_LINE,
     DateCache,
@@ -45,6 +46,8 @@ from serving.service import RankService, Reply
 log = logging.getLogger("aptrank.serve")
 BACKLOG = 1024
 RECV_BYTES = 1 << 16
+SWEEP_INTERVAL_S = 1.0
+"""How often idle connections are looked for (:data:`serving.http_head.IDLE_TIMEOUT_S`)."""
 FLUSH_TIMEOUT_S = 5.0
 SERVER_NAME = "aptrank"
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -54,7 +57,7 @@ _LISTEN, _WAKE = object(), object()
 class _Conn:
     """One client connection: bytes received and not yet consumed, bytes to send, parser state."""
 
-    __slots__ = ("closing", "head", "inbuf", "out", "scanned", "sock", "writing")
+    __slots__ = ("active", "closing", "head", "inbuf", "out", "scanned", "sock", "writing")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -62,6 +65,7 @@ class _Conn:
         self.out = bytearray()
         self.head: Head | None = None
         self.scanned = 0  # bytes of ``inbuf`` already searched for the end of the head
+        self.active = time.monotonic()  # last byte received or sent
         self.closing = False  # answer what is queued in ``out``, then close
         self.writing = False  # registered for write readiness
 
@@ -75,9 +79,15 @@ class LoopServer:
     """
 
     def __init__(
-        self, service: RankService, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+        self,
+        service: RankService,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        sock: socket.socket | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.service = service
+        self.idle_timeout = idle_timeout
         self.accept_delay = 0.0 if sock is None else ACCEPT_DELAY_S
         self.sock = sock if sock is not None else socket.create_server((host, port), backlog=BACKLOG)
         self.sock.setblocking(False)
@@ -97,9 +107,15 @@ class LoopServer:
         sel.register(self.sock, selectors.EVENT_READ, _LISTEN)
         sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         accept_at: float | None = None
+        sweep_at = time.monotonic() + SWEEP_INTERVAL_S
         try:
             while not self._stopping:
-                timeout = None if accept_at is None else max(0.0, accept_at - time.monotonic())
+                now = time.monotonic()
+                if now >= sweep_at:
+                    self._close_idle(now)
+                    sweep_at = now + SWEEP_INTERVAL_S
+                timeout = min(sweep_at, accept_at if accept_at is not None else sweep_at) - now
+                timeout = max(0.0, timeout)
                 for key, mask in sel.select(timeout):
                     if key.data is _LISTEN:
                         if self.accept_delay and self._conns:
@@ -170,6 +186,10 @@ class LoopServer:
             self._conns[client.fileno()] = conn
             self._sel.register(client, selectors.EVENT_READ, conn)
 
+    def _close_idle(self, now: float) -> None:
+        for conn in [c for c in self._conns.values() if now - c.active > self.idle_timeout]:
+            self._close(conn)
+
     def _close(self, conn: _Conn) -> None:
         fd = conn.sock.fileno()
         if fd >= 0 and self._conns.pop(fd, None) is not None:
@@ -196,6 +216,7 @@ class LoopServer:
         if not data:  # the client finished sending: answer what was received, then close
             conn.closing = True
             return
+        conn.active = time.monotonic()
         conn.inbuf += data
         self._handle_buffered(conn)
 
@@ -247,6 +268,8 @@ class LoopServer:
                 sent = conn.sock.send(conn.out)
             except (BlockingIOError, InterruptedError):
                 sent = 0
+            if sent:
+                conn.active = time.monotonic()
             del conn.out[:sent]
         if conn.out and not conn.writing:
             self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)

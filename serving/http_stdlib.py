@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from serving.http_head import (
     ACCEPT_DELAY_S,
     CONTINUE,
+    IDLE_TIMEOUT_S,
     MAX_HEADER_LINE,
     MAX_HEADERS,
     Head,
@@ -184,9 +185,15 @@ class StdlibServer:
     """
 
     def __init__(
-        self, service: RankService, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+        self,
+        service: RankService,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        sock: socket.socket | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
-        handler = type("Handler", (_Handler,), {"service": service})
+        # ``timeout``: StreamRequestHandler's socket timeout; a read that waits longer closes the connection
+        handler = type("Handler", (_Handler,), {"service": service, "timeout": idle_timeout})
         self.httpd = _Server((host, port), handler, bind_and_activate=sock is None)
         if sock is not None:
             self.httpd.socket.close()

@@ -9,6 +9,7 @@ import gc
 import socket
 from typing import Protocol
 
+from serving.http_head import IDLE_TIMEOUT_S
 from serving.service import RankService
 
 DEFAULT_STACK = "loop"
@@ -35,19 +36,21 @@ def make_server(
     port: int = 8080,
     stack: str = DEFAULT_STACK,
     sock: socket.socket | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> Server:
     """A server for ``service`` bound to ``host:port`` (port 0: any free port; see ``.port``), or
-    serving on ``sock``, a listening socket shared with other worker processes."""
+    serving on ``sock``, a listening socket shared with other worker processes. ``idle_timeout``:
+    seconds after which a silent connection is closed (loop and stdlib stacks)."""
     if sock is not None and stack not in PREFORK_STACKS:
         raise ValueError(f"--stack '{stack}' cannot serve on a shared socket; use one of {', '.join(PREFORK_STACKS)}")
     if stack == "loop":
         from serving.http_loop import LoopServer
 
-        return LoopServer(service, host, port, sock)
+        return LoopServer(service, host, port, sock, idle_timeout)
     if stack == "stdlib":
         from serving.http_stdlib import StdlibServer
 
-        return StdlibServer(service, host, port, sock)
+        return StdlibServer(service, host, port, sock, idle_timeout)
     if stack == "fastapi":
         from serving.http_asgi import AsgiServer
 

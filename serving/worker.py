@@ -22,6 +22,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from serving.http_head import IDLE_TIMEOUT_S
+
 LOAD_FAILED = 2
 READY = b"ready"
 """The first word a worker writes on its channel once its model is loaded (then the version)."""
@@ -41,6 +43,7 @@ class WorkerConfig:
     max_body_bytes: int = 1 << 20
     metrics_interval: float = 1.0
     stack: str = "loop"
+    idle_timeout: float = IDLE_TIMEOUT_S
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -93,7 +96,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket
         holder.close()
         return LOAD_FAILED
     service = RankService(holder, Limits(config.max_candidates, config.max_body_bytes))
-    server = make_server(service, stack=config.stack, sock=sock)
+    server = make_server(service, stack=config.stack, sock=sock, idle_timeout=config.idle_timeout)
     freeze_startup_heap()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: server.request_stop())

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pipeline.commands.score import fusion_weights
+from serving.http_head import IDLE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from serving.worker import WorkerConfig
@@ -53,6 +54,9 @@ def serve_command(
         int | None, typer.Option(help="server processes on one socket (default: the CPU cores; 1: this process)")
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(help="seconds after which a connection that sends nothing is closed", min=0.1)
+    ] = IDLE_TIMEOUT_S,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
     from serving.errors import ServingError
@@ -87,6 +91,7 @@ def serve_command(
                 max_candidates,
                 max_body_bytes,
                 stack=stack,
+                idle_timeout=idle_timeout,
             ),
             workers,
             host,
@@ -100,7 +105,7 @@ def serve_command(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(INPUT_EXIT_CODE) from None
     service = RankService(holder, Limits(max_candidates, max_body_bytes))
-    server = make_server(service, host, port, stack)
+    server = make_server(service, host, port, stack, idle_timeout=idle_timeout)
     freeze_startup_heap()
     holder.start(poll_seconds)
     for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: answer what was received

@@ -14,6 +14,8 @@ from typing import Any
 import polars as pl
 
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
+SWAP_MAX_REQUESTS = 20_000
+"""Bound on one client's requests in :func:`rank_through_swap` (~40 s at its pace)."""
 VALIDATION_CASES: list[tuple[dict, list]] = [
     ({"item_ids": [1]}, ["body", "user_id"]),
     ({"user_id": 1.5, "item_ids": [1]}, ["body", "user_id", "int"]),
@@ -74,25 +76,32 @@ def body_of(rows: pl.DataFrame) -> dict:
 def rank_through_swap(
     port: int, body: dict, promote: Callable[[], None], swapped: Callable[[], bool], timeout: float
 ) -> list[list[tuple[int, Any]]]:
-    """Four keep-alive clients send ``body`` (at most 400 requests each, 1,600 in all) while
-    ``promote()`` moves the champion alias; they stop 0.3 s after ``swapped()`` holds (or after
-    ``timeout`` s). Returns, per client, (status, model version) of every answer in order."""
+    """Four keep-alive clients send ``body``, one request every ~2 ms or slower, while ``promote()``
+    moves the champion alias (called once every client has an answer); they stop 0.3 s after
+    ``swapped()`` holds (or after ``timeout`` s), and after :data:`SWAP_MAX_REQUESTS` requests each
+    at most. Returns, per client, (status, model version) of every answer in order.
+
+    The clients keep going until the swap is seen rather than for a fixed count: a fast server can
+    answer a fixed count before the registry has even made the new version."""
     seen: list[list[tuple[int, Any]]] = [[] for _ in range(4)]
     stop = threading.Event()
 
     def load(k: int) -> None:
         c = Client(port)
-        for _ in range(400):
+        for _ in range(SWAP_MAX_REQUESTS):
             status, payload = c.rank(body)
             seen[k].append((status, payload.get("model_version") if isinstance(payload, dict) else payload))
             if stop.is_set():
                 return
+            time.sleep(0.002)
 
     threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
     try:
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + timeout
+        while not all(seen) and time.monotonic() < deadline:  # every client answered by version 1
+            time.sleep(0.01)
         promote()
         deadline = time.monotonic() + timeout
         while not swapped() and time.monotonic() < deadline:

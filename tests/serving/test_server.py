@@ -346,3 +346,26 @@ def test_a_head_trickling_in_is_answered(client: Client) -> None:
             time.sleep(0.002)
         answer = b"".join(iter(lambda: sock.recv(65536), b""))
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok\n")
+
+
+def test_idle_and_stalled_connections_are_closed(service: RankService) -> None:
+    """The event loop closes a connection that sent nothing, and one that stalled mid-head, after
+    its idle timeout; a connection that keeps talking stays open."""
+    import socket
+
+    from serving.http_loop import LoopServer
+
+    server = LoopServer(service, "127.0.0.1", 0, idle_timeout=0.5).start()
+    try:
+        quiet = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\nX-Half: ")
+        busy = Client(server.port)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # a request every 0.2 s: never idle for 0.5 s
+            assert busy.request("GET", "/healthz")[0] == 200
+            time.sleep(0.2)
+        assert quiet.recv(1) == b"" and stalled.recv(1) == b""  # closed by the server, no answer
+        assert busy.request("GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
