@@ -17,7 +17,7 @@ since rows per CPU-second shows what the code costs when other jobs take part of
 Targets: >= 150k rows/s and >= 3x the PyTorch pipeline. The load average before each run is
 recorded (the cores may be shared). Writes ``bench/results/score.json``.
 
-    .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 250000] [--chunk-rows 131072]
+    .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
 """
 
@@ -201,7 +201,7 @@ def report(name: str, r: dict, note: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--baseline-rows", type=int, default=250_000)
+    parser.add_argument("--baseline-rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=131_072)
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
     parser.add_argument("--workers", type=int, default=CORES, help="chunks scored at a time (aptrank score's default)")

@@ -60,7 +60,9 @@ class ParquetSink:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.schema = table.schema
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+            # no dictionary pages: on scored candidates (ids, ts, probabilities) pyarrow's dictionary
+            # attempt cost 0.41 us/row for a 33 MB part; without it zstd took 0.16 us/row for 24 MB
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", use_dictionary=False)
         self.writer.write_table(table.cast(self.schema))
 
     def commit(self, empty: pl.DataFrame) -> None:
