@@ -277,7 +277,9 @@ class CandidateFeatures:
         elif request is None:  # no request-side features: empty blocks
             request = {name: a[:, :0] for name, a in self._empty(len(uf)).items()}
         blocks = {
-            n: self.layouts[n].assemble([(self.users.arrays[n], uf), (self.items.arrays[n], itf), request[n]])
+            n: self.layouts[n].assemble(
+                [self.users.arrays[n].take(uf, axis=0), self.items.arrays[n].take(itf, axis=0), request[n]]
+            )
             for n in INPUT_NAMES
         }
         if fast is None:
