@@ -1,6 +1,6 @@
 """Server stacks by name. ``loop`` (one event loop per process, :mod:`serving.http_loop`) is the
-default: it measured the lowest server CPU per request and p99 at concurrency 8 in
-``bench/results/serve_load.json``; ``stdlib`` (thread per connection) and ``fastapi`` (uvicorn) are the
+default: it had the lower p99 at concurrency 8 in every comparison run of ``bench/serve_load.py``
+(see :mod:`serving.http_loop`); ``stdlib`` (thread per connection) and ``fastapi`` (uvicorn) are the
 alternatives. ``loop`` and ``stdlib`` also run as pre-fork workers (:mod:`serving.prefork`)."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ is loaded beside the old one and swapped in without failing requests in flight.
 ``--workers N`` (default: the CPU cores) runs N processes on one listening socket
 (:mod:`serving.prefork`), each with its own model and polling, so a swap may reach the workers up to
 one poll apart; ``--workers 1`` serves in this process. ``--stack``: ``loop`` (default; one event
-loop per process, measured fastest in ``bench/serve_load.py``), ``stdlib`` (thread per connection)
+loop per process, lowest p99 in ``bench/serve_load.py``), ``stdlib`` (thread per connection)
 or ``fastapi`` (uvicorn, one process only).
 
 Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 the first model could not be loaded.
@@ -48,7 +48,7 @@ def serve_command(
     max_body_bytes: Annotated[int, typer.Option(help="request body size above which 413 is returned")] = 1 << 20,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per call (requests overlap)")] = 1,
     stack: Annotated[
-        str, typer.Option(help="HTTP stack: loop (default, measured fastest), stdlib (threads) or fastapi")
+        str, typer.Option(help="HTTP stack: loop (default, lowest p99 measured), stdlib (threads) or fastapi")
     ] = "loop",
     workers: Annotated[
         int | None, typer.Option(help="server processes on one socket (default: the CPU cores; 1: this process)")
