@@ -44,11 +44,12 @@ from apt.gradients import (
     unflatten,
 )
 from apt.methods import METHODS
-from apt.methods.base import Combination, clip_factor
+from apt.methods.base import Combination
 from apt.optim import build_optimizer
 from apt.rep_mode import rep_step
 from apt.roles import ParamRoles, _unique
 from apt.scope_all import exact_all
+from apt.step_stats import clip_gradients, step_metrics
 
 Callback = Callable[[int, dict[str, float]], None]
 Reducer = Callable[[Tensor], Tensor]
@@ -151,10 +152,11 @@ class MultiTaskOptimizer:
             comb, gram_matrix, task_grads = self._exact_step(losses, roots, loss_values, embedded)
         mix = comb.task_mix() if task_grads is not None else None
         if comb.max_norm is not None:
-            factor = self._clip(comb.max_norm)
+            extra = self.embeddings if self.config.grad_scope == "all" else []
+            factor = clip_gradients([p.grad for p in [*self.shared, *extra] if p.grad is not None], comb.max_norm)
             if mix is not None:
                 mix = mix * factor
-        metrics = self._metrics(loss_values, comb, gram_matrix if diagnose else None)
+        metrics = step_metrics(self.task_names, loss_values, comb, gram_matrix if diagnose else None)
         if task_grads is not None and mix is not None:
             device = self.shared[0].device if self.shared else losses.device
             mix = mix.to(device=device, dtype=torch.float32)
@@ -263,37 +265,6 @@ class MultiTaskOptimizer:
             for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
                 p.grad = g
         return comb, gram_matrix, dict(zip(shared, unflatten(g_flat, shared), strict=True))
-
-    def _clip(self, max_norm: float) -> float:
-        """Scale the shared gradients to global norm <= max_norm (Nash-MTL); returns the factor."""
-        grads = [p.grad for p in self.shared if p.grad is not None]
-        if self.config.grad_scope == "all":
-            grads += [p.grad for p in self.embeddings if p.grad is not None]
-        if not grads:
-            return 1.0
-        sq = torch.stack([(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads])
-        factor = clip_factor(float(sq.sum().sqrt()), max_norm)
-        if factor < 1.0:
-            for g in grads:
-                g.mul_(factor)
-        return factor
-
-    def _metrics(self, loss_values: Tensor, comb: Combination, gram_matrix: Tensor | None) -> dict[str, float]:
-        names = self.task_names
-        out: dict[str, float] = {}
-        for k, name in enumerate(names):
-            out[f"loss/{name}"] = float(loss_values[k])
-            out[f"weight/{name}"] = float(comb.coef[k])
-        if gram_matrix is not None:
-            norms = gram_matrix.diagonal().clamp(min=0).sqrt()
-            for k, name in enumerate(names):
-                out[f"grad_norm/{name}"] = float(norms[k])
-            for i in range(len(names)):
-                for j in range(i + 1, len(names)):
-                    denom = float(norms[i] * norms[j])
-                    cos = float(gram_matrix[i, j]) / denom if denom > 0 else 0.0
-                    out[f"grad_cos/{names[i]}_{names[j]}"] = cos
-        return out
 
     # ---- housekeeping --------------------------------------------------------------------------
     def zero_grad(self) -> None:
