@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data.digests import files_digest
 from pipeline.config import JobConfig
 
 #: Packages whose versions every run records (the ones that change numbers or file formats).
@@ -26,7 +27,6 @@ UNHASHED_SECTIONS: tuple[str, ...] = ("tracking", "gate")
 UNKNOWN = "unknown"
 #: The parts of an ETL output folder that define what a model is trained and evaluated on.
 INPUT_PARTS: tuple[str, ...] = ("feature_spec.json", "train", "valid", "test")
-_CHUNK = 1 << 20
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,12 +35,18 @@ def git_commit(repo: str | Path = _REPO_ROOT) -> str:
     ``-dirty`` suffix when tracked files differ from it; ``"unknown"`` outside a git checkout or
     without a ``git`` binary. Read-only: never changes git state."""
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=False)
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         if head.returncode != 0:
             return UNKNOWN
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30, check=False)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return UNKNOWN
     commit = head.stdout.strip()
@@ -72,18 +78,13 @@ def config_hash(cfg: JobConfig) -> str:
 
 
 def fingerprint(root: str | Path, parts: Sequence[str] = INPUT_PARTS) -> str:
-    """sha256 over (relative path, size, bytes) of every file in ``parts`` of ``root`` (each a file
-    or a folder, walked recursively in sorted order): equal iff the same files hold the same bytes."""
+    """:func:`data.digests.files_digest` over every file in ``parts`` of ``root`` (each a file or a
+    folder, walked recursively in sorted order): equal iff the same files hold the same bytes."""
     base = Path(root)
-    digest = hashlib.sha256()
+    files: list[Path] = []
     for part in parts:
         p = base / part
         if not p.exists():
             raise FileNotFoundError(f"{p}: '{part}' missing under {base}, cannot fingerprint the inputs")
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            digest.update(f"{f.relative_to(base).as_posix()}\0{f.stat().st_size}\0".encode())
-            with f.open("rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-    return digest.hexdigest()
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return files_digest(base, files)

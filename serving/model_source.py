@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data.digests import file_digest
 from serving.errors import ModelLoadError
-from serving.onnx_model import file_digest
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient

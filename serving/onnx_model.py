@@ -13,7 +13,6 @@ fixed intra-op pool and no spinning, so that idle pools do not burn the CPU core
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from data.digests import file_digest
 from data.spec import (
     INPUT_NAMES,
     META_FEATURE_SPEC,
@@ -52,15 +52,6 @@ def session_options(threads: int) -> ort.SessionOptions:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (hex); identifies a model version loaded from a plain file."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,36 @@
 """``DIR/summary.json``: row accounting, reject and duplicate rates, gates, label rates, content hash.
 
-The content hash is a sha256 over every output file except ``summary.json``: over the lines
-``relative path, size, sha256 of the bytes`` in sorted path order (a hash list, so the files are
-hashed in parallel threads; hashlib releases the GIL). The same input and config give the same
-hash, which proves the ETL idempotent; ``summary.json`` itself also holds wall time and so is not
-hashed.
+The content hash is :func:`data.digests.files_digest` over every output file except
+``summary.json``, in sorted path order. The same input and config give the same hash, which proves
+the ETL idempotent; ``summary.json`` itself also holds wall time and so is not hashed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from data.digests import files_digest
 from data.etl.labels import label_column
 from data.etl.splits import SPLIT, SPLITS
 from data.etl.validate import DUPLICATE, REASONS, VALIDITY_REASONS
 
 SUMMARY = "summary.json"
-HASH_THREADS = 2
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_hash(out_dir: Path, names: Sequence[str], threads: int = HASH_THREADS) -> str:
-    """sha256 over the files and folders ``names`` (top level of ``out_dir``), summary excluded
-    (see module docstring)."""
+def content_hash(out_dir: Path, names: Sequence[str]) -> str:
+    """:func:`data.digests.files_digest` over the files and folders ``names`` (top level of
+    ``out_dir``) in sorted path order, summary excluded."""
     found = [q for n in names for q in ([out_dir / n] if (out_dir / n).is_file() else (out_dir / n).rglob("*"))]
     files = sorted(
         (q for q in found if q.is_file() and q.relative_to(out_dir).as_posix() != SUMMARY),
         key=lambda q: q.relative_to(out_dir).as_posix(),
     )
-    with ThreadPoolExecutor(threads) as pool:
-        digests = list(pool.map(file_digest, files))
-    h = hashlib.sha256()
-    for p, digest in zip(files, digests, strict=True):
-        h.update(f"{p.relative_to(out_dir).as_posix()}\0{p.stat().st_size}\0{digest}\n".encode())
-    return h.hexdigest()
+    return files_digest(out_dir, files)
 
 
 def reject_accounting(
