@@ -99,7 +99,7 @@ class SpecEmbedding(nn.Module):
         t = tables if tables is not None else FusedTables(self)
         b = categorical.shape[0]
         parts = []
-        if self.spec.categorical:
+        if t.categorical_offsets.numel():
             parts.append(F.embedding(categorical + t.categorical_offsets, t.table).reshape(b, -1))
         if self.spec.sequence:
             width = sequence.shape[2]
@@ -115,9 +115,10 @@ class FusedTables(nn.Module):
     """The embedding tables of a :class:`SpecEmbedding` as one matrix (each distinct table once, in
     spec order, then one zero row), with each categorical and sequence feature's row offset: the
     export path's single-gather form (see the module docstring). A copy of the weights when built:
-    build it after training."""
+    build it after training. ``categorical``: the categorical features (spec positions) the
+    offsets are for, all by default (the folded export reads only the unfolded ones)."""
 
-    def __init__(self, embedding: SpecEmbedding) -> None:
+    def __init__(self, embedding: SpecEmbedding, categorical: list[int] | None = None) -> None:
         super().__init__()
         weights = embedding.table_weights()
         offsets, start = {}, 0
@@ -127,7 +128,11 @@ class FusedTables(nn.Module):
         spec = embedding.spec
         rows = [w.detach() for w in weights.values()]
         self.register_buffer("table", torch.cat([*rows, rows[0].new_zeros(1, embedding.embedding_dim)]))
-        self.register_buffer("categorical_offsets", torch.tensor([offsets[f.table] for f in spec.categorical]))
+        columns = range(len(spec.categorical)) if categorical is None else categorical
+        self.register_buffer(
+            "categorical_offsets",
+            torch.tensor([offsets[spec.categorical[c].table] for c in columns], dtype=torch.int64),
+        )
         self.register_buffer("sequence_offsets", torch.tensor([offsets[s.table] for s in spec.sequence]).view(1, -1, 1))
         self.register_buffer("sequence_max_len", torch.tensor([s.max_len for s in spec.sequence]).view(1, -1))
         self.zero_row = start

@@ -30,6 +30,7 @@ from data.spec import (
 from models.base import MultiTaskModel
 from models.batch import FeatureBatch
 from models.embedding import FusedTables
+from models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups
 from models.export_heads import export_head
 
 #: ONNX metadata keys written by ``export_onnx``.
@@ -38,13 +39,28 @@ EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch ax
 
 
 class ExportModule(nn.Module):
-    """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``."""
+    """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``.
 
-    def __init__(self, model: MultiTaskModel) -> None:
+    ``fold_rows``: when the export head starts with a Linear layer (``first``, as the fused MMoE
+    head does) and some categorical features have at most this many rows, their tables are folded
+    into that layer (:class:`~models.export_fold.FoldedFirstLayer`); 0 turns folding off.
+    """
+
+    def __init__(self, model: MultiTaskModel, fold_rows: int = FOLD_MAX_ROWS) -> None:
         super().__init__()
+        if fold_rows < 0:
+            raise ValueError(f"ExportModule: fold_rows must be >= 0, got {fold_rows}")
         self.model = model
         self.tables = FusedTables(model.embedding) if model.embedding.ebc is not None else None
         self.head = export_head(model)
+        first = getattr(self.head, "first", None)
+        foldable = self.tables is not None and isinstance(first, nn.Linear) and fold_rows > 0
+        vocab = [model.spec.tables()[f.table] for f in model.spec.categorical]
+        self.fold = (
+            FoldedFirstLayer(model.embedding, first, fold_rows)  # type: ignore[arg-type]
+            if foldable and fold_groups(vocab, fold_rows)
+            else None
+        )
 
     def forward(
         self,
@@ -53,11 +69,13 @@ class ExportModule(nn.Module):
         sequence_lengths: torch.Tensor,
         dense: torch.Tensor,
     ) -> torch.Tensor:
+        if self.fold is not None:
+            return torch.sigmoid(self.head.after_first(self.fold(categorical, sequence, sequence_lengths, dense)))
         embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense, self.tables)
         return torch.sigmoid(self.head(embedded))
 
 
-def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec) -> Path:
+def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold_rows: int = FOLD_MAX_ROWS) -> Path:
     """Write ``model`` as an ONNX graph with inputs ``INPUT_NAMES`` (dynamic batch axis) and output
     ``OUTPUT_NAME`` [B, K] (probabilities, columns in ``model.task_names`` order).
 
@@ -77,7 +95,7 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec) -> P
     was_training = model.training
     try:
         program = torch.onnx.export(
-            ExportModule(model).eval(),
+            ExportModule(model, fold_rows).eval(),
             example.inputs(),
             dynamo=True,
             input_names=list(INPUT_NAMES),

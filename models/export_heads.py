@@ -41,8 +41,12 @@ class FusedMMoEHead(nn.Module):
         self.towers = model.towers
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
-        b, width = embedded.shape[0], self.num_experts * self.hidden
-        h = self.first(embedded)
+        return self.after_first(self.first(embedded))
+
+    def after_first(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the head from the output of :attr:`first` (the export may compute that
+        layer another way: ``models.export_fold``)."""
+        b, width = h.shape[0], self.num_experts * self.hidden
         experts = torch.relu(h[:, :width]).reshape(b, self.num_experts, self.hidden)
         if any(len(r) for r in self.rest):
             experts = torch.stack([r(experts[:, i]) for i, r in enumerate(self.rest)], dim=1)

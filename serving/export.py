@@ -20,6 +20,7 @@ import numpy as np
 from data.spec import FeatureSpec
 from models.base import MultiTaskModel
 from models.export import export_onnx
+from models.export_fold import FOLD_MAX_ROWS
 from serving.onnx_model import load_onnx
 from serving.parity import PARITY_TOLERANCE, ParityReport, check_parity
 
@@ -38,13 +39,16 @@ def export_checked(
     out: str | Path,
     rows: Mapping[str, np.ndarray],
     tolerance: float = PARITY_TOLERANCE,
+    *,
+    fold_rows: int = FOLD_MAX_ROWS,
 ) -> ExportResult:
-    """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``."""
+    """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``
+    (``fold_rows``: :class:`models.export.ExportModule`'s table folding; 0 = off)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
-        export_onnx(model, tmp, spec)
+        export_onnx(model, tmp, spec, fold_rows)
         report = check_parity(model, load_onnx(tmp), rows, tolerance)
         os.replace(tmp, out)
     finally:

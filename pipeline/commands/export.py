@@ -137,14 +137,22 @@ def export_command(
     parity_rows_: Annotated[int, typer.Option("--parity-rows", help="test-split rows compared")] = 10_000,
     tolerance: Annotated[float, typer.Option(help="max |p_onnx - p_torch| allowed")] = 1e-5,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
+    fold_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="fold categorical features with small tables into the first dense layer, up to this many "
+            "rows per folded table; 0 = off [default: models.export_fold.FOLD_MAX_ROWS, 4096]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Export a trained model to ONNX; refuse it when any probability differs from PyTorch."""
     from data.spec import SpecError
     from serving.errors import ParityError
     from serving.export import export_checked
 
-    if parity_rows_ < 1 or not tolerance >= 0:
-        raise typer.BadParameter("--parity-rows must be >= 1 and --tolerance >= 0")
+    if parity_rows_ < 1 or not tolerance >= 0 or (fold_rows is not None and fold_rows < 0):
+        raise typer.BadParameter("--parity-rows must be >= 1, --tolerance >= 0 and --fold-rows >= 0")
     with tempfile.TemporaryDirectory(prefix="aptrank-export-") as tmp:
         try:
             run = load_run(run_id, tracking_uri, Path(tmp))
@@ -153,7 +161,8 @@ def export_command(
                 raise RunError(f"run {run.source}: no ETL output known; pass --features DIR")
             model, spec = build_trained_model(run, feats)
             rows = parity_rows(feats, spec, parity_rows_)
-            result = export_checked(model, spec, out, rows, tolerance)
+            fold = {} if fold_rows is None else {"fold_rows": fold_rows}
+            result = export_checked(model, spec, out, rows, tolerance, **fold)
         except ParityError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(PARITY_EXIT_CODE) from None

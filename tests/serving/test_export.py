@@ -129,3 +129,26 @@ def test_run_trained_on_another_spec_is_refused(run_dir: Path, etl_dir: Path, tm
     )
     assert result.exit_code == 2
     assert "neither a run folder nor an MLflow run id" in result.output
+
+
+def test_cli_fold_rows_chooses_the_graph_not_the_scores(
+    model_path: Path, run_dir: Path, etl_dir: Path, rows: dict, tmp_path: Path
+) -> None:
+    """``model_path`` was exported with the default table folding; ``--fold-rows 0`` writes the
+    unfolded graph, and both give the same probabilities on the parity rows."""
+    import onnx
+
+    from models.export_fold import FOLD_MAX_ROWS
+
+    out = tmp_path / "unfolded.onnx"
+    args = ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir), "--fold-rows", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    initializers = {p: {i.name for i in onnx.load(str(p)).graph.initializer} for p in (model_path, out)}
+    assert "fold.folded" in initializers[model_path] and "fold.folded" not in initializers[out]
+    folded, unfolded = load_onnx(model_path).predict(rows), load_onnx(out).predict(rows)
+    assert abs(folded - unfolded).max() <= 2e-5
+    help_text = CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output
+    assert f"FOLD_MAX_ROWS, {FOLD_MAX_ROWS}]" in help_text
+    bad = CliRunner().invoke(app, [*args[:-1], "-1"])
+    assert bad.exit_code == 2 and "--fold-rows" in bad.output
