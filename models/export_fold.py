@@ -20,7 +20,9 @@ against the PyTorch model to 1e-5 like every export.
 Groups are packed first-fit-decreasing by vocabulary size with ``prod V_f <= max_rows``; a feature
 with more than ``max_rows`` rows is not folded. On the demo MMoE (37 categorical features, 34 of
 them with <= 1,213 rows; first layer 665 -> 268), ``max_rows=4096`` gives 10 groups (29,738 rows,
-32 MB of float32) and the onnxruntime graph went from 2.8 to ~2.0 us per row (``bench/score.py``).
+32 MB of float32; the ONNX file grows from 2.7 to 34 MB) and the GEMM's inputs go from 665 to 121.
+onnxruntime, one thread, real candidate rows: 3.1 -> 2.2 us per row; batch scoring of 2M candidates
+with 2 threads: 509-523k -> 626-658k rows/s (2048 rows per group: 649k, the same within noise).
 An id must be inside its table (the feature lookup guarantees it): an out-of-range id would read
 another row of its group, where the unfolded graph read another table's row.
 """
