@@ -1,14 +1,14 @@
 """Export path: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
 
-``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling
-is recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
+``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling is
+recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
 :class:`~models.embedding.FusedTables`), then the dense part in its export form
 (:func:`models.export_heads.export_head`: MMoE fused, other architectures as they are) and a
 sigmoid. When the head starts with one Linear layer (the fused MMoE head), the categorical features
-with small tables are folded into it (:mod:`models.export_fold`). All are copies of the weights made when the module is built, i.e. after training.
-``export_onnx`` writes it with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by
-all inputs) and embeds the FeatureSpec in the ONNX metadata, so scorers can check the features they
-are sent.
+with small tables are folded into it (:mod:`models.export_fold`). All are copies of the weights made
+when the module is built, i.e. after training. ``export_onnx`` writes it with the dynamo-based
+``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds the FeatureSpec in the
+ONNX metadata, so scorers can check the features they are sent.
 """
 
 from __future__ import annotations

@@ -105,12 +105,12 @@ class FoldedFirstLayer(nn.Module):
 
         tables = embedding.table_weights()
         parts, offsets = [], [0]
-        # joint[c, g]: the stride of categorical feature c in group g's row-major index (the last
-        # member varies fastest), 0 when c is not in g; ``categorical @ joint`` is every group's index
-        joint = torch.zeros(len(vocab), len(self.groups), dtype=torch.float32)
+        # joint[g, c]: the stride of categorical feature c in group g's row-major index (the last
+        # member varies fastest), 0 when c is not in g; ``joint @ categorical.T`` is every group's index
+        joint = torch.zeros(len(self.groups), len(vocab), dtype=torch.float32)
         for g, group in enumerate(self.groups):
             for m, c in enumerate(group):
-                joint[c, g] = math.prod(vocab[d] for d in group[m + 1 :])
+                joint[g, c] = math.prod(vocab[d] for d in group[m + 1 :])
             products = [
                 tables[spec.categorical[c].table].detach().to(torch.float64) @ weight[:, c * dim : (c + 1) * dim].T
                 for c in group
@@ -119,24 +119,28 @@ class FoldedFirstLayer(nn.Module):
             offsets.append(offsets[-1] + parts[-1].shape[0])
         self.register_buffer("folded", torch.cat(parts).to(first.weight.dtype))
         self.register_buffer("joint", joint)
-        self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.int64))
+        self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.int64).view(-1, 1))
         # the sum over groups as a product with ones: onnxruntime's ReduceSum adds in another order
-        # for a single row than for a batch, MatMul runs the same per-row product at any batch size,
-        # so a candidate scores the same bits online (one request) and in a batch file
+        # for a single row than for a batch (from 8 groups up), the product adds every column in the
+        # same order at any width, so a candidate scores the same bits online (one request) and in a
+        # batch file. Batch scoring of 2M candidates: 657k rows/s, against 607k for rows first
+        # ([B, G, N], summed by B products of 1 x G)
         self.register_buffer("ones", torch.ones(1, len(self.groups)))
 
     def group_rows(self, categorical: torch.Tensor) -> torch.Tensor:
-        """Row of each group's table in ``folded`` [B, G]: the members' joint index plus the group's
-        offset. The joint index is one float32 matrix product, which is exact: a folded id and its
-        stride are below ``max_rows <= 2**24``, so every product and partial sum is an integer
-        below 2**24, and an unfolded id (maybe larger, then rounded) is multiplied by an exact 0."""
-        return (categorical.to(self.joint.dtype) @ self.joint).to(torch.int64) + self.group_offsets
+        """Row of each group's table in ``folded``, groups first [G, B]: the members' joint index
+        plus the group's offset. The joint index is one float32 matrix product, which is exact: a
+        folded id and its stride are below ``max_rows <= 2**24``, so every product and partial sum
+        is an integer below 2**24, and an unfolded id (maybe larger, then rounded) is multiplied by
+        an exact 0. Groups first, so that the gathered rows [G, B, N] are summed over G by one
+        matrix-vector product over a [G, B * N] matrix."""
+        return F.linear(self.joint, categorical.to(self.joint.dtype)).to(torch.int64) + self.group_offsets
 
     def forward(
         self, categorical: torch.Tensor, sequence: torch.Tensor, sequence_lengths: torch.Tensor, dense: torch.Tensor
     ) -> torch.Tensor:
-        gathered = F.embedding(self.group_rows(categorical), self.folded)  # [B, G, N]
-        folded = (self.ones @ gathered).squeeze(1)
+        gathered = F.embedding(self.group_rows(categorical), self.folded)  # [G, B, N]
+        folded = (self.ones @ gathered.reshape(len(self.groups), -1)).reshape(categorical.shape[0], -1)
         if self.rest is None:  # every input column was a folded feature
             return folded + self.bias
         rest = self.embedding.forward_plain(

@@ -103,7 +103,7 @@ def test_group_rows_are_the_row_major_joint_index(mixed_spec: FeatureSpec, small
             index = 0
             for c in group:
                 index = index * vocab[c] + int(cat[r, c])
-            assert int(rows[r, g]) == start + index
+            assert int(rows[g, r]) == start + index
         start += math.prod(vocab[c] for c in group)
 
 
