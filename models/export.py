@@ -3,12 +3,13 @@
 ``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling is
 recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
 :class:`~models.embedding.FusedTables`), then the dense part in its export form
-(:func:`models.export_heads.export_head`: MMoE fused, other architectures as they are) and a
-sigmoid. When the head starts with one Linear layer (the fused MMoE head), the categorical features
-with small tables are folded into it (:mod:`models.export_fold`). All are copies of the weights made
-when the module is built, i.e. after training. ``export_onnx`` writes it with the dynamo-based
-``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds the FeatureSpec in the
-ONNX metadata, so scorers can check the features they are sent.
+(:func:`models.export_heads.export_head`: MMoE fused, Shared-Bottom with its bottom's first layer
+exposed, PLE as it is) and a sigmoid. When the head starts with one Linear layer (MMoE's fused head,
+Shared-Bottom's bottom), the categorical features with small tables are folded into it
+(:mod:`models.export_fold`). The fused tables, the fused MMoE head and the folded layer are copies
+of the weights made when the module is built: build it after training. ``export_onnx`` writes it
+with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
+the FeatureSpec in the ONNX metadata, so scorers can check the features they are sent.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch ax
 class ExportModule(nn.Module):
     """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``.
 
-    ``fold_rows``: when the export head starts with a Linear layer (``first``, as the fused MMoE
-    head does) and some categorical features have at most this many rows, their tables are folded
+    ``fold_rows``: when the export head starts with a Linear layer (``first``: MMoE's fused head,
+    Shared-Bottom's bottom) and some categorical features have at most this many rows, their tables are folded
     into that layer (:class:`~models.export_fold.FoldedFirstLayer`); 0 turns folding off.
     """
 

@@ -18,6 +18,7 @@ from torch import nn
 from models.base import MultiTaskModel
 from models.layers import MLP
 from models.mmoe import MMoE
+from models.shared_bottom import SharedBottom
 
 
 class FusedMMoEHead(nn.Module):
@@ -55,6 +56,29 @@ class FusedMMoEHead(nn.Module):
         return torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], dim=1)
 
 
+class SharedBottomHead(nn.Module):
+    """``forward(embedded) -> logits [B, K]`` of a :class:`~models.shared_bottom.SharedBottom` (and
+    the single-task model), with the bottom's first Linear exposed as :attr:`first` so the export
+    can fold small embedding tables into it (``models.export_fold``); the same modules, not copies."""
+
+    def __init__(self, model: SharedBottom) -> None:
+        super().__init__()
+        layers = list(model.bottom)
+        if not layers or not isinstance(layers[0], nn.Linear):
+            raise ValueError("SharedBottomHead: the bottom must start with a Linear layer")
+        self.first = layers[0]
+        self.rest = nn.Sequential(*layers[1:])
+        self.towers = model.towers
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.after_first(self.first(embedded))
+
+    def after_first(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the head from the output of :attr:`first`."""
+        hidden = self.rest(h)
+        return torch.cat([tower(hidden) for tower in self.towers], dim=1)
+
+
 def fusable(model: MultiTaskModel) -> bool:
     """An MMoE whose experts are MLPs with at least one layer."""
     return isinstance(model, MMoE) and all(
@@ -63,8 +87,13 @@ def fusable(model: MultiTaskModel) -> bool:
 
 
 def export_head(model: MultiTaskModel) -> nn.Module:
-    """The export-time head of ``model``: fused for MMoE (:func:`fusable`), else the model's own."""
-    return FusedMMoEHead(model) if fusable(model) else _OwnHead(model)  # type: ignore[arg-type]
+    """The export-time head of ``model``: fused for MMoE (:func:`fusable`), the bottom's first layer
+    exposed for Shared-Bottom with a bottom, else (PLE) the model's own."""
+    if fusable(model):
+        return FusedMMoEHead(model)  # type: ignore[arg-type]
+    if isinstance(model, SharedBottom) and len(model.bottom) > 0:
+        return SharedBottomHead(model)
+    return _OwnHead(model)
 
 
 class _OwnHead(nn.Module):

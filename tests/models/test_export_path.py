@@ -9,7 +9,7 @@ from data.spec import FeatureSpec
 from models.batch import FeatureBatch
 from models.embedding import FusedTables
 from models.export import ExportModule
-from models.export_heads import FusedMMoEHead
+from models.export_heads import FusedMMoEHead, SharedBottomHead
 from models.registry import build_model
 
 
@@ -53,3 +53,16 @@ def test_fused_tables_hold_each_table_once_and_a_zero_row(spec: FeatureSpec, sma
     assert int(tables.sequence_offsets[0, 0, 0]) == start
     torch.testing.assert_close(tables.table[start : start + weights["item"].shape[0]], weights["item"].detach())
     assert not isinstance(ExportModule(model).head, FusedMMoEHead)  # PLE keeps its own head
+    assert ExportModule(model).fold is None
+
+
+@pytest.mark.parametrize("name", ["shared_bottom", "single_task"])
+def test_shared_bottom_exports_with_its_first_layer_folded(
+    spec: FeatureSpec, small: dict, edge_batch: FeatureBatch, name: str
+) -> None:
+    model = build_model(name, spec, {**small, "dropout": 0.1}).eval()
+    module = ExportModule(model)
+    assert isinstance(module.head, SharedBottomHead) and module.head.first is model.bottom[0]
+    assert module.fold is not None
+    with torch.no_grad():
+        torch.testing.assert_close(module(*edge_batch.inputs()), torch.sigmoid(model(edge_batch)), rtol=0, atol=1e-6)
