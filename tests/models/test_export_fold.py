@@ -15,7 +15,7 @@ from data.spec import INPUT_NAMES, CategoricalFeature, FeatureSpec
 from models.batch import FeatureBatch
 from models.export import ExportModule, export_onnx
 from models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
-from models.registry import build_model
+from models.registry import ARCHITECTURES, build_model
 
 
 def test_groups_are_packed_first_fit_decreasing() -> None:
@@ -107,12 +107,13 @@ def test_group_rows_are_the_row_major_joint_index(mixed_spec: FeatureSpec, small
         start += math.prod(vocab[c] for c in group)
 
 
-def test_folding_off_and_heads_without_a_first_layer(spec: FeatureSpec, small: dict) -> None:
+def test_folding_on_for_every_architecture_and_off_on_request(spec: FeatureSpec, small: dict) -> None:
     mmoe = build_model("mmoe", spec, small).eval()
     assert ExportModule(mmoe).fold is not None and FOLD_MAX_ROWS == 4096
     assert ExportModule(mmoe, fold_rows=0).fold is None
     assert ExportModule(mmoe, fold_rows=4).fold is None  # no table has <= 4 rows
-    assert ExportModule(build_model("ple", spec, small)).fold is None
+    for arch in ARCHITECTURES:  # every architecture's export head starts with one Linear layer
+        assert ExportModule(build_model(arch, spec, small)).fold is not None, arch
     with pytest.raises(ValueError, match="fold_rows"):
         ExportModule(mmoe, fold_rows=-1)
 

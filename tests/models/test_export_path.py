@@ -9,7 +9,7 @@ from data.spec import FeatureSpec
 from models.batch import FeatureBatch
 from models.embedding import FusedTables
 from models.export import ExportModule
-from models.export_heads import FusedMMoEHead, SharedBottomHead
+from models.export_heads import FusedMMoEHead, FusedPLEHead, SharedBottomHead
 from models.registry import build_model
 
 
@@ -52,8 +52,31 @@ def test_fused_tables_hold_each_table_once_and_a_zero_row(spec: FeatureSpec, sma
     start = int(tables.categorical_offsets[1])  # item_id: the item table, shared with recent_items
     assert int(tables.sequence_offsets[0, 0, 0]) == start
     torch.testing.assert_close(tables.table[start : start + weights["item"].shape[0]], weights["item"].detach())
-    assert not isinstance(ExportModule(model).head, FusedMMoEHead)  # PLE keeps its own head
-    assert ExportModule(model).fold is None
+
+
+@pytest.mark.parametrize(("levels", "hidden"), [(1, (6,)), (2, (6,)), (3, (6, 5))])
+def test_ple_exports_with_its_first_level_fused(
+    spec: FeatureSpec, small: dict, edge_batch: FeatureBatch, levels: int, hidden: tuple
+) -> None:
+    """PLE's first level: every expert's first layer, the task gates and (with more levels) the
+    shared gate in one Linear; one to three levels, one- and two-layer experts."""
+    config = {**small, "ple_levels": levels, "expert_hidden": hidden, "dropout": 0.1}
+    model = build_model("ple", spec, config).eval()
+    module = ExportModule(model)
+    assert isinstance(module.head, FusedPLEHead) and module.fold is not None
+    tasks, shared, own = len(model.task_names), small["ple_shared_experts"], small["ple_task_experts"]
+    experts = tasks * own + shared
+    gates = tasks * (own + shared) + (experts if levels > 1 else 0)
+    assert module.head.first.out_features == experts * hidden[0] + gates
+    with torch.no_grad():
+        expected = torch.sigmoid(model(edge_batch))
+        torch.testing.assert_close(
+            module.head(model.embedding.forward_plain(*edge_batch.inputs())),
+            model.head(model.embedding.forward_plain(*edge_batch.inputs()))[0],
+            rtol=0,
+            atol=1e-6,
+        )
+        torch.testing.assert_close(module(*edge_batch.inputs()), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["shared_bottom", "single_task"])
