@@ -12,10 +12,12 @@ run: setup
 
 test: setup
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
 	@bash scripts/run_tests.sh
 
 lint: setup
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -108,8 +108,9 @@ class LibMTLStep:
                 p.grad = None
             losses[t].backward(retain_graph=t < k - 1)  # towers accumulate sum_k grad L_k
             # like LibMTL's grad2vec: a parameter this task's loss does not reach (another task's gate) is 0
-            self.grads[t] = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
-                                       for p in self.shared])
+            self.grads[t] = torch.cat(
+                [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.shared]
+            )
         g64 = self.grads.double()
         comb = self.method.combine(g64 @ g64.T, torch.stack(losses).detach().double())
         new = comb.coef.float() @ self.grads

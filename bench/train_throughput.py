@@ -42,8 +42,16 @@ TARGET_WAIT = 0.10
 
 
 def measure(features: Path, run_dir: Path, arch: str, steps: int, extra: list[str]) -> dict[str, float]:
-    overrides = [f"model.arch={arch}", "train.batch_size=2048", f"train.max_steps_per_epoch={steps}",
-                 "train.epochs=2", "mtl.method=ew", "mtl.optimizer=adamw", "seed=0", *extra]
+    overrides = [
+        f"model.arch={arch}",
+        "train.batch_size=2048",
+        f"train.max_steps_per_epoch={steps}",
+        "train.epochs=2",
+        "mtl.method=ew",
+        "mtl.optimizer=adamw",
+        "seed=0",
+        *extra,
+    ]
     trainer = Trainer(load_config(None, overrides), features, run_dir, progress=False)
     trainer.train_epoch(0)  # warm-up: allocator, thread pools, first-touch of the tables
     record = trainer.train_epoch(1)
@@ -56,8 +64,10 @@ def measure(features: Path, run_dir: Path, arch: str, steps: int, extra: list[st
 
 
 def _line(name: str, r: dict[str, float]) -> None:
-    print(f"{name:36s} {r['samples_per_s']:>10,.0f} samples/s  step {r['step_ms']:6.1f} ms  "
-          f"data wait {100 * r['data_wait_share']:4.1f}%")
+    print(
+        f"{name:36s} {r['samples_per_s']:>10,.0f} samples/s  step {r['step_ms']:6.1f} ms  "
+        f"data wait {100 * r['data_wait_share']:4.1f}%"
+    )
 
 
 def main() -> None:
@@ -87,13 +97,24 @@ def main() -> None:
         "data_wait_meets_target": all(r["data_wait_share"] < TARGET_WAIT for r in results.values()),
     }
     print(json.dumps(verdict))
-    write_result("train_throughput", {
-        "batch_size": 2048, "events": args.events, "steps": args.steps, "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
-        "archs": results, "baseline_mmoe_dense_tables": baseline, "mmoe_speedup_vs_dense_tables": ratio,
-        "mmoe_streaming_small_buffers": streaming,
-        **verdict, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    write_result(
+        "train_throughput",
+        {
+            "batch_size": 2048,
+            "events": args.events,
+            "steps": args.steps,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "load_avg_1m": os.getloadavg()[0],
+            "archs": results,
+            "baseline_mmoe_dense_tables": baseline,
+            "mmoe_speedup_vs_dense_tables": ratio,
+            "mmoe_streaming_small_buffers": streaming,
+            **verdict,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning, module="torchrec")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch\.onnx|onnxscript|torch\._export)")
 warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
-for noisy in ("torch.fx._symbolic_trace", "torch.onnx", "torch.onnx._internal.exporter._registration",
-              "torch._dynamo", "torch.export"):
+for noisy in (
+    "torch.fx._symbolic_trace",
+    "torch.onnx",
+    "torch.onnx._internal.exporter._registration",
+    "torch._dynamo",
+    "torch.export",
+):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
 COMMAND_MODULES: tuple[str, ...] = ("generate", "etl", "train", "run", "export", "score", "serve", "experiment")

@@ -91,8 +91,13 @@ class JobConfig:
         return out
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig, "gate": GateConfig,
-            "scoring": ScoringConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+    "gate": GateConfig,
+    "scoring": ScoringConfig,
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:

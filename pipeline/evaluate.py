@@ -22,8 +22,9 @@ POPULARITY_PRIOR = 20.0  # pseudo-impressions at the global rate (additive smoot
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: ExampleLoader, device: torch.device
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def predict(
+    model: torch.nn.Module, loader: ExampleLoader, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities [N, K_model], labels [N, K_spec], user ids [N], item ids [N]) in file order."""
     was_training = model.training
     model.eval()
@@ -38,8 +39,9 @@ def predict(model: torch.nn.Module, loader: ExampleLoader, device: torch.device
     return np.concatenate(probs), np.concatenate(labels), np.concatenate(users), np.concatenate(items)
 
 
-def evaluate_predictions(task_names: list[str], label_columns: list[int], probs: np.ndarray,
-                         labels: np.ndarray, users: np.ndarray) -> dict[str, dict[str, float]]:
+def evaluate_predictions(
+    task_names: list[str], label_columns: list[int], probs: np.ndarray, labels: np.ndarray, users: np.ndarray
+) -> dict[str, dict[str, float]]:
     return {
         task: task_metrics(labels[:, col], probs[:, k], users)
         for k, (task, col) in enumerate(zip(task_names, label_columns, strict=True))
@@ -56,18 +58,25 @@ def popularity_scores(features_dir: str | Path, spec: FeatureSpec, items: np.nda
     )
     smoothed = per_item.select(
         "item_id",
-        *[((pl.col(c) + POPULARITY_PRIOR * g) / (pl.col("n") + POPULARITY_PRIOR)).alias(c)
-          for c, g in zip(label_cols, global_rates, strict=True)],
+        *[
+            ((pl.col(c) + POPULARITY_PRIOR * g) / (pl.col("n") + POPULARITY_PRIOR)).alias(c)
+            for c, g in zip(label_cols, global_rates, strict=True)
+        ],
     ).collect()
     frame = pl.DataFrame({"item_id": items}).join(smoothed, on="item_id", how="left", maintain_order="left")
-    filled = frame.with_columns(
-        [pl.col(c).fill_null(g) for c, g in zip(label_cols, global_rates, strict=True)]
-    )
+    filled = frame.with_columns([pl.col(c).fill_null(g) for c, g in zip(label_cols, global_rates, strict=True)])
     return filled.select(label_cols).to_numpy().astype(np.float64)
 
 
-def evaluate_split(model: Any, spec: FeatureSpec, features_dir: str | Path, split: str, device: torch.device,
-                   batch_size: int, with_popularity: bool = False) -> dict[str, Any]:
+def evaluate_split(
+    model: Any,
+    spec: FeatureSpec,
+    features_dir: str | Path,
+    split: str,
+    device: torch.device,
+    batch_size: int,
+    with_popularity: bool = False,
+) -> dict[str, Any]:
     """Metrics of ``model`` on ``split`` (and of the popularity baseline when asked)."""
     loader = ExampleLoader(spec, split_files(features_dir, split), batch_size, shuffle_buffer=batch_size * 8)
     probs, labels, users, items = predict(model, loader, device)

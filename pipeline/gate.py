@@ -56,8 +56,7 @@ class GateDecision:
         return out
 
 
-def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None,
-           tolerance: float) -> tuple[bool, str]:
+def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, tolerance: float) -> tuple[bool, str]:
     """(promote?, reason) by the rule of the module docstring, over the champion's tasks."""
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ValueError(f"gate.auc_tolerance must be a finite number >= 0, got {tolerance}")
@@ -88,8 +87,9 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
     return None if version is None else client.get_model_version(name, str(version))
 
 
-def run_gate(client: MlflowClient, name: str, version: str | int, *, tolerance: float,
-             rescore: Rescore | None = None) -> GateDecision:
+def run_gate(
+    client: MlflowClient, name: str, version: str | int, *, tolerance: float, rescore: Rescore | None = None
+) -> GateDecision:
     """Gate ``version`` of ``name`` against the current champion; record the decision as version
     tags and, when promoted, move the ``champion`` alias to it."""
     version = str(version)
@@ -100,8 +100,10 @@ def run_gate(client: MlflowClient, name: str, version: str | int, *, tolerance: 
         champion = _champion(client, name)
     challenger_auc = read_aucs(challenger)
     if not challenger_auc:
-        raise GateError(f"'{name}' version {version} has no aptrank.auc.* tags: it was not registered by "
-                        "pipeline.registry.register_version")
+        raise GateError(
+            f"'{name}' version {version} has no aptrank.auc.* tags: it was not registered by "
+            "pipeline.registry.register_version"
+        )
     champion_version = None if champion is None else str(champion.version)  # int or str, by store
     if champion_version == version:
         return GateDecision(True, "already the champion", version, version, tolerance, challenger_auc, challenger_auc)
@@ -121,8 +123,9 @@ def run_gate(client: MlflowClient, name: str, version: str | int, *, tolerance: 
                 "rescore= to score the champion there"
             )
     promoted, reason = decide(challenger_auc, champion_auc, tolerance)
-    decision = GateDecision(promoted, reason, version, champion_version, tolerance, challenger_auc,
-                            dict(champion_auc or {}))
+    decision = GateDecision(
+        promoted, reason, version, champion_version, tolerance, challenger_auc, dict(champion_auc or {})
+    )
     with mlflow_errors(uri, f"record the gate decision on '{name}' version {version}"):
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, version, key, value)

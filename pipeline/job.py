@@ -106,43 +106,75 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
         uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
         client = connect(uri)
         existing = find_version(client, name, key)
-        summary: dict[str, Any] = {"registered_model": name, "tracking_uri": uri,
-                                   "champion_uri": f"models:/{name}@champion"}
+        summary: dict[str, Any] = {
+            "registered_model": name,
+            "tracking_uri": uri,
+            "champion_uri": f"models:/{name}@champion",
+        }
         if existing is not None:
             log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
             tags = existing.tags
-            return JobOutcome(JobExit.OK, {**summary, "run_id": existing.run_id, "created": False,
-                                           "model_uri": f"models:/{name}/{existing.version}",
-                                           "metrics": {"test_auc": read_aucs(existing)},
-                                           "gate": {k.split(".")[-1]: v for k, v in tags.items()
-                                                    if k.startswith("aptrank.gate.") and "auc" not in k}})
+            return JobOutcome(
+                JobExit.OK,
+                {
+                    **summary,
+                    "run_id": existing.run_id,
+                    "created": False,
+                    "model_uri": f"models:/{name}/{existing.version}",
+                    "metrics": {"test_auc": read_aucs(existing)},
+                    "gate": {
+                        k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
+                    },
+                },
+            )
         window = fingerprint(features, (cfg.gate.split,))
         run_dir = workdir / "runs" / key[:16]
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
         with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
-            log(f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
-                f"-> {run_dir}, MLflow run {tracked.run_id}")
-            result = run_training(cfg, features, run_dir, progress=False,
-                                  trainer_kwargs={"callbacks": tracked.callbacks()})
+            log(
+                f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
+                f"-> {run_dir}, MLflow run {tracked.run_id}"
+            )
+            result = run_training(
+                cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()}
+            )
             log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
             onnx_path = export_step(run_dir, features)
             with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
                 bundle = scoring_bundle(features, Path(tmp) / "features")
                 tracked.log_result(result, extra_artifacts={"features": bundle})
             log(f"[run] register '{name}' (alias challenger) and gate")
-            reg = register_version(tracked.client, name, tracked.run_id, onnx_path, key=key,
-                                   evaluation=result.evaluation, window=window, split=cfg.gate.split)
+            reg = register_version(
+                tracked.client,
+                name,
+                tracked.run_id,
+                onnx_path,
+                key=key,
+                evaluation=result.evaluation,
+                window=window,
+                split=cfg.gate.split,
+            )
             decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
         test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
-        summary.update({
-            "run_id": tracked.run_id, "created": reg.created, "model_uri": f"models:/{name}/{reg.version.version}",
-            "metrics": {"test_auc": {t: m["auc"] for t, m in test.items()},
-                        "test_gauc": {t: m["gauc"] for t, m in test.items()},
-                        "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
-                        "best_epoch": result.best_epoch},
-            "gate": {"decision": "promoted" if decision.promoted else "refused", "reason": decision.reason,
-                     "champion_version": decision.champion_version, "tolerance": decision.tolerance},
-            "seconds": round(time.perf_counter() - t0, 1),
-        })
+        summary.update(
+            {
+                "run_id": tracked.run_id,
+                "created": reg.created,
+                "model_uri": f"models:/{name}/{reg.version.version}",
+                "metrics": {
+                    "test_auc": {t: m["auc"] for t, m in test.items()},
+                    "test_gauc": {t: m["gauc"] for t, m in test.items()},
+                    "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
+                    "best_epoch": result.best_epoch,
+                },
+                "gate": {
+                    "decision": "promoted" if decision.promoted else "refused",
+                    "reason": decision.reason,
+                    "champion_version": decision.champion_version,
+                    "tolerance": decision.tolerance,
+                },
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         return JobOutcome(JobExit.OK if decision.promoted else JobExit.GATE_REFUSED, summary)

@@ -50,8 +50,16 @@ class ExampleLoader:
     ``item_id`` arrays alongside.
     """
 
-    def __init__(self, spec: FeatureSpec, files: list[Path], batch_size: int, *, seed: int = 0,
-                 shuffle_buffer: int = 262_144, prefetch: int = 4) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        files: list[Path],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle_buffer: int = 262_144,
+        prefetch: int = 4,
+    ) -> None:
         self.spec = spec
         self.files = files
         self.batch_size = batch_size
@@ -105,9 +113,9 @@ class ExampleLoader:
         n = int(arrays["categorical"].shape[0])
         for start in range(0, n, self.batch_size):
             if order is None:
-                part = {k: v[start:start + self.batch_size] for k, v in arrays.items()}
+                part = {k: v[start : start + self.batch_size] for k, v in arrays.items()}
             else:
-                sel = order[start:start + self.batch_size]
+                sel = order[start : start + self.batch_size]
                 part = {k: np.take(v, sel, axis=0) for k, v in arrays.items()}
             yield FeatureBatch(
                 categorical=torch.from_numpy(part["categorical"]),

@@ -87,8 +87,10 @@ def ensure_experiment(client: MlflowClient, name: str, location: str | None) -> 
                 if exp is None:
                     raise e
     if exp.lifecycle_stage != "active":
-        raise TrackingError(f"{client.tracking_uri}: experiment '{name}' is deleted; restore it or set "
-                            "tracking.experiment to another name")
+        raise TrackingError(
+            f"{client.tracking_uri}: experiment '{name}' is deleted; restore it or set "
+            "tracking.experiment to another name"
+        )
     return exp.experiment_id
 
 

@@ -92,8 +92,9 @@ class TorchRecParallel(SingleProcess):
             model, sharders, dist.GroupMember.WORLD
         )
         initial = {k: v.detach().clone() for k, v in model.embedding.ebc.state_dict().items()}
-        self.dmp = DistributedModelParallel(model, device=self.device, plan=plan, sharders=sharders,
-                                            init_data_parallel=False)
+        self.dmp = DistributedModelParallel(
+            model, device=self.device, plan=plan, sharders=sharders, init_data_parallel=False
+        )
         _copy_into_shards(self.dmp.module.embedding.ebc, initial)
         return self.dmp.module
 
@@ -140,7 +141,7 @@ def _copy_into_shards(sharded: nn.Module, full: dict[str, torch.Tensor]) -> None
         for key, value in sharded.state_dict().items():
             for shard in getattr(value, "local_shards", list)():
                 (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-                shard.tensor.copy_(full[key][r0:r0 + nr, c0:c0 + nc])
+                shard.tensor.copy_(full[key][r0 : r0 + nr, c0 : c0 + nc])
 
 
 def make_parallel(device: torch.device) -> SingleProcess:

@@ -69,7 +69,7 @@ def _task(ref: str, tasks: Sequence[str]) -> str | None:
 def _pair(text: str, tasks: Sequence[str]) -> tuple[str, str] | None:
     """``"0_1"``, ``"task0_task1"``, ``"click_long_view"`` -> the two task names, else None."""
     for cut in (i for i, ch in enumerate(text) if ch == "_"):
-        a, b = _task(text[:cut], tasks), _task(text[cut + 1:], tasks)
+        a, b = _task(text[:cut], tasks), _task(text[cut + 1 :], tasks)
         if a is not None and b is not None:
             return a, b
     return None
@@ -153,12 +153,24 @@ def plot_cosine_heatmap(series: Series, tasks: Sequence[str], path: Path) -> Pat
     fig = Figure(figsize=(size + 1.0, size), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(matrix, vmin=-1.0, vmax=1.0, cmap="RdBu")
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-           title="mean gradient cosine")
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        title="mean gradient cosine",
+    )
     for (i, j), value in np.ndenumerate(matrix):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(value) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if abs(value) > 0.6 else "black",
+            )
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
@@ -179,9 +191,11 @@ def plot_rau_histogram(series: Series, tasks: Sequence[str], path: Path) -> Path
 
 
 def plot_instant_share(series: Series, path: Path) -> Path | None:
-    panels = [(label, d) for label, names in (("instant-gradient share", SHARE_SEGMENTS),
-                                               ("cos(gradient, update)", UPDATE_COS_SEGMENTS))
-              if (d := segment_data(series, names))]
+    panels = [
+        (label, d)
+        for label, names in (("instant-gradient share", SHARE_SEGMENTS), ("cos(gradient, update)", UPDATE_COS_SEGMENTS))
+        if (d := segment_data(series, names))
+    ]
     if not panels or not panels[0][0].startswith("instant"):
         return None
     fig = Figure(figsize=(6.0, 2.8 * len(panels)), layout="constrained")
@@ -195,8 +209,9 @@ def plot_instant_share(series: Series, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(out_dir: str | Path, history: Sequence[Mapping[str, Any]], series: Series,
-                tasks: Sequence[str] = ()) -> list[Path]:
+def write_plots(
+    out_dir: str | Path, history: Sequence[Mapping[str, Any]], series: Series, tasks: Sequence[str] = ()
+) -> list[Path]:
     """Write every plot that has data into ``out_dir``; return the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

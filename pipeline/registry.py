@@ -115,8 +115,9 @@ def _onnx_example(path: Path) -> tuple[Any, dict[str, np.ndarray], Any]:
     example: dict[str, np.ndarray] = {}
     for value in model.graph.input:
         tensor = value.type.tensor_type
-        shape = [d.dim_value if d.dim_value > 0 else (EXAMPLE_BATCH if i == 0 else 1)
-                 for i, d in enumerate(tensor.shape.dim)]
+        shape = [
+            d.dim_value if d.dim_value > 0 else (EXAMPLE_BATCH if i == 0 else 1) for i, d in enumerate(tensor.shape.dim)
+        ]
         example[value.name] = np.zeros(shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
     session = ort.InferenceSession(str(path), providers=ONNX_PROVIDERS)
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, example), strict=True))
@@ -143,13 +144,21 @@ def log_model_file(client: MlflowClient, run_id: str, model_path: str | Path) ->
 
         model, example, signature = _onnx_example(path)
         reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
-        logged = client.create_logged_model(run.info.experiment_id, name=MODEL_ARTIFACT, source_run_id=run_id,
-                                            params=dict(run.data.params))
+        logged = client.create_logged_model(
+            run.info.experiment_id, name=MODEL_ARTIFACT, source_run_id=run_id, params=dict(run.data.params)
+        )
         try:
             with fluent_uri(uri):
-                info = mlflow.onnx.log_model(model, name=MODEL_ARTIFACT, run_id=run_id, model_id=logged.model_id,
-                                             signature=signature, input_example=example, pip_requirements=reqs,
-                                             onnx_execution_providers=ONNX_PROVIDERS)
+                info = mlflow.onnx.log_model(
+                    model,
+                    name=MODEL_ARTIFACT,
+                    run_id=run_id,
+                    model_id=logged.model_id,
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=reqs,
+                    onnx_execution_providers=ONNX_PROVIDERS,
+                )
         except Exception:
             with suppress(Exception):
                 client.delete_logged_model(logged.model_id)
@@ -179,13 +188,24 @@ def _undo(client: MlflowClient, name: str, version: ModelVersion | None, created
             client.delete_registered_model(name)
     except Exception as e:
         left = f"version {version.version}" if version is not None else f"registered model '{name}'"
-        return (f"{left} could not be removed ({e}); it has no {TAG_KEY} tag, so reruns ignore it: "
-                "delete it when the server is back")
+        return (
+            f"{left} could not be removed ({e}); it has no {TAG_KEY} tag, so reruns ignore it: "
+            "delete it when the server is back"
+        )
     return "nothing was left registered"
 
 
-def create_version(client: MlflowClient, name: str, run_id: str, source: str, *, key: str,
-                   tags: Mapping[str, str], model_id: str | None = None, alias: str = CHALLENGER) -> ModelVersion:
+def create_version(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    source: str,
+    *,
+    key: str,
+    tags: Mapping[str, str],
+    model_id: str | None = None,
+    alias: str = CHALLENGER,
+) -> ModelVersion:
     """Steps 2-4 of the module docstring; on failure undo them and raise :class:`RegistryError`."""
     uri = client.tracking_uri
     check_reachable(uri)
@@ -209,9 +229,19 @@ def create_version(client: MlflowClient, name: str, run_id: str, source: str, *,
     return client.get_model_version(name, version.version)
 
 
-def register_version(client: MlflowClient, name: str, run_id: str, model_path: str | Path, *, key: str,
-                     evaluation: Mapping[str, Any], window: str, split: str = "test",
-                     tags: Mapping[str, str] | None = None, alias: str = CHALLENGER) -> Registration:
+def register_version(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    model_path: str | Path,
+    *,
+    key: str,
+    evaluation: Mapping[str, Any],
+    window: str,
+    split: str = "test",
+    tags: Mapping[str, str] | None = None,
+    alias: str = CHALLENGER,
+) -> Registration:
     """Register the run's model as a new version of ``name`` with alias ``challenger``; when a
     complete version with ``key`` exists already, return it and register nothing (idempotent)."""
     check_reachable(client.tracking_uri)
@@ -220,6 +250,5 @@ def register_version(client: MlflowClient, name: str, run_id: str, model_path: s
         return Registration(existing, created=False)
     version_tags = {**eval_tags(evaluation, split, window), **(tags or {})}
     source, model_id = log_model_file(client, run_id, model_path)
-    version = create_version(client, name, run_id, source, key=key, tags=version_tags, model_id=model_id,
-                             alias=alias)
+    version = create_version(client, name, run_id, source, key=key, tags=version_tags, model_id=model_id, alias=alias)
     return Registration(version, created=True)

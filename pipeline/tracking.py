@@ -74,8 +74,9 @@ def as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def numeric_items(d: Mapping[str, Any], prefix: tuple[str, ...] = (),
-                  skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, float]]:
+def numeric_items(
+    d: Mapping[str, Any], prefix: tuple[str, ...] = (), skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, float]]:
     """(metric key, value) for every finite number in nested mapping ``d`` (lists are ignored)."""
     for k, v in d.items():
         if k in skip:
@@ -103,10 +104,18 @@ def run_params(cfg: JobConfig, spec_hash: str | None, data_window: str | Mapping
 class TrackedRun:
     """One MLflow run of one training job (see the module docstring)."""
 
-    def __init__(self, cfg: JobConfig, workdir: str | Path, *, features_dir: str | Path | None = None,
-                 data_window: str | Mapping[str, str] | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None, diagnostics_every: int = 1,
-                 run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: JobConfig,
+        workdir: str | Path,
+        *,
+        features_dir: str | Path | None = None,
+        data_window: str | Mapping[str, str] | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        diagnostics_every: int = 1,
+        run_id: str | None = None,
+    ) -> None:
         if diagnostics_every < 1:
             raise ValueError(f"TrackedRun: diagnostics_every must be >= 1, got {diagnostics_every}")
         self.cfg = cfg
@@ -127,8 +136,9 @@ class TrackedRun:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.end(RunStatus.to_string(RunStatus.FINISHED))
             return
@@ -151,8 +161,11 @@ class TrackedRun:
             else:
                 exp_id = ensure_experiment(self.client, exp_name, artifact_location(self.uri, self.workdir))
                 self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()],
-                                  tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.client.log_batch(
+                self.run_id,
+                params=[Param(k, v) for k, v in params.items()],
+                tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            )
         return self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
@@ -210,8 +223,13 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(p), artifact_path)
         return f"{artifact_path}/{p.name}" if artifact_path else p.name
 
-    def log_result(self, result: TrainResult, *, checkpoint: str | Path | None = None,
-                   extra_artifacts: Mapping[str, str | Path] | None = None) -> list[str]:
+    def log_result(
+        self,
+        result: TrainResult,
+        *,
+        checkpoint: str | Path | None = None,
+        extra_artifacts: Mapping[str, str | Path] | None = None,
+    ) -> list[str]:
         """Final metrics and every artifact of a finished training; returns the artifact paths.
 
         ``checkpoint`` defaults to ``<run_dir>/best_model.pt``; ``extra_artifacts`` maps an

@@ -10,23 +10,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from apt import MTLConfig, MultiTaskOptimizer, ParamRoles
+from apt import MTLConfig
 from data.spec import FeatureSpec
 from models.registry import build_model
 from pipeline import checkpoint
 from pipeline.config import JobConfig
 from pipeline.evaluate import evaluate_split
 from pipeline.loader import ExampleLoader, split_files
+from pipeline.objective import build_optimizer, task_losses
 from pipeline.parallel import SingleProcess, make_parallel
 
 EVALUATION_FILE = "evaluation.json"
@@ -60,29 +60,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def task_losses(task_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
-    """Per-task mean binary cross-entropy from each task's own logits [B, 1] (labels [B, K]): K scalar
-    losses, each its own graph root (see ``apt.engine``: a task's backward pass skips other towers)."""
-    return [
-        F.binary_cross_entropy_with_logits(z.reshape(-1), labels[:, k]) for k, z in enumerate(task_logits)
-    ]
-
-
-def build_optimizer(cfg: JobConfig, model: torch.nn.Module, parallel: SingleProcess,
-                    diagnostics: Callable[[int, dict[str, float]], None] | None) -> MultiTaskOptimizer:
-    """The ``apt`` engine for ``model`` as the job's ``mtl`` section says (seeded by the job seed)."""
-    roles = parallel.roles(model)
-    return MultiTaskOptimizer(
-        MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl}),
-        ParamRoles(shared=roles["shared"], embeddings=roles["embeddings"], task=roles["task"],
-                   output=roles["output"], external_embeddings=parallel.external_embeddings),
-        num_tasks=len(model.task_names),
-        callback=diagnostics,
-        grad_reducer=parallel.grad_reducer,
-        task_names=model.task_names,
-    )
-
-
 class Trainer:
     """One training run in ``run_dir`` on the ETL output ``features_dir``.
 
@@ -90,9 +67,15 @@ class Trainer:
     :mod:`pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
     """
 
-    def __init__(self, cfg: JobConfig, features_dir: str | Path, run_dir: str | Path,
-                 callbacks: TrainCallbacks | None = None, parallel: SingleProcess | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: JobConfig,
+        features_dir: str | Path,
+        run_dir: str | Path,
+        callbacks: TrainCallbacks | None = None,
+        parallel: SingleProcess | None = None,
+        progress: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.features_dir = Path(features_dir)
         self.run_dir = Path(run_dir)
@@ -113,8 +96,13 @@ class Trainer:
         self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
         self.global_step = 0
         self.optimizer = build_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
-        self.train_loader = ExampleLoader(self.spec, split_files(self.features_dir, "train"), cfg.train.batch_size,
-                                          seed=cfg.seed, shuffle_buffer=cfg.train.shuffle_buffer)
+        self.train_loader = ExampleLoader(
+            self.spec,
+            split_files(self.features_dir, "train"),
+            cfg.train.batch_size,
+            seed=cfg.seed,
+            shuffle_buffer=cfg.train.shuffle_buffer,
+        )
         self.history: list[dict[str, Any]] = []
         self.best = {"epoch": -1, "mean_auc": -math.inf, "bad_epochs": 0}
         self.start_epoch = 0
@@ -135,16 +123,25 @@ class Trainer:
     # ---- state -----------------------------------------------------------------------------
     def _state(self, epoch: int, model_state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {
-            "epoch": epoch, "model": model_state, "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "best": dict(self.best), "history": list(self.history),
-            "finished": self.finished, "spec_hash": self.spec.hash, "config": self.cfg.to_dict(),
-            "global_step": self.global_step, "world_size": self.parallel.world,
+            "epoch": epoch,
+            "model": model_state,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best": dict(self.best),
+            "history": list(self.history),
+            "finished": self.finished,
+            "spec_hash": self.spec.hash,
+            "config": self.cfg.to_dict(),
+            "global_step": self.global_step,
+            "world_size": self.parallel.world,
         }
 
     def resume(self) -> None:
         if self.parallel.world > 1:
-            raise NotImplementedError("--resume is supported for single-process runs (the fused table "
-                                      "optimizer state of a sharded run is not checkpointed)")
+            raise NotImplementedError(
+                "--resume is supported for single-process runs (the fused table "
+                "optimizer state of a sharded run is not checkpointed)"
+            )
         state = checkpoint.load(checkpoint.last_path(self.run_dir))
         if state["spec_hash"] != self.spec.hash:
             raise ValueError(f"{self.run_dir}: checkpoint was trained on another FeatureSpec; cannot resume")
@@ -164,8 +161,14 @@ class Trainer:
         sums = torch.zeros(len(names), dtype=torch.float64)
         steps, samples, t0 = 0, 0, time.perf_counter()
         limit = self.cfg.train.max_steps_per_epoch
-        bar = tqdm(total=limit or len(self.train_loader), desc=f"epoch {epoch}", unit="batch",
-                   disable=not self.progress, leave=False, mininterval=1.0)
+        bar = tqdm(
+            total=limit or len(self.train_loader),
+            desc=f"epoch {epoch}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+            mininterval=1.0,
+        )
         for full_batch in self.train_loader.epoch_batches(epoch):
             batch = self.parallel.shard(full_batch).to(self.device, non_blocking=True)
             task_logits, embedded, representation = self.model.forward_per_task(batch)
@@ -193,9 +196,15 @@ class Trainer:
         seconds = time.perf_counter() - t0
         mean_losses = (sums / max(steps, 1)).tolist()
         self.optimizer.end_epoch(mean_losses)
-        return {"epoch": epoch, "steps": steps, "samples": samples, "seconds": seconds,
-                "samples_per_s": samples / max(seconds, 1e-9), "data_wait_s": self.train_loader.wait_seconds,
-                "train_loss": dict(zip(names, mean_losses, strict=True))}
+        return {
+            "epoch": epoch,
+            "steps": steps,
+            "samples": samples,
+            "seconds": seconds,
+            "samples_per_s": samples / max(seconds, 1e-9),
+            "data_wait_s": self.train_loader.wait_seconds,
+            "train_loss": dict(zip(names, mean_losses, strict=True)),
+        }
 
     def fit(self) -> TrainResult:
         t0 = time.perf_counter()
@@ -213,8 +222,9 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, record: dict[str, Any], eval_model: torch.nn.Module) -> None:
         """Rank 0: validation, early stopping, checkpoints, callbacks."""
-        valid = evaluate_split(eval_model, self.spec, self.features_dir, "valid", self.device,
-                               self.cfg.train.eval_batch_size)
+        valid = evaluate_split(
+            eval_model, self.spec, self.features_dir, "valid", self.device, self.cfg.train.eval_batch_size
+        )
         record["valid"] = valid
         self.history.append(record)
         model_state = eval_model.state_dict()
@@ -233,12 +243,24 @@ class Trainer:
         model = self.replica if self.replica is not None else self.model
         model.load_state_dict(torch.load(checkpoint.best_path(self.run_dir), weights_only=True))
         evaluation = {
-            "seed": self.cfg.seed, "arch": self.cfg.arch, "tasks": model.task_names,
-            "spec_hash": self.spec.hash, "best_epoch": self.best["epoch"], "world_size": self.parallel.world,
-            "valid": evaluate_split(model, self.spec, self.features_dir, "valid", self.device,
-                                    self.cfg.train.eval_batch_size),
-            "test": evaluate_split(model, self.spec, self.features_dir, "test", self.device,
-                                   self.cfg.train.eval_batch_size, with_popularity=True),
+            "seed": self.cfg.seed,
+            "arch": self.cfg.arch,
+            "tasks": model.task_names,
+            "spec_hash": self.spec.hash,
+            "best_epoch": self.best["epoch"],
+            "world_size": self.parallel.world,
+            "valid": evaluate_split(
+                model, self.spec, self.features_dir, "valid", self.device, self.cfg.train.eval_batch_size
+            ),
+            "test": evaluate_split(
+                model,
+                self.spec,
+                self.features_dir,
+                "test",
+                self.device,
+                self.cfg.train.eval_batch_size,
+                with_popularity=True,
+            ),
             "history": self.history,
         }
         (self.run_dir / EVALUATION_FILE).write_text(json.dumps(_jsonable(evaluation), indent=2, sort_keys=True))

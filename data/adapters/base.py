@@ -16,7 +16,14 @@ import polars as pl
 from data.schema import EVENTS, ITEMS, USERS, TableSchema, check_schema
 
 INTEGER_DTYPES: tuple[pl.DataType, ...] = (
-    pl.Int8(), pl.Int16(), pl.Int32(), pl.Int64(), pl.UInt8(), pl.UInt16(), pl.UInt32(), pl.UInt64(),
+    pl.Int8(),
+    pl.Int16(),
+    pl.Int32(),
+    pl.Int64(),
+    pl.UInt8(),
+    pl.UInt16(),
+    pl.UInt32(),
+    pl.UInt64(),
 )
 FLOAT_DTYPES: tuple[pl.DataType, ...] = (pl.Float32(), pl.Float64())
 
@@ -40,7 +47,9 @@ class CanonicalTables:
     def check(self) -> None:
         """Assert the canonical schema on every present table (raises SchemaError)."""
         tables: list[tuple[TableSchema, pl.LazyFrame | None]] = [
-            (EVENTS, self.events), (ITEMS, self.items), (USERS, self.users),
+            (EVENTS, self.events),
+            (ITEMS, self.items),
+            (USERS, self.users),
         ]
         for schema, frame in tables:
             if frame is not None:
@@ -72,18 +81,14 @@ def scan(paths: Sequence[Path]) -> pl.LazyFrame:
     raise SourceError(f"mixed or unsupported file types: {[str(p) for p in paths]} (Parquet or CSV)")
 
 
-def require_raw_columns(
-    frame: pl.LazyFrame, source: str, columns: Mapping[str, tuple[pl.DataType, ...]]
-) -> pl.Schema:
+def require_raw_columns(frame: pl.LazyFrame, source: str, columns: Mapping[str, tuple[pl.DataType, ...]]) -> pl.Schema:
     """Check a raw source's own columns before mapping (name, dtype family); return its schema."""
     schema = frame.collect_schema()
     for name, dtypes in columns.items():
         if name not in schema:
             raise SourceError(f"{source}: missing required column '{name}' (expected {_describe(dtypes)})")
         if not any(schema[name] == d for d in dtypes):
-            raise SourceError(
-                f"{source}: column '{name}' has dtype {schema[name]}, expected {_describe(dtypes)}"
-            )
+            raise SourceError(f"{source}: column '{name}' has dtype {schema[name]}, expected {_describe(dtypes)}")
     return schema
 
 

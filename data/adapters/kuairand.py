@@ -73,16 +73,25 @@ def load(path: Path) -> CanonicalTables:
         require_raw_columns(
             raw_items,
             files["items"],
-            {"video_id": INTEGER_DTYPES, "author_id": INTEGER_DTYPES, "video_duration": NUMERIC,
-             "upload_dt": (pl.String(),), "tag": (pl.String(), *INTEGER_DTYPES)},
+            {
+                "video_id": INTEGER_DTYPES,
+                "author_id": INTEGER_DTYPES,
+                "video_duration": NUMERIC,
+                "upload_dt": (pl.String(),),
+                "tag": (pl.String(), *INTEGER_DTYPES),
+            },
         )
         tables.items = raw_items.select(
             pl.col("video_id").cast(pl.Int64).alias("item_id"),
             pl.col("author_id").cast(pl.Int64),
             pl.col("video_duration").round(0).cast(pl.Int64).alias("duration_ms"),
             pl.col("tag").cast(pl.String).alias("category"),
-            pl.col("upload_dt").str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("ms"))
-            .dt.replace_time_zone("UTC").cast(TS_DTYPE).alias("upload_ts"),
+            pl.col("upload_dt")
+            .str.to_date("%Y-%m-%d", strict=False)
+            .cast(pl.Datetime("ms"))
+            .dt.replace_time_zone("UTC")
+            .cast(TS_DTYPE)
+            .alias("upload_ts"),
             pl.all().exclude("video_id", "author_id", "video_duration", "tag", "upload_dt"),
         )
 

@@ -20,10 +20,15 @@ def register(app: typer.Typer) -> None:
     @app.command("experiment")
     def experiment(
         grid: Annotated[Path, typer.Option(help="Grid YAML, e.g. configs/grids/research.yaml.")],
-        workdir: Annotated[Path | None, typer.Option(help="Work dir (datasets, cells, MLflow store, results); "
-                                                     "default work/experiment/<grid name>.")] = None,
-        workers: Annotated[int | None, typer.Option(min=1, help="Training processes (default: the grid's "
-                                                    "'workers').")] = None,
+        workdir: Annotated[
+            Path | None,
+            typer.Option(
+                help="Work dir (datasets, cells, MLflow store, results); default work/experiment/<grid name>."
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(min=1, help="Training processes (default: the grid's 'workers').")
+        ] = None,
         docs: Annotated[bool, typer.Option(help="Also copy results.md and the plots to docs/.")] = False,
     ) -> None:
         """Run (or resume) a research grid and write its tables and plots."""
@@ -43,8 +48,9 @@ def register(app: typer.Typer) -> None:
         work = workdir or Path("work") / "experiment" / spec.name
         command = "aptrank " + shlex.join(sys.argv[1:])
         try:
-            outcome = run_grid(spec, work, command=command, workers=workers, docs=Path("docs") if docs else None,
-                               log=log)
+            outcome = run_grid(
+                spec, work, command=command, workers=workers, docs=Path("docs") if docs else None, log=log
+            )
         except DatasetError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e

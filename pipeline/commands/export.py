@@ -51,8 +51,9 @@ def _local_run(run_dir: Path) -> TrainedRun:
     state = checkpoint.load(last)
     weights = torch.load(best, map_location="cpu", weights_only=True)
     features = state["config"].get("data", {}).get("features")
-    return TrainedRun(state["config"], weights, state.get("spec_hash"), Path(features) if features else None,
-                      str(run_dir))
+    return TrainedRun(
+        state["config"], weights, state.get("spec_hash"), Path(features) if features else None, str(run_dir)
+    )
 
 
 def _mlflow_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun:
@@ -65,8 +66,11 @@ def _mlflow_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun
     from serving.model_source import FEATURES_ARTIFACT
 
     def fetch(path: str) -> Path:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dest),
-                                                        tracking_uri=tracking_uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(dest), tracking_uri=tracking_uri
+            )
+        )
 
     try:
         config = yaml.safe_load(fetch("config.yaml").read_text())
@@ -99,8 +103,10 @@ def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
 
     spec = FeatureSpec.read(features)
     if run.spec_hash and run.spec_hash != spec.hash:
-        raise RunError(f"{features}: FeatureSpec {spec.hash[:12]} is not the one run {run.source} was trained on "
-                       f"({run.spec_hash[:12]}); pass the ETL output of that training with --features")
+        raise RunError(
+            f"{features}: FeatureSpec {spec.hash[:12]} is not the one run {run.source} was trained on "
+            f"({run.spec_hash[:12]}); pass the ETL output of that training with --features"
+        )
     cfg = build_config(run.config, run.source)
     model = build_model(cfg.arch, spec, {"seed": cfg.seed, **cfg.model_options})
     try:
@@ -169,8 +175,17 @@ def export_command(
         except (RunError, SpecError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(INPUT_EXIT_CODE) from None
-    typer.echo(json.dumps({"out": str(result.path), "run": run.source, "spec_hash": result.spec_hash,
-                           "tasks": list(result.task_names), "parity": result.parity.to_dict()}))
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(result.path),
+                "run": run.source,
+                "spec_hash": result.spec_hash,
+                "tasks": list(result.task_names),
+                "parity": result.parity.to_dict(),
+            }
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

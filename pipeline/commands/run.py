@@ -21,8 +21,12 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         config: Annotated[Path, typer.Option(help="Job config YAML, e.g. configs/demo.yaml.")],
-        workdir: Annotated[Path | None, typer.Option(help="Work dir (ETL output, runs, SQLite MLflow store, "
-                                                     "artifacts, locks); default work/<job name>.")] = None,
+        workdir: Annotated[
+            Path | None,
+            typer.Option(
+                help="Work dir (ETL output, runs, SQLite MLflow store, artifacts, locks); default work/<job name>."
+            ),
+        ] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
     ) -> None:
         """Run the scheduled job once; idempotent per data window, never two at once per config."""

@@ -72,12 +72,19 @@ def score_command(
             feats = features or fetched.features_dir
             if feats is None:
                 raise ServingError(f"model {fetched.version}: no feature snapshot; pass --features DIR (ETL output)")
-            scorer = load_scorer(fetched.path, feats, weights=fusion_weights(config, weight), threads=threads,
-                                 version=fetched.version)
+            scorer = load_scorer(
+                fetched.path, feats, weights=fusion_weights(config, weight), threads=threads, version=fetched.version
+            )
             frame = scan_candidates(source, input)
-            report = score_chunks(scorer, iter_chunks(frame, chunk_rows), output, rejects,
-                                  total_rows=count_rows(frame), progress=progress,
-                                  workers=workers or len(os.sched_getaffinity(0)))
+            report = score_chunks(
+                scorer,
+                iter_chunks(frame, chunk_rows),
+                output,
+                rejects,
+                total_rows=count_rows(frame),
+                progress=progress,
+                workers=workers or len(os.sched_getaffinity(0)),
+            )
         except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(INPUT_EXIT_CODE) from None

@@ -36,8 +36,16 @@ def train_baselines(cfg: JobConfig, features: Path, run_dir: Path, progress: boo
     return out
 
 
-def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool = False,
-                 baselines: bool = False, progress: bool = True, trainer_kwargs: dict | None = None) -> TrainResult:
+def run_training(
+    cfg: JobConfig,
+    features: Path,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    baselines: bool = False,
+    progress: bool = True,
+    trainer_kwargs: dict | None = None,
+) -> TrainResult:
     """Train (or resume), then add Δm% against single-task baselines when they exist."""
     from pipeline.metrics import delta_m
     from pipeline.trainer import Trainer
@@ -50,8 +58,11 @@ def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool 
     finally:
         trainer.parallel.close()
     base_file = run_dir / BASELINES_FILE
-    base = train_baselines(cfg, features, run_dir, progress) if baselines else (
-        json.loads(base_file.read_text()) if base_file.is_file() else None)
+    base = (
+        train_baselines(cfg, features, run_dir, progress)
+        if baselines
+        else (json.loads(base_file.read_text()) if base_file.is_file() else None)
+    )
     if base:
         result.evaluation["delta_m_auc"] = delta_m(result.evaluation["test"]["tasks"], base, ("auc",))
         result.evaluation["baselines"] = base
@@ -59,8 +70,16 @@ def run_training(cfg: JobConfig, features: Path, run_dir: Path, *, resume: bool 
     return result
 
 
-def tracked_training(cfg: JobConfig, features: Path, run_dir: Path, workdir: Path | None, *, resume: bool,
-                     baselines: bool, progress: bool) -> tuple[TrainResult, str | None]:
+def tracked_training(
+    cfg: JobConfig,
+    features: Path,
+    run_dir: Path,
+    workdir: Path | None,
+    *,
+    resume: bool,
+    baselines: bool,
+    progress: bool,
+) -> tuple[TrainResult, str | None]:
     """``run_training`` as an MLflow run (rank 0 only; ``workdir`` None: untracked). A resumed run
     reattaches to its MLflow run, whose id is kept in the run folder."""
     if workdir is None or int(os.environ.get("RANK", "0")) != 0:
@@ -72,17 +91,43 @@ def tracked_training(cfg: JobConfig, features: Path, run_dir: Path, workdir: Pat
     with TrackedRun(cfg, workdir, features_dir=features, run_id=run_id) as tracked:
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(tracked.run_id + "\n")
-        result = run_training(cfg, features, run_dir, resume=resume, baselines=baselines, progress=progress,
-                              trainer_kwargs={"callbacks": tracked.callbacks()})
+        result = run_training(
+            cfg,
+            features,
+            run_dir,
+            resume=resume,
+            baselines=baselines,
+            progress=progress,
+            trainer_kwargs={"callbacks": tracked.callbacks()},
+        )
         tracked.log_result(result)
     return result, tracked.run_id
 
 
-def launch_distributed(nproc: int, features: Path, config: Path | None, overrides: list[str], run_dir: Path,
-                       progress: bool, workdir: Path | None) -> int:
+def launch_distributed(
+    nproc: int,
+    features: Path,
+    config: Path | None,
+    overrides: list[str],
+    run_dir: Path,
+    progress: bool,
+    workdir: Path | None,
+) -> int:
     """Re-run this command under ``torchrun --standalone --nproc_per_node=N``; returns its exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pipeline.cli", "train", "--features", str(features), "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--features",
+        str(features),
+        "--run-dir",
+        str(run_dir),
+    ]
     cmd += ["--workdir", str(workdir)] if workdir is not None else ["--no-track"]
     if config is not None:
         cmd += ["--config", str(config)]
@@ -103,13 +148,24 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")] = False,
         baselines: Annotated[bool, typer.Option(help="Also train single-task baselines and report Δm%.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-        workdir: Annotated[Path, typer.Option(help="Where the default MLflow store lives (SQLite + artifacts; "
-                                              "MLFLOW_TRACKING_URI or tracking.uri point elsewhere).")] = Path("work"),
-        track: Annotated[bool, typer.Option(help="Record the run in MLflow (params, metrics, plots, "
-                                            "checkpoint).")] = True,
-        nproc: Annotated[int, typer.Option(help="Processes: >1 runs under torchrun with TorchRec "
-                                           "DistributedModelParallel (tables sharded table-wise, dense "
-                                           "part data parallel; gloo on CPU, NCCL on GPU).")] = 1,
+        workdir: Annotated[
+            Path,
+            typer.Option(
+                help="Where the default MLflow store lives (SQLite + artifacts; "
+                "MLFLOW_TRACKING_URI or tracking.uri point elsewhere)."
+            ),
+        ] = Path("work"),
+        track: Annotated[
+            bool, typer.Option(help="Record the run in MLflow (params, metrics, plots, checkpoint).")
+        ] = True,
+        nproc: Annotated[
+            int,
+            typer.Option(
+                help="Processes: >1 runs under torchrun with TorchRec "
+                "DistributedModelParallel (tables sharded table-wise, dense "
+                "part data parallel; gloo on CPU, NCCL on GPU)."
+            ),
+        ] = 1,
     ) -> None:
         """Train a multi-task ranker; early-stops on validation mean AUC; checkpoints every epoch."""
         try:
@@ -121,15 +177,24 @@ def register(app: typer.Typer) -> None:
             if resume or baselines:
                 typer.echo("error: --nproc > 1 does not combine with --resume or --baselines", err=True)
                 raise typer.Exit(2)
-            raise typer.Exit(launch_distributed(nproc, features, config, set_ or [], run_dir or
-                                                Path("work") / "train" / cfg.name, progress,
-                                                workdir if track else None))
+            raise typer.Exit(
+                launch_distributed(
+                    nproc,
+                    features,
+                    config,
+                    set_ or [],
+                    run_dir or Path("work") / "train" / cfg.name,
+                    progress,
+                    workdir if track else None,
+                )
+            )
         from pipeline.trainer import NonFiniteLossError
 
         out = run_dir or Path("work") / "train" / cfg.name
         try:
-            result, mlflow_run = tracked_training(cfg, features, out, workdir if track else None, resume=resume,
-                                                  baselines=baselines, progress=progress)
+            result, mlflow_run = tracked_training(
+                cfg, features, out, workdir if track else None, resume=resume, baselines=baselines, progress=progress
+            )
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
@@ -139,8 +204,10 @@ def register(app: typer.Typer) -> None:
         if int(os.environ.get("RANK", "0")) != 0:
             return
         summary = {
-            "run_dir": str(out), "best_epoch": result.best_epoch,
+            "run_dir": str(out),
+            "best_epoch": result.best_epoch,
             "test_auc": {t: m["auc"] for t, m in result.evaluation["test"]["tasks"].items()},
-            "delta_m_auc": result.evaluation.get("delta_m_auc"), "mlflow_run_id": mlflow_run,
+            "delta_m_auc": result.evaluation.get("delta_m_auc"),
+            "mlflow_run_id": mlflow_run,
         }
         sys.stdout.write(json.dumps(summary) + "\n")

@@ -68,8 +68,14 @@ def grid_cells(spec: GridSpec, tasks: dict[str, tuple[str, ...]]) -> list[Cell]:
     for dataset in spec.datasets:
         if spec.baselines:
             cells += [baseline_cell(dataset, t, s) for t in tasks[dataset] for s in spec.seeds]
-        cells += [Cell(dataset, a, m, o, apt, s) for a in spec.archs for m in spec.methods for o in spec.optimizers
-                  for apt in spec.apt for s in spec.seeds]
+        cells += [
+            Cell(dataset, a, m, o, apt, s)
+            for a in spec.archs
+            for m in spec.methods
+            for o in spec.optimizers
+            for apt in spec.apt
+            for s in spec.seeds
+        ]
     return cells
 
 
@@ -78,8 +84,11 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
     raw: dict[str, Any] = copy.deepcopy(spec.job)
     decl = spec.datasets[cell.dataset]
     raw["name"], raw["seed"] = spec.name, cell.seed
-    raw["data"] = {"source": decl.source or "canonical", "etl_config": decl.etl_config,
-                   "input": decl.input or f"datasets/{cell.dataset}/raw"}
+    raw["data"] = {
+        "source": decl.source or "canonical",
+        "etl_config": decl.etl_config,
+        "input": decl.input or f"datasets/{cell.dataset}/raw",
+    }
     model = dict(raw.get("model") or {})
     model["arch"] = cell.arch
     if cell.task is not None:
@@ -117,8 +126,13 @@ def check_job(spec: GridSpec) -> None:
         if not isinstance(kwargs, dict):
             raise GridError(spec.source, f"method_kwargs.{method}", "must be a mapping of the method's arguments")
     dataset, seed = next(iter(spec.datasets)), spec.seeds[0]
-    cells = [Cell(dataset, a, m, o, apt, seed) for a in spec.archs for m in spec.methods for o in spec.optimizers
-             for apt in spec.apt]
+    cells = [
+        Cell(dataset, a, m, o, apt, seed)
+        for a in spec.archs
+        for m in spec.methods
+        for o in spec.optimizers
+        for apt in spec.apt
+    ]
     if spec.baselines:  # the task name is checked against the FeatureSpec when the model is built
         cells.append(baseline_cell(dataset, "any-task", seed))
     for cell in cells:

@@ -39,8 +39,10 @@ def prepare_dataset(name: str, decl: DatasetDecl, root: Path, log: Callable[[str
     source, data = decl.source, decl.input
     if decl.generator is not None:
         raw = folder / "raw"
-        log(f"[experiment] dataset {name}: generate {decl.generator.events} events "
-            f"(task_correlation {decl.generator.task_correlation}) -> {raw}")
+        log(
+            f"[experiment] dataset {name}: generate {decl.generator.events} events "
+            f"(task_correlation {decl.generator.task_correlation}) -> {raw}"
+        )
         generate(raw, decl.generator, overwrite=True)
         source, data = GENERATED_SOURCE, str(raw)
     features = folder / "features"

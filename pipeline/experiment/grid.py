@@ -99,8 +99,10 @@ def grid_from_dict(raw: Any, source: str = "<grid>") -> GridSpec:
         raise GridError(source, missing[0], f"required key missing (required: {', '.join(REQUIRED)})")
     body = copy.deepcopy(raw)
     free = {}  # free-form sections: checked by pipeline.config / apt when the cell configs are built
-    for key, what in (("job", "job config sections (model, train, mtl, ...)"),
-                      ("method_kwargs", "method name -> its arguments")):
+    for key, what in (
+        ("job", "job config sections (model, train, mtl, ...)"),
+        ("method_kwargs", "method name -> its arguments"),
+    ):
         free[key] = body.pop(key, None) or {}
         if not isinstance(free[key], dict):
             raise GridError(source, key, f"must be a mapping of {what}")
@@ -124,7 +126,7 @@ def _typed_error(e: TypedDataError, source: str) -> GridError:
     key, _, rule = text.partition(": ")
     quoted = re.match(r"unknown key '([^']+)'", text)
     if quoted:
-        return GridError(source, quoted.group(1), "unknown key" + text[quoted.end():])
+        return GridError(source, quoted.group(1), "unknown key" + text[quoted.end() :])
     if isinstance(e.__cause__, SynthConfigError):
         return GridError(source, f"{key}.{e.__cause__.param}", e.__cause__.args[0].split(": ", 1)[-1])
     return GridError(source, key, rule)

@@ -45,8 +45,9 @@ class ParentRun:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             status = RunStatus.FINISHED
         else:
@@ -61,8 +62,9 @@ class ParentRun:
                 self.client.update_run(saved, status=RunStatus.to_string(RunStatus.RUNNING))
                 self.run_id, self.resumed = saved, True
             else:
-                exp = ensure_experiment(self.client, self.cfg.tracking.experiment,
-                                        artifact_location(self.uri, self.workdir))
+                exp = ensure_experiment(
+                    self.client, self.cfg.tracking.experiment, artifact_location(self.uri, self.workdir)
+                )
                 self.run_id = self.client.create_run(exp, run_name=self.name).info.run_id
             for key, value in self.tags.items():
                 self.client.set_tag(self.run_id, key, value)
@@ -112,6 +114,7 @@ def log_child(job: CellJob, output: CellOutput, workdir: Path, parent_id: str, t
             tracked.log_diagnostics(step, stats)
         for record in output.history:
             tracked.log_epoch(int(record["epoch"]), record)
-        tracked.log_result(TrainResult(job.run_dir, output.best_epoch, output.history, output.evaluation,
-                                       output.train_seconds))
+        tracked.log_result(
+            TrainResult(job.run_dir, output.best_epoch, output.history, output.evaluation, output.train_seconds)
+        )
     return tracked.run_id

@@ -85,8 +85,15 @@ def dominance_data(records: Sequence[CellRecord], tasks: Sequence[str]) -> dict[
     measures = {ADAMW_PROXY: ("adamw", energy_shares), ADATASK_RAU: ("adatask", rau_shares)}
     out: dict[str, dict[str, Stat]] = {}
     for label, (optimizer, measure) in measures.items():
-        shares = [s for r in records if r.cell.task is None and r.cell.method == DOMINANCE_METHOD
-                  and not r.cell.apt and r.cell.optimizer == optimizer and (s := measure(r, tasks)) is not None]
+        shares = [
+            s
+            for r in records
+            if r.cell.task is None
+            and r.cell.method == DOMINANCE_METHOD
+            and not r.cell.apt
+            and r.cell.optimizer == optimizer
+            and (s := measure(r, tasks)) is not None
+        ]
         if shares:
             out[label] = {t: Stat.of([s[k] for s in shares]) for k, t in enumerate(tasks)}
     return out

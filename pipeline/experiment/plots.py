@@ -61,8 +61,14 @@ def plot_task_dominance(data: Mapping[str, Mapping[str, Mapping[str, Stat]]], pa
         width = 0.8 / len(measures)
         for j, (label, per_task) in enumerate(measures.items()):
             x = np.arange(len(tasks)) + (j - (len(measures) - 1) / 2) * width
-            ax.bar(x, [per_task[t].mean for t in tasks], width, label=label,
-                   yerr=[_finite(per_task[t].std) for t in tasks], capsize=3)
+            ax.bar(
+                x,
+                [per_task[t].mean for t in tasks],
+                width,
+                label=label,
+                yerr=[_finite(per_task[t].std) for t in tasks],
+                capsize=3,
+            )
         ax.axhline(1.0 / len(tasks), color="black", linestyle=":", label="1/K")
         ax.set(title=dataset, xticks=range(len(tasks)), xticklabels=tasks, ylabel="share of the update", ylim=(0, 1))
         ax.legend(fontsize=7)
@@ -75,8 +81,9 @@ def plot_apt_effect(data: Mapping[str, Mapping[tuple[str, str], Stat]], path: Pa
     datasets = [d for d, effects in data.items() if effects]
     if not datasets:
         return None
-    fig = Figure(figsize=(max(5.0, 0.9 * max(len(data[d]) for d in datasets)) * 1.0, 3.2 * len(datasets)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(5.0, 0.9 * max(len(data[d]) for d in datasets)) * 1.0, 3.2 * len(datasets)), layout="constrained"
+    )
     for k, dataset in enumerate(datasets):
         ax = fig.add_subplot(len(datasets), 1, k + 1)
         effects = data[dataset]
@@ -86,21 +93,36 @@ def plot_apt_effect(data: Mapping[str, Mapping[tuple[str, str], Stat]], path: Pa
         for j, opt in enumerate(optimizers):
             stats = [effects.get((m, opt), Stat(())) for m in methods]
             x = np.arange(len(methods)) + (j - (len(optimizers) - 1) / 2) * width
-            ax.bar(x, [_finite(s.mean) for s in stats], width, yerr=[2 * _finite(s.se) for s in stats], capsize=3,
-                   label=name(OPTIMIZER_NAMES, opt))
+            ax.bar(
+                x,
+                [_finite(s.mean) for s in stats],
+                width,
+                yerr=[2 * _finite(s.se) for s in stats],
+                capsize=3,
+                label=name(OPTIMIZER_NAMES, opt),
+            )
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set(title=dataset, xticks=range(len(methods)), xticklabels=[name(METHOD_NAMES, m) for m in methods],
-               ylabel="Δ mean AUC (APT on − off)")
+        ax.set(
+            title=dataset,
+            xticks=range(len(methods)),
+            xticklabels=[name(METHOD_NAMES, m) for m in methods],
+            ylabel="Δ mean AUC (APT on − off)",
+        )
         ax.legend(fontsize=7)
     return save_png(fig, path)
 
 
-def write_grid_plots(out_dir: Path, share: Mapping[tuple[str, bool], ShareCurve],
-                     dominance: Mapping[str, Mapping[str, Mapping[str, Stat]]],
-                     effect: Mapping[str, Mapping[tuple[str, str], Stat]]) -> list[Path]:
+def write_grid_plots(
+    out_dir: Path,
+    share: Mapping[tuple[str, bool], ShareCurve],
+    dominance: Mapping[str, Mapping[str, Mapping[str, Stat]]],
+    effect: Mapping[str, Mapping[tuple[str, str], Stat]],
+) -> list[Path]:
     """Write every plot that has data into ``out_dir``; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: Sequence[Path | None] = (plot_instant_share(share, out_dir / INSTANT_SHARE),
-                                      plot_task_dominance(dominance, out_dir / TASK_DOMINANCE),
-                                      plot_apt_effect(effect, out_dir / APT_EFFECT))
+    written: Sequence[Path | None] = (
+        plot_instant_share(share, out_dir / INSTANT_SHARE),
+        plot_task_dominance(dominance, out_dir / TASK_DOMINANCE),
+        plot_apt_effect(effect, out_dir / APT_EFFECT),
+    )
     return [p for p in written if p is not None]

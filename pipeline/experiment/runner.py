@@ -44,8 +44,15 @@ class GridOutcome:
         return not self.report.failed
 
 
-def run_grid(spec: GridSpec, workdir: str | Path, *, command: str, workers: int | None = None,
-             docs: Path | None = None, log: Callable[[str], None] = print) -> GridOutcome:
+def run_grid(
+    spec: GridSpec,
+    workdir: str | Path,
+    *,
+    command: str,
+    workers: int | None = None,
+    docs: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> GridOutcome:
     """Run (or resume) the grid in ``workdir``; ``workers`` overrides the grid's ``workers``."""
     t0 = time.perf_counter()
     work = Path(workdir).resolve()
@@ -57,10 +64,15 @@ def run_grid(spec: GridSpec, workdir: str | Path, *, command: str, workers: int 
         done = {j.cell.id: rec for j in jobs if (rec := read_record(work, j.cell, j.key)) is not None}
         pending = [j for j in jobs if j.cell.id not in done]
         skipped = [j.cell.id for j in jobs if j.cell.id in done]
-        log(f"[experiment] grid '{spec.name}': {len(jobs)} cells, {len(done)} finished earlier (skipped), "
-            f"{len(pending)} to train with {n_workers} worker(s)")
-        tags = {"aptrank.grid": spec.name, "aptrank.grid.file": spec.source,
-                "aptrank.grid.hash": canonical_hash(spec.to_dict())}
+        log(
+            f"[experiment] grid '{spec.name}': {len(jobs)} cells, {len(done)} finished earlier (skipped), "
+            f"{len(pending)} to train with {n_workers} worker(s)"
+        )
+        tags = {
+            "aptrank.grid": spec.name,
+            "aptrank.grid.file": spec.source,
+            "aptrank.grid.hash": canonical_hash(spec.to_dict()),
+        }
         failed: dict[str, str] = {}
         with ParentRun(jobs[0].cfg, work, spec.name, tags) as parent:  # every cell has the grid's tracking
             parent.log_grid(spec.to_dict())
@@ -75,19 +87,30 @@ def run_grid(spec: GridSpec, workdir: str | Path, *, command: str, workers: int 
                 log(_progress(i, len(pending), job.cell, output, time.perf_counter() - t_cells))
             records = [done[j.cell.id] for j in jobs if j.cell.id in done]
             report = GridReport(
-                spec, command,
-                {"wall_s": time.perf_counter() - t0, "cells": len(jobs), "cells_trained": len(pending) - len(failed),
-                 "cells_reused": len(skipped), "cell_seconds_total": sum(r.seconds for r in records),
-                 "workers": n_workers},
-                {n: p.tasks for n, p in data.items()}, records, failed,
-                {"parent_run_id": parent.run_id, "tracking_uri": parent.uri})
+                spec,
+                command,
+                {
+                    "wall_s": time.perf_counter() - t0,
+                    "cells": len(jobs),
+                    "cells_trained": len(pending) - len(failed),
+                    "cells_reused": len(skipped),
+                    "cell_seconds_total": sum(r.seconds for r in records),
+                    "workers": n_workers,
+                },
+                {n: p.tasks for n, p in data.items()},
+                records,
+                failed,
+                {"parent_run_id": parent.run_id, "tracking_uri": parent.uri},
+            )
             outputs = write_report(report, work)
             parent.log_outputs([p for p in outputs if p.suffix != ".png"])
             parent.log_outputs([p for p in outputs if p.suffix == ".png"], "plots")
         if docs is not None:
             outputs += copy_to_docs(work, docs)
-    log(f"[experiment] done in {time.perf_counter() - t0:.0f} s: {work / 'results.md'}"
-        + (f"; {len(failed)} cell(s) failed" if failed else ""))
+    log(
+        f"[experiment] done in {time.perf_counter() - t0:.0f} s: {work / 'results.md'}"
+        + (f"; {len(failed)} cell(s) failed" if failed else "")
+    )
     return GridOutcome(report, outputs, [j.cell.id for j in pending if j.cell.id not in failed], skipped)
 
 
@@ -98,8 +121,9 @@ def _job(spec: GridSpec, work: Path, data: PreparedDataset, cell: Cell) -> CellJ
 
 def _record(work: Path, job: CellJob, output: CellOutput, run_id: str) -> CellRecord:
     test = {t: {m: as_number(v) for m, v in ms.items()} for t, ms in output.evaluation["test"]["tasks"].items()}
-    record = CellRecord(job.cell, job.key, run_id, test, output.best_epoch, output.seconds,
-                        kept_series(output.diagnostics))
+    record = CellRecord(
+        job.cell, job.key, run_id, test, output.best_epoch, output.seconds, kept_series(output.diagnostics)
+    )
     write_record(work, record)
     return record
 

@@ -100,8 +100,9 @@ def run_delta_m(record: CellRecord, baseline_means: dict[str, dict[str, float]],
     return delta_m(test, baseline_means, metrics) if baseline_means else math.nan
 
 
-def build_table(dataset: str, tasks: Sequence[str], records: Sequence[CellRecord],
-                delta_m_metrics: Sequence[str]) -> DatasetTable:
+def build_table(
+    dataset: str, tasks: Sequence[str], records: Sequence[CellRecord], delta_m_metrics: Sequence[str]
+) -> DatasetTable:
     """The table of one dataset from its records (in grid order; rows keep that order)."""
     columns = columns_for(tasks)
     groups: dict[tuple, list[CellRecord]] = {}
@@ -114,14 +115,27 @@ def build_table(dataset: str, tasks: Sequence[str], records: Sequence[CellRecord
     base_means = {t: {m: mean_metric(g, t, m) for m in (*TABLE_METRICS, *delta_m_metrics)} for t, g in by_task.items()}
     baseline = None
     if by_task:
-        stats = {c.label: Stat.of([r.test.get(c.task, {}).get(c.metric) for r in by_task.get(c.task, [])])
-                 for c in columns if c.task is not None}
-        baseline = Row(BASELINE_ARCH, "-", BASELINE_OPTIMIZER, False, stats,
-                       [r.run_id for g in by_task.values() for r in g])
+        stats = {
+            c.label: Stat.of([r.test.get(c.task, {}).get(c.metric) for r in by_task.get(c.task, [])])
+            for c in columns
+            if c.task is not None
+        }
+        baseline = Row(
+            BASELINE_ARCH, "-", BASELINE_OPTIMIZER, False, stats, [r.run_id for g in by_task.values() for r in g]
+        )
     rows = []
     for (_, arch, method, opt, apt), g in groups.items():
-        stats = {c.label: Stat.of([run_delta_m(r, base_means, delta_m_metrics) if c.metric == DELTA_M
-                                   else r.test.get(c.task or "", {}).get(c.metric) for r in g]) for c in columns}
+        stats = {
+            c.label: Stat.of(
+                [
+                    run_delta_m(r, base_means, delta_m_metrics)
+                    if c.metric == DELTA_M
+                    else r.test.get(c.task or "", {}).get(c.metric)
+                    for r in g
+                ]
+            )
+            for c in columns
+        }
         rows.append(Row(arch, method, opt, apt, stats, [r.run_id for r in g]))
     mark_best(rows, columns)
     mark_vs_reference(rows, columns)

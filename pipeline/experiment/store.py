@@ -41,8 +41,9 @@ class CellRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellRecord:
         series = {k: [(int(s), float(v)) for s, v in pts] for k, pts in d.get("series", {}).items()}
-        return cls(Cell(**d["cell"]), d["key"], d["run_id"], d["test"], int(d["best_epoch"]), float(d["seconds"]),
-                   series)
+        return cls(
+            Cell(**d["cell"]), d["key"], d["run_id"], d["test"], int(d["best_epoch"]), float(d["seconds"]), series
+        )
 
 
 def cell_dir(workdir: Path, cell: Cell) -> Path:

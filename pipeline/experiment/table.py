@@ -12,16 +12,29 @@ import math
 
 from pipeline.experiment.stats import DELTA_M, Column, DatasetTable, Row, Stat
 
-METHOD_NAMES = {"ew": "EW", "uw": "UW", "mgda": "MGDA", "pcgrad": "PCGrad", "cagrad": "CAGrad",
-                "nash_mtl": "Nash-MTL", "imgrad": "IMGrad", "sdmgrad": "SDMGrad", "aligned_mtl": "Aligned-MTL",
-                "dwa": "DWA", "gradnorm": "GradNorm", "rlw": "RLW"}
+METHOD_NAMES = {
+    "ew": "EW",
+    "uw": "UW",
+    "mgda": "MGDA",
+    "pcgrad": "PCGrad",
+    "cagrad": "CAGrad",
+    "nash_mtl": "Nash-MTL",
+    "imgrad": "IMGrad",
+    "sdmgrad": "SDMGrad",
+    "aligned_mtl": "Aligned-MTL",
+    "dwa": "DWA",
+    "gradnorm": "GradNorm",
+    "rlw": "RLW",
+}
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adatask": "AdaTask", "muon": "Muon", "adatask_muon": "AdaTask+Muon"}
 ARCH_NAMES = {"mmoe": "MMoE", "ple": "PLE", "shared_bottom": "Shared-Bottom", "single_task": "single-task"}
 MARKS = {1: "▲", -1: "▼"}
 DASH = "–"
-LEGEND = ("mean ± std over seeds; **bold**: best mean in the column; ▲ / ▼: above / below EW with the same "
-          "arch, optimizer and APT by more than two standard errors; Δm%: against the single-task baselines "
-          "(first row).")
+LEGEND = (
+    "mean ± std over seeds; **bold**: best mean in the column; ▲ / ▼: above / below EW with the same "
+    "arch, optimizer and APT by more than two standard errors; Δm%: against the single-task baselines "
+    "(first row)."
+)
 
 
 def name(kind: dict[str, str], key: str) -> str:

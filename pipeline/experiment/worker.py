@@ -64,12 +64,14 @@ def train_cell(job: CellJob) -> CellOutput:
     recorded: list[tuple[int, dict[str, float]]] = []
     callbacks = TrainCallbacks(on_diagnostics=lambda step, stats: recorded.append((step, dict(stats))))
     try:
-        result = run_training(job.cfg, job.features, job.run_dir, progress=False,
-                              trainer_kwargs={"callbacks": callbacks})
+        result = run_training(
+            job.cfg, job.features, job.run_dir, progress=False, trainer_kwargs={"callbacks": callbacks}
+        )
     except NonFiniteLossError as e:
         return CellOutput(error=str(e), seconds=time.perf_counter() - t0)
-    return CellOutput(result.evaluation, result.history, result.best_epoch, result.train_seconds,
-                      time.perf_counter() - t0, recorded)
+    return CellOutput(
+        result.evaluation, result.history, result.best_epoch, result.train_seconds, time.perf_counter() - t0, recorded
+    )
 
 
 def execute(jobs: Sequence[CellJob], workers: int) -> Iterator[tuple[CellJob, CellOutput]]:
@@ -78,8 +80,12 @@ def execute(jobs: Sequence[CellJob], workers: int) -> Iterator[tuple[CellJob, Ce
         for job in jobs:
             yield job, train_cell(job)
         return
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=importlib.import_module, initargs=(WORKER_INIT_MODULE,))
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=importlib.import_module,
+        initargs=(WORKER_INIT_MODULE,),
+    )
     try:
         futures: dict[Future[CellOutput], CellJob] = {pool.submit(train_cell, job): job for job in jobs}
         for future in as_completed(futures):

@@ -16,18 +16,41 @@ from pipeline.config import load_config
 from pipeline.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["model.embedding_dim=8", "model.expert_hidden=[32]", "model.tower_hidden=[8]", "model.num_experts=2",
-        "train.epochs=2", "train.batch_size=1024", "train.threads=1", "mtl.embedding_optimizer=rowwise_adagrad",
-        "mtl.lr=0.003", "mtl.embedding_lr=0.05", "seed=2"]
+ARGS = [
+    "model.embedding_dim=8",
+    "model.expert_hidden=[32]",
+    "model.tower_hidden=[8]",
+    "model.num_experts=2",
+    "train.epochs=2",
+    "train.batch_size=1024",
+    "train.threads=1",
+    "mtl.embedding_optimizer=rowwise_adagrad",
+    "mtl.lr=0.003",
+    "mtl.embedding_lr=0.05",
+    "seed=2",
+]
 
 
 @pytest.mark.parametrize("method", ["ew", "pcgrad"])
 def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, method: str) -> None:
     args = [*ARGS, f"mtl.method={method}"]
     single = Trainer(load_config(None, args), etl_dir, tmp_path / "one", progress=False).fit()
-    cmd = [sys.executable, "-m", "pipeline.cli", "train", "--features", str(etl_dir), "--run-dir",
-           str(tmp_path / "two"), "--nproc", "2", "--no-progress", "--workdir", str(tmp_path / "mlflow"),
-           *[x for a in args for x in ("--set", a)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--features",
+        str(etl_dir),
+        "--run-dir",
+        str(tmp_path / "two"),
+        "--nproc",
+        "2",
+        "--no-progress",
+        "--workdir",
+        str(tmp_path / "mlflow"),
+        *[x for a in args for x in ("--set", a)],
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -40,5 +63,6 @@ def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, meth
     from mlflow import MlflowClient  # only rank 0 logged: exactly one run
 
     runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_runs(
-        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_experiments()])
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_experiments()]
+    )
     assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]

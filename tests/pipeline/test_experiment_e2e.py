@@ -29,15 +29,30 @@ TASKS = ("click", "like", "finish")
 SEEDS = (0, 1)
 METHODS = ("ew", "pcgrad")
 GRID = {
-    "name": "tiny", "seeds": list(SEEDS), "archs": ["mmoe"], "methods": list(METHODS), "optimizers": ["adatask"],
-    "apt": [False, True], "delta_m_metrics": ["auc"],
-    "datasets": {"syn": {"generator": {"users": 300, "items": 200, "events": 6000, "days": 5, "seed": 3,
-                                       "task_correlation": -0.5},
-                         "etl_config": str(ROOT / "configs" / "etl" / "synthetic.yaml")}},
-    "job": {"model": {"embedding_dim": 4, "expert_hidden": [8], "num_experts": 2, "tower_hidden": [4],
-                      "bottom_hidden": [8]},
-            "train": {"epochs": 1, "batch_size": 256, "max_steps_per_epoch": 4, "threads": 1},
-            "mtl": {"lr": 0.002, "diagnostics_every": 1}},
+    "name": "tiny",
+    "seeds": list(SEEDS),
+    "archs": ["mmoe"],
+    "methods": list(METHODS),
+    "optimizers": ["adatask"],
+    "apt": [False, True],
+    "delta_m_metrics": ["auc"],
+    "datasets": {
+        "syn": {
+            "generator": {"users": 300, "items": 200, "events": 6000, "days": 5, "seed": 3, "task_correlation": -0.5},
+            "etl_config": str(ROOT / "configs" / "etl" / "synthetic.yaml"),
+        }
+    },
+    "job": {
+        "model": {
+            "embedding_dim": 4,
+            "expert_hidden": [8],
+            "num_experts": 2,
+            "tower_hidden": [4],
+            "bottom_hidden": [8],
+        },
+        "train": {"epochs": 1, "batch_size": 256, "max_steps_per_epoch": 4, "threads": 1},
+        "mtl": {"lr": 0.002, "diagnostics_every": 1},
+    },
 }
 ROWS = [(m, apt) for m in METHODS for apt in (False, True)]
 N_CELLS = len(TASKS) * len(SEEDS) + len(ROWS) * len(SEEDS)
@@ -48,8 +63,14 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("grid")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(ENV_URI, raising=False)
-        outcome = run_grid(grid_from_dict(GRID, "tiny.yaml"), root / "work", command="aptrank experiment tiny",
-                           workers=1, docs=root / "docs", log=lambda _m: None)
+        outcome = run_grid(
+            grid_from_dict(GRID, "tiny.yaml"),
+            root / "work",
+            command="aptrank experiment tiny",
+            workers=1,
+            docs=root / "docs",
+            log=lambda _m: None,
+        )
     return {"root": root, "work": (root / "work").resolve(), "outcome": outcome}
 
 
@@ -87,9 +108,16 @@ def test_mlflow_parent_and_child_runs(grid: dict[str, Any]) -> None:
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["aptrank.grid"] == "tiny"
     artifacts = {a.path for a in client.list_artifacts(parent_id)} | {
-        a.path for a in client.list_artifacts(parent_id, "plots")}
-    assert {"results.md", "results.json", "grid.json", "plots/instant_share.png", "plots/task_dominance.png",
-            "plots/apt_effect.png"} <= artifacts
+        a.path for a in client.list_artifacts(parent_id, "plots")
+    }
+    assert {
+        "results.md",
+        "results.json",
+        "grid.json",
+        "plots/instant_share.png",
+        "plots/task_dominance.png",
+        "plots/apt_effect.png",
+    } <= artifacts
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(children) == N_CELLS and all(c.info.status == "FINISHED" for c in children)
     by_name = {c.info.run_name: c for c in children}
@@ -111,7 +139,8 @@ def test_table_matches_per_run_json(grid: dict[str, Any]) -> None:
     cols = [f"{t} {m}" for m in ("AUC", "GAUC") for t in TASKS] + ["Δm%"]
     assert header == ["arch", "method", "optimizer", "APT", *cols]
     assert [r[:4] for r in rows] == [["single-task", "–", "AdamW", "off"]] + [
-        ["MMoE", {"ew": "EW", "pcgrad": "PCGrad"}[m], "AdaTask", "on" if a else "off"] for m, a in ROWS]
+        ["MMoE", {"ew": "EW", "pcgrad": "PCGrad"}[m], "AdaTask", "on" if a else "off"] for m, a in ROWS
+    ]
     for k, t in enumerate(TASKS):  # baseline row: each task's own single-task models
         vals = [evaluation(work, baseline_cell("syn", t, s))[t]["auc"] for s in SEEDS]
         assert rows[0][4 + k].strip("*") == f"{statistics.fmean(vals):.4f} ± {statistics.stdev(vals):.4f}"
@@ -146,12 +175,15 @@ def test_plots_and_docs(grid: dict[str, Any]) -> None:
     assert markdown == (work / "results.md").read_text()
     assert "Command: `aptrank experiment tiny`" in markdown and "![apt_effect.png](results/apt_effect.png)" in markdown
     observations = json.loads((work / "results.json").read_text())["observations"]
-    assert {(o["optimizer"], o["apt"]) for o in observations["instant_share"]} == {("adatask", False),
-                                                                                 ("adatask", True)}
+    assert {(o["optimizer"], o["apt"]) for o in observations["instant_share"]} == {
+        ("adatask", False),
+        ("adatask", True),
+    }
 
 
-def test_resume_skips_finished_cells_and_retrains_removed_ones(grid: dict[str, Any],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_finished_cells_and_retrains_removed_ones(
+    grid: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(ENV_URI, raising=False)
     work, first = grid["work"], grid["outcome"]
     spec = grid_from_dict(GRID, "tiny.yaml")
@@ -170,8 +202,9 @@ def test_resume_skips_finished_cells_and_retrains_removed_ones(grid: dict[str, A
     assert (work / "results.md").read_text().split("## Dataset")[1] == table
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     parent_id = first.report.mlflow["parent_run_id"]
-    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
     assert len(children) == N_CELLS + 2
 
 

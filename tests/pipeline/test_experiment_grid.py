@@ -22,10 +22,17 @@ KUAIRAND_ETL = str(ROOT / "configs" / "etl" / "kuairand.yaml")
 
 
 def minimal() -> dict[str, Any]:
-    return {"name": "g", "seeds": [0, 1], "archs": ["mmoe"], "methods": ["ew", "pcgrad"], "optimizers": ["muon"],
-            "datasets": {"syn": {"generator": {"users": 50, "items": 40, "events": 500, "days": 3},
-                                 "etl_config": SYNTH_ETL}},
-            "job": {"train": {"epochs": 1}, "mtl": {"lr": 0.01, "apt": {"beta_min": 0.6}}}}
+    return {
+        "name": "g",
+        "seeds": [0, 1],
+        "archs": ["mmoe"],
+        "methods": ["ew", "pcgrad"],
+        "optimizers": ["muon"],
+        "datasets": {
+            "syn": {"generator": {"users": 50, "items": 40, "events": 500, "days": 3}, "etl_config": SYNTH_ETL}
+        },
+        "job": {"train": {"epochs": 1}, "mtl": {"lr": 0.01, "apt": {"beta_min": 0.6}}},
+    }
 
 
 def test_research_grid_shape() -> None:
@@ -52,9 +59,12 @@ def test_cell_configs() -> None:
     assert cfg.mtl["apt"] == {"momentum": True, "direction_preservation": True, "beta_min": 0.6}  # Muon: DP on
     off = cell_config(spec, next(c for c in cells if not c.apt and c.task is None)).mtl["apt"]
     assert off == {"momentum": False, "direction_preservation": False, "beta_min": 0.6}
-    adamw = cell_config(grid_from_dict({**minimal(), "optimizers": ["adamw"]}),
-                        next(c for c in grid_cells(grid_from_dict({**minimal(), "optimizers": ["adamw"]}),
-                                                   {"syn": ("click",)}) if c.apt))
+    adamw = cell_config(
+        grid_from_dict({**minimal(), "optimizers": ["adamw"]}),
+        next(
+            c for c in grid_cells(grid_from_dict({**minimal(), "optimizers": ["adamw"]}), {"syn": ("click",)}) if c.apt
+        ),
+    )
     assert adamw.mtl["apt"]["direction_preservation"] is False  # APT on = momentum only without Muon
     base = cell_config(spec, baseline_cell("syn", "like", 1))
     assert base.arch == "single_task" and base.model["task"] == "like" and base.mtl["diagnostics_every"] == 0
@@ -76,32 +86,43 @@ def edit(path: str, value: Any) -> dict[str, Any]:
     return raw
 
 
-@pytest.mark.parametrize(("path", "value", "key", "words"), [
-    ("seeds", ..., "seeds", "required key missing"),
-    ("sedes", [1], "sedes", "unknown key"),
-    ("methods", ["ew", "pcgard"], "methods[1]", "unknown value 'pcgard'"),
-    ("optimizers", ["adam"], "optimizers[0]", "unknown value 'adam'"),
-    ("archs", ["single_task"], "archs[0]", "unknown value"),
-    ("seeds", [0, 0], "seeds", "distinct"),
-    ("seeds", [], "seeds", "at least one"),
-    ("apt", "yes", "apt", "expected a list"),
-    ("baselines", "no", "baselines", "expected bool"),
-    ("workers", 0, "workers", ">= 1"),
-    ("name", "a b", "name", "must match"),
-    ("datasets.syn.generator.task_correlation", 2.0, "datasets.syn.generator.task_correlation", "[-1, 1]"),
-    ("datasets.syn.generator.usrs", 5, "datasets.syn.generator.usrs", "unknown key"),
-    ("datasets.syn.input", "data/samples/kuairand-pure", "datasets.syn", "exactly one"),
-    ("datasets.syn", {"source": "kuairand", "input": "/no/such/dir", "etl_config": KUAIRAND_ETL},
-     "datasets.syn.input", "does not exist"),
-    ("datasets.syn", {"source": "parquet-ish", "input": ".", "etl_config": KUAIRAND_ETL},
-     "datasets.syn.source", "not a source"),
-    ("datasets.syn.etl_config", "/no/etl.yaml", "datasets.syn.etl_config", "not found"),
-    ("job.mtl.lr", -1, "job.mtl.lr", "must be > 0"),
-    ("job.model.experts", 3, "job", "experts"),
-    ("job.seed", 3, "job.seed", "set by the grid"),
-    ("method_kwargs", {"imgrad": {"alpha": 0.8}}, "method_kwargs.imgrad", "not a method of this grid"),
-    ("method_kwargs", {"pcgrad": {"alpha": 0.8}}, "job.mtl.method_kwargs.alpha", "unknown argument"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "key", "words"),
+    [
+        ("seeds", ..., "seeds", "required key missing"),
+        ("sedes", [1], "sedes", "unknown key"),
+        ("methods", ["ew", "pcgard"], "methods[1]", "unknown value 'pcgard'"),
+        ("optimizers", ["adam"], "optimizers[0]", "unknown value 'adam'"),
+        ("archs", ["single_task"], "archs[0]", "unknown value"),
+        ("seeds", [0, 0], "seeds", "distinct"),
+        ("seeds", [], "seeds", "at least one"),
+        ("apt", "yes", "apt", "expected a list"),
+        ("baselines", "no", "baselines", "expected bool"),
+        ("workers", 0, "workers", ">= 1"),
+        ("name", "a b", "name", "must match"),
+        ("datasets.syn.generator.task_correlation", 2.0, "datasets.syn.generator.task_correlation", "[-1, 1]"),
+        ("datasets.syn.generator.usrs", 5, "datasets.syn.generator.usrs", "unknown key"),
+        ("datasets.syn.input", "data/samples/kuairand-pure", "datasets.syn", "exactly one"),
+        (
+            "datasets.syn",
+            {"source": "kuairand", "input": "/no/such/dir", "etl_config": KUAIRAND_ETL},
+            "datasets.syn.input",
+            "does not exist",
+        ),
+        (
+            "datasets.syn",
+            {"source": "parquet-ish", "input": ".", "etl_config": KUAIRAND_ETL},
+            "datasets.syn.source",
+            "not a source",
+        ),
+        ("datasets.syn.etl_config", "/no/etl.yaml", "datasets.syn.etl_config", "not found"),
+        ("job.mtl.lr", -1, "job.mtl.lr", "must be > 0"),
+        ("job.model.experts", 3, "job", "experts"),
+        ("job.seed", 3, "job.seed", "set by the grid"),
+        ("method_kwargs", {"imgrad": {"alpha": 0.8}}, "method_kwargs.imgrad", "not a method of this grid"),
+        ("method_kwargs", {"pcgrad": {"alpha": 0.8}}, "job.mtl.method_kwargs.alpha", "unknown argument"),
+    ],
+)
 def test_bad_grid_names_the_key(path: str, value: Any, key: str, words: str) -> None:
     with pytest.raises(GridError) as info:
         grid_from_dict(edit(path, value), "grid.yaml")

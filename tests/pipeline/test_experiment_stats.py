@@ -42,8 +42,10 @@ def rec(cell: Cell, aucs: dict[str, float], series: dict | None = None) -> CellR
 def records() -> list[CellRecord]:
     out = [rec(baseline_cell("d", t, s), {t: v}) for t, vals in BASE.items() for s, v in enumerate(vals)]
     for (method, apt), seeds in AUCS.items():
-        out += [rec(Cell("d", "mmoe", method, "adamw", apt, s), dict(zip(TASKS, v, strict=True)))
-                for s, v in enumerate(seeds)]
+        out += [
+            rec(Cell("d", "mmoe", method, "adamw", apt, s), dict(zip(TASKS, v, strict=True)))
+            for s, v in enumerate(seeds)
+        ]
     return out
 
 
@@ -77,8 +79,9 @@ def test_table_numbers_delta_m_best_and_marks() -> None:
             assert row.stats[f"{task} AUC"].mean == pytest.approx(statistics.fmean(vals), abs=1e-12)
             assert row.stats[f"{task} AUC"].std == pytest.approx(statistics.stdev(vals), abs=1e-12)
             assert row.stats[f"{task} GAUC"].mean == pytest.approx(statistics.fmean(vals) - 0.1, abs=1e-12)
-        dm = [statistics.fmean([(s[k] - base_mean[t]) / base_mean[t] * 100 for k, t in enumerate(TASKS)])
-              for s in seeds]
+        dm = [
+            statistics.fmean([(s[k] - base_mean[t]) / base_mean[t] * 100 for k, t in enumerate(TASKS)]) for s in seeds
+        ]
         assert row.stats["Δm%"].values == pytest.approx(dm, abs=1e-9)
     ew, pcgrad, mgda, ew_apt = table.rows
     assert pcgrad.best == {"click AUC", "click GAUC", "Δm%"}
@@ -108,9 +111,11 @@ def share_series(values: list[float], step_every: int = 5) -> dict:
 
 def test_instant_share_curves_average_runs_per_step() -> None:
     cells = [Cell("d", "mmoe", "ew", "adamw", False, s) for s in (0, 1)]
-    recs = [rec(cells[0], {"click": 0.7}, share_series([1.0, 0.2, 0.1])),
-            rec(cells[1], {"click": 0.7}, share_series([1.0, 0.4, 0.3])),
-            rec(Cell("d", "mmoe", "ew", "muon", True, 0), {"click": 0.7}, share_series([1.0, 0.5]))]
+    recs = [
+        rec(cells[0], {"click": 0.7}, share_series([1.0, 0.2, 0.1])),
+        rec(cells[1], {"click": 0.7}, share_series([1.0, 0.4, 0.3])),
+        rec(Cell("d", "mmoe", "ew", "muon", True, 0), {"click": 0.7}, share_series([1.0, 0.5])),
+    ]
     curves = instant_share_data(recs)
     off = curves[("adamw", False)]
     assert off.steps.tolist() == [0, 5, 10] and off.mean == pytest.approx([1.0, 0.3, 0.2]) and off.runs == 2
@@ -120,12 +125,18 @@ def test_instant_share_curves_average_runs_per_step() -> None:
 
 def test_task_dominance_measures() -> None:
     norms = {"grad_norm/click": [(0, 3.0), (10, 1.0)], "grad_norm/like": [(0, 4.0), (10, 1.0)]}
-    rau = {"adatask/rau/w0/task0": [(0, 0.5), (10, 0.6)], "adatask/rau/w0/task1": [(0, 0.5), (10, 0.4)],
-           "adatask/rau/w1/task0": [(10, 0.2)], "adatask/rau/w1/task1": [(10, 0.8)]}
-    recs = [rec(Cell("d", "mmoe", "ew", "adamw", False, 0), {"click": 0.7}, norms),
-            rec(Cell("d", "mmoe", "ew", "adamw", True, 0), {"click": 0.7}, {k: [(0, 9.0)] for k in norms}),  # APT on
-            rec(Cell("d", "mmoe", "pcgrad", "adamw", False, 0), {"click": 0.7}, {k: [(0, 9.0)] for k in norms}),
-            rec(Cell("d", "mmoe", "ew", "adatask", False, 0), {"click": 0.7}, rau)]
+    rau = {
+        "adatask/rau/w0/task0": [(0, 0.5), (10, 0.6)],
+        "adatask/rau/w0/task1": [(0, 0.5), (10, 0.4)],
+        "adatask/rau/w1/task0": [(10, 0.2)],
+        "adatask/rau/w1/task1": [(10, 0.8)],
+    }
+    recs = [
+        rec(Cell("d", "mmoe", "ew", "adamw", False, 0), {"click": 0.7}, norms),
+        rec(Cell("d", "mmoe", "ew", "adamw", True, 0), {"click": 0.7}, {k: [(0, 9.0)] for k in norms}),  # APT on
+        rec(Cell("d", "mmoe", "pcgrad", "adamw", False, 0), {"click": 0.7}, {k: [(0, 9.0)] for k in norms}),
+        rec(Cell("d", "mmoe", "ew", "adatask", False, 0), {"click": 0.7}, rau),
+    ]
     data = dominance_data(recs, TASKS)
     # step 0: 9/25, 16/25; step 10: 1/2, 1/2 -> mean over steps
     assert data[ADAMW_PROXY]["click"].values == pytest.approx(((9 / 25 + 0.5) / 2,))
@@ -135,17 +146,38 @@ def test_task_dominance_measures() -> None:
 
 
 def test_apt_effect_pairs_on_and_off_by_arch_and_seed() -> None:
-    recs = [rec(Cell("d", arch, "ew", "adamw", apt, s), {"click": a, "like": a + 0.1})
-            for arch, apt, s, a in [("mmoe", False, 0, 0.70), ("mmoe", True, 0, 0.72), ("ple", False, 0, 0.65),
-                                    ("ple", True, 0, 0.64), ("mmoe", True, 1, 0.9)]]  # seed 1: no partner
+    recs = [
+        rec(Cell("d", arch, "ew", "adamw", apt, s), {"click": a, "like": a + 0.1})
+        for arch, apt, s, a in [
+            ("mmoe", False, 0, 0.70),
+            ("mmoe", True, 0, 0.72),
+            ("ple", False, 0, 0.65),
+            ("ple", True, 0, 0.64),
+            ("mmoe", True, 1, 0.9),
+        ]
+    ]  # seed 1: no partner
     effect = apt_effect_data(recs)
     assert list(effect) == [("ew", "adamw")]
     assert sorted(effect[("ew", "adamw")].values) == pytest.approx([-0.01, 0.02])
 
 
 def test_kept_series_keeps_only_plot_keys() -> None:
-    diags = [(0, {"loss/click": 0.6, "apt/instant_share": 1.0, "grad_norm/click": 2.0, "grad_cos/a_b": 0.1,
-                  "adatask/rau/w/task0": 0.5}), (10, {"apt/instant_share": 0.2})]
-    assert kept_series(diags) == {"apt/instant_share": [(0, 1.0), (10, 0.2)], "grad_norm/click": [(0, 2.0)],
-                                  "adatask/rau/w/task0": [(0, 0.5)]}
+    diags = [
+        (
+            0,
+            {
+                "loss/click": 0.6,
+                "apt/instant_share": 1.0,
+                "grad_norm/click": 2.0,
+                "grad_cos/a_b": 0.1,
+                "adatask/rau/w/task0": 0.5,
+            },
+        ),
+        (10, {"apt/instant_share": 0.2}),
+    ]
+    assert kept_series(diags) == {
+        "apt/instant_share": [(0, 1.0), (10, 0.2)],
+        "grad_norm/click": [(0, 2.0)],
+        "adatask/rau/w/task0": [(0, 0.5)],
+    }
     assert np.isclose(sum(v for _, v in kept_series(diags)["apt/instant_share"]), 1.2)

@@ -13,16 +13,33 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = ["model.embedding_dim=8", "model.expert_hidden=[32]", "model.tower_hidden=[8]", "model.num_experts=2",
-        "train.epochs=1", "train.batch_size=1024", "train.threads=2", "gate.auc_tolerance=0.002"]
+BASE = [
+    "model.embedding_dim=8",
+    "model.expert_hidden=[32]",
+    "model.tower_hidden=[8]",
+    "model.num_experts=2",
+    "train.epochs=1",
+    "train.batch_size=1024",
+    "train.threads=2",
+    "gate.auc_tolerance=0.002",
+]
 WEAK = [*BASE, "train.max_steps_per_epoch=4"]
 WORSE = [*BASE, "train.max_steps_per_epoch=1", "mtl.lr=0.00001", "mtl.embedding_lr=0.00001"]
 STRONG = [*BASE, "train.max_steps_per_epoch=30"]
 
 
 def job(workdir: Path, features: Path | None, overrides: list[str]) -> tuple[int, dict]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(ROOT / "configs" / "demo.yaml"),
-           "--workdir", str(workdir), *[x for o in overrides for x in ("--set", o)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--workdir",
+        str(workdir),
+        *[x for o in overrides for x in ("--set", o)],
+    ]
     if features is not None:
         cmd += ["--set", f"data.features={features}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -16,9 +16,19 @@ from pipeline.trainer import TrainCallbacks, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIMIZERS = ("adamw", "adatask", "muon", "adatask_muon")
-TINY = ["model.arch=mmoe", "model.embedding_dim=4", "model.expert_hidden=[8]", "model.tower_hidden=[4]",
-        "model.num_experts=2", "train.epochs=1", "train.max_steps_per_epoch=3", "train.batch_size=256",
-        "train.eval_batch_size=65536", "train.threads=1", "mtl.diagnostics_every=1"]
+TINY = [
+    "model.arch=mmoe",
+    "model.embedding_dim=4",
+    "model.expert_hidden=[8]",
+    "model.tower_hidden=[4]",
+    "model.num_experts=2",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=3",
+    "train.batch_size=256",
+    "train.eval_batch_size=65536",
+    "train.threads=1",
+    "mtl.diagnostics_every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +51,9 @@ def slice_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> P
 @pytest.mark.parametrize("apt_on", [False, True], ids=["apt-off", "apt-on"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_method_optimizer_apt_trains_to_finite_metrics(slice_dir: Path, tmp_path: Path, method: str,
-                                                        optimizer: str, apt_on: bool) -> None:
+def test_method_optimizer_apt_trains_to_finite_metrics(
+    slice_dir: Path, tmp_path: Path, method: str, optimizer: str, apt_on: bool
+) -> None:
     extra = [f"mtl.method={method}", f"mtl.optimizer={optimizer}", f"mtl.apt.momentum={str(apt_on).lower()}"]
     if apt_on and "muon" in optimizer:
         extra.append("mtl.apt.direction_preservation=true")

@@ -43,18 +43,39 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(ENV_URI, raising=False)  # the config's URI must be the one used
         run = TrackedRun(job_config("probe"), root / "work")
-        yield {"root": root, "uri": run.uri, "client": run.client,
-               "onnx": tiny_onnx(root / "model.onnx"), "onnx_b": tiny_onnx(root / "model_b.onnx", scale=-0.2)}
+        yield {
+            "root": root,
+            "uri": run.uri,
+            "client": run.client,
+            "onnx": tiny_onnx(root / "model.onnx"),
+            "onnx_b": tiny_onnx(root / "model_b.onnx", scale=-0.2),
+        }
 
 
-def register(store: dict[str, Any], name: str, aucs: list[float], *, key: str | None = None,
-             window: str = WINDOW, model: Path | None = None, alias: str = CHALLENGER) -> Any:
+def register(
+    store: dict[str, Any],
+    name: str,
+    aucs: list[float],
+    *,
+    key: str | None = None,
+    window: str = WINDOW,
+    model: Path | None = None,
+    alias: str = CHALLENGER,
+) -> Any:
     """One tracked run of job ``name`` whose test AUCs are ``aucs``, registered with ``key``."""
     cfg = job_config(name, tracking={"uri": store["uri"], "experiment": "registry-tests"})
     evaluation = {"tasks": list(TASKS), "test": split_metrics(dict(zip(TASKS, aucs, strict=True)))}
     with TrackedRun(cfg, store["root"] / "work") as run:
-        return register_version(run.client, name, run.run_id, model or store["onnx"], key=key or f"{name}-{aucs}",
-                                evaluation=evaluation, window=window, alias=alias)
+        return register_version(
+            run.client,
+            name,
+            run.run_id,
+            model or store["onnx"],
+            key=key or f"{name}-{aucs}",
+            evaluation=evaluation,
+            window=window,
+            alias=alias,
+        )
 
 
 def vnum(version: Any) -> str:
@@ -134,8 +155,10 @@ def test_onnx_version_loads_and_predicts(store: dict[str, Any], tmp_path: Path) 
     inputs = [i.name for i in model.metadata.get_input_schema().inputs]
     assert inputs == ["categorical", "dense"]
     rng = np.random.default_rng(0)
-    batch = {"categorical": rng.integers(0, 5, (4, 2)).astype(np.int64),
-             "dense": rng.normal(size=(4, 2)).astype(np.float32)}
+    batch = {
+        "categorical": rng.integers(0, 5, (4, 2)).astype(np.int64),
+        "dense": rng.normal(size=(4, 2)).astype(np.float32),
+    }
     got = model.predict(batch)["probabilities"]
     want = ort.InferenceSession(str(store["onnx_b"]), providers=["CPUExecutionProvider"]).run(None, batch)[0]
     np.testing.assert_array_equal(got, want)
@@ -146,8 +169,9 @@ def test_other_files_register_as_run_artifact(store: dict[str, Any], tmp_path: P
     checkpoint.write_bytes(b"not onnx, any model file")
     reg = register(store, "plain-file", [0.7, 0.6, 0.65], model=checkpoint)
     assert reg.version.source.endswith("/model")
-    local = mlflow.artifacts.download_artifacts(artifact_uri=reg.version.source, dst_path=str(tmp_path / "dl"),
-                                                tracking_uri=store["uri"])
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=reg.version.source, dst_path=str(tmp_path / "dl"), tracking_uri=store["uri"]
+    )
     assert (Path(local) / "ranker.pt").read_bytes() == checkpoint.read_bytes()
 
 
@@ -188,9 +212,23 @@ def test_gate_needs_same_window_or_rescore(store: dict[str, Any]) -> None:
 def test_registration_needs_the_gate_split(store: dict[str, Any]) -> None:
     with TrackedRun(job_config("nosplit", tracking={"uri": store["uri"]}), store["root"] / "work") as run:
         with pytest.raises(RegistryError, match="split 'test' \\(gate.split\\); has: \\['valid'\\]"):
-            register_version(run.client, "nosplit", run.run_id, store["onnx"], key="k",
-                             evaluation={"valid": split_metrics({"click": 0.7})}, window=WINDOW)
+            register_version(
+                run.client,
+                "nosplit",
+                run.run_id,
+                store["onnx"],
+                key="k",
+                evaluation={"valid": split_metrics({"click": 0.7})},
+                window=WINDOW,
+            )
         with pytest.raises(FileNotFoundError, match="missing.onnx: model file to register does not exist"):
-            register_version(run.client, "nosplit", run.run_id, store["root"] / "missing.onnx", key="k",
-                             evaluation={"test": split_metrics({"click": 0.7})}, window=WINDOW)
+            register_version(
+                run.client,
+                "nosplit",
+                run.run_id,
+                store["root"] / "missing.onnx",
+                key="k",
+                evaluation={"test": split_metrics({"click": 0.7})},
+                window=WINDOW,
+            )
     assert store["client"].search_registered_models("name = 'nosplit'") == []

@@ -15,14 +15,17 @@ from pipeline.registry import version_key
 CHAMP = {"click": 0.70, "like": 0.60, "finish": 0.65}
 
 
-@pytest.mark.parametrize("challenger, promoted, words", [
-    ({"click": 0.70, "like": 0.60, "finish": 0.65}, True, "mean AUC 0.6500 >= champion's 0.6500"),  # a tie passes
-    ({"click": 0.6981, "like": 0.61, "finish": 0.65}, True, "no task worse by more than 0.002"),
-    ({"click": 0.6979, "like": 0.70, "finish": 0.70}, False, "click 0.6979 vs 0.7000 (-0.0021)"),
-    ({"click": 0.699, "like": 0.599, "finish": 0.651}, False, "mean AUC 0.6497 is lower"),
-    ({"click": 0.80, "like": 0.80}, False, "no AUC for the champion's task(s) ['finish']"),
-    ({"click": 0.80, "like": 0.80, "finish": math.nan}, False, "not finite for task(s) ['finish']"),
-])
+@pytest.mark.parametrize(
+    "challenger, promoted, words",
+    [
+        ({"click": 0.70, "like": 0.60, "finish": 0.65}, True, "mean AUC 0.6500 >= champion's 0.6500"),  # a tie passes
+        ({"click": 0.6981, "like": 0.61, "finish": 0.65}, True, "no task worse by more than 0.002"),
+        ({"click": 0.6979, "like": 0.70, "finish": 0.70}, False, "click 0.6979 vs 0.7000 (-0.0021)"),
+        ({"click": 0.699, "like": 0.599, "finish": 0.651}, False, "mean AUC 0.6497 is lower"),
+        ({"click": 0.80, "like": 0.80}, False, "no AUC for the champion's task(s) ['finish']"),
+        ({"click": 0.80, "like": 0.80, "finish": math.nan}, False, "not finite for task(s) ['finish']"),
+    ],
+)
 def test_rule(challenger: dict[str, float], promoted: bool, words: str) -> None:
     ok, reason = decide(challenger, CHAMP, 0.002)
     assert ok is promoted
@@ -30,8 +33,10 @@ def test_rule(challenger: dict[str, float], promoted: bool, words: str) -> None:
 
 
 def test_first_model_and_extra_tasks() -> None:
-    assert decide({"click": 0.1}, None, 0.002) == (True, "first model of the registered model: promoted without "
-                                                         "comparison")
+    assert decide({"click": 0.1}, None, 0.002) == (
+        True,
+        "first model of the registered model: promoted without comparison",
+    )
     ok, _ = decide({**CHAMP, "share": 0.1}, CHAMP, 0.0)  # a task the champion lacks is not compared
     assert ok
 
@@ -42,7 +47,9 @@ def test_task_nan_for_both_is_skipped_from_the_mean() -> None:
     ok, reason = decide({"click": 0.69, "like": 0.99}, champ, 0.0)  # like is not comparable, click is worse
     assert not ok and "click" in reason
     assert decide({"like": math.nan, "click": math.nan}, {"like": math.nan}, 0.0) == (
-        False, "no task has a finite AUC for both models")
+        False,
+        "no task has a finite AUC for both models",
+    )
 
 
 @pytest.mark.parametrize("tol", [-0.001, math.inf, math.nan])
@@ -54,8 +61,11 @@ def test_tolerance_must_be_finite_and_non_negative(tol: float) -> None:
 def test_decision_tags_hold_the_numbers() -> None:
     d = GateDecision(False, "why", "3", "2", 0.002, {"click": 0.6979}, {"click": 0.7})
     assert d.tags() == {
-        "aptrank.gate.decision": "refused", "aptrank.gate.reason": "why", "aptrank.gate.tolerance": "0.002",
-        "aptrank.gate.champion_version": "2", "aptrank.gate.challenger_auc.click": "0.6979",
+        "aptrank.gate.decision": "refused",
+        "aptrank.gate.reason": "why",
+        "aptrank.gate.tolerance": "0.002",
+        "aptrank.gate.champion_version": "2",
+        "aptrank.gate.challenger_auc.click": "0.6979",
         "aptrank.gate.champion_auc.click": "0.7",
     }
 

@@ -55,9 +55,21 @@ class MlflowServer:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != ENV_URI}
-        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.artifacts),
-               "--serve-artifacts", "--workers", "1"]
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--serve-artifacts",
+            "--workers",
+            "1",
+        ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -100,8 +112,13 @@ def job(tmp_path_factory: pytest.TempPathFactory, server: MlflowServer) -> Itera
     root = tmp_path_factory.mktemp("remote-job")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ENV_URI, server.uri)  # the usual way to point a job at a server
-        yield {"root": root, "spec": write_features(root / "features"), "work": root / "work",
-                      "onnx_a": tiny_onnx(root / "a.onnx", 0.1), "onnx_b": tiny_onnx(root / "b.onnx", -0.3)}
+        yield {
+            "root": root,
+            "spec": write_features(root / "features"),
+            "work": root / "work",
+            "onnx_a": tiny_onnx(root / "a.onnx", 0.1),
+            "onnx_b": tiny_onnx(root / "b.onnx", -0.3),
+        }
 
 
 def test_track_register_gate_and_read_champion_back(server: MlflowServer, job: dict[str, Any], tmp_path: Path) -> None:
@@ -114,8 +131,9 @@ def test_track_register_gate_and_read_champion_back(server: MlflowServer, job: d
         with TrackedRun(cfg, job["work"], features_dir=job["root"] / "features") as run:
             assert run.uri == server.uri
             run.log_result(result)
-            reg = register_version(run.client, name, run.run_id, model, key=f"inputs-{k}",
-                                   evaluation=result.evaluation, window="w")
+            reg = register_version(
+                run.client, name, run.run_id, model, key=f"inputs-{k}", evaluation=result.evaluation, window="w"
+            )
         decision = run_gate(run.client, name, reg.version.version, tolerance=0.002)
         assert decision.promoted
         registered.append((run.run_id, str(reg.version.version)))
@@ -148,8 +166,9 @@ def test_server_down_clear_error_and_nothing_half_registered(server: MlflowServe
     server.stop(crash=True)
     started = time.monotonic()
     with pytest.raises(TrackingError, match=rf"MLflow server {server.uri} is not reachable"):
-        create_version(run.client, name, run.run_id, source, key="k", tags=eval_tags(evaluation, "test", "w"),
-                       model_id=model_id)
+        create_version(
+            run.client, name, run.run_id, source, key="k", tags=eval_tags(evaluation, "test", "w"), model_id=model_id
+        )
     with pytest.raises(TrackingError, match="is not reachable"):
         register_version(run.client, name, run.run_id, job["onnx_a"], key="k", evaluation=evaluation, window="w")
     with pytest.raises(TrackingError, match="is not reachable.*MLFLOW_TRACKING_URI"):

@@ -29,12 +29,18 @@ WINDOW = {"train": "2022-04-08..2022-04-28", "test": "2022-04-30"}
 def stats(step: int) -> dict[str, Any]:
     """Diagnostics shaped like apt.MultiTaskOptimizer's: ``grad_cos/task<i>_task<j>``,
     ``apt/instant_share``, ``adatask/rau/<param>/task<k>``; floats, a 0-d tensor, a NaN and a bool."""
-    out: dict[str, Any] = {"grad_cos/task0_task1": math.cos(step / 10), "grad_cos/task0_task2": -0.5 + step / 100,
-                           "grad_cos/task1_task2": 0.25, "apt/instant_share": 1.0 / step,
-                           "apt/cos_grad_update": torch.tensor(0.5 + step / 100),
-                           "grad_norm/task0": float("nan") if step == 4 else 2.0 * step, "clipped": True}
-    out.update({f"adatask/rau/layer{l}.weight/task{k}": (l + k + step) / 100
-                for l in range(LAYERS) for k in range(len(TASKS))})
+    out: dict[str, Any] = {
+        "grad_cos/task0_task1": math.cos(step / 10),
+        "grad_cos/task0_task2": -0.5 + step / 100,
+        "grad_cos/task1_task2": 0.25,
+        "apt/instant_share": 1.0 / step,
+        "apt/cos_grad_update": torch.tensor(0.5 + step / 100),
+        "grad_norm/task0": float("nan") if step == 4 else 2.0 * step,
+        "clipped": True,
+    }
+    out.update(
+        {f"adatask/rau/layer{l}.weight/task{k}": (l + k + step) / 100 for l in range(LAYERS) for k in range(len(TASKS))}
+    )
     return out
 
 
@@ -46,8 +52,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = train_result(root / "run", {"click": 0.71, "like": 0.66, "long_view": float("nan")}, spec)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(ENV_URI, raising=False)
-        with TrackedRun(cfg, root / "work", features_dir=root / "features", data_window=WINDOW,
-                        diagnostics_every=EVERY) as run:
+        with TrackedRun(
+            cfg, root / "work", features_dir=root / "features", data_window=WINDOW, diagnostics_every=EVERY
+        ) as run:
             callbacks = run.callbacks()
             for step in range(1, STEPS + 1):
                 callbacks.on_diagnostics(step, stats(step))
@@ -55,8 +62,16 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     callbacks.on_epoch_end(step // 10 - 1, result.history[step // 10 - 1])
             artifacts = run.log_result(result)
     client = MlflowClient(run.uri)
-    return {"root": root, "cfg": cfg, "spec": spec, "result": result, "run": run, "client": client,
-            "mlrun": client.get_run(run.run_id), "artifacts": artifacts}
+    return {
+        "root": root,
+        "cfg": cfg,
+        "spec": spec,
+        "result": result,
+        "run": run,
+        "client": client,
+        "mlrun": client.get_run(run.run_id),
+        "artifacts": artifacts,
+    }
 
 
 def test_default_store_is_sqlite_and_artifacts_in_workdir(tracked: dict[str, Any]) -> None:
@@ -84,8 +99,9 @@ def test_params(tracked: dict[str, Any]) -> None:
     assert params["config.hash"] == config_hash(cfg)
     assert params["feature_spec.hash"] == tracked["spec"].hash
     assert params["data_window.train"] == WINDOW["train"] and params["data_window.test"] == WINDOW["test"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).parent, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True
+    ).stdout.strip()
     assert params["git.commit"] in (head, head + "-dirty")
     assert tracked["mlrun"].data.tags["mlflow.source.git.commit"] == params["git.commit"]
     for pkg in ("torch", "torchrec", "polars", "mlflow", "onnxruntime"):
@@ -152,8 +168,17 @@ def test_artifacts_read_back(tracked: dict[str, Any], tmp_path: Path) -> None:
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "feature_spec.json", "evaluation.json", "checkpoint", "plots"} <= top
     assert sorted(tracked["artifacts"]) == sorted(
-        ["config.yaml", "feature_spec.json", "evaluation.json", "checkpoint/best_model.pt",
-         "plots/learning_curves.png", "plots/grad_cosine.png", "plots/rau_histogram.png", "plots/instant_share.png"])
+        [
+            "config.yaml",
+            "feature_spec.json",
+            "evaluation.json",
+            "checkpoint/best_model.pt",
+            "plots/learning_curves.png",
+            "plots/grad_cosine.png",
+            "plots/rau_histogram.png",
+            "plots/instant_share.png",
+        ]
+    )
     local = Path(client.download_artifacts(run_id, "", str(tmp_path)))
     assert yaml.safe_load((local / "config.yaml").read_text()) == tracked["cfg"].to_dict()
     root = tracked["root"]

@@ -15,11 +15,11 @@ TASKS = ["click", "like", "long_view"]
 
 def test_cosine_matrix_means_every_step_and_layer_and_maps_task_refs() -> None:
     series = {
-        "grad_cos/task0_task1": [(1, 0.2), (2, 0.4)],           # engine style, task<k>
-        "cos/bottom.0/0_2": [(1, -0.5)],                        # brief style, layer + index
-        "cos/bottom.1/0_2": [(1, -0.1), (3, -0.3)],             # same pair, another layer
-        "apt/cos_grad_update": [(1, 0.9)],                      # not a pair: ignored
-        "grad_cos/like_long_view": [(5, 0.7)],                  # names, one with an underscore
+        "grad_cos/task0_task1": [(1, 0.2), (2, 0.4)],  # engine style, task<k>
+        "cos/bottom.0/0_2": [(1, -0.5)],  # brief style, layer + index
+        "cos/bottom.1/0_2": [(1, -0.1), (3, -0.3)],  # same pair, another layer
+        "apt/cos_grad_update": [(1, 0.9)],  # not a pair: ignored
+        "grad_cos/like_long_view": [(5, 0.7)],  # names, one with an underscore
     }
     labels, m = plots.cosine_matrix_data(series, TASKS)
     assert labels == TASKS
@@ -51,8 +51,11 @@ def test_rau_takes_the_last_step_of_every_parameter() -> None:
 def test_learning_curve_data_from_history() -> None:
     history = [
         {"epoch": 0, "train_loss": {"click": 0.5, "like": 0.4}, "valid": {"tasks": {"click": {"auc": 0.6}}}},
-        {"epoch": 1, "train_loss": {"click": 0.45, "like": 0.38},
-         "valid": {"tasks": {"click": {"auc": 0.65}, "like": {"auc": 0.7}}}},
+        {
+            "epoch": 1,
+            "train_loss": {"click": 0.45, "like": 0.38},
+            "valid": {"tasks": {"click": {"auc": 0.65}, "like": {"auc": 0.7}}},
+        },
     ]
     data = plots.learning_curve_data(history)
     assert data["click"] == {"epoch": [0.0, 1.0], "train_loss": [0.5, 0.45], "valid_auc": [0.6, 0.65]}
@@ -61,8 +64,9 @@ def test_learning_curve_data_from_history() -> None:
 
 
 def test_segment_data_sorts_by_step() -> None:
-    data = plots.segment_data({"apt/instant_share": [(3, 0.1), (1, 0.3)], "apt/beta_mean": [(1, 0.9)]},
-                              plots.SHARE_SEGMENTS)
+    data = plots.segment_data(
+        {"apt/instant_share": [(3, 0.1), (1, 0.3)], "apt/beta_mean": [(1, 0.9)]}, plots.SHARE_SEGMENTS
+    )
     steps, values = data["apt/instant_share"]
     assert list(data) == ["apt/instant_share"]
     assert steps.tolist() == [1, 3] and values.tolist() == [0.3, 0.1]
@@ -75,11 +79,14 @@ def test_no_data_no_plot(tmp_path: Path) -> None:
     assert plots.write_plots(tmp_path, [], only_update_cos, TASKS) == []
 
 
-@pytest.mark.parametrize("series, name", [
-    ({"grad_cos/task0_task1": [(1, 0.3)]}, plots.GRAD_COSINE),
-    ({"adatask/rau/w/task0": [(1, 0.3)]}, plots.RAU_HISTOGRAM),
-    ({"apt/instant_share": [(1, 0.3), (2, 0.2)]}, plots.INSTANT_SHARE),
-])
+@pytest.mark.parametrize(
+    "series, name",
+    [
+        ({"grad_cos/task0_task1": [(1, 0.3)]}, plots.GRAD_COSINE),
+        ({"adatask/rau/w/task0": [(1, 0.3)]}, plots.RAU_HISTOGRAM),
+        ({"apt/instant_share": [(1, 0.3), (2, 0.2)]}, plots.INSTANT_SHARE),
+    ],
+)
 def test_each_plot_written_from_its_own_keys(tmp_path: Path, series: dict, name: str) -> None:
     written = plots.write_plots(tmp_path, [], series, TASKS)
     assert [p.name for p in written] == [name]

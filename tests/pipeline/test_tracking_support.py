@@ -27,8 +27,13 @@ N_DENSE = 2
 
 def job_config(name: str, **sections: Any) -> JobConfig:
     """A validated JobConfig (tiny MMoE) named ``name``; ``sections`` override top-level keys."""
-    raw: dict[str, Any] = {"name": name, "seed": 3, "model": {"arch": "mmoe", "embedding_dim": 4},
-                           "train": {"epochs": 3, "batch_size": 64}, "tracking": {"experiment": "tests"}}
+    raw: dict[str, Any] = {
+        "name": name,
+        "seed": 3,
+        "model": {"arch": "mmoe", "embedding_dim": 4},
+        "train": {"epochs": 3, "batch_size": 64},
+        "tracking": {"experiment": "tests"},
+    }
     raw.update(sections)
     return build_config(raw, f"<test {name}>")
 
@@ -50,8 +55,10 @@ def write_features(folder: Path) -> FeatureSpec:
 
 def split_metrics(aucs: dict[str, float], rows: int = 1000) -> dict[str, Any]:
     """A split block as ``pipeline.evaluate.evaluate_split`` returns it, with the given AUCs."""
-    tasks = {t: {"auc": a, "gauc": a - 0.05, "logloss": 0.5 - a / 10, "calibration": 1.02, "label_rate": 0.1}
-             for t, a in aucs.items()}
+    tasks = {
+        t: {"auc": a, "gauc": a - 0.05, "logloss": 0.5 - a / 10, "calibration": 1.02, "label_rate": 0.1}
+        for t, a in aucs.items()
+    }
     return {"rows": rows, "tasks": tasks, "mean_auc": float(np.mean(list(aucs.values())))}
 
 
@@ -61,8 +68,18 @@ def history(epochs: int) -> list[dict[str, Any]]:
     for e in range(epochs):
         losses = {t: 0.6 - 0.05 * e - 0.01 * k for k, t in enumerate(TASKS)}
         valid = split_metrics({t: 0.6 + 0.02 * e + 0.01 * k for k, t in enumerate(TASKS)})
-        out.append({"epoch": e, "steps": 10, "samples": 640, "seconds": 1.5, "samples_per_s": 426.0 + e,
-                    "data_wait_s": 0.1, "train_loss": losses, "valid": valid})
+        out.append(
+            {
+                "epoch": e,
+                "steps": 10,
+                "samples": 640,
+                "seconds": 1.5,
+                "samples_per_s": 426.0 + e,
+                "data_wait_s": 0.1,
+                "train_loss": losses,
+                "valid": valid,
+            }
+        )
     return out
 
 
@@ -72,8 +89,17 @@ def train_result(run_dir: Path, test_aucs: dict[str, float], spec: FeatureSpec, 
     hist = history(epochs)
     test = split_metrics(test_aucs)
     test["popularity"] = {t: {"auc": 0.55, "gauc": 0.5, "logloss": 0.6, "calibration": float("nan")} for t in TASKS}
-    evaluation = {"seed": 3, "arch": "mmoe", "tasks": list(TASKS), "spec_hash": spec.hash, "best_epoch": epochs - 1,
-                  "valid": hist[-1]["valid"], "test": test, "history": hist, "delta_m_auc": 1.25}
+    evaluation = {
+        "seed": 3,
+        "arch": "mmoe",
+        "tasks": list(TASKS),
+        "spec_hash": spec.hash,
+        "best_epoch": epochs - 1,
+        "valid": hist[-1]["valid"],
+        "test": test,
+        "history": hist,
+        "delta_m_auc": 1.25,
+    }
     torch.save({"w": torch.arange(6, dtype=torch.float32)}, run_dir / "best_model.pt")
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation, default=str))
     return TrainResult(run_dir, epochs - 1, hist, evaluation, train_seconds=4.5)
@@ -82,13 +108,17 @@ def train_result(run_dir: Path, test_aucs: dict[str, float], spec: FeatureSpec, 
 def tiny_onnx(path: Path, scale: float = 0.1) -> Path:
     """A real ONNX model: inputs categorical [B,2] int64 and dense [B,N_DENSE] float32, output
     ``probabilities`` [B, len(TASKS)] = sigmoid(dense @ W), W = scale * arange."""
-    w = (np.arange(N_DENSE * len(TASKS), dtype=np.float32).reshape(N_DENSE, len(TASKS)) * scale)
+    w = np.arange(N_DENSE * len(TASKS), dtype=np.float32).reshape(N_DENSE, len(TASKS)) * scale
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["dense", "W"], ["logits"]),
-         helper.make_node("Sigmoid", ["logits"], ["probabilities"])],
+        [
+            helper.make_node("MatMul", ["dense", "W"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
+        ],
         "tiny_ranker",
-        [helper.make_tensor_value_info("categorical", TensorProto.INT64, ["batch", 2]),
-         helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", N_DENSE])],
+        [
+            helper.make_tensor_value_info("categorical", TensorProto.INT64, ["batch", 2]),
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", N_DENSE]),
+        ],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(TASKS)])],
         [numpy_helper.from_array(w, "W")],
     )

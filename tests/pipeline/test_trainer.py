@@ -14,9 +14,18 @@ from pipeline import checkpoint
 from pipeline.config import ConfigError, load_config
 from pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
 
-TINY = ["model.arch=mmoe", "model.embedding_dim=4", "model.expert_hidden=[16]", "model.tower_hidden=[8]",
-        "model.num_experts=2", "train.batch_size=512", "train.max_steps_per_epoch=6",
-        "train.eval_batch_size=16384", "train.threads=1", "train.patience=10"]
+TINY = [
+    "model.arch=mmoe",
+    "model.embedding_dim=4",
+    "model.expert_hidden=[16]",
+    "model.tower_hidden=[8]",
+    "model.num_experts=2",
+    "train.batch_size=512",
+    "train.max_steps_per_epoch=6",
+    "train.eval_batch_size=16384",
+    "train.threads=1",
+    "train.patience=10",
+]
 
 
 class Crash(RuntimeError):
@@ -49,8 +58,10 @@ def test_resume_after_kill_gives_the_uninterrupted_metrics(etl_dir: Path, tmp_pa
 
 
 def test_same_seed_same_metrics_other_seed_differs(etl_dir: Path, tmp_path: Path) -> None:
-    runs = [Trainer(_cfg("train.epochs=1", f"seed={s}"), etl_dir, tmp_path / f"r{i}", progress=False).fit()
-            for i, s in enumerate((5, 5, 6))]
+    runs = [
+        Trainer(_cfg("train.epochs=1", f"seed={s}"), etl_dir, tmp_path / f"r{i}", progress=False).fit()
+        for i, s in enumerate((5, 5, 6))
+    ]
     assert runs[0].evaluation["test"] == runs[1].evaluation["test"]
     assert runs[0].evaluation["test"] != runs[2].evaluation["test"]
 
@@ -83,8 +94,9 @@ def test_config_is_validated_when_it_loads() -> None:
 
 
 def test_mmoe_beats_popularity_on_kuairand(etl_dir: Path, tmp_path: Path) -> None:
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml",
-                      ["train.epochs=1", "train.threads=2"])
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", ["train.epochs=1", "train.threads=2"]
+    )
     result = Trainer(cfg, etl_dir, tmp_path / "demo", progress=False).fit()
     test = result.evaluation["test"]
     for task in ("click", "like", "finish"):
@@ -102,13 +114,23 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
     import time
 
     args = [*TINY, "train.epochs=3", "train.max_steps_per_epoch=60", "seed=11"]
-    cli = [sys.executable, "-m", "pipeline.cli", "train", "--features", str(etl_dir), "--no-progress",
-           "--workdir", str(tmp_path / "mlflow")]
+    cli = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--features",
+        str(etl_dir),
+        "--no-progress",
+        "--workdir",
+        str(tmp_path / "mlflow"),
+    ]
     sets = [x for a in args for x in ("--set", a)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([*cli, *sets, "--run-dir", str(cut)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cli, *sets, "--run-dir", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.last_path(cut).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -116,8 +138,14 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = checkpoint.load(checkpoint.last_path(cut))["epoch"]
     assert killed_at < 2
-    subprocess.run([*cli, *sets, "--run-dir", str(cut), "--resume"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        [*cli, *sets, "--run-dir", str(cut), "--resume"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
     full = Trainer(load_config(None, args), etl_dir, tmp_path / "full", progress=False).fit()
     resumed = json.loads((cut / "evaluation.json").read_text())
     for task, metrics in full.evaluation["test"]["tasks"].items():

@@ -224,7 +224,12 @@ def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
 @pytest.mark.parametrize("stack", PREFORK_STACKS)
 def test_model_swap_under_load_fails_no_request(
     stack: str,
-    registry: Any, model_path: Path, other_model_path: Path, run_dir: Path, etl_dir: Path, candidates: pl.DataFrame
+    registry: Any,
+    model_path: Path,
+    other_model_path: Path,
+    run_dir: Path,
+    etl_dir: Path,
+    candidates: pl.DataFrame,
 ) -> None:
     """Clients hammer the server while the ``champion`` alias moves to version 2: every request gets a
     200 from exactly one version, versions never go back, and version 2 answers with its own scores."""
