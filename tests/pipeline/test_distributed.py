@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import load_config
 from pipeline.trainer import Trainer
+from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [
@@ -36,9 +36,7 @@ def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, meth
     args = [*ARGS, f"mtl.method={method}"]
     single = Trainer(load_config(None, args), etl_dir, tmp_path / "one", progress=False).fit()
     cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
+        *CLI,
         "train",
         "--features",
         str(etl_dir),

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = [
@@ -30,9 +31,7 @@ STRONG = [*BASE, "train.max_steps_per_epoch=30"]
 
 def job(workdir: Path, features: Path | None, overrides: list[str]) -> tuple[int, dict]:
     cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
+        *CLI,
         "run",
         "--config",
         str(ROOT / "configs" / "demo.yaml"),

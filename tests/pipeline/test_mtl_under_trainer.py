@@ -13,22 +13,11 @@ import pytest
 from apt import METHODS
 from pipeline.config import ConfigError, load_config
 from pipeline.trainer import TrainCallbacks, Trainer
+from tests.tiny import TINY_MMOE
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIMIZERS = ("adamw", "adatask", "muon", "adatask_muon")
-TINY = [
-    "model.arch=mmoe",
-    "model.embedding_dim=4",
-    "model.expert_hidden=[8]",
-    "model.tower_hidden=[4]",
-    "model.num_experts=2",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=3",
-    "train.batch_size=256",
-    "train.eval_batch_size=65536",
-    "train.threads=1",
-    "mtl.diagnostics_every=1",
-]
+TINY = [*TINY_MMOE, "train.max_steps_per_epoch=3", "train.eval_batch_size=65536", "mtl.diagnostics_every=1"]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 from pipeline import checkpoint
 from pipeline.config import ConfigError, load_config
 from pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
+from tests.tiny import CLI
 
 TINY = [
     "model.arch=mmoe",
@@ -110,14 +111,11 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     args = [*TINY, "train.epochs=3", "train.max_steps_per_epoch=60", "seed=11"]
     cli = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
+        *CLI,
         "train",
         "--features",
         str(etl_dir),

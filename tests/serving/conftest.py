@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pytest
 
+from tests.tiny import TINY_MMOE
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -20,18 +22,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
-TINY = [
-    "model.arch=mmoe",
-    "model.embedding_dim=4",
-    "model.expert_hidden=[8]",
-    "model.tower_hidden=[4]",
-    "model.num_experts=2",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=5",
-    "train.batch_size=256",
-    "train.eval_batch_size=8192",
-    "train.threads=1",
-]
+TINY = [*TINY_MMOE, "train.max_steps_per_epoch=5", "train.eval_batch_size=8192"]
 FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
 
 

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from serving.prefork import PreforkServer
 from serving.scorer import Scorer, load_scorer
 from serving.server import PREFORK_STACKS
 from serving.worker import WorkerConfig
+from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
@@ -178,7 +178,7 @@ def test_model_swap_under_load_fails_no_request(
 
 
 def test_cli_workers_serve_and_stop_cleanly(model_path: Path, etl_dir: Path, candidates: pl.DataFrame) -> None:
-    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(model_path), "--features", str(etl_dir)]
+    cmd = [*CLI, "serve", "--model", str(model_path), "--features", str(etl_dir)]
     cmd += ["--port", "0", "--poll-seconds", "0", "--workers", str(WORKERS)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from serving.onnx_model import OnnxModel
 from serving.scorer import Scorer, load_scorer
 from serving.server import PREFORK_STACKS, make_server
 from serving.service import Limits, RankService
+from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
@@ -188,9 +188,7 @@ def test_fastapi_stack_gives_the_same_answers(service: RankService, client: Clie
 
 def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
     cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
+        *CLI,
         "serve",
         "--model",
         str(model_path),
