@@ -56,6 +56,9 @@ class GateConfig:
 @dataclass(frozen=True)
 class ScoringConfig:
     weights: dict[str, float] = field(default_factory=dict)  # task -> weight of p_task in `score`
+    # the exported graph: rows per folded embedding table (models.export_fold, `aptrank export
+    # --fold-rows`); None = the exporter's default, 0 = no folding
+    fold_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ def _validate_libraries(cfg: JobConfig) -> None:
         raise ConfigError(f"{cfg.source_file}: train.batch_size and train.epochs must be >= 1")
     if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):
         raise ConfigError(f"{cfg.source_file}: train.device must be auto, cpu, cuda or cuda:N")
+    fold = cfg.scoring.fold_rows
+    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
+        raise ConfigError(f"{cfg.source_file}: scoring.fold_rows must be an integer >= 0 (0: no folding), got {fold!r}")
 
 
 def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:

@@ -61,15 +61,17 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
     return out
 
 
-def export_step(run_dir: Path, features: Path) -> Path:
-    """Parity-gated ONNX export of the trained run (exit 1 when the gate fails)."""
+def export_step(run_dir: Path, features: Path, fold_rows: int | None = None) -> Path:
+    """Parity-gated ONNX export of the trained run (exit 1 when the gate fails); ``fold_rows``: the
+    config's ``scoring.fold_rows`` (None: the exporter's default)."""
     from pipeline.commands.export import build_trained_model, load_run, parity_rows
     from serving.errors import ParityError
     from serving.export import export_checked
 
     model, spec = build_trained_model(load_run(str(run_dir), None, run_dir), features)
     try:
-        return export_checked(model, spec, run_dir / "model.onnx", parity_rows(features, spec, 10_000)).path
+        fold = {} if fold_rows is None else {"fold_rows": fold_rows}
+        return export_checked(model, spec, run_dir / "model.onnx", parity_rows(features, spec, 10_000), **fold).path
     except ParityError as e:
         raise JobError(f"export: {e}", JobExit.FAILURE) from e
 
@@ -140,7 +142,7 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
                 cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()}
             )
             log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
-            onnx_path = export_step(run_dir, features)
+            onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
             with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
                 bundle = scoring_bundle(features, Path(tmp) / "features")
                 tracked.log_result(result, extra_artifacts={"features": bundle})

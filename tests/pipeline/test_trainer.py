@@ -92,6 +92,11 @@ def test_config_is_validated_when_it_loads() -> None:
         load_config(None, ["model.expert_hidden=7"])
     with pytest.raises(ConfigError, match="nope"):
         load_config(None, ["mtl.method=nope"])
+    assert load_config(None).scoring.fold_rows is None
+    assert load_config(None, ["scoring.fold_rows=0"]).scoring.fold_rows == 0
+    for bad in ("-1", "many", "true"):
+        with pytest.raises(ConfigError, match="scoring.fold_rows must be an integer >= 0"):
+            load_config(None, [f"scoring.fold_rows={bad}"])
 
 
 def test_mmoe_beats_popularity_on_kuairand(etl_dir: Path, tmp_path: Path) -> None:

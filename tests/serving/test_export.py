@@ -152,3 +152,16 @@ def test_cli_fold_rows_chooses_the_graph_not_the_scores(
     assert f"FOLD_MAX_ROWS, {FOLD_MAX_ROWS}]" in help_text
     bad = CliRunner().invoke(app, [*args[:-1], "-1"])
     assert bad.exit_code == 2 and "--fold-rows" in bad.output
+
+
+def test_the_job_exports_with_its_configured_folding(run_dir: Path, etl_dir: Path, tmp_path: Path) -> None:
+    """``scoring.fold_rows`` of the job config reaches the job's export step."""
+    import onnx
+
+    from pipeline.job import export_step
+
+    for fold, folded in ((0, False), (None, True)):
+        run = tmp_path / f"run-{fold}"
+        shutil.copytree(run_dir, run)
+        graph = onnx.load(str(export_step(run, etl_dir, fold))).graph
+        assert ("fold.folded" in {i.name for i in graph.initializer}) is folded
