@@ -32,7 +32,7 @@ from data.spec import (
 from models.base import MultiTaskModel
 from models.batch import FeatureBatch
 from models.embedding import FusedTables
-from models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups
+from models.export_fold import FOLD_MAX_ROWS, fold_first_layer
 from models.export_heads import export_head
 
 #: ONNX metadata keys written by ``export_onnx``.
@@ -45,7 +45,7 @@ class ExportModule(nn.Module):
 
     ``fold_rows``: when the export head starts with a Linear layer (``first``: MMoE's fused head,
     Shared-Bottom's bottom) and some categorical features have at most this many rows, their tables are folded
-    into that layer (:class:`~models.export_fold.FoldedFirstLayer`); 0 turns folding off.
+    into that layer (:func:`~models.export_fold.fold_first_layer`); 0 turns folding off.
     """
 
     def __init__(self, model: MultiTaskModel, fold_rows: int = FOLD_MAX_ROWS) -> None:
@@ -56,13 +56,8 @@ class ExportModule(nn.Module):
         self.tables = FusedTables(model.embedding) if model.embedding.ebc is not None else None
         self.head = export_head(model)
         first = getattr(self.head, "first", None)
-        foldable = self.tables is not None and isinstance(first, nn.Linear) and fold_rows > 0
-        vocab = [model.spec.tables()[f.table] for f in model.spec.categorical]
-        self.fold = (
-            FoldedFirstLayer(model.embedding, first, fold_rows)  # type: ignore[arg-type]
-            if foldable and fold_groups(vocab, fold_rows)
-            else None
-        )
+        foldable = self.tables is not None and isinstance(first, nn.Linear)
+        self.fold = fold_first_layer(model.embedding, first, fold_rows) if foldable else None  # type: ignore[arg-type]
 
     def forward(
         self,

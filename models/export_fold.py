@@ -63,6 +63,18 @@ def fold_groups(vocab: list[int], max_rows: int) -> list[list[int]]:
     return [members for _, members in groups]
 
 
+def table_rows(embedding: SpecEmbedding) -> list[int]:
+    """Rows of each categorical feature's table, in spec order."""
+    tables = embedding.spec.tables()
+    return [tables[f.table] for f in embedding.spec.categorical]
+
+
+def fold_first_layer(embedding: SpecEmbedding, first: nn.Linear, max_rows: int) -> FoldedFirstLayer | None:
+    """``first`` with the small tables of ``embedding`` folded in, or None when no table has at most
+    ``max_rows`` rows (``max_rows`` 0: folding off)."""
+    return FoldedFirstLayer(embedding, first, max_rows) if fold_groups(table_rows(embedding), max_rows) else None
+
+
 def group_table(products: list[torch.Tensor]) -> torch.Tensor:
     """``[prod V_m, N]``: row ``(j_1, ..., j_k)`` (row-major) is ``sum_m products[m][j_m]``, for the
     members' ``E_f W_f^T`` products ``[V_m, N]``."""
@@ -83,7 +95,7 @@ class FoldedFirstLayer(nn.Module):
     def __init__(self, embedding: SpecEmbedding, first: nn.Linear, max_rows: int = FOLD_MAX_ROWS) -> None:
         super().__init__()
         spec, dim = embedding.spec, embedding.embedding_dim
-        vocab = [spec.tables()[f.table] for f in spec.categorical]
+        vocab = table_rows(embedding)
         self.groups = fold_groups(vocab, max_rows)
         if not self.groups:
             raise ValueError(f"FoldedFirstLayer: no categorical feature has <= {max_rows} rows to fold")

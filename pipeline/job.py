@@ -70,8 +70,8 @@ def export_step(run_dir: Path, features: Path, fold_rows: int | None = None) -> 
 
     model, spec = build_trained_model(load_run(str(run_dir), None, run_dir), features)
     try:
-        fold = {} if fold_rows is None else {"fold_rows": fold_rows}
-        return export_checked(model, spec, run_dir / "model.onnx", parity_rows(features, spec, 10_000), **fold).path
+        rows = parity_rows(features, spec, 10_000)
+        return export_checked(model, spec, run_dir / "model.onnx", rows, fold_rows=fold_rows).path
     except ParityError as e:
         raise JobError(f"export: {e}", JobExit.FAILURE) from e
 

@@ -40,15 +40,16 @@ def export_checked(
     rows: Mapping[str, np.ndarray],
     tolerance: float = PARITY_TOLERANCE,
     *,
-    fold_rows: int = FOLD_MAX_ROWS,
+    fold_rows: int | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``
-    (``fold_rows``: :class:`models.export.ExportModule`'s table folding; 0 = off)."""
+    (``fold_rows``: :class:`models.export.ExportModule`'s table folding; 0 = off, None = its default
+    ``FOLD_MAX_ROWS``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
-        export_onnx(model, tmp, spec, fold_rows)
+        export_onnx(model, tmp, spec, FOLD_MAX_ROWS if fold_rows is None else fold_rows)
         report = check_parity(model, load_onnx(tmp), rows, tolerance)
         os.replace(tmp, out)
     finally:

@@ -167,8 +167,7 @@ def export_command(
                 raise RunError(f"run {run.source}: no ETL output known; pass --features DIR")
             model, spec = build_trained_model(run, feats)
             rows = parity_rows(feats, spec, parity_rows_)
-            fold = {} if fold_rows is None else {"fold_rows": fold_rows}
-            result = export_checked(model, spec, out, rows, tolerance, **fold)
+            result = export_checked(model, spec, out, rows, tolerance, fold_rows=fold_rows)
         except ParityError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(PARITY_EXIT_CODE) from None
