@@ -6,11 +6,11 @@ aggregators and loss weightings (``METHODS``), optimizers AdamW / AdaTask / Muon
 See apt/README.md.
 """
 
-from apt.config import APTConfig, ConfigError, MTLConfig, MuonConfig
-from apt.engine import MultiTaskOptimizer
-from apt.methods import AGGREGATORS, METHODS, WEIGHTINGS, Combination, Method
-from apt.optim import OPTIMIZERS, AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer
-from apt.roles import ParamRoles
+from aptrank.apt.config import APTConfig, ConfigError, MTLConfig, MuonConfig
+from aptrank.apt.engine import MultiTaskOptimizer
+from aptrank.apt.methods import AGGREGATORS, METHODS, WEIGHTINGS, Combination, Method
+from aptrank.apt.optim import OPTIMIZERS, AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer
+from aptrank.apt.roles import ParamRoles
 
 __all__ = [
     "AGGREGATORS",

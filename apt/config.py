@@ -148,8 +148,8 @@ class MTLConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first invalid value or combination."""
-        from apt.methods import METHODS
-        from apt.optim import OPTIMIZERS
+        from aptrank.apt.methods import METHODS
+        from aptrank.apt.optim import OPTIMIZERS
 
         if self.method not in METHODS:
             raise ConfigError("mtl.method", f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")

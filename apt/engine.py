@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from apt.config import MTLConfig
-from apt.gradients import (
+from aptrank.apt.config import MTLConfig
+from aptrank.apt.gradients import (
     combine,
     flat_rows,
     gram,
@@ -43,13 +43,13 @@ from apt.gradients import (
     reduce_stacked,
     unflatten,
 )
-from apt.methods import METHODS
-from apt.methods.base import Combination
-from apt.optim import build_optimizer
-from apt.rep_mode import rep_step
-from apt.roles import ParamRoles, _unique
-from apt.scope_all import exact_all
-from apt.step_stats import clip_gradients, step_metrics
+from aptrank.apt.methods import METHODS
+from aptrank.apt.methods.base import Combination
+from aptrank.apt.optim import build_optimizer
+from aptrank.apt.rep_mode import rep_step
+from aptrank.apt.roles import ParamRoles, _unique
+from aptrank.apt.scope_all import exact_all
+from aptrank.apt.step_stats import clip_gradients, step_metrics
 
 Callback = Callable[[int, dict[str, float]], None]
 Reducer = Callable[[Tensor], Tensor]

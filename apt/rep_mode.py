@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from apt.gradients import combine, gram, per_task_grads
-from apt.methods.base import Combination
+from aptrank.apt.gradients import combine, gram, per_task_grads
+from aptrank.apt.methods.base import Combination
 
 
 def rep_step(

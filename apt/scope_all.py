@@ -14,8 +14,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from apt.gradients import combine, gram, per_task_grads_loop, reduce_grads, reduce_stacked, sparse_rows, stack_dense
-from apt.methods.base import Combination
+from aptrank.apt.gradients import (
+    combine,
+    gram,
+    per_task_grads_loop,
+    reduce_grads,
+    reduce_stacked,
+    sparse_rows,
+    stack_dense,
+)
+from aptrank.apt.methods.base import Combination
 
 
 def exact_all(

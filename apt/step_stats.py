@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from apt.methods.base import Combination, clip_factor
+from aptrank.apt.methods.base import Combination, clip_factor
 
 
 def clip_gradients(grads: list[Tensor], max_norm: float) -> float:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from apt.config import MTLConfig
-from apt.engine import MultiTaskOptimizer
-from apt.roles import ParamRoles
+from aptrank.apt.config import MTLConfig
+from aptrank.apt.engine import MultiTaskOptimizer
+from aptrank.apt.roles import ParamRoles
 
 PARETO_X2 = -8.3552
 PARETO_X1 = (-7.0, 7.0)

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from aptrank.data.etl.config import load_config  # noqa: E402
+from aptrank.data.etl.run import example_files, run_etl  # noqa: E402
+from aptrank.data.synthetic import GeneratorConfig, generate  # noqa: E402
 from bench.etl_pandas_baseline import run_pandas_etl  # noqa: E402
-from data.etl.config import load_config  # noqa: E402
-from data.etl.run import example_files, run_etl  # noqa: E402
-from data.synthetic import GeneratorConfig, generate  # noqa: E402
 
 CONFIG = ROOT / "configs" / "etl" / "synthetic.yaml"
 MIN_EVENTS_PER_S = 300_000

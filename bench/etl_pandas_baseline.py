@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.etl.config import EtlConfig, window_ms
+from aptrank.data.etl.config import EtlConfig, window_ms
 
 DAY = pd.Timedelta(days=1)
 ALL_PRIOR = pd.Timedelta(days=100 * 365)

@@ -44,15 +44,15 @@ def main() -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from data.adapters import SAMPLE_DIR
-    from data.etl.config import load_config
-    from data.etl.run import run_etl
-    from data.tensors import model_inputs
-    from models.batch import FeatureBatch
-    from models.export import export_onnx
-    from models.export_fold import FOLD_MAX_ROWS
-    from models.registry import ARCHITECTURES, build_model
-    from serving.onnx_model import PREDICT_ROWS, load_onnx
+    from aptrank.data.adapters import SAMPLE_DIR
+    from aptrank.data.etl.config import load_config
+    from aptrank.data.etl.run import run_etl
+    from aptrank.data.tensors import model_inputs
+    from aptrank.models.batch import FeatureBatch
+    from aptrank.models.export import export_onnx
+    from aptrank.models.export_fold import FOLD_MAX_ROWS
+    from aptrank.models.registry import ARCHITECTURES, build_model
+    from aptrank.serving.onnx_model import PREDICT_ROWS, load_onnx
 
     variants = {"unfolded": 0, "folded": FOLD_MAX_ROWS}
     results: dict[str, dict] = {}

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
-from data.synthetic import GeneratorConfig, generate  # noqa: E402
-from data.synthetic.generator import STREAM_PLAN, stream_rng  # noqa: E402
-from data.synthetic.plan import make_plan  # noqa: E402
+from aptrank.data.synthetic import GeneratorConfig, generate  # noqa: E402
+from aptrank.data.synthetic.generator import STREAM_PLAN, stream_rng  # noqa: E402
+from aptrank.data.synthetic.plan import make_plan  # noqa: E402
 
 WALL_LIMIT_S = 60.0
 RSS_LIMIT_BYTES = 3 * 1024**3

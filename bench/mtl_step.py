@@ -43,10 +43,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles  # noqa: E402
-from data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature  # noqa: E402
-from models import FeatureBatch, build_model  # noqa: E402
-from pipeline.trainer import task_losses  # noqa: E402
+from aptrank.apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles  # noqa: E402
+from aptrank.data.spec import (  # noqa: E402
+    DEFAULT_TASKS,
+    CategoricalFeature,
+    DenseFeature,
+    FeatureSpec,
+    SequenceFeature,
+)
+from aptrank.models import FeatureBatch, build_model  # noqa: E402
+from aptrank.pipeline.trainer import task_losses  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "mtl_step.json"
 EXACT_METHODS = ("mgda", "pcgrad", "cagrad", "nash_mtl", "imgrad", "sdmgrad", "aligned_mtl")

@@ -67,13 +67,13 @@ def prepare_all(workdir: Path, config: Path = DEMO_CONFIG) -> Prepared:
     through the parity gate."""
     import pyarrow.parquet as pq
 
-    from data.adapters import SAMPLE_DIR
-    from data.etl.config import load_config as load_etl_config
-    from data.etl.run import run_etl
-    from data.tensors import model_inputs
-    from models.registry import build_model
-    from pipeline.config import load_config
-    from serving.export import export_checked
+    from aptrank.data.adapters import SAMPLE_DIR
+    from aptrank.data.etl.config import load_config as load_etl_config
+    from aptrank.data.etl.run import run_etl
+    from aptrank.data.tensors import model_inputs
+    from aptrank.models.registry import build_model
+    from aptrank.pipeline.config import load_config
+    from aptrank.serving.export import export_checked
 
     features = workdir / "etl"
     spec = run_etl("kuairand", SAMPLE_DIR, features, load_etl_config(ETL_CONFIG)).spec
@@ -109,8 +109,8 @@ class TorchRunner:
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        from data.spec import INPUT_NAMES
-        from models.batch import FeatureBatch
+        from aptrank.data.spec import INPUT_NAMES
+        from aptrank.models.batch import FeatureBatch
 
         rows = int(arrays[INPUT_NAMES[0]].shape[0])
         out = []
@@ -123,7 +123,7 @@ class TorchRunner:
 
 def candidates_file(features: Path, rows: int, path: Path) -> Path:
     """The sample's real candidate rows (user, item, ts, tab) repeated to ``rows`` rows."""
-    from data.adapters import SAMPLE_DIR, load_source
+    from aptrank.data.adapters import SAMPLE_DIR, load_source
 
     base = load_source("kuairand", SAMPLE_DIR).events.select("user_id", "item_id", "ts", "tab").collect()
     reps = -(-rows // base.height)
@@ -157,8 +157,8 @@ class PeakRss:
 def run(
     scorer: object, source: Path, out_dir: Path, chunk_rows: int, limit: int | None, workers: int
 ) -> dict[str, float]:
-    from serving.batch import score_chunks
-    from serving.candidates import count_rows, iter_chunks, scan_candidates
+    from aptrank.serving.batch import score_chunks
+    from aptrank.serving.candidates import count_rows, iter_chunks, scan_candidates
 
     frame = scan_candidates("canonical", source)
     if limit is not None:
@@ -212,7 +212,7 @@ def main() -> None:
 
     import torch
 
-    from serving.scorer import Scorer, load_scorer
+    from aptrank.serving.scorer import Scorer, load_scorer
 
     with tempfile.TemporaryDirectory(prefix="aptrank-bench-score-") as tmp:
         work = Path(tmp)

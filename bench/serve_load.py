@@ -49,9 +49,9 @@ from loopback_client import LoopbackClient, request_bytes  # noqa: E402  (bench/
 from report import write_result  # noqa: E402
 from score import DEMO_CONFIG, prepare  # noqa: E402  (bench/score.py: ETL + exported demo-size model)
 
-from serving.prefork import PreforkServer, default_workers  # noqa: E402
-from serving.server import DEFAULT_STACK, PREFORK_STACKS  # noqa: E402
-from serving.worker import WorkerConfig  # noqa: E402
+from aptrank.serving.prefork import PreforkServer, default_workers  # noqa: E402
+from aptrank.serving.server import DEFAULT_STACK, PREFORK_STACKS  # noqa: E402
+from aptrank.serving.worker import WorkerConfig  # noqa: E402
 
 CANDIDATES = 100
 RESULT_KEY = b'"item_id":'
@@ -65,7 +65,7 @@ def request_bodies(features: Path, n: int, seed: int) -> list[bytes]:
     """``n`` JSON bodies of :data:`CANDIDATES` known items each for known users (seeded)."""
     import polars as pl
 
-    from data.spec import FeatureSpec
+    from aptrank.data.spec import FeatureSpec
 
     spec = FeatureSpec.read(features)
     users = pl.read_parquet(features / "snapshot" / "users.parquet", columns=["user_id"])["user_id"].to_numpy()
@@ -224,7 +224,7 @@ def main() -> None:
             "requests": args.requests,
             "compare_requests": args.compare_requests,
             "workers": args.workers,
-            "server": f"serving.prefork.PreforkServer (aptrank serve --workers N --stack {args.stack})",
+            "server": f"aptrank.serving.prefork.PreforkServer (aptrank serve --workers N --stack {args.stack})",
             "stack": args.stack,
             "seed": args.seed,
             "candidates_per_request": CANDIDATES,

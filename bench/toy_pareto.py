@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apt import toy  # noqa: E402
+from aptrank.apt import toy  # noqa: E402
 
 METHODS = ("ew", "mgda", "pcgrad", "cagrad", "nash_mtl", "imgrad", "sdmgrad", "aligned_mtl")
 RESULTS = ROOT / "bench" / "results"

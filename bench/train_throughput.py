@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from report import write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
-from data.etl.config import load_config as load_etl_config  # noqa: E402
-from data.etl.run import run_etl  # noqa: E402
-from data.synthetic import GeneratorConfig, generate  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from aptrank.data.etl.config import load_config as load_etl_config  # noqa: E402
+from aptrank.data.etl.run import run_etl  # noqa: E402
+from aptrank.data.synthetic import GeneratorConfig, generate  # noqa: E402
+from aptrank.pipeline.config import load_config  # noqa: E402
+from aptrank.pipeline.trainer import Trainer  # noqa: E402
 
 ARCHS = ("single_task", "shared_bottom", "mmoe", "ple")
 TARGET_MMOE = 30_000.0

@@ -25,9 +25,9 @@ from typing import Any
 
 import polars as pl
 
-from data.etl.encode import FeatureEncoder
-from data.schema import TS_DTYPE
-from data.spec import OOV_INDEX, FeatureSpec, SpecError
+from aptrank.data.etl.encode import FeatureEncoder
+from aptrank.data.schema import TS_DTYPE
+from aptrank.data.spec import OOV_INDEX, FeatureSpec, SpecError
 
 
 @dataclass

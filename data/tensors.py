@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from data.spec import FeatureSpec, SpecError
+from aptrank.data.spec import FeatureSpec, SpecError
 
 Batch = pl.DataFrame | pa.Table | pa.RecordBatch
 _BLOCK = 16_384

@@ -1,10 +1,10 @@
 """Multi-task rankers on TorchRec embeddings, built from a FeatureSpec (DESIGN.md, ``models/``)."""
 
-from models.base import MultiTaskModel
-from models.batch import FeatureBatch
-from models.config import ModelConfig, ModelConfigError
-from models.export import ExportModule, export_onnx
-from models.registry import ARCHITECTURES, build_model
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.config import ModelConfig, ModelConfigError
+from aptrank.models.export import ExportModule, export_onnx
+from aptrank.models.registry import ARCHITECTURES, build_model
 
 __all__ = [
     "ARCHITECTURES",

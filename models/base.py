@@ -12,11 +12,11 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec
-from models.batch import FeatureBatch
-from models.config import ModelConfig
-from models.embedding import SpecEmbedding
-from models.layers import Tower
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.config import ModelConfig
+from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.layers import Tower
 
 ParamRoles = dict[str, list[nn.Parameter] | list[list[nn.Parameter]]]
 

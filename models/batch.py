@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from data.spec import FeatureSpec, SpecError
+from aptrank.data.spec import FeatureSpec, SpecError
 
 
 @dataclass(frozen=True)

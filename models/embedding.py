@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from data.spec import FeatureSpec
-from models.batch import FeatureBatch
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
 
 
 class SpecEmbedding(nn.Module):

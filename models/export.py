@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.spec import (
+from aptrank.data.spec import (
     INPUT_NAMES,
     META_FEATURE_SPEC,
     META_FEATURE_SPEC_HASH,
@@ -29,11 +29,11 @@ from data.spec import (
     FeatureSpec,
     SpecError,
 )
-from models.base import MultiTaskModel
-from models.batch import FeatureBatch
-from models.embedding import FusedTables
-from models.export_fold import FOLD_MAX_ROWS, fold_first_layer
-from models.export_heads import export_head
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.embedding import FusedTables
+from aptrank.models.export_fold import FOLD_MAX_ROWS, fold_first_layer
+from aptrank.models.export_heads import export_head
 
 #: ONNX metadata keys written by ``export_onnx``.
 

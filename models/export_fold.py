@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.embedding import FusedTables, SpecEmbedding
+from aptrank.models.embedding import FusedTables, SpecEmbedding
 
 FOLD_MAX_ROWS = 4096
 """Default rows per folded group table (``aptrank export --fold-rows``; 0 turns folding off)."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import MultiTaskModel
-from models.layers import MLP, Gate
-from models.mmoe import MMoE
-from models.ple import PLE
-from models.shared_bottom import SharedBottom
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.layers import MLP, Gate
+from aptrank.models.mmoe import MMoE
+from aptrank.models.ple import PLE
+from aptrank.models.shared_bottom import SharedBottom
 
 
 class FusedMMoEHead(nn.Module):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec
-from models.base import MultiTaskModel
-from models.config import ModelConfig
-from models.layers import Experts, Gate
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.config import ModelConfig
+from aptrank.models.layers import Experts, Gate
 
 
 class MMoE(MultiTaskModel):

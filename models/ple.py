@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec
-from models.base import MultiTaskModel
-from models.config import ModelConfig
-from models.layers import Experts, Gate
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.config import ModelConfig
+from aptrank.models.layers import Experts, Gate
 
 
 class CGCLayer(nn.Module):

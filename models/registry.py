@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from data.spec import FeatureSpec
-from models.base import MultiTaskModel
-from models.config import ModelConfig
-from models.mmoe import MMoE
-from models.ple import PLE
-from models.shared_bottom import SharedBottom, SingleTask
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.config import ModelConfig
+from aptrank.models.mmoe import MMoE
+from aptrank.models.ple import PLE
+from aptrank.models.shared_bottom import SharedBottom, SingleTask
 
 ARCHITECTURES: dict[str, Callable[[FeatureSpec, ModelConfig], MultiTaskModel]] = {
     "single_task": SingleTask,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from data.spec import FeatureSpec
-from models.base import MultiTaskModel
-from models.config import ModelConfig, ModelConfigError
-from models.layers import MLP
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.config import ModelConfig, ModelConfigError
+from aptrank.models.layers import MLP
 
 
 class SharedBottom(MultiTaskModel):

@@ -40,7 +40,7 @@ app = typer.Typer(
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"pipeline.commands.{name}")
+        module = importlib.import_module(f"aptrank.pipeline.commands.{name}")
         module.register(app)
 
 

@@ -155,9 +155,9 @@ def _section(cls: type, name: str, value: Any, source: str) -> Any:
 
 def _validate_libraries(cfg: JobConfig) -> None:
     """Let the model and optimizer libraries refuse bad values now, with their reasons."""
-    from apt import MTLConfig
-    from models.config import ModelConfig
-    from models.registry import ARCHITECTURES
+    from aptrank.apt import MTLConfig
+    from aptrank.models.config import ModelConfig
+    from aptrank.models.registry import ARCHITECTURES
 
     if cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"{cfg.source_file}: model.arch '{cfg.arch}' unknown; known: {sorted(ARCHITECTURES)}")

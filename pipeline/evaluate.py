@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from data.spec import FeatureSpec
-from pipeline.loader import ExampleLoader, split_files
-from pipeline.metrics import task_metrics
+from aptrank.data.spec import FeatureSpec
+from aptrank.pipeline.loader import ExampleLoader, split_files
+from aptrank.pipeline.metrics import task_metrics
 
 POPULARITY_PRIOR = 20.0  # pseudo-impressions at the global rate (additive smoothing)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from pipeline.mlflow_store import check_reachable, mlflow_errors
-from pipeline.registry import CHAMPION, TAG_SPLIT, TAG_WINDOW, RegistryError, read_aucs
+from aptrank.pipeline.mlflow_store import check_reachable, mlflow_errors
+from aptrank.pipeline.registry import CHAMPION, TAG_SPLIT, TAG_WINDOW, RegistryError, read_aucs
 
 TAG_PREFIX = "aptrank.gate."
 Rescore = Callable[[ModelVersion, str, str], Mapping[str, float]]
@@ -102,7 +102,7 @@ def run_gate(
     if not challenger_auc:
         raise GateError(
             f"'{name}' version {version} has no aptrank.auc.* tags: it was not registered by "
-            "pipeline.registry.register_version"
+            "aptrank.pipeline.registry.register_version"
         )
     champion_version = None if champion is None else str(champion.version)  # int or str, by store
     if champion_version == version:

@@ -16,7 +16,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import JobConfig
+from aptrank.pipeline.config import JobConfig
 
 FEATURE_ARTIFACT_PARTS = ("feature_spec.json", "vocab", "snapshot")  # what scorers need, not the splits
 
@@ -44,10 +44,10 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
     """The ETL into ``workdir/features`` (or the configured ``data.features``); exit 2 on bad data."""
     if cfg.data.features:
         return Path(cfg.data.features)
-    from data.adapters import SourceError
-    from data.etl.config import EtlConfig, EtlConfigError, load_config
-    from data.etl.run import run_etl
-    from data.schema import SchemaError
+    from aptrank.data.adapters import SourceError
+    from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
+    from aptrank.data.etl.run import run_etl
+    from aptrank.data.schema import SchemaError
 
     out = workdir / "features"
     try:
@@ -64,9 +64,9 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
 def export_step(run_dir: Path, features: Path, fold_rows: int | None = None) -> Path:
     """Parity-gated ONNX export of the trained run (exit 1 when the gate fails); ``fold_rows``: the
     config's ``scoring.fold_rows`` (None: the exporter's default)."""
-    from pipeline.commands.export import build_trained_model, load_run, parity_rows
-    from serving.errors import ParityError
-    from serving.export import export_checked
+    from aptrank.pipeline.commands.export import build_trained_model, load_run, parity_rows
+    from aptrank.serving.errors import ParityError
+    from aptrank.serving.export import export_checked
 
     model, spec = build_trained_model(load_run(str(run_dir), None, run_dir), features)
     try:
@@ -90,13 +90,13 @@ def scoring_bundle(features: Path, dest: Path) -> Path:
 
 def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
     """Run the whole job under the config's lock; returns the exit code and the final summary."""
-    from pipeline.commands.train import run_training
-    from pipeline.gate import run_gate
-    from pipeline.lock import JobLock
-    from pipeline.mlflow_store import connect, resolve_tracking_uri
-    from pipeline.provenance import fingerprint
-    from pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
-    from pipeline.tracking import TrackedRun
+    from aptrank.pipeline.commands.train import run_training
+    from aptrank.pipeline.gate import run_gate
+    from aptrank.pipeline.lock import JobLock
+    from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
+    from aptrank.pipeline.provenance import fingerprint
+    from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
+    from aptrank.pipeline.tracking import TrackedRun
 
     t0 = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)

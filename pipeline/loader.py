@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from data.spec import FeatureSpec
-from data.tensors import labels, model_inputs
-from models.batch import FeatureBatch
+from aptrank.data.spec import FeatureSpec
+from aptrank.data.tensors import labels, model_inputs
+from aptrank.models.batch import FeatureBatch
 
 _END = object()
 T = TypeVar("T")

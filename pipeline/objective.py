@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from apt import MTLConfig, MultiTaskOptimizer, ParamRoles
-from pipeline.config import JobConfig
-from pipeline.parallel import SingleProcess
+from aptrank.apt import MTLConfig, MultiTaskOptimizer, ParamRoles
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.parallel import SingleProcess
 
 
 def task_losses(task_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.batch import FeatureBatch
+from aptrank.models.batch import FeatureBatch
 
 
 def world_size_from_env() -> int:

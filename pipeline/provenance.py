@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data.digests import files_digest
-from pipeline.config import JobConfig
+from aptrank.data.digests import files_digest
+from aptrank.pipeline.config import JobConfig
 
 #: Packages whose versions every run records (the ones that change numbers or file formats).
 TRACKED_PACKAGES: tuple[str, ...] = ("torch", "torchrec", "polars", "mlflow", "onnxruntime")

@@ -30,9 +30,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-from pipeline.config import JobConfig
-from pipeline.mlflow_store import TrackingError, check_reachable, fluent_uri, mlflow_errors
-from pipeline.provenance import canonical_hash, config_hash
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.mlflow_store import TrackingError, check_reachable, fluent_uri, mlflow_errors
+from aptrank.pipeline.provenance import canonical_hash, config_hash
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

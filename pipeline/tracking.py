@@ -34,14 +34,20 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from data.spec import FeatureSpec
-from pipeline import plots
-from pipeline.config import JobConfig
-from pipeline.mlflow_store import artifact_location, connect, ensure_experiment, mlflow_errors, resolve_tracking_uri
-from pipeline.provenance import config_hash, git_commit, package_versions
+from aptrank.data.spec import FeatureSpec
+from aptrank.pipeline import plots
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.mlflow_store import (
+    artifact_location,
+    connect,
+    ensure_experiment,
+    mlflow_errors,
+    resolve_tracking_uri,
+)
+from aptrank.pipeline.provenance import config_hash, git_commit, package_versions
 
 if TYPE_CHECKING:  # the trainer pulls in torch and apt; tracking and registry stay light without them
-    from pipeline.trainer import TrainCallbacks, TrainResult
+    from aptrank.pipeline.trainer import TrainCallbacks, TrainResult
 
 FLUSH_AT = 1000  # metrics per log_batch call (MLflow's MAX_METRICS_PER_BATCH)
 PLOT_POINTS = 2048  # diagnostics kept in memory per key for the plots (MLflow keeps every logged one)
@@ -182,7 +188,7 @@ class TrackedRun:
 
     def callbacks(self) -> TrainCallbacks:
         """Hooks for ``pipeline.trainer.Trainer``."""
-        from pipeline.trainer import TrainCallbacks
+        from aptrank.pipeline.trainer import TrainCallbacks
 
         return TrainCallbacks(on_epoch_end=self.log_epoch, on_diagnostics=self.log_diagnostics)
 
@@ -234,7 +240,7 @@ class TrackedRun:
 
         ``checkpoint`` defaults to ``<run_dir>/best_model.pt``; ``extra_artifacts`` maps an
         artifact folder to a local file or folder."""
-        from pipeline.checkpoint import best_path
+        from aptrank.pipeline.checkpoint import best_path
 
         evaluation = result.evaluation
         now, step = _now_ms(), max(result.best_epoch, 0)

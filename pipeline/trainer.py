@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from apt import MTLConfig
-from data.spec import FeatureSpec
-from models.registry import build_model
-from pipeline import checkpoint
-from pipeline.config import JobConfig
-from pipeline.evaluate import evaluate_split
-from pipeline.loader import ExampleLoader, split_files
-from pipeline.objective import build_optimizer, task_losses
-from pipeline.parallel import SingleProcess, make_parallel
+from aptrank.apt import MTLConfig
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.registry import build_model
+from aptrank.pipeline import checkpoint
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.evaluate import evaluate_split
+from aptrank.pipeline.loader import ExampleLoader, split_files
+from aptrank.pipeline.objective import build_optimizer, task_losses
+from aptrank.pipeline.parallel import SingleProcess, make_parallel
 
 EVALUATION_FILE = "evaluation.json"
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from serving.candidates import NON_FINITE, REASON, reject_reason
-from serving.errors import CandidateError
-from serving.scorer import SCORE_COLUMN, Scorer
+from aptrank.serving.candidates import NON_FINITE, REASON, reject_reason
+from aptrank.serving.errors import CandidateError
+from aptrank.serving.scorer import SCORE_COLUMN, Scorer
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from serving.scorer import Scored, Scorer
+from aptrank.serving.scorer import Scored, Scorer
 
 DEFAULT_MAX_ROWS = 4096
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
-from data.adapters import load_source
-from data.adapters.base import SourceError, scan
-from serving.errors import CandidateError
+from aptrank.data.adapters import load_source
+from aptrank.data.adapters.base import SourceError, scan
+from aptrank.serving.errors import CandidateError
 
 SOURCES: tuple[str, ...] = ("kuairand", "canonical")
 REASON = "reason"

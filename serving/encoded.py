@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.spec import OOV_INDEX
+from aptrank.data.spec import OOV_INDEX
 
 
 @dataclass

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data.spec import FeatureSpec
-from models.base import MultiTaskModel
-from models.export import export_onnx
-from models.export_fold import FOLD_MAX_ROWS
-from serving.onnx_model import load_onnx
-from serving.parity import PARITY_TOLERANCE, ParityReport, check_parity
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.export import export_onnx
+from aptrank.models.export_fold import FOLD_MAX_ROWS
+from aptrank.serving.onnx_model import load_onnx
+from aptrank.serving.parity import PARITY_TOLERANCE, ParityReport, check_parity
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from data.etl.dense import recipe_columns
-from data.etl.encode import FeatureEncoder
-from data.spec import FeatureSpec
-from serving.request_side import Raw
+from aptrank.data.etl.dense import recipe_columns
+from aptrank.data.etl.encode import FeatureEncoder
+from aptrank.data.spec import FeatureSpec
+from aptrank.serving.request_side import Raw
 
 USER, ITEM, REQUEST = "user", "item", "request"
 SIDE_ENTITIES: dict[str, tuple[str, ...]] = {USER: ("user",), ITEM: ("item", "author")}

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from data.snapshot import FeatureLookup
-from data.spec import INPUT_NAMES
-from data.tensors import model_inputs
-from serving.encoded import Encoded
-from serving.errors import CandidateError, ServingError
-from serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
-from serving.request_side import Raw, RequestEncoder, raw_column
+from aptrank.data.snapshot import FeatureLookup
+from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.tensors import model_inputs
+from aptrank.serving.encoded import Encoded
+from aptrank.serving.errors import CandidateError, ServingError
+from aptrank.serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
+from aptrank.serving.request_side import Raw, RequestEncoder, raw_column
 
 log = logging.getLogger("aptrank.serve")
 SELF_CHECK_ROWS = 256

@@ -17,10 +17,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from serving.errors import ModelLoadError
-from serving.metrics import Metrics
-from serving.model_source import ModelSource
-from serving.scorer import Scorer, load_scorer
+from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.metrics import Metrics
+from aptrank.serving.model_source import ModelSource
+from aptrank.serving.scorer import Scorer, load_scorer
 
 log = logging.getLogger("aptrank.serve")
 WARMUP_ROWS = 64

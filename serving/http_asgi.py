@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from serving.service import RankService
+from aptrank.serving.service import RankService
 
 STARTUP_TIMEOUT_S = 20.0
 

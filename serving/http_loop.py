@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 
-from serving.http_head import (
+from aptrank.serving.http_head import (
     ACCEPT_DELAY_S,
     CONTINUE,
     IDLE_TIMEOUT_S,
@@ -43,7 +43,7 @@ from serving.http_head import (
     response_bytes,
     split_head,
 )
-from serving.service import RankService, Reply
+from aptrank.serving.service import RankService, Reply
 
 log = logging.getLogger("aptrank.serve")
 BACKLOG = 1024

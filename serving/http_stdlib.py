@@ -23,7 +23,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serving.http_head import (
+from aptrank.serving.http_head import (
     ACCEPT_DELAY_S,
     CONTINUE,
     IDLE_TIMEOUT_S,
@@ -34,7 +34,7 @@ from serving.http_head import (
     parse_head,
     response_bytes,
 )
-from serving.service import RankService, Reply
+from aptrank.serving.service import RankService, Reply
 
 log = logging.getLogger("aptrank.serve")
 DRAIN_TIMEOUT_S = 5.0

@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from serving.metrics import PREFIX, Metrics, _labels
+from aptrank.serving.metrics import PREFIX, Metrics, _labels
 
 LIVE, RETIRED = "worker-", "retired-"
 

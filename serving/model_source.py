@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data.digests import file_digest
-from serving.errors import ModelLoadError
+from aptrank.data.digests import file_digest
+from aptrank.serving.errors import ModelLoadError
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient

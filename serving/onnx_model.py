@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from data.digests import file_digest
-from data.spec import (
+from aptrank.data.digests import file_digest
+from aptrank.data.spec import (
     INPUT_NAMES,
     META_FEATURE_SPEC,
     META_FEATURE_SPEC_HASH,
@@ -31,7 +31,7 @@ from data.spec import (
     FeatureSpec,
     SpecError,
 )
-from serving.errors import ModelLoadError
+from aptrank.serving.errors import ModelLoadError
 
 PROVIDERS = ["CPUExecutionProvider"]
 PREDICT_ROWS = 128

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from data.spec import INPUT_NAMES
-from models.base import MultiTaskModel
-from models.batch import FeatureBatch
-from serving.errors import ParityError
-from serving.onnx_model import OnnxModel
+from aptrank.data.spec import INPUT_NAMES
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.batch import FeatureBatch
+from aptrank.serving.errors import ParityError
+from aptrank.serving.onnx_model import OnnxModel
 
 PARITY_ROWS = 10_000
 PARITY_TOLERANCE = 1e-5

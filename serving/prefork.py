@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.metrics_shared import retire
-from serving.worker import READY, WorkerConfig, command
+from aptrank.serving.metrics_shared import retire
+from aptrank.serving.worker import READY, WorkerConfig, command
 
 log = logging.getLogger("aptrank.serve")
 ROOT = Path(__file__).resolve().parents[1]

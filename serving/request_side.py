@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from data.etl.encode import DAY_MS, HOUR, ITEM_AGE, ITEM_UPLOAD, WEEKDAY, FeatureEncoder
-from data.spec import OOV_INDEX, FeatureSpec
+from aptrank.data.etl.encode import DAY_MS, HOUR, ITEM_AGE, ITEM_UPLOAD, WEEKDAY, FeatureEncoder
+from aptrank.data.spec import OOV_INDEX, FeatureSpec
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

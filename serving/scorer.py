@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from serving.encoded import Encoded
-from serving.errors import ModelLoadError
-from serving.features import CandidateFeatures
-from serving.fusion import Fusion
-from serving.onnx_model import OnnxModel, load_onnx
+from aptrank.serving.encoded import Encoded
+from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.features import CandidateFeatures
+from aptrank.serving.fusion import Fusion
+from aptrank.serving.onnx_model import OnnxModel, load_onnx
 
 PROBABILITY_PREFIX = "p_"
 SCORE_COLUMN = "score"

@@ -9,8 +9,8 @@ import gc
 import socket
 from typing import Protocol
 
-from serving.http_head import IDLE_TIMEOUT_S
-from serving.service import RankService
+from aptrank.serving.http_head import IDLE_TIMEOUT_S
+from aptrank.serving.service import RankService
 
 DEFAULT_STACK = "loop"
 STACKS: tuple[str, ...] = ("loop", "stdlib", "fastapi")
@@ -44,15 +44,15 @@ def make_server(
     if sock is not None and stack not in PREFORK_STACKS:
         raise ValueError(f"--stack '{stack}' cannot serve on a shared socket; use one of {', '.join(PREFORK_STACKS)}")
     if stack == "loop":
-        from serving.http_loop import LoopServer
+        from aptrank.serving.http_loop import LoopServer
 
         return LoopServer(service, host, port, sock, idle_timeout)
     if stack == "stdlib":
-        from serving.http_stdlib import StdlibServer
+        from aptrank.serving.http_stdlib import StdlibServer
 
         return StdlibServer(service, host, port, sock, idle_timeout)
     if stack == "fastapi":
-        from serving.http_asgi import AsgiServer
+        from aptrank.serving.http_asgi import AsgiServer
 
         return AsgiServer(service, host, port)
     raise ValueError(f"--stack '{stack}': unknown; known: {', '.join(STACKS)}")

@@ -21,11 +21,11 @@ import orjson
 import polars as pl
 from pydantic import ValidationError
 
-from serving.api import EPOCH, RankRequest, docs_page, openapi_document
-from serving.batcher import Batcher
-from serving.holder import ModelHolder
-from serving.metrics import Metrics
-from serving.scorer import Scorer
+from aptrank.serving.api import EPOCH, RankRequest, docs_page, openapi_document
+from aptrank.serving.batcher import Batcher
+from aptrank.serving.holder import ModelHolder
+from aptrank.serving.metrics import Metrics
+from aptrank.serving.scorer import Scorer
 
 log = logging.getLogger("aptrank.serve")
 JSON = "application/json"

@@ -22,7 +22,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from serving.http_head import IDLE_TIMEOUT_S
+from aptrank.serving.http_head import IDLE_TIMEOUT_S
 
 LOAD_FAILED = 2
 READY = b"ready"
@@ -54,7 +54,7 @@ def command(config: WorkerConfig, listen_fd: int, channel_fd: int, metrics_dir: 
     return [
         sys.executable,
         "-m",
-        "serving.worker",
+        "aptrank.serving.worker",
         f"--listen-fd={listen_fd}",
         f"--channel-fd={channel_fd}",
         f"--metrics-dir={metrics_dir}",
@@ -74,12 +74,12 @@ def _watch_supervisor(channel: socket.socket) -> None:
 
 def run_worker(config: WorkerConfig, sock: socket.socket, channel: socket.socket, metrics_dir: Path) -> int:
     """Load the model, report ready on ``channel``, serve on ``sock`` until stopped; the exit code."""
-    from serving.errors import ServingError
-    from serving.holder import ModelHolder
-    from serving.metrics_shared import SharedMetrics
-    from serving.model_source import ModelSource
-    from serving.server import freeze_startup_heap, make_server
-    from serving.service import Limits, RankService
+    from aptrank.serving.errors import ServingError
+    from aptrank.serving.holder import ModelHolder
+    from aptrank.serving.metrics_shared import SharedMetrics
+    from aptrank.serving.model_source import ModelSource
+    from aptrank.serving.server import freeze_startup_heap, make_server
+    from aptrank.serving.service import Limits, RankService
 
     metrics = SharedMetrics(metrics_dir, config.metrics_interval)
     holder = ModelHolder(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data.adapters import SAMPLE_DIR
+from aptrank.data.adapters import SAMPLE_DIR
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +18,8 @@ def kuairand_dir() -> Path:
 @pytest.fixture(scope="session")
 def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Path:
     """The real ETL run once per session on the shipped KuaiRand sample (configs/etl/kuairand.yaml)."""
-    from data.etl.config import load_config
-    from data.etl.run import run_etl
+    from aptrank.data.etl.config import load_config
+    from aptrank.data.etl.run import run_etl
 
     out = tmp_path_factory.mktemp("etl")
     root = Path(__file__).resolve().parents[1]
@@ -30,6 +30,6 @@ def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Pat
 @pytest.fixture(scope="session")
 def app():
     """The real ``aptrank`` CLI app (command modules import their heavy parts lazily)."""
-    from pipeline.cli import app
+    from aptrank.pipeline.cli import app
 
     return app

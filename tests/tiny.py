@@ -15,4 +15,4 @@ TINY_MMOE = [
     "train.batch_size=256",
     "train.threads=1",
 ]
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "aptrank.pipeline.cli"]

@@ -6,19 +6,19 @@ sdmgrad, aligned_mtl. Loss weightings change w_k: uw, dwa, gradnorm, rlw. See ap
 
 from __future__ import annotations
 
-from apt.methods.aligned_mtl import AlignedMTL
-from apt.methods.base import Combination, Method, Weighting
-from apt.methods.cagrad import CAGrad
-from apt.methods.dwa import DWA
-from apt.methods.ew import EW
-from apt.methods.gradnorm import GradNorm
-from apt.methods.imgrad import IMGrad
-from apt.methods.mgda import MGDA
-from apt.methods.nash_mtl import NashMTL
-from apt.methods.pcgrad import PCGrad
-from apt.methods.rlw import RLW
-from apt.methods.sdmgrad import SDMGrad
-from apt.methods.uw import UW
+from aptrank.apt.methods.aligned_mtl import AlignedMTL
+from aptrank.apt.methods.base import Combination, Method, Weighting
+from aptrank.apt.methods.cagrad import CAGrad
+from aptrank.apt.methods.dwa import DWA
+from aptrank.apt.methods.ew import EW
+from aptrank.apt.methods.gradnorm import GradNorm
+from aptrank.apt.methods.imgrad import IMGrad
+from aptrank.apt.methods.mgda import MGDA
+from aptrank.apt.methods.nash_mtl import NashMTL
+from aptrank.apt.methods.pcgrad import PCGrad
+from aptrank.apt.methods.rlw import RLW
+from aptrank.apt.methods.sdmgrad import SDMGrad
+from aptrank.apt.methods.uw import UW
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls for cls in (EW, MGDA, PCGrad, CAGrad, NashMTL, IMGrad, SDMGrad, AlignedMTL, UW, DWA, GradNorm, RLW)

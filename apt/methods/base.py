@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from apt.config import ConfigError
+from aptrank.apt.config import ConfigError
 
 Check = Callable[[Any], str | None]
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apt.methods.base import Check, Combination, Method, nonneg, one_of, ones
-from apt.solvers import minimize_on_simplex
+from aptrank.apt.methods.base import Check, Combination, Method, nonneg, one_of, ones
+from aptrank.apt.solvers import minimize_on_simplex
 
 
 def conflict_averse(gram: Tensor, alpha: float, rescale: int, cos_weight: float | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from apt.methods.base import Check, Weighting, positive
+from aptrank.apt.methods.base import Check, Weighting, positive
 
 
 class DWA(Weighting):

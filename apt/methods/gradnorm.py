@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from apt.methods.base import Check, Combination, Method, nonneg
+from aptrank.apt.methods.base import Check, Combination, Method, nonneg
 
 
 class GradNorm(Method):

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
-from apt.methods.base import Check, Combination, Method, nonneg, one_of, ones
-from apt.methods.cagrad import conflict_averse
-from apt.solvers import min_norm_weights
+from aptrank.apt.methods.base import Check, Combination, Method, nonneg, one_of, ones
+from aptrank.apt.methods.cagrad import conflict_averse
+from aptrank.apt.solvers import min_norm_weights
 
 
 def mgda_cosine(gram: Tensor) -> float:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apt.methods.base import Check, Combination, Method, one_of, ones
-from apt.solvers import min_norm_weights
+from aptrank.apt.methods.base import Check, Combination, Method, one_of, ones
+from aptrank.apt.solvers import min_norm_weights
 
 
 class MGDA(Method):

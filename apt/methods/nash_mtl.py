@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apt.methods.base import Check, Combination, Method, nonneg, pos_int
+from aptrank.apt.methods.base import Check, Combination, Method, nonneg, pos_int
 
 
 def nash_weights(m: np.ndarray, alpha0: np.ndarray, max_iter: int = 100, tol: float = 1e-10) -> np.ndarray:

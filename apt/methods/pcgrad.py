@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from apt.methods.base import Combination, Method, ones
+from aptrank.apt.methods.base import Combination, Method, ones
 
 
 class PCGrad(Method):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from apt.methods.base import Weighting
+from aptrank.apt.methods.base import Weighting
 
 
 class RLW(Weighting):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apt.methods.base import Check, Combination, Method, nonneg, ones, pos_int, positive, unit
-from apt.solvers import project_simplex
+from aptrank.apt.methods.base import Check, Combination, Method, nonneg, ones, pos_int, positive, unit
+from aptrank.apt.solvers import project_simplex
 
 
 class SDMGrad(Method):

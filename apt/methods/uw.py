@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from apt.methods.base import Check, Weighting, finite
+from aptrank.apt.methods.base import Check, Weighting, finite
 
 
 class UW(Weighting):

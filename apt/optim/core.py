@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from apt.optim import rowwise_adagrad, sparse_adam
-from apt.optim.adaptive_momentum import adaptive_betas, beta_product
-from apt.optim.diagnostics import StepDiagnostics
-from apt.optim.direction_preservation import preserve_directions
-from apt.optim.newton_schulz import NS_COEFFICIENTS, NS_EPS, adjust_lr, orthogonalise_all
+from aptrank.apt.optim import rowwise_adagrad, sparse_adam
+from aptrank.apt.optim.adaptive_momentum import adaptive_betas, beta_product
+from aptrank.apt.optim.diagnostics import StepDiagnostics
+from aptrank.apt.optim.direction_preservation import preserve_directions
+from aptrank.apt.optim.newton_schulz import NS_COEFFICIENTS, NS_EPS, adjust_lr, orthogonalise_all
 
 GROUP_DEFAULTS: dict[str, Any] = {
     "kind": "adam",

@@ -20,9 +20,9 @@ from typing import Any
 
 from torch import nn
 
-from apt.config import MTLConfig
-from apt.optim.core import TaskAwareOptimizer
-from apt.roles import ParamRoles
+from aptrank.apt.config import MTLConfig
+from aptrank.apt.optim.core import TaskAwareOptimizer
+from aptrank.apt.roles import ParamRoles
 
 
 def _apt_defaults(apt: bool, beta_min: float, beta_max: float | None, dp: bool = False, gamma: float = 0.1) -> dict:

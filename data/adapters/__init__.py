@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from data.adapters import canonical, kuairand
-from data.adapters.base import CanonicalTables, SourceError
+from aptrank.data.adapters import canonical, kuairand
+from aptrank.data.adapters.base import CanonicalTables, SourceError
 
 SOURCES: dict[str, Callable[[Path], CanonicalTables]] = {
     "kuairand": kuairand.load,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.schema import EVENTS, ITEMS, USERS, TableSchema, check_schema
+from aptrank.data.schema import EVENTS, ITEMS, USERS, TableSchema, check_schema
 
 INTEGER_DTYPES: tuple[pl.DataType, ...] = (
     pl.Int8(),

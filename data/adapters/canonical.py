@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.adapters.base import CanonicalTables, SourceError, scan
+from aptrank.data.adapters.base import CanonicalTables, SourceError, scan
 
 
 def load(path: Path) -> CanonicalTables:

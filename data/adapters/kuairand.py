@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.adapters.base import (
+from aptrank.data.adapters.base import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     CanonicalTables,
@@ -27,7 +27,7 @@ from data.adapters.base import (
     require_raw_columns,
     scan,
 )
-from data.schema import TS_DTYPE
+from aptrank.data.schema import TS_DTYPE
 
 LOG_COLUMNS = ("user_id", "video_id", "time_ms", "is_click", "is_like", "play_time_ms", "duration_ms", "tab")
 EXTRA_TASKS = {

@@ -5,7 +5,7 @@ Public entry points: :func:`run_etl` (the whole job), :func:`load_config` / :cla
 and trainers/scorers :mod:`data.tensors` (numpy model inputs).
 """
 
-from data.etl.config import EtlConfig, EtlConfigError, config_from_dict, load_config
-from data.etl.run import EtlResult, example_files, run_etl
+from aptrank.data.etl.config import EtlConfig, EtlConfigError, config_from_dict, load_config
+from aptrank.data.etl.run import EtlResult, example_files, run_etl
 
 __all__ = ["EtlConfig", "EtlConfigError", "EtlResult", "config_from_dict", "example_files", "load_config", "run_etl"]

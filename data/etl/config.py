@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from data.etl.typed import TypedDataError, build_dataclass
-from data.spec import DEFAULT_TASKS, TaskLabel
+from aptrank.data.etl.typed import TypedDataError, build_dataclass
+from aptrank.data.spec import DEFAULT_TASKS, TaskLabel
 
 ENTITY_KEYS: dict[str, str] = {"user": "user_id", "item": "item_id", "author": "author_id"}
 """Entities that get point-in-time aggregates, and the event column that identifies each."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from data.spec import DenseFeature, SpecError
+from aptrank.data.spec import DenseFeature, SpecError
 
 Recipe = dict[str, Any]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import polars as pl
 
-from data.etl.dense import normalized, recipe_columns
-from data.etl.encoding import CategoricalEncoder
-from data.etl.labels import label_column
-from data.spec import FeatureSpec, SpecError
+from aptrank.data.etl.dense import normalized, recipe_columns
+from aptrank.data.etl.encoding import CategoricalEncoder
+from aptrank.data.etl.labels import label_column
+from aptrank.data.spec import FeatureSpec, SpecError
 
 RAW_KEYS: tuple[str, ...] = ("user_id", "item_id", "ts")
 HOUR, WEEKDAY, ITEM_AGE = "hour", "weekday", "item_age_days"

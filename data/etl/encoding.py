@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from data.etl.config import OutputConfig
-from data.etl.hashing import stable_hash
-from data.etl.parts import write_frame
-from data.spec import OOV_INDEX, SpecError
+from aptrank.data.etl.config import OutputConfig
+from aptrank.data.etl.hashing import stable_hash
+from aptrank.data.etl.parts import write_frame
+from aptrank.data.spec import OOV_INDEX, SpecError
 
 VOCAB_DIR = "vocab"
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.etl import dense
-from data.etl.config import ENTITY_KEYS, EncodingConfig, EtlConfig
-from data.etl.encode import HOUR, ITEM_AGE, WEEKDAY
-from data.etl.labels import ITEM_DURATION
-from data.etl.pit import count_column, positive_column
+from aptrank.data.etl import dense
+from aptrank.data.etl.config import ENTITY_KEYS, EncodingConfig, EtlConfig
+from aptrank.data.etl.encode import HOUR, ITEM_AGE, WEEKDAY
+from aptrank.data.etl.labels import ITEM_DURATION
+from aptrank.data.etl.pit import count_column, positive_column
 
 ITEM_TABLE_RENAMES: dict[str, str] = {"duration_ms": ITEM_DURATION, "upload_ts": "item_upload_ts"}
 """Item-table columns renamed in raw frames (events may carry their own ``duration_ms``)."""

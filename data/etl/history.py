@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from data.etl.config import HistoryConfig
-from data.etl.labels import label_column
-from data.etl.pit import KeyTimeIndex, gather
+from aptrank.data.etl.config import HistoryConfig
+from aptrank.data.etl.labels import label_column
+from aptrank.data.etl.pit import KeyTimeIndex, gather
 
 ITEM_INDEX = "_item_index"
 """Encoded item id (item vocabulary/hash) the lists hold."""

@@ -13,13 +13,13 @@ from typing import Any
 
 import polars as pl
 
-from data.adapters import CanonicalTables
-from data.etl.config import EtlConfig, EtlConfigError
-from data.etl.labels import label_column, label_exprs, missing_duration
-from data.etl.parts import write_frame
-from data.etl.summary import reject_accounting
-from data.etl.validate import DUPLICATE, ROW, check_events
-from data.etl.workfiles import EVENTS, WorkFiles
+from aptrank.data.adapters import CanonicalTables
+from aptrank.data.etl.config import EtlConfig, EtlConfigError
+from aptrank.data.etl.labels import label_column, label_exprs, missing_duration
+from aptrank.data.etl.parts import write_frame
+from aptrank.data.etl.summary import reject_accounting
+from aptrank.data.etl.validate import DUPLICATE, ROW, check_events
+from aptrank.data.etl.workfiles import EVENTS, WorkFiles
 
 NO_DURATION = "_no_dur"
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from data.spec import TaskLabel
+from aptrank.data.spec import TaskLabel
 
 EVENT_DURATION = "duration_ms"
 ITEM_DURATION = "item_duration_ms"

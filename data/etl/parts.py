@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from data.etl.config import OutputConfig
+from aptrank.data.etl.config import OutputConfig
 
 WRITE_BATCH_ROWS = 1 << 16
 DATA_PAGE_BYTES = 8 << 20

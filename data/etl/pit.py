@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
-from data.etl.config import window_ms
-from data.etl.labels import label_column
+from aptrank.data.etl.config import window_ms
+from aptrank.data.etl.labels import label_column
 
 THREADS = 2
 """Threads for the per-window searches and the per-source sums (numpy releases the GIL)."""

@@ -28,23 +28,23 @@ from typing import Any
 
 import polars as pl
 
-from data.adapters import CanonicalTables, load_source
-from data.etl import dense
-from data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_utc
-from data.etl.encode import ITEM_UPLOAD, FeatureEncoder, derived_exprs
-from data.etl.encoding import VOCAB_DIR, CategoricalEncoder, build_vocab, dtype_name, vocab_encoding
-from data.etl.features import FeaturePlan, plan_features
-from data.etl.history import ITEM_INDEX, history_pointers, lists_for
-from data.etl.intake import Intake
-from data.etl.labels import duration_column, label_column
-from data.etl.parts import PartWriter, file_groups
-from data.etl.pit import KeyTimeIndex, Workspace, pit_counts, with_queries
-from data.etl.specbuild import build_spec
-from data.etl.splits import SPLITS, resolve_boundaries, split_expr
-from data.etl.summary import SUMMARY, content_hash, label_rates, write_summary
-from data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
-from data.etl.workfiles import EVENTS, POINTERS, WorkFiles, chunk_ranges, pit_file
-from data.spec import FeatureSpec
+from aptrank.data.adapters import CanonicalTables, load_source
+from aptrank.data.etl import dense
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_utc
+from aptrank.data.etl.encode import ITEM_UPLOAD, FeatureEncoder, derived_exprs
+from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder, build_vocab, dtype_name, vocab_encoding
+from aptrank.data.etl.features import FeaturePlan, plan_features
+from aptrank.data.etl.history import ITEM_INDEX, history_pointers, lists_for
+from aptrank.data.etl.intake import Intake
+from aptrank.data.etl.labels import duration_column, label_column
+from aptrank.data.etl.parts import PartWriter, file_groups
+from aptrank.data.etl.pit import KeyTimeIndex, Workspace, pit_counts, with_queries
+from aptrank.data.etl.specbuild import build_spec
+from aptrank.data.etl.splits import SPLITS, resolve_boundaries, split_expr
+from aptrank.data.etl.summary import SUMMARY, content_hash, label_rates, write_summary
+from aptrank.data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
+from aptrank.data.etl.workfiles import EVENTS, POINTERS, WorkFiles, chunk_ranges, pit_file
+from aptrank.data.spec import FeatureSpec
 
 EXAMPLE_FILES_AT_ONCE = 2
 """Part files encoded and written at a time (the ``examples`` stage)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.etl.config import EtlConfig
-from data.etl.dense import Recipe
-from data.etl.encoding import num_embeddings
-from data.etl.features import FeaturePlan
-from data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
+from aptrank.data.etl.config import EtlConfig
+from aptrank.data.etl.dense import Recipe
+from aptrank.data.etl.encoding import num_embeddings
+from aptrank.data.etl.features import FeaturePlan
+from aptrank.data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
 
 ITEM_FEATURE = "item"
 

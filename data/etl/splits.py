@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from data.etl.config import EtlConfig, iso_utc
+from aptrank.data.etl.config import EtlConfig, iso_utc
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 SPLIT = "_split"

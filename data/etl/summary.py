@@ -14,10 +14,10 @@ from typing import Any
 
 import polars as pl
 
-from data.digests import files_digest
-from data.etl.labels import label_column
-from data.etl.splits import SPLIT, SPLITS
-from data.etl.validate import DUPLICATE, REASONS, VALIDITY_REASONS
+from aptrank.data.digests import files_digest
+from aptrank.data.etl.labels import label_column
+from aptrank.data.etl.splits import SPLIT, SPLITS
+from aptrank.data.etl.validate import DUPLICATE, REASONS, VALIDITY_REASONS
 
 SUMMARY = "summary.json"
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import polars as pl
 
-from data.adapters import CanonicalTables
-from data.etl.config import ENTITY_KEYS, EtlConfigError, OutputConfig, iso_utc
-from data.etl.features import FeaturePlan, item_column
-from data.etl.parts import write_frame
+from aptrank.data.adapters import CanonicalTables
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfigError, OutputConfig, iso_utc
+from aptrank.data.etl.features import FeaturePlan, item_column
+from aptrank.data.etl.parts import write_frame
 
 SNAPSHOT_DIR = "snapshot"
 TABLE_FILES: dict[str, str] = {"user": "users.parquet", "item": "items.parquet", "author": "authors.parquet"}

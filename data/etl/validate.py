@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from data.etl.config import EtlConfig, EtlConfigError
+from aptrank.data.etl.config import EtlConfig, EtlConfigError
 
 REASONS: tuple[str, ...] = (
     "null_key",

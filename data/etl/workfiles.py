@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from data.etl.config import HistoryConfig
-from data.etl.history import end_column, length_column, lists_for
+from aptrank.data.etl.config import HistoryConfig
+from aptrank.data.etl.history import end_column, length_column, lists_for
 
 EVENTS = "events.arrow"
 POINTERS = "pointers.arrow"

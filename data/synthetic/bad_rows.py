@@ -29,7 +29,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from data.synthetic.clock import epoch_ms
+from aptrank.data.synthetic.clock import epoch_ms
 
 
 class BadKind(StrEnum):

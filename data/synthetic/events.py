@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.bad_rows import BAD_KINDS, CLEAN, BadKind, Corruptor
-from data.synthetic.clock import epoch_ms, stratum_timestamps
-from data.synthetic.plan import Chunk
-from data.synthetic.world import World
-from data.synthetic.writer import TRUTH_COLUMNS
+from aptrank.data.synthetic.bad_rows import BAD_KINDS, CLEAN, BadKind, Corruptor
+from aptrank.data.synthetic.clock import epoch_ms, stratum_timestamps
+from aptrank.data.synthetic.plan import Chunk
+from aptrank.data.synthetic.world import World
+from aptrank.data.synthetic.writer import TRUTH_COLUMNS
 
 REPLAY_SHARE = 0.2
 

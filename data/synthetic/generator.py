@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data.synthetic import tasks
-from data.synthetic.bad_rows import BAD_KINDS, Corruptor, bad_totals
-from data.synthetic.clock import epoch_ms
-from data.synthetic.config import GeneratorConfig
-from data.synthetic.events import draw_chunk
-from data.synthetic.plan import make_plan
-from data.synthetic.world import build_world
-from data.synthetic.writer import TRUTH_COLUMNS, PartitionedWriter, event_schema, write_table
+from aptrank.data.synthetic import tasks
+from aptrank.data.synthetic.bad_rows import BAD_KINDS, Corruptor, bad_totals
+from aptrank.data.synthetic.clock import epoch_ms
+from aptrank.data.synthetic.config import GeneratorConfig
+from aptrank.data.synthetic.events import draw_chunk
+from aptrank.data.synthetic.plan import make_plan
+from aptrank.data.synthetic.world import build_world
+from aptrank.data.synthetic.writer import TRUTH_COLUMNS, PartitionedWriter, event_schema, write_table
 
 MANIFEST_VERSION = 1
 OUTPUTS: tuple[str, ...] = ("events", "items.parquet", "users.parquet", "manifest.json")

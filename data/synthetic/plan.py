@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.synthetic.bad_rows import BAD_KINDS, BadKind, bad_totals
-from data.synthetic.clock import day_weights, split_evenly
-from data.synthetic.config import GeneratorConfig
+from aptrank.data.synthetic.bad_rows import BAD_KINDS, BadKind, bad_totals
+from aptrank.data.synthetic.clock import day_weights, split_evenly
+from aptrank.data.synthetic.config import GeneratorConfig
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic import tasks
-from data.synthetic.clock import DAY_MS, epoch_ms
-from data.synthetic.config import GeneratorConfig
+from aptrank.data.synthetic import tasks
+from aptrank.data.synthetic.clock import DAY_MS, epoch_ms
+from aptrank.data.synthetic.config import GeneratorConfig
 
 AGE_BUCKETS: tuple[str, ...] = ("<18", "18-24", "25-34", "35-44", "45-54", "55+")
 AGE_WEIGHTS = np.array([0.08, 0.27, 0.30, 0.18, 0.10, 0.07])

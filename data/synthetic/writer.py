@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.schema import EVENTS
+from aptrank.data.schema import EVENTS
 
 COMPRESSION = "zstd"
 TRUTH_COLUMNS: tuple[str, ...] = ("p_click", "p_like", "p_finish")

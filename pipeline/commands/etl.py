@@ -13,11 +13,11 @@ from typing import Annotated
 
 import typer
 
-from data.adapters import SOURCES, SourceError
-from data.etl.config import EtlConfig, EtlConfigError, load_config
-from data.etl.run import run_etl
-from data.schema import SchemaError
-from data.spec import SpecError
+from aptrank.data.adapters import SOURCES, SourceError
+from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
+from aptrank.data.etl.run import run_etl
+from aptrank.data.schema import SchemaError
+from aptrank.data.spec import SpecError
 
 GATE_EXIT_CODE = 2
 

@@ -32,10 +32,10 @@ def register(app: typer.Typer) -> None:
         docs: Annotated[bool, typer.Option(help="Also copy results.md and the plots to docs/.")] = False,
     ) -> None:
         """Run (or resume) a research grid and write its tables and plots."""
-        from pipeline.experiment import GridError, load_grid, run_grid
-        from pipeline.experiment.datasets import DatasetError
-        from pipeline.lock import LockHeldError
-        from pipeline.mlflow_store import TrackingError
+        from aptrank.pipeline.experiment import GridError, load_grid, run_grid
+        from aptrank.pipeline.experiment.datasets import DatasetError
+        from aptrank.pipeline.lock import LockHeldError
+        from aptrank.pipeline.mlflow_store import TrackingError
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)

@@ -42,7 +42,7 @@ class TrainedRun:
 def _local_run(run_dir: Path) -> TrainedRun:
     import torch
 
-    from pipeline import checkpoint
+    from aptrank.pipeline import checkpoint
 
     last, best = checkpoint.last_path(run_dir), checkpoint.best_path(run_dir)
     for f in (last, best):
@@ -62,8 +62,8 @@ def _mlflow_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun
     import yaml
     from mlflow.exceptions import MlflowException
 
-    from data.spec import FeatureSpec
-    from serving.model_source import FEATURES_ARTIFACT
+    from aptrank.data.spec import FeatureSpec
+    from aptrank.serving.model_source import FEATURES_ARTIFACT
 
     def fetch(path: str) -> Path:
         return Path(
@@ -97,9 +97,9 @@ def load_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun:
 
 def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
     """(model in eval mode with the run's weights, FeatureSpec of ``features``)."""
-    from data.spec import FeatureSpec
-    from models.registry import build_model
-    from pipeline.config import build_config
+    from aptrank.data.spec import FeatureSpec
+    from aptrank.models.registry import build_model
+    from aptrank.pipeline.config import build_config
 
     spec = FeatureSpec.read(features)
     if run.spec_hash and run.spec_hash != spec.hash:
@@ -121,7 +121,7 @@ def parity_rows(features: Path, spec: Any, rows: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data.tensors import model_inputs
+    from aptrank.data.tensors import model_inputs
 
     files = sorted((features / "test").rglob("*.parquet"))
     if not files:
@@ -153,9 +153,9 @@ def export_command(
     ] = None,
 ) -> None:
     """Export a trained model to ONNX; refuse it when any probability differs from PyTorch."""
-    from data.spec import SpecError
-    from serving.errors import ParityError
-    from serving.export import export_checked
+    from aptrank.data.spec import SpecError
+    from aptrank.serving.errors import ParityError
+    from aptrank.serving.export import export_checked
 
     if parity_rows_ < 1 or not tolerance >= 0 or (fold_rows is not None and fold_rows < 0):
         raise typer.BadParameter("--parity-rows must be >= 1, --tolerance >= 0 and --fold-rows >= 0")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from data.synthetic import ConfigError, GeneratorConfig, generate
+from aptrank.data.synthetic import ConfigError, GeneratorConfig, generate
 
 D, H = GeneratorConfig.default, GeneratorConfig.help
 

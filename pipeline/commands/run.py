@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import ConfigError, load_config
+from aptrank.pipeline.config import ConfigError, load_config
 
 
 def register(app: typer.Typer) -> None:
@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
     ) -> None:
         """Run the scheduled job once; idempotent per data window, never two at once per config."""
-        from pipeline.job import JobError, JobExit, run_job
-        from pipeline.lock import LockHeldError
-        from pipeline.mlflow_store import TrackingError
+        from aptrank.pipeline.job import JobError, JobExit, run_job
+        from aptrank.pipeline.lock import LockHeldError
+        from aptrank.pipeline.mlflow_store import TrackingError
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)

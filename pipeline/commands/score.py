@@ -25,11 +25,11 @@ SOURCE_HELP = "candidate format: kuairand (a KuaiRand folder) or canonical (Parq
 
 def fusion_weights(config: Path | None, weights: list[str] | None) -> dict[str, float]:
     """``scoring.weights`` of the job config, then ``--weight TASK=W`` overrides."""
-    from serving.fusion import parse_weights
+    from aptrank.serving.fusion import parse_weights
 
     out: dict[str, float] = {}
     if config is not None:
-        from pipeline.config import load_config
+        from aptrank.pipeline.config import load_config
 
         out.update(load_config(config).scoring.weights)
     out.update(parse_weights(weights or []))
@@ -54,14 +54,14 @@ def score_command(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Score candidates in chunks; write scores and rejects; print the counts as JSON."""
-    from data.adapters import SourceError
-    from data.schema import SchemaError
-    from data.spec import SpecError
-    from serving.batch import score_chunks
-    from serving.candidates import SOURCES, count_rows, iter_chunks, scan_candidates
-    from serving.errors import ServingError
-    from serving.model_source import ModelSource
-    from serving.scorer import load_scorer
+    from aptrank.data.adapters import SourceError
+    from aptrank.data.schema import SchemaError
+    from aptrank.data.spec import SpecError
+    from aptrank.serving.batch import score_chunks
+    from aptrank.serving.candidates import SOURCES, count_rows, iter_chunks, scan_candidates
+    from aptrank.serving.errors import ServingError
+    from aptrank.serving.model_source import ModelSource
+    from aptrank.serving.scorer import load_scorer
 
     if source not in SOURCES:
         raise typer.BadParameter(f"'{source}' is not one of {', '.join(SOURCES)}", param_hint="--source")

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.commands.score import fusion_weights
-from serving.http_head import IDLE_TIMEOUT_S
+from aptrank.pipeline.commands.score import fusion_weights
+from aptrank.serving.http_head import IDLE_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from serving.worker import WorkerConfig
+    from aptrank.serving.worker import WorkerConfig
 
 INPUT_EXIT_CODE = 2
 
@@ -59,11 +59,11 @@ def serve_command(
     ] = IDLE_TIMEOUT_S,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
-    from serving.errors import ServingError
-    from serving.holder import ModelHolder
-    from serving.model_source import ModelSource
-    from serving.server import PREFORK_STACKS, STACKS, freeze_startup_heap, make_server
-    from serving.service import Limits, RankService
+    from aptrank.serving.errors import ServingError
+    from aptrank.serving.holder import ModelHolder
+    from aptrank.serving.model_source import ModelSource
+    from aptrank.serving.server import PREFORK_STACKS, STACKS, freeze_startup_heap, make_server
+    from aptrank.serving.service import Limits, RankService
 
     if stack not in STACKS:
         raise typer.BadParameter(f"'{stack}' is not one of {', '.join(STACKS)}", param_hint="--stack")
@@ -72,13 +72,13 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     weights = fusion_weights(config, weight)
     if workers is None:
-        from serving.prefork import default_workers
+        from aptrank.serving.prefork import default_workers
 
         workers = default_workers() if stack in PREFORK_STACKS else 1
     if workers < 1 or (workers > 1 and stack not in PREFORK_STACKS):
         raise typer.BadParameter(f"must be >= 1, and 1 with --stack {stack}", param_hint="--workers")
     if workers > 1:
-        from serving.worker import WorkerConfig
+        from aptrank.serving.worker import WorkerConfig
 
         _serve_prefork(
             WorkerConfig(
@@ -125,7 +125,7 @@ def serve_command(
 
 def _serve_prefork(config: WorkerConfig, workers: int, host: str, port: int) -> None:
     """Serve with ``workers`` processes until Ctrl-C / SIGTERM (see :mod:`serving.prefork`)."""
-    from serving.prefork import PreforkServer, WorkerStartError
+    from aptrank.serving.prefork import PreforkServer, WorkerStartError
 
     server = PreforkServer(config, workers, host, port)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.config import ConfigError, JobConfig, load_config
+from aptrank.pipeline.config import ConfigError, JobConfig, load_config
 
 if TYPE_CHECKING:
-    from pipeline.trainer import TrainResult
+    from aptrank.pipeline.trainer import TrainResult
 
 BASELINES_FILE = "baselines.json"
 MLFLOW_RUN_ID_FILE = "mlflow_run_id"
@@ -23,8 +23,8 @@ MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 def train_baselines(cfg: JobConfig, features: Path, run_dir: Path, progress: bool) -> dict[str, dict[str, float]]:
     """Train one ``single_task`` model per task with the same trainer; return test metrics per task."""
-    from data.spec import FeatureSpec
-    from pipeline.trainer import Trainer
+    from aptrank.data.spec import FeatureSpec
+    from aptrank.pipeline.trainer import Trainer
 
     out: dict[str, dict[str, float]] = {}
     for task in FeatureSpec.read(features).task_names:
@@ -47,8 +47,8 @@ def run_training(
     trainer_kwargs: dict | None = None,
 ) -> TrainResult:
     """Train (or resume), then add Δm% against single-task baselines when they exist."""
-    from pipeline.metrics import delta_m
-    from pipeline.trainer import Trainer
+    from aptrank.pipeline.metrics import delta_m
+    from aptrank.pipeline.trainer import Trainer
 
     trainer = Trainer(cfg, features, run_dir, progress=progress, **(trainer_kwargs or {}))
     if resume:
@@ -84,7 +84,7 @@ def tracked_training(
     reattaches to its MLflow run, whose id is kept in the run folder."""
     if workdir is None or int(os.environ.get("RANK", "0")) != 0:
         return run_training(cfg, features, run_dir, resume=resume, baselines=baselines, progress=progress), None
-    from pipeline.tracking import TrackedRun
+    from aptrank.pipeline.tracking import TrackedRun
 
     id_file = run_dir / MLFLOW_RUN_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
@@ -121,7 +121,7 @@ def launch_distributed(
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "pipeline.cli",
+        "aptrank.pipeline.cli",
         "train",
         "--features",
         str(features),
@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
                     workdir if track else None,
                 )
             )
-        from pipeline.trainer import NonFiniteLossError
+        from aptrank.pipeline.trainer import NonFiniteLossError
 
         out = run_dir or Path("work") / "train" / cfg.name
         try:

@@ -6,7 +6,7 @@ MLflow child run under one parent run, resumes where an earlier run stopped, and
 ``results.md`` / ``results.json`` / plots (:mod:`pipeline.experiment.report`).
 """
 
-from pipeline.experiment.grid import DatasetDecl, GridError, GridSpec, grid_from_dict, load_grid
-from pipeline.experiment.runner import GridOutcome, run_grid
+from aptrank.pipeline.experiment.grid import DatasetDecl, GridError, GridSpec, grid_from_dict, load_grid
+from aptrank.pipeline.experiment.runner import GridOutcome, run_grid
 
 __all__ = ["DatasetDecl", "GridError", "GridOutcome", "GridSpec", "grid_from_dict", "load_grid", "run_grid"]

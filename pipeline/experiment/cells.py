@@ -12,11 +12,11 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from apt import MTLConfig
-from pipeline.config import ConfigError, JobConfig, build_config
+from aptrank.apt import MTLConfig
+from aptrank.pipeline.config import ConfigError, JobConfig, build_config
 
 if TYPE_CHECKING:
-    from pipeline.experiment.grid import GridSpec
+    from aptrank.pipeline.experiment.grid import GridSpec
 
 BASELINE_ARCH = "single_task"
 BASELINE_METHOD = "ew"
@@ -115,7 +115,7 @@ def cell_source(spec: GridSpec, cell: Cell) -> str:
 
 def check_job(spec: GridSpec) -> None:
     """Refuse a ``job`` section that any cell's config would break (before any work starts)."""
-    from pipeline.experiment.grid import GridError
+    from aptrank.pipeline.experiment.grid import GridError
 
     for key in GRID_OWNED:
         if key in spec.job:

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.etl.config import load_config as load_etl_config
-from data.etl.run import run_etl
-from data.synthetic import generate
-from pipeline.experiment.grid import DatasetDecl
-from pipeline.provenance import fingerprint
+from aptrank.data.etl.config import load_config as load_etl_config
+from aptrank.data.etl.run import run_etl
+from aptrank.data.synthetic import generate
+from aptrank.pipeline.experiment.grid import DatasetDecl
+from aptrank.pipeline.provenance import fingerprint
 
 GENERATED_SOURCE = "canonical"
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from data.etl.typed import TypedDataError, build_dataclass
-from data.synthetic import ConfigError as SynthConfigError
-from data.synthetic import GeneratorConfig
-from pipeline.experiment.cells import BASELINE_ARCH, check_job
+from aptrank.data.etl.typed import TypedDataError, build_dataclass
+from aptrank.data.synthetic import ConfigError as SynthConfigError
+from aptrank.data.synthetic import GeneratorConfig
+from aptrank.pipeline.experiment.cells import BASELINE_ARCH, check_job
 
 #: Names become folder and lock-file names.
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -133,9 +133,9 @@ def _typed_error(e: TypedDataError, source: str) -> GridError:
 
 
 def _check(spec: GridSpec) -> None:
-    from apt.methods import METHODS
-    from apt.optim import OPTIMIZERS
-    from models.registry import ARCHITECTURES
+    from aptrank.apt.methods import METHODS
+    from aptrank.apt.optim import OPTIMIZERS
+    from aptrank.models.registry import ARCHITECTURES
 
     src = spec.source
     if not NAME_RULE.match(spec.name):
@@ -173,9 +173,9 @@ def _distinct(src: str, key: str, values: tuple[Any, ...]) -> None:
 
 
 def _check_dataset(src: str, name: str, d: DatasetDecl) -> None:
-    from data.adapters import SOURCES
-    from data.etl.config import EtlConfigError
-    from data.etl.config import load_config as load_etl_config
+    from aptrank.data.adapters import SOURCES
+    from aptrank.data.etl.config import EtlConfigError
+    from aptrank.data.etl.config import load_config as load_etl_config
 
     key = f"datasets.{name}"
     if not NAME_RULE.match(name):

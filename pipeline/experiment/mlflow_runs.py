@@ -20,10 +20,16 @@ from types import TracebackType
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import JobConfig
-from pipeline.experiment.worker import CellJob, CellOutput
-from pipeline.mlflow_store import artifact_location, connect, ensure_experiment, mlflow_errors, resolve_tracking_uri
-from pipeline.tracking import TrackedRun
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.experiment.worker import CellJob, CellOutput
+from aptrank.pipeline.mlflow_store import (
+    artifact_location,
+    connect,
+    ensure_experiment,
+    mlflow_errors,
+    resolve_tracking_uri,
+)
+from aptrank.pipeline.tracking import TrackedRun
 
 PARENT_FILE = "parent_run.json"
 PARENT_TAG = "mlflow.parentRunId"
@@ -99,7 +105,7 @@ class ParentRun:
 def log_child(job: CellJob, output: CellOutput, workdir: Path, parent_id: str, tags: dict[str, str]) -> str:
     """The cell's MLflow child run under ``parent_id`` (FAILED with ``aptrank.error`` when the cell
     diverged); returns its run id."""
-    from pipeline.trainer import TrainResult
+    from aptrank.pipeline.trainer import TrainResult
 
     all_tags = {PARENT_TAG: parent_id, "aptrank.cell": job.cell.id, "aptrank.cell.key": job.key, **tags}
     tracked = TrackedRun(job.cfg, workdir, features_dir=job.features, run_name=job.cell.id, tags=all_tags)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.experiment.stats import Stat
-from pipeline.experiment.store import CellRecord
-from pipeline.plots import rau_data
+from aptrank.pipeline.experiment.stats import Stat
+from aptrank.pipeline.experiment.store import CellRecord
+from aptrank.pipeline.plots import rau_data
 
 SHARE_KEY = "apt/instant_share"
 NORM_PREFIX = "grad_norm/"

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.experiment.observations import ShareCurve
-from pipeline.experiment.stats import Stat
-from pipeline.experiment.table import METHOD_NAMES, OPTIMIZER_NAMES, name
-from pipeline.plots import _save as save_png  # the one Agg-canvas save of the project
+from aptrank.pipeline.experiment.observations import ShareCurve
+from aptrank.pipeline.experiment.stats import Stat
+from aptrank.pipeline.experiment.table import METHOD_NAMES, OPTIMIZER_NAMES, name
+from aptrank.pipeline.plots import _save as save_png  # the one Agg-canvas save of the project
 
 INSTANT_SHARE = "instant_share.png"
 TASK_DOMINANCE = "task_dominance.png"

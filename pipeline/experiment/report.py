@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.experiment.grid import GridSpec
-from pipeline.experiment.observations import (
+from aptrank.pipeline.experiment.grid import GridSpec
+from aptrank.pipeline.experiment.observations import (
     ShareCurve,
     apt_effect_data,
     dominance_data,
     instant_share_data,
 )
-from pipeline.experiment.plots import APT_EFFECT, INSTANT_SHARE, TASK_DOMINANCE, write_grid_plots
-from pipeline.experiment.stats import DatasetTable, Row, Stat, build_table
-from pipeline.experiment.store import CellRecord
-from pipeline.experiment.table import LEGEND, METHOD_NAMES, OPTIMIZER_NAMES, format_stat, name, render_table
-from pipeline.tracking import as_number
+from aptrank.pipeline.experiment.plots import APT_EFFECT, INSTANT_SHARE, TASK_DOMINANCE, write_grid_plots
+from aptrank.pipeline.experiment.stats import DatasetTable, Row, Stat, build_table
+from aptrank.pipeline.experiment.store import CellRecord
+from aptrank.pipeline.experiment.table import LEGEND, METHOD_NAMES, OPTIMIZER_NAMES, format_stat, name, render_table
+from aptrank.pipeline.tracking import as_number
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"

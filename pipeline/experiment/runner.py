@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.experiment.cells import Cell, cell_config, grid_cells
-from pipeline.experiment.datasets import PreparedDataset, prepare_dataset
-from pipeline.experiment.grid import GridSpec
-from pipeline.experiment.mlflow_runs import ParentRun, log_child
-from pipeline.experiment.report import GridReport, copy_to_docs, write_report
-from pipeline.experiment.store import CellRecord, cell_dir, kept_series, read_record, write_record
-from pipeline.experiment.worker import CellJob, CellOutput, execute
-from pipeline.lock import JobLock
-from pipeline.provenance import canonical_hash
-from pipeline.registry import version_key
-from pipeline.tracking import as_number
+from aptrank.pipeline.experiment.cells import Cell, cell_config, grid_cells
+from aptrank.pipeline.experiment.datasets import PreparedDataset, prepare_dataset
+from aptrank.pipeline.experiment.grid import GridSpec
+from aptrank.pipeline.experiment.mlflow_runs import ParentRun, log_child
+from aptrank.pipeline.experiment.report import GridReport, copy_to_docs, write_report
+from aptrank.pipeline.experiment.store import CellRecord, cell_dir, kept_series, read_record, write_record
+from aptrank.pipeline.experiment.worker import CellJob, CellOutput, execute
+from aptrank.pipeline.lock import JobLock
+from aptrank.pipeline.provenance import canonical_hash
+from aptrank.pipeline.registry import version_key
+from aptrank.pipeline.tracking import as_number
 
 DATASETS_DIR = "datasets"
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.experiment.cells import BASELINE_ARCH, BASELINE_OPTIMIZER
-from pipeline.experiment.store import CellRecord
-from pipeline.metrics import delta_m
+from aptrank.pipeline.experiment.cells import BASELINE_ARCH, BASELINE_OPTIMIZER
+from aptrank.pipeline.experiment.store import CellRecord
+from aptrank.pipeline.metrics import delta_m
 
 TABLE_METRICS = ("auc", "gauc")
 DELTA_M = "delta_m"

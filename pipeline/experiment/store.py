@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.experiment.cells import Cell
+from aptrank.pipeline.experiment.cells import Cell
 
 CELLS_DIR = "cells"
 RESULT_FILE = "result.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.experiment.stats import DELTA_M, Column, DatasetTable, Row, Stat
+from aptrank.pipeline.experiment.stats import DELTA_M, Column, DatasetTable, Row, Stat
 
 METHOD_NAMES = {
     "ew": "EW",

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import JobConfig
-from pipeline.experiment.cells import Cell
+from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.experiment.cells import Cell
 
 #: Imported once in each worker: its module code quiets library warnings as the CLI does.
-WORKER_INIT_MODULE = "pipeline.cli"
+WORKER_INIT_MODULE = "aptrank.pipeline.cli"
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class CellOutput:
 
 def train_cell(job: CellJob) -> CellOutput:
     """Train ``job.cell`` from scratch in ``job.run_dir`` (an earlier partial attempt is removed)."""
-    from pipeline.commands.train import run_training
-    from pipeline.trainer import NonFiniteLossError, TrainCallbacks
+    from aptrank.pipeline.commands.train import run_training
+    from aptrank.pipeline.trainer import NonFiniteLossError, TrainCallbacks
 
     t0 = time.perf_counter()
     if job.run_dir.exists():

@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy.optimize import fsolve, minimize
 
-from apt import AGGREGATORS, METHODS
+from aptrank.apt import AGGREGATORS, METHODS
 
 # Defaults under which identical task gradients (and K = 1) give exactly EW. CAGrad / IMGrad with
 # their default rescale 1 give (1 + alpha) / (1 + alpha^2) times EW there (tested separately);

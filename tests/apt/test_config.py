@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apt import METHODS, OPTIMIZERS, ConfigError, MTLConfig
+from aptrank.apt import METHODS, OPTIMIZERS, ConfigError, MTLConfig
 
 
 def test_defaults_and_round_trip() -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles
+from aptrank.apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles
 
 K = 3
 

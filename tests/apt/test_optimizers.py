@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from apt.optim import AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer, zeropower_via_newtonschulz
-from apt.optim.newton_schulz import NS_COEFFICIENTS, NS_EPS, orthogonalise_all
+from aptrank.apt.optim import AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer, zeropower_via_newtonschulz
+from aptrank.apt.optim.newton_schulz import NS_COEFFICIENTS, NS_EPS, orthogonalise_all
 
 STEPS = 8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from apt import MTLConfig, MultiTaskOptimizer, ParamRoles
+from aptrank.apt import MTLConfig, MultiTaskOptimizer, ParamRoles
 
 
 def reference(weight: torch.Tensor, grads: list[torch.Tensor], lr: float, eps: float) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apt import toy
+from aptrank.apt import toy
 
 
 def test_pareto_front_is_pareto_stationary() -> None:

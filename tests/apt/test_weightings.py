@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from apt import METHODS
+from aptrank.apt import METHODS
 
 
 def make(name: str, k: int = 3, seed: int = 0, **kw):

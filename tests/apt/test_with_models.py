@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import data.spec as spec_mod
-import models
-from apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles
+import aptrank.data.spec as spec_mod
+from aptrank import models
+from aptrank.apt import METHODS, MTLConfig, MultiTaskOptimizer, ParamRoles
 
 SMALL = {
     "embedding_dim": 4,
@@ -89,7 +89,7 @@ def test_rep_mode_and_scope_all_on_mmoe(spec, cfg: dict) -> None:
 
 def _one_step_grads(spec, cfg: dict, roots: bool) -> tuple[dict[str, torch.Tensor], list[int]]:
     """The gradients one step writes (by name) and how often each tower ran a backward."""
-    from pipeline.trainer import task_losses
+    from aptrank.pipeline.trainer import task_losses
 
     model = models.build_model("mmoe", spec, SMALL)
     opt = MultiTaskOptimizer(MTLConfig.from_dict(cfg), ParamRoles.from_model(model), len(model.task_names))

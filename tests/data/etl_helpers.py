@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from data.etl.config import EtlConfig, config_from_dict
-from data.schema import TS_DTYPE
+from aptrank.data.etl.config import EtlConfig, config_from_dict
+from aptrank.data.schema import TS_DTYPE
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 HOUR_MS = 3_600_000

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data.adapters import SourceError, load_source
-from data.schema import EVENTS, ITEMS, TS_DTYPE, USERS, SchemaError
+from aptrank.data.adapters import SourceError, load_source
+from aptrank.data.schema import EVENTS, ITEMS, TS_DTYPE, USERS, SchemaError
 
 LOG = "log_standard_2022-04-25_to_2022-04-30.parquet"
 

@@ -13,7 +13,7 @@ import yaml
 from etl_helpers import HANDMADE_CONFIG, handmade_source
 from typer.testing import CliRunner, Result
 
-from data.synthetic import GeneratorConfig, generate
+from aptrank.data.synthetic import GeneratorConfig, generate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "etl"
 

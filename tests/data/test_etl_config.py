@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.etl.config import EtlConfig, EtlConfigError, config_from_dict, load_config, window_ms
-from data.spec import TaskLabel
+from aptrank.data.etl.config import EtlConfig, EtlConfigError, config_from_dict, load_config, window_ms
+from aptrank.data.spec import TaskLabel
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "etl"
 

@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.etl import dense
-from data.etl.config import OutputConfig
-from data.etl.encoding import CategoricalEncoder, build_vocab, load_vocab, num_embeddings, vocab_encoding
-from data.etl.hashing import fnv1a_strings, splitmix64
-from data.spec import DenseFeature, SpecError
+from aptrank.data.etl import dense
+from aptrank.data.etl.config import OutputConfig
+from aptrank.data.etl.encoding import CategoricalEncoder, build_vocab, load_vocab, num_embeddings, vocab_encoding
+from aptrank.data.etl.hashing import fnv1a_strings, splitmix64
+from aptrank.data.spec import DenseFeature, SpecError
 
 
 def test_fnv1a_reference_vectors() -> None:

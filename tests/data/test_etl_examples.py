@@ -17,9 +17,9 @@ import pytest
 from etl_helpers import config, handmade_source
 from test_etl_pit import EXPECTED
 
-from data.etl.encode import index_dtype
-from data.etl.run import EtlResult, example_files, run_etl
-from data.spec import FeatureSpec
+from aptrank.data.etl.encode import index_dtype
+from aptrank.data.etl.run import EtlResult, example_files, run_etl
+from aptrank.data.spec import FeatureSpec
 
 PRIOR = {"click": 4 / 6, "like": 2 / 6, "finish": 4 / 6}
 A = 2.0

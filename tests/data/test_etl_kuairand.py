@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.etl.config import load_config
-from data.etl.run import EtlResult, example_files, run_etl
-from data.etl.splits import SPLITS
-from data.spec import FeatureSpec
+from aptrank.data.etl.config import load_config
+from aptrank.data.etl.run import EtlResult, example_files, run_etl
+from aptrank.data.etl.splits import SPLITS
+from aptrank.data.spec import FeatureSpec
 
 LOG = "log_standard_2022-04-25_to_2022-04-30.parquet"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "etl" / "kuairand.yaml"

@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 from etl_helpers import HANDMADE_ROWS, at, events_frame
 
-from data.etl.config import HistoryConfig
-from data.etl.history import ITEM_INDEX, gather_lists, history_pointers, lists_for
-from data.etl.pit import KeyTimeIndex, pit_counts, with_queries
+from aptrank.data.etl.config import HistoryConfig
+from aptrank.data.etl.history import ITEM_INDEX, gather_lists, history_pointers, lists_for
+from aptrank.data.etl.pit import KeyTimeIndex, pit_counts, with_queries
 
 FINISH = [1, 0, 1, 0, 1, 1, 0, 1]
 AUTHORS = {10: 100, 11: 100, 12: 101}

@@ -19,9 +19,9 @@ from etl_helpers import (
     write_canonical,
 )
 
-from data.etl.run import EtlResult, example_files, run_etl
-from data.snapshot import FeatureLookup, lookup_features
-from data.spec import SpecError
+from aptrank.data.etl.run import EtlResult, example_files, run_etl
+from aptrank.data.snapshot import FeatureLookup, lookup_features
+from aptrank.data.spec import SpecError
 
 CUTOFF = at(200) + dt.timedelta(milliseconds=1)
 PROBES = [  # user, item, tab: known, known, users-table-only user with an item without events, unknown user

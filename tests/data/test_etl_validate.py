@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from etl_helpers import config, events_frame, handmade_items, handmade_users, write_canonical
 
-from data.etl.config import EtlConfigError
-from data.etl.run import run_etl
-from data.etl.validate import REASONS, check_events
+from aptrank.data.etl.config import EtlConfigError
+from aptrank.data.etl.run import run_etl
+from aptrank.data.etl.validate import REASONS, check_events
 
 BAD_ROWS = [
     # user, item, hour, click, like, watch, tab          reason

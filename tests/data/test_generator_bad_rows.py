@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.synthetic import BAD_KINDS, GeneratorConfig, generate
-from data.synthetic.bad_rows import bad_totals
-from data.synthetic.generator import STREAM_PLAN, stream_rng
-from data.synthetic.plan import make_plan
+from aptrank.data.synthetic import BAD_KINDS, GeneratorConfig, generate
+from aptrank.data.synthetic.bad_rows import bad_totals
+from aptrank.data.synthetic.generator import STREAM_PLAN, stream_rng
+from aptrank.data.synthetic.plan import make_plan
 
 # a small world (many repeated (user, item) pairs) stresses the one-reason guarantees
 CFG = GeneratorConfig(users=60, items=40, events=40_000, days=2, seed=11, bad_rows=0.2, chunk_size=3_000)

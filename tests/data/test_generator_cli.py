@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from data.synthetic import ConfigError, GeneratorConfig
+from aptrank.data.synthetic import ConfigError, GeneratorConfig
 
 
 def _run(app: typer.Typer, *args: str) -> Result:

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from scipy.optimize import brentq
 
-from data.synthetic import GeneratorConfig, generate
-from data.synthetic.events import watch_times
-from data.synthetic.tasks import calibrate_intercepts, sigmoid
+from aptrank.data.synthetic import GeneratorConfig, generate
+from aptrank.data.synthetic.events import watch_times
+from aptrank.data.synthetic.tasks import calibrate_intercepts, sigmoid
 
 
 def _labelled(out: Path, finish_ratio: float = 0.95) -> pl.DataFrame:

@@ -12,9 +12,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from data.adapters import load_source
-from data.schema import EVENTS, ITEMS, TS_DTYPE, USERS, check_schema
-from data.synthetic import TRUTH_COLUMNS, GeneratorConfig, generate
+from aptrank.data.adapters import load_source
+from aptrank.data.schema import EVENTS, ITEMS, TS_DTYPE, USERS, check_schema
+from aptrank.data.synthetic import TRUTH_COLUMNS, GeneratorConfig, generate
 
 CFG = GeneratorConfig(
     users=500, items=300, events=30_000, days=3, seed=7, chunk_size=4_000, rows_per_part=9_000, truth=True

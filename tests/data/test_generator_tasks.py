@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.synthetic import GeneratorConfig, generate
-from data.synthetic.tasks import correlation_matrix, task_directions
+from aptrank.data.synthetic import GeneratorConfig, generate
+from aptrank.data.synthetic.tasks import correlation_matrix, task_directions
 
 
 @pytest.mark.parametrize(("rho", "alpha"), [(0.9, 0.7), (0.3, 0.7), (-0.9, 0.5), (-1.0, 1.0), (1.0, 0.0)])

@@ -8,10 +8,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data.synthetic import GeneratorConfig
-from data.synthetic.clock import DAY_MS, HOURLY_WEIGHTS, epoch_ms, intraday_quantile, split_evenly, stratum_timestamps
-from data.synthetic.generator import STREAM_CALIBRATION, STREAM_WORLD, stream_rng
-from data.synthetic.world import World, build_world, sample_cdf
+from aptrank.data.synthetic import GeneratorConfig
+from aptrank.data.synthetic.clock import (
+    DAY_MS,
+    HOURLY_WEIGHTS,
+    epoch_ms,
+    intraday_quantile,
+    split_evenly,
+    stratum_timestamps,
+)
+from aptrank.data.synthetic.generator import STREAM_CALIBRATION, STREAM_WORLD, stream_rng
+from aptrank.data.synthetic.world import World, build_world, sample_cdf
 
 
 def _world(**kw: Any) -> World:

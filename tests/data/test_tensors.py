@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature, SpecError, TaskLabel
-from data.tensors import labels, model_inputs
+from aptrank.data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature, SpecError, TaskLabel
+from aptrank.data.tensors import labels, model_inputs
 
 SPEC = FeatureSpec(
     tasks=(TaskLabel("click", "binary_column", column="click"), TaskLabel("finish", "watch_ratio", min_ratio=0.9)),

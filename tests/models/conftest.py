@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
-from models.batch import FeatureBatch
+from aptrank.data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
+from aptrank.models.batch import FeatureBatch
 
 ARCHS = ["single_task", "shared_bottom", "mmoe", "ple"]
 SMALL = {

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec
-from models.batch import FeatureBatch
-from models.config import ModelConfigError
-from models.layers import MLP, Tower
-from models.ple import CGCLayer
-from models.registry import ARCHITECTURES, build_model
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.config import ModelConfigError
+from aptrank.models.layers import MLP, Tower
+from aptrank.models.ple import CGCLayer
+from aptrank.models.registry import ARCHITECTURES, build_model
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from data.spec import INPUT_NAMES, CategoricalFeature, FeatureSpec
-from models.batch import FeatureBatch
-from models.export import ExportModule, export_onnx
-from models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
-from models.registry import ARCHITECTURES, build_model
+from aptrank.data.spec import INPUT_NAMES, CategoricalFeature, FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.export import ExportModule, export_onnx
+from aptrank.models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
+from aptrank.models.registry import ARCHITECTURES, build_model
 
 
 def test_groups_are_packed_first_fit_decreasing() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.spec import FeatureSpec
-from models.batch import FeatureBatch
-from models.embedding import FusedTables
-from models.export import ExportModule
-from models.export_heads import FusedMMoEHead, FusedPLEHead, SharedBottomHead
-from models.registry import build_model
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.embedding import FusedTables
+from aptrank.models.export import ExportModule
+from aptrank.models.export_heads import FusedMMoEHead, FusedPLEHead, SharedBottomHead
+from aptrank.models.registry import build_model
 
 
 @pytest.mark.parametrize("edge", [False, True])

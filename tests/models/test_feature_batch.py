@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from data.spec import INPUT_NAMES, FeatureSpec, SpecError
-from models.batch import FeatureBatch
+from aptrank.data.spec import INPUT_NAMES, FeatureSpec, SpecError
+from aptrank.models.batch import FeatureBatch
 
 
 def test_inputs_follow_input_names(batch: FeatureBatch) -> None:

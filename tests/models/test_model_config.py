@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import ModelConfig, ModelConfigError
+from aptrank.models.config import ModelConfig, ModelConfigError
 
 
 def test_from_dict_converts_lists_and_keeps_defaults() -> None:

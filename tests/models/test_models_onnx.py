@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from data.spec import INPUT_NAMES, OUTPUT_NAME, FeatureSpec, SpecError
-from models.batch import FeatureBatch
-from models.export import EXAMPLE_BATCH_SIZE, export_onnx
-from models.registry import build_model
+from aptrank.data.spec import INPUT_NAMES, OUTPUT_NAME, FeatureSpec, SpecError
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.export import EXAMPLE_BATCH_SIZE, export_onnx
+from aptrank.models.registry import build_model
 
 
 def _onnx_matches_torch(model: torch.nn.Module, path: Path, spec: FeatureSpec, sizes: tuple[int, ...]) -> None:

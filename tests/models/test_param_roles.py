@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec
-from models.batch import FeatureBatch
-from models.registry import build_model
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.registry import build_model
 
 
 def test_roles_partition_parameters(spec: FeatureSpec, arch: str, small: dict) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from data.spec import FeatureSpec, SpecError
-from models.batch import FeatureBatch
-from models.embedding import SpecEmbedding
+from aptrank.data.spec import FeatureSpec, SpecError
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.embedding import SpecEmbedding
 
 
 def _embedding(spec: FeatureSpec, sparse: bool = True) -> SpecEmbedding:

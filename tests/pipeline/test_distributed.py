@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.trainer import Trainer
+from aptrank.pipeline.config import load_config
+from aptrank.pipeline.trainer import Trainer
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]

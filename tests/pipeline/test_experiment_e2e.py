@@ -17,12 +17,12 @@ import matplotlib.image
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.experiment import grid_from_dict, run_grid
-from pipeline.experiment.cells import Cell, baseline_cell, cell_config
-from pipeline.experiment.mlflow_runs import ERROR_TAG, PARENT_TAG, log_child
-from pipeline.experiment.store import RESULT_FILE, cell_dir
-from pipeline.experiment.worker import CellJob, CellOutput
-from pipeline.mlflow_store import ENV_URI
+from aptrank.pipeline.experiment import grid_from_dict, run_grid
+from aptrank.pipeline.experiment.cells import Cell, baseline_cell, cell_config
+from aptrank.pipeline.experiment.mlflow_runs import ERROR_TAG, PARENT_TAG, log_child
+from aptrank.pipeline.experiment.store import RESULT_FILE, cell_dir
+from aptrank.pipeline.experiment.worker import CellJob, CellOutput
+from aptrank.pipeline.mlflow_store import ENV_URI
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("click", "like", "finish")

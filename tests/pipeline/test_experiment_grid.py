@@ -11,9 +11,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.experiment import GridError, grid_from_dict, load_grid
-from pipeline.experiment.cells import baseline_cell, cell_config, grid_cells
+from aptrank.pipeline.cli import app
+from aptrank.pipeline.experiment import GridError, grid_from_dict, load_grid
+from aptrank.pipeline.experiment.cells import baseline_cell, cell_config, grid_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 RESEARCH = ROOT / "configs" / "grids" / "research.yaml"

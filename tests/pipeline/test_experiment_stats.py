@@ -11,17 +11,17 @@ import statistics
 import numpy as np
 import pytest
 
-from pipeline.experiment.cells import Cell, baseline_cell
-from pipeline.experiment.observations import (
+from aptrank.pipeline.experiment.cells import Cell, baseline_cell
+from aptrank.pipeline.experiment.observations import (
     ADAMW_PROXY,
     ADATASK_RAU,
     apt_effect_data,
     dominance_data,
     instant_share_data,
 )
-from pipeline.experiment.stats import Stat, build_table, differs
-from pipeline.experiment.store import CellRecord, kept_series
-from pipeline.experiment.table import render_table
+from aptrank.pipeline.experiment.stats import Stat, build_table, differs
+from aptrank.pipeline.experiment.store import CellRecord, kept_series
+from aptrank.pipeline.experiment.table import render_table
 
 TASKS = ("click", "like")
 # (method, apt) -> per seed (click auc, like auc); gauc = auc - 0.1

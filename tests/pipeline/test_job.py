@@ -101,7 +101,7 @@ def test_better_challenger_is_promoted(workdir: Path) -> None:
 
 
 def test_concurrent_run_is_refused_by_the_lock(workdir: Path) -> None:
-    from pipeline.lock import JobLock
+    from aptrank.pipeline.lock import JobLock
 
     with JobLock(workdir, "kuairand-demo"):
         code, out = job(workdir, workdir / "features", STRONG)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lock import JobLock, LockHeldError
+from aptrank.pipeline.lock import JobLock, LockHeldError
 
 HOLD = """
 import os, sys, time
-from pipeline.lock import JobLock
+from aptrank.pipeline.lock import JobLock
 lock = JobLock(sys.argv[1], sys.argv[2]).acquire()
 if sys.argv[3] == "fork":  # leave the lock to a child, as a trainer's worker processes would
     child = os.fork()
@@ -34,7 +34,7 @@ lock.release()
 """
 RACE = """
 import sys
-from pipeline.lock import JobLock, LockHeldError
+from aptrank.pipeline.lock import JobLock, LockHeldError
 try:
     JobLock(sys.argv[1], sys.argv[2]).acquire()
 except LockHeldError:

@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from apt import METHODS
-from pipeline.config import ConfigError, load_config
-from pipeline.trainer import TrainCallbacks, Trainer
+from aptrank.apt import METHODS
+from aptrank.pipeline.config import ConfigError, load_config
+from aptrank.pipeline.trainer import TrainCallbacks, Trainer
 from tests.tiny import TINY_MMOE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,8 +23,8 @@ TINY = [*TINY_MMOE, "train.max_steps_per_epoch=3", "train.eval_batch_size=65536"
 @pytest.fixture(scope="module")
 def slice_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Path:
     """The real ETL on every 10th user of the shipped KuaiRand sample (all six days kept)."""
-    from data.etl.config import load_config as load_etl_config
-    from data.etl.run import run_etl
+    from aptrank.data.etl.config import load_config as load_etl_config
+    from aptrank.data.etl.run import run_etl
 
     raw = tmp_path_factory.mktemp("kuairand-slice")
     for f in kuairand_dir.glob("*.parquet"):

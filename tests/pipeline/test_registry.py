@@ -17,9 +17,9 @@ import pytest
 from mlflow import MlflowClient
 from test_tracking_support import TASKS, job_config, split_metrics, tiny_onnx, write_features
 
-from pipeline.gate import GateError, run_gate
-from pipeline.mlflow_store import ENV_URI
-from pipeline.registry import (
+from aptrank.pipeline.gate import GateError, run_gate
+from aptrank.pipeline.mlflow_store import ENV_URI
+from aptrank.pipeline.registry import (
     CHALLENGER,
     CHAMPION,
     TAG_AUC,
@@ -29,7 +29,7 @@ from pipeline.registry import (
     find_version,
     register_version,
 )
-from pipeline.tracking import TrackedRun
+from aptrank.pipeline.tracking import TrackedRun
 
 TOL = 0.002
 WINDOW = "test:2022-04-30"

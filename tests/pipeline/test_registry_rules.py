@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_tracking_support import job_config, write_features
 
-from pipeline.gate import GateDecision, decide
-from pipeline.provenance import fingerprint
-from pipeline.registry import version_key
+from aptrank.pipeline.gate import GateDecision, decide
+from aptrank.pipeline.provenance import fingerprint
+from aptrank.pipeline.registry import version_key
 
 CHAMP = {"click": 0.70, "like": 0.60, "finish": 0.65}
 

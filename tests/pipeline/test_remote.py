@@ -22,9 +22,9 @@ import pytest
 from mlflow import MlflowClient
 from test_tracking_support import TASKS, job_config, split_metrics, tiny_onnx, train_result, write_features
 
-from pipeline.gate import run_gate
-from pipeline.mlflow_store import ENV_URI, TrackingError, connect
-from pipeline.registry import (
+from aptrank.pipeline.gate import run_gate
+from aptrank.pipeline.mlflow_store import ENV_URI, TrackingError, connect
+from aptrank.pipeline.registry import (
     CHALLENGER,
     CHAMPION,
     create_version,
@@ -34,7 +34,7 @@ from pipeline.registry import (
     log_model_file,
     register_version,
 )
-from pipeline.tracking import TrackedRun
+from aptrank.pipeline.tracking import TrackedRun
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0

@@ -16,9 +16,9 @@ import yaml
 from mlflow import MlflowClient
 from test_tracking_support import TASKS, job_config, train_result, write_features
 
-from pipeline.mlflow_store import ENV_URI, resolve_tracking_uri
-from pipeline.provenance import config_hash
-from pipeline.tracking import Thinned, TrackedRun
+from aptrank.pipeline.mlflow_store import ENV_URI, resolve_tracking_uri
+from aptrank.pipeline.provenance import config_hash
+from aptrank.pipeline.tracking import Thinned, TrackedRun
 
 STEPS = 30
 EVERY = 2

@@ -12,18 +12,18 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from data.etl.config import load_config as load_etl_config
-from data.etl.run import run_etl
-from data.spec import INPUT_NAMES, FeatureSpec
-from models.export import export_onnx
-from models.registry import build_model
-from pipeline.config import build_config
-from pipeline.gate import run_gate
-from pipeline.mlflow_store import ENV_URI
-from pipeline.provenance import fingerprint
-from pipeline.registry import CHAMPION, download_model, register_version, version_key
-from pipeline.tracking import TrackedRun
-from pipeline.trainer import Trainer
+from aptrank.data.etl.config import load_config as load_etl_config
+from aptrank.data.etl.run import run_etl
+from aptrank.data.spec import INPUT_NAMES, FeatureSpec
+from aptrank.models.export import export_onnx
+from aptrank.models.registry import build_model
+from aptrank.pipeline.config import build_config
+from aptrank.pipeline.gate import run_gate
+from aptrank.pipeline.mlflow_store import ENV_URI
+from aptrank.pipeline.provenance import fingerprint
+from aptrank.pipeline.registry import CHAMPION, download_model, register_version, version_key
+from aptrank.pipeline.tracking import TrackedRun
+from aptrank.pipeline.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 6

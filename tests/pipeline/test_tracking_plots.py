@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import plots
+from aptrank.pipeline import plots
 
 TASKS = ["click", "like", "long_view"]
 

@@ -17,9 +17,9 @@ import polars as pl
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from data.spec import CategoricalFeature, DenseFeature, FeatureSpec, TaskLabel
-from pipeline.config import JobConfig, build_config
-from pipeline.trainer import TrainResult
+from aptrank.data.spec import CategoricalFeature, DenseFeature, FeatureSpec, TaskLabel
+from aptrank.pipeline.config import JobConfig, build_config
+from aptrank.pipeline.trainer import TrainResult
 
 TASKS = ["click", "like", "long_view"]
 N_DENSE = 2

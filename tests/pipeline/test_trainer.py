@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import checkpoint
-from pipeline.config import ConfigError, load_config
-from pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
+from aptrank.pipeline import checkpoint
+from aptrank.pipeline.config import ConfigError, load_config
+from aptrank.pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
 from tests.tiny import CLI
 
 TINY = [
@@ -164,8 +164,8 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
 
 
 def test_baselines_give_delta_m(etl_dir: Path, tmp_path: Path) -> None:
-    from pipeline.commands.train import run_training
-    from pipeline.metrics import delta_m
+    from aptrank.pipeline.commands.train import run_training
+    from aptrank.pipeline.metrics import delta_m
 
     result = run_training(_cfg("train.epochs=1", "seed=4"), etl_dir, tmp_path / "b", baselines=True, progress=False)
     base = json.loads((tmp_path / "b" / "baselines.json").read_text())

@@ -18,7 +18,7 @@ from tests.tiny import TINY_MMOE
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from serving.scorer import Scorer
+    from aptrank.serving.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
@@ -28,8 +28,8 @@ FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
 
 @pytest.fixture(scope="session")
 def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Path:
-    from data.etl.config import load_config
-    from data.etl.run import run_etl
+    from aptrank.data.etl.config import load_config
+    from aptrank.data.etl.run import run_etl
 
     out = tmp_path_factory.mktemp("etl")
     run_etl("kuairand", kuairand_dir, out, load_config(ROOT / "configs" / "etl" / "kuairand.yaml"))
@@ -38,8 +38,8 @@ def etl_dir(tmp_path_factory: pytest.TempPathFactory, kuairand_dir: Path) -> Pat
 
 def train(etl_dir: Path, run_dir: Path, seed: int) -> Path:
     """A real 1-epoch tiny training with ``pipeline.trainer.Trainer``; returns its run folder."""
-    from pipeline.config import load_config
-    from pipeline.trainer import Trainer
+    from aptrank.pipeline.config import load_config
+    from aptrank.pipeline.trainer import Trainer
 
     cfg = load_config(None, [*TINY, f"seed={seed}", f"data.features={etl_dir}"])
     Trainer(cfg, etl_dir, run_dir, progress=False).fit()
@@ -50,7 +50,7 @@ def export(run_dir: Path, etl_dir: Path, out: Path) -> Path:
     """``aptrank export`` on a run folder; its JSON summary is kept as ``out`` with suffix .json."""
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from aptrank.pipeline.cli import app
 
     result = CliRunner().invoke(
         app, ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir)]
@@ -89,14 +89,14 @@ def other_model_path(model_path: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def candidates(kuairand_dir: Path) -> pl.DataFrame:
     """Real candidate rows: the last 3,000 impressions of the sample, canonical columns (adapter)."""
-    from data.adapters import load_source
+    from aptrank.data.adapters import load_source
 
     return load_source("kuairand", kuairand_dir).events.select("user_id", "item_id", "ts", "tab").tail(3000).collect()
 
 
 @pytest.fixture(scope="session")
 def scorer(model_path: Path, etl_dir: Path) -> Scorer:
-    from serving.scorer import load_scorer
+    from aptrank.serving.scorer import load_scorer
 
     return load_scorer(model_path, etl_dir, weights=WEIGHTS)
 
@@ -116,8 +116,8 @@ class Registry:
         register it with ``pipeline.registry`` and point ``alias`` at it; returns the version."""
         import json
 
-        from pipeline.mlflow_store import ensure_experiment
-        from pipeline.registry import register_version
+        from aptrank.pipeline.mlflow_store import ensure_experiment
+        from aptrank.pipeline.registry import register_version
 
         client = self.client()
         exp = ensure_experiment(client, "serving-tests", (self.workdir / "artifacts").as_uri())

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from serving.batch import score_chunks
-from serving.candidates import iter_chunks, scan_candidates
-from serving.scorer import Scorer
+from aptrank.pipeline.cli import app
+from aptrank.serving.batch import score_chunks
+from aptrank.serving.candidates import iter_chunks, scan_candidates
+from aptrank.serving.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def sample_scores(
 
 
 def test_output_keeps_every_column_and_adds_probabilities_and_score(sample_scores: Path, kuairand_dir: Path) -> None:
-    from data.adapters import load_source
+    from aptrank.data.adapters import load_source
 
     events = load_source("kuairand", kuairand_dir).events.collect()
     out = pl.read_parquet(sample_scores)

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from serving.batcher import Batcher
-from serving.scorer import Scored, Scorer
+from aptrank.serving.batcher import Batcher
+from aptrank.serving.scorer import Scored, Scorer
 
 
 class Gated:

@@ -12,16 +12,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from data.spec import FeatureSpec
-from models.embedding import SpecEmbedding
-from models.registry import ARCHITECTURES, build_model
-from pipeline.cli import app
-from pipeline.commands.export import RunError, TrainedRun, build_trained_model, parity_rows
-from pipeline.mlflow_store import ensure_experiment
-from serving.errors import ParityError
-from serving.export import export_checked
-from serving.onnx_model import load_onnx
-from serving.parity import PARITY_ROWS, compare
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.registry import ARCHITECTURES, build_model
+from aptrank.pipeline.cli import app
+from aptrank.pipeline.commands.export import RunError, TrainedRun, build_trained_model, parity_rows
+from aptrank.pipeline.mlflow_store import ensure_experiment
+from aptrank.serving.errors import ParityError
+from aptrank.serving.export import export_checked
+from aptrank.serving.onnx_model import load_onnx
+from aptrank.serving.parity import PARITY_ROWS, compare
 
 SMALL = {
     "embedding_dim": 4,
@@ -138,7 +138,7 @@ def test_cli_fold_rows_chooses_the_graph_not_the_scores(
     unfolded graph, and both give the same probabilities on the parity rows."""
     import onnx
 
-    from models.export_fold import FOLD_MAX_ROWS
+    from aptrank.models.export_fold import FOLD_MAX_ROWS
 
     out = tmp_path / "unfolded.onnx"
     args = ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir), "--fold-rows", "0"]
@@ -158,7 +158,7 @@ def test_the_job_exports_with_its_configured_folding(run_dir: Path, etl_dir: Pat
     """``scoring.fold_rows`` of the job config reaches the job's export step."""
     import onnx
 
-    from pipeline.job import export_step
+    from aptrank.pipeline.job import export_step
 
     for fold, folded in ((0, False), (None, True)):
         run = tmp_path / f"run-{fold}"

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.spec import INPUT_NAMES
-from data.tensors import model_inputs
-from serving.errors import CandidateError, ServingError
-from serving.features import ITEM, REQUEST, USER, CandidateFeatures
+from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.tensors import model_inputs
+from aptrank.serving.errors import CandidateError, ServingError
+from aptrank.serving.features import ITEM, REQUEST, USER, CandidateFeatures
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,9 @@ def test_missing_candidate_columns_are_named(features: CandidateFeatures, candid
 def test_scoring_path_never_imports_torch(model_path: Path, etl_dir: Path) -> None:
     code = textwrap.dedent(f"""
         import json, sys
-        from serving.holder import ModelHolder
-        from serving.model_source import ModelSource
-        from serving.service import RankService
+        from aptrank.serving.holder import ModelHolder
+        from aptrank.serving.model_source import ModelSource
+        from aptrank.serving.service import RankService
         holder = ModelHolder(ModelSource({str(model_path)!r}), features_dir={str(etl_dir)!r})
         holder.refresh()
         service = RankService(holder)

@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from data.spec import FeatureSpec
-from serving.errors import ModelLoadError
-from serving.fusion import Fusion, parse_weights
-from serving.onnx_model import load_onnx
+from aptrank.data.spec import FeatureSpec
+from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.fusion import Fusion, parse_weights
+from aptrank.serving.onnx_model import load_onnx
 
 
 def test_loaded_model_carries_spec_tasks_and_digest(model_path: Path, etl_dir: Path) -> None:

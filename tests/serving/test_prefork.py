@@ -32,10 +32,10 @@ from serving_http import (
     rows_of,
 )
 
-from serving.prefork import PreforkServer
-from serving.scorer import Scorer, load_scorer
-from serving.server import PREFORK_STACKS
-from serving.worker import WorkerConfig
+from aptrank.serving.prefork import PreforkServer
+from aptrank.serving.scorer import Scorer, load_scorer
+from aptrank.serving.server import PREFORK_STACKS
+from aptrank.serving.worker import WorkerConfig
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.etl.encode import HOUR, WEEKDAY, derived_exprs
-from data.spec import INPUT_NAMES
-from data.tensors import model_inputs
-from serving.features import CandidateFeatures
-from serving.request_side import Raw, derived_columns
+from aptrank.data.etl.encode import HOUR, WEEKDAY, derived_exprs
+from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.tensors import model_inputs
+from aptrank.serving.features import CandidateFeatures
+from aptrank.serving.request_side import Raw, derived_columns
 
 ZONES = ("Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu")
 

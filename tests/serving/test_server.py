@@ -31,14 +31,14 @@ from serving_http import (
     rows_of,
 )
 
-from serving.batch import score_chunks
-from serving.candidates import iter_chunks, scan_candidates
-from serving.holder import ModelHolder
-from serving.model_source import ModelSource
-from serving.onnx_model import OnnxModel
-from serving.scorer import Scorer, load_scorer
-from serving.server import PREFORK_STACKS, make_server
-from serving.service import Limits, RankService
+from aptrank.serving.batch import score_chunks
+from aptrank.serving.candidates import iter_chunks, scan_candidates
+from aptrank.serving.holder import ModelHolder
+from aptrank.serving.model_source import ModelSource
+from aptrank.serving.onnx_model import OnnxModel
+from aptrank.serving.scorer import Scorer, load_scorer
+from aptrank.serving.server import PREFORK_STACKS, make_server
+from aptrank.serving.service import Limits, RankService
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,7 +356,7 @@ def test_idle_and_stalled_connections_are_closed(service: RankService) -> None:
     its idle timeout; a connection that keeps talking stays open."""
     import socket
 
-    from serving.http_loop import LoopServer
+    from aptrank.serving.http_loop import LoopServer
 
     server = LoopServer(service, "127.0.0.1", 0, idle_timeout=0.5).start()
     try:
