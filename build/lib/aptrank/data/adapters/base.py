@@ -1,0 +1,100 @@
+"""What every source adapter returns, and the checks adapters share.
+
+An adapter turns a source's files into :class:`CanonicalTables` (lazy Polars frames in the canonical
+schema of :mod:`data.schema`). It never filters rows: validation (and the reject file) is the ETL's
+job, so ``rows in == rows out`` for every adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from aptrank.data.schema import EVENTS, ITEMS, USERS, TableSchema, check_schema
+
+INTEGER_DTYPES: tuple[pl.DataType, ...] = (
+    pl.Int8(),
+    pl.Int16(),
+    pl.Int32(),
+    pl.Int64(),
+    pl.UInt8(),
+    pl.UInt16(),
+    pl.UInt32(),
+    pl.UInt64(),
+)
+FLOAT_DTYPES: tuple[pl.DataType, ...] = (pl.Float32(), pl.Float64())
+
+
+class SourceError(ValueError):
+    """A source cannot be read: unknown name, missing file, missing or mistyped column."""
+
+
+@dataclass
+class CanonicalTables:
+    """Canonical events (always), items and users (when the source has them), lazily.
+
+    ``files`` names the file(s) behind each table so later errors can point at them.
+    """
+
+    events: pl.LazyFrame
+    items: pl.LazyFrame | None = None
+    users: pl.LazyFrame | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Assert the canonical schema on every present table (raises SchemaError)."""
+        tables: list[tuple[TableSchema, pl.LazyFrame | None]] = [
+            (EVENTS, self.events),
+            (ITEMS, self.items),
+            (USERS, self.users),
+        ]
+        for schema, frame in tables:
+            if frame is not None:
+                check_schema(frame.collect_schema(), schema, self.files.get(schema.table, schema.table))
+
+
+def find_one(directory: Path, patterns: Sequence[str], what: str, required: bool = True) -> list[Path]:
+    """Files in ``directory`` matching the first pattern that matches anything (sorted).
+
+    Raises :class:`SourceError` naming the directory and the patterns when ``required`` and none match.
+    """
+    if not directory.is_dir():
+        raise SourceError(f"{directory}: not a directory (expected the folder holding the {what})")
+    for pattern in patterns:
+        hits = sorted(p for p in directory.glob(pattern) if p.is_file())
+        if hits:
+            return hits
+    if required:
+        raise SourceError(f"{directory}: no {what} file found (looked for {', '.join(patterns)})")
+    return []
+
+
+def scan(paths: Sequence[Path]) -> pl.LazyFrame:
+    """Lazily scan Parquet or CSV files (one format per call), concatenated in path order."""
+    if all(p.suffix == ".parquet" for p in paths):
+        return pl.scan_parquet([str(p) for p in paths], hive_partitioning=False)
+    if all(p.suffix == ".csv" for p in paths):
+        return pl.concat([pl.scan_csv(p, infer_schema_length=None) for p in paths], how="vertical")
+    raise SourceError(f"mixed or unsupported file types: {[str(p) for p in paths]} (Parquet or CSV)")
+
+
+def require_raw_columns(frame: pl.LazyFrame, source: str, columns: Mapping[str, tuple[pl.DataType, ...]]) -> pl.Schema:
+    """Check a raw source's own columns before mapping (name, dtype family); return its schema."""
+    schema = frame.collect_schema()
+    for name, dtypes in columns.items():
+        if name not in schema:
+            raise SourceError(f"{source}: missing required column '{name}' (expected {_describe(dtypes)})")
+        if not any(schema[name] == d for d in dtypes):
+            raise SourceError(f"{source}: column '{name}' has dtype {schema[name]}, expected {_describe(dtypes)}")
+    return schema
+
+
+def _describe(dtypes: tuple[pl.DataType, ...]) -> str:
+    if dtypes == INTEGER_DTYPES:
+        return "an integer type"
+    if dtypes == INTEGER_DTYPES + FLOAT_DTYPES:
+        return "a numeric type"
+    return " or ".join(str(d) for d in dtypes)

@@ -1,0 +1,278 @@
+"""Typed configuration of ``aptrank etl``, loaded from YAML (``configs/etl/*.yaml``).
+
+Every section is a frozen dataclass; :func:`config_from_dict` builds them recursively and rejects
+unknown keys, wrong types and broken rules with a :class:`EtlConfigError` that names the file and the
+dotted key (e.g. ``configs/etl/x.yaml: features.windows[1]: '3x' is not a duration``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from aptrank.data.etl.typed import TypedDataError, build_dataclass
+from aptrank.data.spec import DEFAULT_TASKS, TaskLabel
+
+ENTITY_KEYS: dict[str, str] = {"user": "user_id", "item": "item_id", "author": "author_id"}
+"""Entities that get point-in-time aggregates, and the event column that identifies each."""
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+ALL_PRIOR = "all"
+
+
+class EtlConfigError(ValueError):
+    """An ETL config value breaks its rule; the message names the file and the dotted key."""
+
+
+def iso_utc(value: dt.datetime) -> str:
+    """``2022-04-28T16:00:00.000Z``: how the ETL writes instants (summary, FeatureSpec)."""
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def window_ms(window: str) -> int | None:
+    """Length of a window such as ``"1d"``, ``"12h"``, ``"7d"`` in milliseconds; ``"all"`` -> None."""
+    if window == ALL_PRIOR:
+        return None
+    m = _DURATION.match(window)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"'{window}' is not a window: use <positive int><ms|s|m|h|d|w> or 'all'")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Accepted event times ``[start, end)``, dates or ISO datetimes read in the config's time zone;
+    ``None`` = unbounded. Events outside are rejected (``ts_out_of_range``)."""
+
+    start: str | None = None
+    end: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    require_item_metadata: bool = True
+    """Reject events whose item is not in the items table (``unknown_item``)."""
+    max_reject_rate: float = 0.01
+    """Fail (exit 2) when validity rejects (every reason but duplicates) exceed this share of input."""
+    max_duplicate_rate: float = 0.05
+    """Fail (exit 2) when duplicate impressions exceed this share of input."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Time split. With ``valid_start`` and ``test_start`` (dates/datetimes in the config time zone):
+    train < valid_start <= valid < test_start <= test. Without them, boundaries are the event-time
+    quantiles that leave ``valid_fraction`` and ``test_fraction`` of accepted events to the last two."""
+
+    valid_start: str | None = None
+    test_start: str | None = None
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """The user's last ``max_len`` items whose ``task`` label is 1 (most recent first)."""
+
+    name: str
+    task: str
+    max_len: int = 20
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """How a categorical column becomes an index: train-split vocabulary (values seen at least
+    ``min_count`` times, most frequent first) or a stable hash into ``buckets`` rows (row 0 = OOV)."""
+
+    kind: Literal["vocab", "hash"] = "vocab"
+    min_count: int = 1
+    buckets: int | None = None
+
+
+@dataclass(frozen=True)
+class AttributeConfig:
+    """Side attributes of a table: categorical columns, dense columns and which dense ones get log1p."""
+
+    categorical: tuple[str, ...] = ()
+    dense: tuple[str, ...] = ()
+    log1p: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    windows: tuple[str, ...] = ("1d", "7d", ALL_PRIOR)
+    entities: tuple[str, ...] = ("user", "item", "author")
+    smoothing: float = 20.0
+    """``a`` in the smoothed rate (positives + a * prior) / (count + a)."""
+    history: tuple[HistoryConfig, ...] = (
+        HistoryConfig("user_clicked_items", "click"),
+        HistoryConfig("user_liked_items", "like"),
+    )
+    context: tuple[str, ...] = ()
+    user_attributes: AttributeConfig = field(default_factory=AttributeConfig)
+    item_attributes: AttributeConfig = field(default_factory=AttributeConfig)
+    encodings: dict[str, EncodingConfig] = field(default_factory=dict)
+    """Per categorical feature (by name); unlisted ones use a vocabulary with min_count 1."""
+    duration_buckets_s: tuple[float, ...] = (5, 10, 15, 30, 60, 120, 300, 600)
+    item_age: bool = True
+    inline_vocab_max: int = 64
+    """Vocabularies up to this size are stored inline in the FeatureSpec, larger ones under vocab/."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    chunk_rows: int = 131_072
+    """Rows the ETL encodes and writes at a time (one Parquet row group of the examples)."""
+    rows_per_file: int = 4_194_304
+    """A split's examples roll over to a new ``part-NNNNN.parquet`` after this many rows."""
+    row_group_size: int = 262_144
+    """Row group size of the other Parquet outputs (rejects, vocabularies, snapshot)."""
+    compression: Literal["zstd", "lz4", "snappy", "uncompressed"] = "zstd"
+    compression_level: int | None = 1
+    """zstd level (ignored by the other codecs)."""
+
+    @property
+    def level(self) -> int | None:
+        return self.compression_level if self.compression == "zstd" else None
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    time_zone: str = "UTC"
+    time_range: TimeRange = field(default_factory=TimeRange)
+    tasks: tuple[TaskLabel, ...] = DEFAULT_TASKS
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def local_time(self, value: str) -> dt.datetime:
+        """A config date/datetime string as an aware UTC datetime (read in ``time_zone``)."""
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zoneinfo.ZoneInfo(self.time_zone))
+        return parsed.astimezone(dt.UTC)
+
+
+def load_config(path: str | Path) -> EtlConfig:
+    """Read and check an ETL config YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise EtlConfigError(f"{p}: ETL config file not found")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise EtlConfigError(f"{p}: an ETL config must be a mapping at top level")
+    return config_from_dict(data, str(p))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> EtlConfig:
+    """Build an :class:`EtlConfig` from plain data; unknown keys and broken rules raise."""
+    try:
+        cfg = build_dataclass(EtlConfig, data, source)
+    except TypedDataError as e:
+        raise EtlConfigError(str(e)) from e
+    _check(cfg, source)
+    return cfg
+
+
+# ---- rules ------------------------------------------------------------------------------------
+def _check(cfg: EtlConfig, source: str) -> None:
+    def fail(key: str, rule: str) -> None:
+        raise EtlConfigError(f"{source}: {key}: {rule}")
+
+    try:
+        zoneinfo.ZoneInfo(cfg.time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        fail("time_zone", f"'{cfg.time_zone}' is not an IANA time zone (e.g. UTC, Asia/Shanghai)")
+    times = {
+        "time_range.start": cfg.time_range.start,
+        "time_range.end": cfg.time_range.end,
+        "splits.valid_start": cfg.splits.valid_start,
+        "splits.test_start": cfg.splits.test_start,
+    }
+    for key, value in times.items():
+        if value is not None:
+            try:
+                cfg.local_time(value)
+            except ValueError:
+                fail(key, f"'{value}' is not a date (YYYY-MM-DD) or ISO datetime")
+    r = cfg.time_range
+    if r.start and r.end and cfg.local_time(r.start) >= cfg.local_time(r.end):
+        fail("time_range", "start must be before end")
+    names = cfg.task_names
+    if not names or len(set(names)) != len(names):
+        fail("tasks", f"need at least one task and unique names, got {names}")
+    for i, t in enumerate(cfg.tasks):
+        if t.kind == "binary_column" and not t.column:
+            fail(f"tasks[{i}].column", f"task '{t.name}' is binary_column and needs the event column to read")
+        if t.kind == "watch_ratio" and not (t.min_ratio and 0 < t.min_ratio <= 10):
+            fail(f"tasks[{i}].min_ratio", f"task '{t.name}' is watch_ratio and needs 0 < min_ratio <= 10")
+    s = cfg.splits
+    if (s.valid_start is None) != (s.test_start is None):
+        fail("splits", "give both valid_start and test_start, or neither (fractions)")
+    if s.valid_start and s.test_start and cfg.local_time(s.valid_start) >= cfg.local_time(s.test_start):
+        fail("splits", "valid_start must be before test_start")
+    if not (0 <= s.valid_fraction < 1 and 0 <= s.test_fraction < 1 and s.valid_fraction + s.test_fraction < 1):
+        fail("splits", "valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+    v = cfg.validation
+    for key in ("max_reject_rate", "max_duplicate_rate"):
+        if not 0 <= getattr(v, key) <= 1:
+            fail(f"validation.{key}", "must be in [0, 1]")
+    _check_features(cfg.features, names, fail)
+    o = cfg.output
+    if min(o.row_group_size, o.chunk_rows, o.rows_per_file) < 1:
+        fail("output", "row_group_size, chunk_rows and rows_per_file must be >= 1")
+
+
+def _check_features(f: FeatureConfig, tasks: list[str], fail: Any) -> None:
+    if not f.windows or len(set(f.windows)) != len(f.windows):
+        fail("features.windows", f"need at least one window and no repeats, got {list(f.windows)}")
+    for i, w in enumerate(f.windows):
+        try:
+            window_ms(w)
+        except ValueError as e:
+            fail(f"features.windows[{i}]", str(e))
+    for i, e in enumerate(f.entities):
+        if e not in ENTITY_KEYS:
+            fail(f"features.entities[{i}]", f"'{e}' is not one of {', '.join(ENTITY_KEYS)}")
+    if f.smoothing <= 0:
+        fail("features.smoothing", "must be > 0")
+    for i, h in enumerate(f.history):
+        if h.task not in tasks:
+            fail(f"features.history[{i}].task", f"'{h.task}' is not a configured task ({', '.join(tasks)})")
+        if h.max_len < 1:
+            fail(f"features.history[{i}].max_len", "must be >= 1")
+    for name, enc in f.encodings.items():
+        if enc.kind == "hash" and (enc.buckets is None or enc.buckets < 2):
+            fail(f"features.encodings.{name}.buckets", "hash encoding needs buckets >= 2")
+        if enc.min_count < 1:
+            fail(f"features.encodings.{name}.min_count", "must be >= 1")
+    for table, attrs in (("user_attributes", f.user_attributes), ("item_attributes", f.item_attributes)):
+        stray = sorted(set(attrs.log1p) - set(attrs.dense))
+        if stray:
+            fail(f"features.{table}.log1p", f"{stray} are not listed under dense")
+    columns = [
+        *f.context,
+        *f.user_attributes.categorical,
+        *f.user_attributes.dense,
+        *f.item_attributes.categorical,
+        *f.item_attributes.dense,
+    ]
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        fail("features", f"columns listed twice across context/user_attributes/item_attributes: {dupes}")
+    if list(f.duration_buckets_s) != sorted(set(f.duration_buckets_s)):
+        fail("features.duration_buckets_s", "must be strictly increasing")
+    if f.inline_vocab_max < 0:
+        fail("features.inline_vocab_max", "must be >= 0")

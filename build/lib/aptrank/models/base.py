@@ -1,0 +1,103 @@
+"""MultiTaskModel: what every ranker shares (embedding layer, one tower per task, parameter roles).
+
+A concrete architecture only says how the embedded input becomes one input per tower
+(``body``); the training path, the export path and the task-aware optimizer's views
+(``forward_with_intermediates``, ``param_roles``) are written once here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.config import ModelConfig
+from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.layers import Tower
+
+ParamRoles = dict[str, list[nn.Parameter] | list[list[nn.Parameter]]]
+
+
+class MultiTaskModel(nn.Module, ABC):
+    """Embedding -> ``body`` (architecture) -> one ``Tower`` per task -> logits [B, K].
+
+    Subclasses build their dense part in ``__init__`` after calling ``super().__init__`` and then
+    call ``_add_towers(input_dim)``.
+    """
+
+    def __init__(self, spec: FeatureSpec, config: ModelConfig, task_names: list[str]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        self.task_names: list[str] = list(task_names)
+        self.embedding = SpecEmbedding(spec, config.embedding_dim, sparse=config.sparse_embeddings)
+        self.towers = nn.ModuleList()
+
+    @property
+    def label_columns(self) -> list[int]:
+        """Column of each model task in the spec's label matrix [B, K_spec] (``labels[:, cols]``)."""
+        return [self.spec.task_names.index(t) for t in self.task_names]
+
+    def _add_towers(self, input_dim: int) -> None:
+        self.towers.extend(Tower(input_dim, self.config.tower_hidden, self.config.dropout) for _ in self.task_names)
+
+    @abstractmethod
+    def body(self, embedded: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Embedded input [B, D] -> (one tower input per task, the shared representation that the
+        towers or gates consume: [B, H] for a shared bottom, stacked experts [B, E, H] for MoE)."""
+
+    def task_logits(self, embedded: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(one [B, 1] logit tensor per task, each from its own tower; the representation)."""
+        tower_inputs, representation = self.body(embedded)
+        return [tower(x) for tower, x in zip(self.towers, tower_inputs, strict=True)], representation
+
+    def head(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense part from the embedded input: (logits [B, K], representation)."""
+        logits, representation = self.task_logits(embedded)
+        return torch.cat(logits, dim=1), representation
+
+    def forward_with_intermediates(self, batch: FeatureBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits [B, K], embedded [B, D], shared representation) on the training path."""
+        embedded = self.embedding(batch)
+        logits, representation = self.head(embedded)
+        return logits, embedded, representation
+
+    def forward_per_task(self, batch: FeatureBatch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(per-task logits [B, 1] each, embedded, representation): the training path when each task's
+        loss is its own graph root, so a per-task backward pass runs through that task's tower only
+        (``apt.MultiTaskOptimizer.step`` with a list of losses)."""
+        embedded = self.embedding(batch)
+        logits, representation = self.task_logits(embedded)
+        return logits, embedded, representation
+
+    def forward(self, batch: FeatureBatch) -> torch.Tensor:
+        return self.forward_with_intermediates(batch)[0]
+
+    def param_roles(self) -> ParamRoles:
+        """Parameters by role for task-aware optimisation.
+
+        ``embeddings``: the table weights; ``task``: each tower's parameters (one list per task);
+        ``output``: the towers' final Linear parameters (a subset of ``task``); ``shared``: every other
+        parameter (bottom, experts, gates, PLE's task-specific experts). Every parameter is in exactly
+        one of shared / embeddings / task.
+        """
+        embeddings = list(self.embedding.parameters())
+        task = [list(tower.parameters()) for tower in self.towers]
+        output = [p for tower in self.towers for p in tower.out.parameters()]
+        taken = {id(p) for p in embeddings} | {id(p) for params in task for p in params}
+        shared = [p for p in self.parameters() if id(p) not in taken]
+        return {"shared": shared, "embeddings": embeddings, "task": task, "output": output}
+
+    def param_role_names(self) -> dict[str, list[str] | list[list[str]]]:
+        """``param_roles`` with parameter names instead of tensors (for logs and diagnostics)."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        roles = self.param_roles()
+        return {
+            role: [[names[id(p)] for p in group] for group in params]
+            if role == "task"
+            else [names[id(p)] for p in params]
+            for role, params in roles.items()
+        }

@@ -1,0 +1,115 @@
+"""Export path: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
+
+``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling is
+recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
+:class:`~models.embedding.FusedTables`), then the dense part in its export form
+(:func:`models.export_heads.export_head`: MMoE fused, Shared-Bottom with its bottom's first layer
+exposed, PLE as it is) and a sigmoid. When the head starts with one Linear layer (MMoE's fused head,
+Shared-Bottom's bottom), the categorical features with small tables are folded into it
+(:mod:`models.export_fold`). The fused tables, the fused MMoE head and the folded layer are copies
+of the weights made when the module is built: build it after training. ``export_onnx`` writes it
+with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
+the FeatureSpec in the ONNX metadata, so scorers can check the features they are sent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aptrank.data.spec import (
+    INPUT_NAMES,
+    META_FEATURE_SPEC,
+    META_FEATURE_SPEC_HASH,
+    META_TASK_NAMES,
+    OUTPUT_NAME,
+    FeatureSpec,
+    SpecError,
+)
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.batch import FeatureBatch
+from aptrank.models.embedding import FusedTables
+from aptrank.models.export_fold import FOLD_MAX_ROWS, fold_first_layer
+from aptrank.models.export_heads import export_head
+
+#: ONNX metadata keys written by ``export_onnx``.
+
+EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
+
+
+class ExportModule(nn.Module):
+    """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``.
+
+    ``fold_rows``: when the export head starts with a Linear layer (``first``: MMoE's fused head,
+    Shared-Bottom's bottom) and some categorical features have at most this many rows, their tables are folded
+    into that layer (:func:`~models.export_fold.fold_first_layer`); 0 turns folding off.
+    """
+
+    def __init__(self, model: MultiTaskModel, fold_rows: int = FOLD_MAX_ROWS) -> None:
+        super().__init__()
+        if fold_rows < 0:
+            raise ValueError(f"ExportModule: fold_rows must be >= 0, got {fold_rows}")
+        self.model = model
+        self.tables = FusedTables(model.embedding) if model.embedding.ebc is not None else None
+        self.head = export_head(model)
+        first = getattr(self.head, "first", None)
+        foldable = self.tables is not None and isinstance(first, nn.Linear)
+        self.fold = fold_first_layer(model.embedding, first, fold_rows) if foldable else None  # type: ignore[arg-type]
+
+    def forward(
+        self,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor,
+        sequence_lengths: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.fold is not None:
+            return torch.sigmoid(self.head.after_first(self.fold(categorical, sequence, sequence_lengths, dense)))
+        embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense, self.tables)
+        return torch.sigmoid(self.head(embedded))
+
+
+def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold_rows: int = FOLD_MAX_ROWS) -> Path:
+    """Write ``model`` as an ONNX graph with inputs ``INPUT_NAMES`` (dynamic batch axis) and output
+    ``OUTPUT_NAME`` [B, K] (probabilities, columns in ``model.task_names`` order).
+
+    Metadata: ``feature_spec`` (the spec's JSON), ``feature_spec_hash``, ``task_names`` (JSON list).
+    Weights go to an external data file only when the model exceeds ONNX's 2 GB limit. The model is
+    exported in eval mode and its training flag is restored afterwards.
+    """
+    if spec.hash != model.spec.hash:
+        raise SpecError(
+            f"export_onnx: FeatureSpec {spec.hash[:12]} is not the one the model was built from "
+            f"({model.spec.hash[:12]})"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = FeatureBatch.random(spec, EXAMPLE_BATCH_SIZE, torch.Generator().manual_seed(0), with_labels=False)
+    batch = torch.export.Dim("batch")
+    was_training = model.training
+    try:
+        program = torch.onnx.export(
+            ExportModule(model, fold_rows).eval(),
+            example.inputs(),
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=tuple({0: batch} for _ in INPUT_NAMES),
+            verbose=False,
+        )
+    finally:
+        model.train(was_training)
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise RuntimeError("export_onnx: torch.onnx.export returned no program")
+    program.model.metadata_props.update(
+        {
+            META_FEATURE_SPEC: spec.to_json(),
+            META_FEATURE_SPEC_HASH: spec.hash,
+            META_TASK_NAMES: json.dumps(model.task_names),
+        }
+    )
+    program.save(path)
+    return path

@@ -1,0 +1,62 @@
+"""Dense building blocks shared by every architecture: MLP, expert stack, softmax gate, task tower."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """``Linear -> ReLU -> Dropout`` per hidden size; identity when ``hidden`` is empty."""
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float = 0.0) -> None:
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(input_dim, size), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            input_dim = size
+        super().__init__(*layers)
+        self.output_dim = input_dim
+
+
+class Experts(nn.Module):
+    """``n`` independent expert MLPs on the same input; output stacked as [B, n, H]."""
+
+    def __init__(self, n: int, input_dim: int, hidden: Sequence[int], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(MLP(input_dim, hidden, dropout) for _ in range(n))
+        self.output_dim = self.experts[0].output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([expert(x) for expert in self.experts], dim=1)
+
+
+class Gate(nn.Module):
+    """Softmax gate over ``n`` experts (MMoE, Ma et al. KDD 2018, eq. 5): ``softmax(W x)`` [B, n]."""
+
+    def __init__(self, input_dim: int, n: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_dim, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.linear(x), dim=-1)
+
+    @staticmethod
+    def mix(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Gate-weighted sum of stacked expert outputs: [B, n] x [B, n, H] -> [B, H]."""
+        return torch.einsum("bn,bnh->bh", weights, experts)
+
+
+class Tower(nn.Module):
+    """A task tower: ``MLP(hidden) -> Linear(., 1)``; ``out`` is the final (output) layer."""
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.mlp = MLP(input_dim, hidden, dropout)
+        self.out = nn.Linear(self.mlp.output_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mlp(x))

@@ -1,0 +1,97 @@
+"""PLE: Progressive Layered Extraction (Tang et al., "Progressive Layered Extraction (PLE): A Novel
+Multi-Task Learning (MTL) Model for Personalized Recommendations", RecSys 2020).
+
+One extraction level is a CGC (Customized Gate Control, section 4.2): each task k owns m_t experts,
+all tasks share m_s experts; task k's gate mixes its own and the shared experts,
+g^k(x) = softmax(W^k x) [E^k(x), E^s(x)] (eqs. 1-3). PLE stacks L levels (section 4.3, eq. 4): at
+level j the task-k experts and gate read task k's output of level j-1, the shared experts read the
+shared output of level j-1, and every level but the last also has a shared gate over all experts
+whose output feeds the next level's shared experts. A one-level PLE is exactly a CGC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.config import ModelConfig
+from aptrank.models.layers import Experts, Gate
+
+
+class CGCLayer(nn.Module):
+    """One CGC / PLE extraction level.
+
+    ``forward(task_inputs, shared_input)`` returns (one output [B, H] per task, the shared output
+    [B, H] or None when ``shared_gate`` is False, all experts stacked [B, K*m_t + m_s, H] in the order
+    task 0's experts, ..., task K-1's experts, shared experts).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_tasks: int,
+        num_shared: int,
+        num_task_experts: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        shared_gate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.task_experts = nn.ModuleList(
+            Experts(num_task_experts, input_dim, hidden, dropout) for _ in range(num_tasks)
+        )
+        self.shared_experts = Experts(num_shared, input_dim, hidden, dropout)
+        self.task_gates = nn.ModuleList(Gate(input_dim, num_task_experts + num_shared) for _ in range(num_tasks))
+        self.shared_gate = Gate(input_dim, num_tasks * num_task_experts + num_shared) if shared_gate else None
+        self.num_task_experts = num_task_experts
+        self.output_dim = self.shared_experts.output_dim
+
+    def forward(
+        self, task_inputs: Sequence[torch.Tensor], shared_input: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        own = [experts(x) for experts, x in zip(self.task_experts, task_inputs, strict=True)]
+        stacked = torch.cat([*own, self.shared_experts(shared_input)], dim=1)
+        # gates read slices of ``stacked`` so that it is the representation they consume (rep_grad)
+        m = self.num_task_experts
+        shared = stacked[:, len(own) * m :]
+        outputs = [
+            Gate.mix(gate(x), torch.cat([stacked[:, k * m : (k + 1) * m], shared], dim=1))
+            for k, (gate, x) in enumerate(zip(self.task_gates, task_inputs, strict=True))
+        ]
+        shared_out = None if self.shared_gate is None else Gate.mix(self.shared_gate(shared_input), stacked)
+        return outputs, shared_out, stacked
+
+
+class PLE(MultiTaskModel):
+    """Embedding -> L CGC levels (representation: last level's experts [B, K*m_t + m_s, H]) -> towers."""
+
+    def __init__(self, spec: FeatureSpec, config: ModelConfig) -> None:
+        super().__init__(spec, config, spec.task_names)
+        self.levels = nn.ModuleList()
+        input_dim = self.embedding.output_dim
+        for level in range(config.ple_levels):
+            cgc = CGCLayer(
+                input_dim,
+                len(self.task_names),
+                config.ple_shared_experts,
+                config.ple_task_experts,
+                config.expert_hidden,
+                config.dropout,
+                shared_gate=level < config.ple_levels - 1,
+            )
+            self.levels.append(cgc)
+            input_dim = cgc.output_dim
+        self._add_towers(input_dim)
+
+    def body(self, embedded: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        task_inputs: list[torch.Tensor] = [embedded] * len(self.task_names)
+        shared: torch.Tensor | None = embedded
+        stacked = embedded
+        for level in self.levels:
+            assert shared is not None  # every level but the last emits a shared output
+            task_inputs, shared, stacked = level(task_inputs, shared)
+        return task_inputs, stacked

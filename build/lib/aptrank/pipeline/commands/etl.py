@@ -1,0 +1,95 @@
+"""``aptrank etl``: raw logs -> validated, labelled, point-in-time examples + FeatureSpec + snapshot.
+
+Exit codes: 0 ok; 1 bad input or config (the message names the file/column/key and the rule);
+2 a data-quality gate failed (``--max-reject-rate`` / ``--max-duplicate-rate``); all outputs are
+still written so the rejects can be inspected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aptrank.data.adapters import SOURCES, SourceError
+from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
+from aptrank.data.etl.run import run_etl
+from aptrank.data.schema import SchemaError
+from aptrank.data.spec import SpecError
+
+GATE_EXIT_CODE = 2
+
+
+def etl_command(
+    source: Annotated[
+        str, typer.Option(help=f"input format: {' or '.join(sorted(SOURCES))} (canonical = aptrank generate output)")
+    ],
+    input: Annotated[Path, typer.Option("--input", help="source folder (KuaiRand files or canonical events/)")],
+    out: Annotated[Path, typer.Option(help="output folder (train/valid/test, snapshot, vocab, spec, summary)")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="ETL config YAML (e.g. configs/etl/kuairand.yaml); default: built-in defaults"),
+    ] = None,
+    max_reject_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="fail (exit 2) when validity rejects exceed this share of input rows "
+            "(duplicates excluded; default from config, 0.01)"
+        ),
+    ] = None,
+    max_duplicate_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="fail (exit 2) when duplicate impressions exceed this share of input rows (default from config, 0.05)"
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress lines on stderr")] = False,
+) -> None:
+    """Validate, label and featurise an impression log into time-split training examples."""
+    if source not in SOURCES:
+        raise typer.BadParameter(f"'{source}' is not one of {', '.join(sorted(SOURCES))}", param_hint="--source")
+    for name, value in (("--max-reject-rate", max_reject_rate), ("--max-duplicate-rate", max_duplicate_rate)):
+        if value is not None and not 0 <= value <= 1:
+            raise typer.BadParameter(f"{value} is not in [0, 1]", param_hint=name)
+    try:
+        cfg = load_config(config) if config is not None else EtlConfig()
+        result = run_etl(
+            source,
+            input,
+            out,
+            cfg,
+            max_reject_rate=max_reject_rate,
+            max_duplicate_rate=max_duplicate_rate,
+            progress=None if quiet else (lambda msg: typer.echo(msg, err=True)),
+        )
+    except (EtlConfigError, SourceError, SchemaError, SpecError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    s = result.summary
+    typer.echo(
+        json.dumps(
+            {
+                k: s[k]
+                for k in (
+                    "input_rows",
+                    "accepted_rows",
+                    "rejected_rows",
+                    "validity_reject_rate",
+                    "duplicate_rate",
+                    "split_rows",
+                    "content_hash",
+                )
+            }
+        )
+    )
+    if not result.passed:
+        for failure in s["gates"]["failures"]:
+            typer.echo(f"error: {failure}; outputs kept in {out} for inspection", err=True)
+        raise typer.Exit(GATE_EXIT_CODE)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``etl`` command to the ``aptrank`` app."""
+    app.command("etl")(etl_command)

@@ -1,0 +1,96 @@
+"""``aptrank score``: batch-score candidate rows with an ONNX model (a file or ``models:/NAME@ALIAS``).
+
+Output: every input column plus ``p_<task>`` per task and ``score`` (weighted fusion: ``--config``'s
+``scoring.weights``, overridden by ``--weight TASK=W``; default the mean). Rows that cannot be scored
+go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed as JSON).
+The feature snapshot is ``--features`` (the ETL output) or the model run's ``features/`` artifact.
+
+Exit codes: 0 done; 2 bad input (model, features, candidates, weights: the message names which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+INPUT_EXIT_CODE = 2
+
+SOURCE_HELP = "candidate format: kuairand (a KuaiRand folder) or canonical (Parquet/CSV in canonical columns)"
+
+
+def fusion_weights(config: Path | None, weights: list[str] | None) -> dict[str, float]:
+    """``scoring.weights`` of the job config, then ``--weight TASK=W`` overrides."""
+    from aptrank.serving.fusion import parse_weights
+
+    out: dict[str, float] = {}
+    if config is not None:
+        from aptrank.pipeline.config import load_config
+
+        out.update(load_config(config).scoring.weights)
+    out.update(parse_weights(weights or []))
+    return out
+
+
+def score_command(
+    model: Annotated[str, typer.Option(help="ONNX file or models:/NAME@ALIAS (e.g. @champion) or models:/NAME/N")],
+    source: Annotated[str, typer.Option(help=SOURCE_HELP)],
+    input: Annotated[Path, typer.Option("--input", help="candidate rows (file or folder)")],
+    output: Annotated[Path, typer.Option(help="Parquet file: input columns + p_<task> + score")],
+    rejects: Annotated[Path | None, typer.Option(help="unscorable rows + reason (OUTPUT.rejects.parquet)")] = None,
+    features: Annotated[Path | None, typer.Option(help="ETL output (feature_spec.json, vocab/, snapshot/)")] = None,
+    config: Annotated[Path | None, typer.Option(help="job config YAML whose scoring.weights fuse the tasks")] = None,
+    weight: Annotated[list[str] | None, typer.Option(help="TASK=W fusion weight (repeatable)")] = None,
+    chunk_rows: Annotated[int, typer.Option(help="rows per chunk (memory follows this)")] = 131_072,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per chunk")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="chunks scored at a time in threads (default: the CPU cores)", min=1)
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Score candidates in chunks; write scores and rejects; print the counts as JSON."""
+    from aptrank.data.adapters import SourceError
+    from aptrank.data.schema import SchemaError
+    from aptrank.data.spec import SpecError
+    from aptrank.serving.batch import score_chunks
+    from aptrank.serving.candidates import SOURCES, count_rows, iter_chunks, scan_candidates
+    from aptrank.serving.errors import ServingError
+    from aptrank.serving.model_source import ModelSource
+    from aptrank.serving.scorer import load_scorer
+
+    if source not in SOURCES:
+        raise typer.BadParameter(f"'{source}' is not one of {', '.join(SOURCES)}", param_hint="--source")
+    rejects = rejects or output.with_name(output.stem + ".rejects.parquet")
+    with tempfile.TemporaryDirectory(prefix="aptrank-score-") as tmp:
+        try:
+            fetched = ModelSource(model, tracking_uri).fetch(Path(tmp))
+            feats = features or fetched.features_dir
+            if feats is None:
+                raise ServingError(f"model {fetched.version}: no feature snapshot; pass --features DIR (ETL output)")
+            scorer = load_scorer(
+                fetched.path, feats, weights=fusion_weights(config, weight), threads=threads, version=fetched.version
+            )
+            frame = scan_candidates(source, input)
+            report = score_chunks(
+                scorer,
+                iter_chunks(frame, chunk_rows),
+                output,
+                rejects,
+                total_rows=count_rows(frame),
+                progress=progress,
+                workers=workers or len(os.sched_getaffinity(0)),
+            )
+        except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(INPUT_EXIT_CODE) from None
+    typer.echo(json.dumps(report.to_dict()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``score`` command to the ``aptrank`` app."""
+    app.command("score")(score_command)

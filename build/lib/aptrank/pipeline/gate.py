@@ -1,0 +1,136 @@
+"""The evaluation gate: the only way a version becomes ``champion`` (DESIGN.md contract 6).
+
+Rule (issue #6), on the same evaluation window and split: the challenger is promoted when no task's
+AUC is lower than the champion's by more than ``gate.auc_tolerance`` and its mean AUC over those
+tasks is not lower. The first version of a registered model becomes champion. The decision, the
+reason and the numbers are written on the challenger as ``aptrank.gate.*`` version tags.
+
+AUCs are read from the versions' ``aptrank.auc.<task>`` tags (written at registration). When the
+champion was evaluated on another window or split, its recorded numbers are not comparable: the
+caller passes ``rescore(champion_version, split, window) -> {task: auc}`` (e.g. scoring the
+champion's ONNX model on the challenger's test window), or the gate refuses to decide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from aptrank.pipeline.mlflow_store import check_reachable, mlflow_errors
+from aptrank.pipeline.registry import CHAMPION, TAG_SPLIT, TAG_WINDOW, RegistryError, read_aucs
+
+TAG_PREFIX = "aptrank.gate."
+Rescore = Callable[[ModelVersion, str, str], Mapping[str, float]]
+
+
+class GateError(RegistryError):
+    """The gate cannot decide (no comparable numbers); nothing was promoted."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of one gate; ``champion_version`` is the champion it was compared with (None: first)."""
+
+    promoted: bool
+    reason: str
+    version: str
+    champion_version: str | None
+    tolerance: float
+    challenger_auc: dict[str, float] = field(default_factory=dict)
+    champion_auc: dict[str, float] = field(default_factory=dict)
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that record this decision."""
+        out = {
+            TAG_PREFIX + "decision": "promoted" if self.promoted else "refused",
+            TAG_PREFIX + "reason": self.reason,
+            TAG_PREFIX + "tolerance": repr(self.tolerance),
+            TAG_PREFIX + "champion_version": self.champion_version or "none",
+        }
+        out.update({f"{TAG_PREFIX}challenger_auc.{t}": repr(v) for t, v in self.challenger_auc.items()})
+        out.update({f"{TAG_PREFIX}champion_auc.{t}": repr(v) for t, v in self.champion_auc.items()})
+        return out
+
+
+def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, tolerance: float) -> tuple[bool, str]:
+    """(promote?, reason) by the rule of the module docstring, over the champion's tasks."""
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise ValueError(f"gate.auc_tolerance must be a finite number >= 0, got {tolerance}")
+    if champion is None:
+        return True, "first model of the registered model: promoted without comparison"
+    missing = sorted(set(champion) - set(challenger))
+    if missing:
+        return False, f"challenger has no AUC for the champion's task(s) {missing}"
+    bad = [t for t in champion if math.isfinite(champion[t]) and not math.isfinite(challenger[t])]
+    if bad:
+        return False, f"challenger AUC is not finite for task(s) {bad}"
+    tasks = [t for t in champion if math.isfinite(champion[t]) and math.isfinite(challenger[t])]
+    if not tasks:
+        return False, "no task has a finite AUC for both models"
+    worse = [(t, champion[t] - challenger[t]) for t in tasks if challenger[t] < champion[t] - tolerance]
+    if worse:
+        detail = ", ".join(f"{t} {challenger[t]:.4f} vs {champion[t]:.4f} (-{d:.4f})" for t, d in worse)
+        return False, f"AUC worse than the champion by more than {tolerance:g}: {detail}"
+    mean_c = sum(challenger[t] for t in tasks) / len(tasks)
+    mean_h = sum(champion[t] for t in tasks) / len(tasks)
+    if mean_c < mean_h:
+        return False, f"mean AUC {mean_c:.4f} is lower than the champion's {mean_h:.4f} over {tasks}"
+    return True, f"no task worse by more than {tolerance:g}; mean AUC {mean_c:.4f} >= champion's {mean_h:.4f}"
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    version = client.get_registered_model(name).aliases.get(CHAMPION)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def run_gate(
+    client: MlflowClient, name: str, version: str | int, *, tolerance: float, rescore: Rescore | None = None
+) -> GateDecision:
+    """Gate ``version`` of ``name`` against the current champion; record the decision as version
+    tags and, when promoted, move the ``champion`` alias to it."""
+    version = str(version)
+    uri = client.tracking_uri
+    check_reachable(uri)
+    with mlflow_errors(uri, f"read versions of '{name}' for the gate"):
+        challenger = client.get_model_version(name, version)
+        champion = _champion(client, name)
+    challenger_auc = read_aucs(challenger)
+    if not challenger_auc:
+        raise GateError(
+            f"'{name}' version {version} has no aptrank.auc.* tags: it was not registered by "
+            "aptrank.pipeline.registry.register_version"
+        )
+    champion_version = None if champion is None else str(champion.version)  # int or str, by store
+    if champion_version == version:
+        return GateDecision(True, "already the champion", version, version, tolerance, challenger_auc, challenger_auc)
+    champion_auc = None
+    if champion is not None:
+        split, window = challenger.tags.get(TAG_SPLIT, ""), challenger.tags.get(TAG_WINDOW, "")
+        same = (champion.tags.get(TAG_SPLIT), champion.tags.get(TAG_WINDOW)) == (split, window)
+        if same:
+            champion_auc = read_aucs(champion)
+        elif rescore is not None:
+            champion_auc = {t: float(v) for t, v in rescore(champion, split, window).items()}
+        else:
+            raise GateError(
+                f"'{name}': champion version {champion_version} was evaluated on split "
+                f"'{champion.tags.get(TAG_SPLIT)}' window {champion.tags.get(TAG_WINDOW)}, challenger version "
+                f"{version} on split '{split}' window {window}; the gate compares on the same window: pass "
+                "rescore= to score the champion there"
+            )
+    promoted, reason = decide(challenger_auc, champion_auc, tolerance)
+    decision = GateDecision(
+        promoted, reason, version, champion_version, tolerance, challenger_auc, dict(champion_auc or {})
+    )
+    with mlflow_errors(uri, f"record the gate decision on '{name}' version {version}"):
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, version, key, value)
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            if champion_version is not None:
+                client.set_model_version_tag(name, champion_version, TAG_PREFIX + "superseded_by", version)
+    return decision

@@ -1,0 +1,41 @@
+"""Encoded candidates: the model input arrays of a batch of candidates and what had to be defaulted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aptrank.data.spec import OOV_INDEX
+
+
+@dataclass
+class Encoded:
+    """Model input arrays for candidates (candidate order) and what was defaulted: per entity a row
+    flag for candidates without a snapshot row; OOV counts are read off the categorical array."""
+
+    arrays: dict[str, np.ndarray]
+    missing: dict[str, np.ndarray]
+    categorical_names: tuple[str, ...]
+
+    @property
+    def rows(self) -> int:
+        return int(self.arrays["categorical"].shape[0])
+
+    @property
+    def missing_rows(self) -> dict[str, int]:
+        """Per entity: candidates without a snapshot row (defaults used)."""
+        return {e: int(flags.sum()) for e, flags in self.missing.items()}
+
+    @property
+    def oov(self) -> dict[str, int]:
+        """Per categorical feature: candidates encoded to the OOV row (unseen or null value)."""
+        counts = (self.arrays["categorical"] == OOV_INDEX).sum(axis=0).tolist()
+        return dict(zip(self.categorical_names, (int(c) for c in counts), strict=True))
+
+    def slice(self, start: int, stop: int) -> Encoded:
+        return Encoded(
+            {k: v[start:stop] for k, v in self.arrays.items()},
+            {k: v[start:stop] for k, v in self.missing.items()},
+            self.categorical_names,
+        )

@@ -1,0 +1,19 @@
+"""Errors of the serving package; each message names the file, URI, column or field and the rule."""
+
+from __future__ import annotations
+
+
+class ServingError(RuntimeError):
+    """Base class: a scoring, export or serving step cannot go on."""
+
+
+class ModelLoadError(ServingError):
+    """A model file or URI cannot be resolved, read, or lacks the metadata a scorer needs."""
+
+
+class ParityError(ServingError):
+    """The exported ONNX graph does not reproduce the PyTorch model within the tolerance."""
+
+
+class CandidateError(ServingError):
+    """Candidate rows miss a column or carry values the scorer cannot read."""

@@ -1,0 +1,58 @@
+"""Export a trained model to ONNX behind the parity gate; nothing reaches ``out`` unless it passes.
+
+The graph is written by ``models.export.export_onnx`` (plain-tensor inputs, dynamic batch axis,
+FeatureSpec and task list in the metadata) to a temporary file next to ``out``, reloaded with
+onnxruntime exactly as the scorers load it (:func:`serving.onnx_model.load_onnx`), compared with the
+PyTorch model (:mod:`serving.parity`), and only then renamed onto ``out`` (``os.replace`` is atomic on
+one file system). A failed gate leaves ``out`` as it was and raises :class:`ParityError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aptrank.data.spec import FeatureSpec
+from aptrank.models.base import MultiTaskModel
+from aptrank.models.export import export_onnx
+from aptrank.models.export_fold import FOLD_MAX_ROWS
+from aptrank.serving.onnx_model import load_onnx
+from aptrank.serving.parity import PARITY_TOLERANCE, ParityReport, check_parity
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    parity: ParityReport
+    spec_hash: str
+    task_names: tuple[str, ...]
+
+
+def export_checked(
+    model: MultiTaskModel,
+    spec: FeatureSpec,
+    out: str | Path,
+    rows: Mapping[str, np.ndarray],
+    tolerance: float = PARITY_TOLERANCE,
+    *,
+    fold_rows: int | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``
+    (``fold_rows``: :class:`models.export.ExportModule`'s table folding; 0 = off, None = its default
+    ``FOLD_MAX_ROWS``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
+    try:
+        export_onnx(model, tmp, spec, FOLD_MAX_ROWS if fold_rows is None else fold_rows)
+        report = check_parity(model, load_onnx(tmp), rows, tolerance)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return ExportResult(out, report, spec.hash, tuple(model.task_names))

@@ -1,0 +1,302 @@
+"""Model inputs for candidate rows, shared by the batch and the online scorer (torch-free).
+
+Every value comes from the ETL's own lookup, :class:`data.snapshot.FeatureLookup` (snapshot joins +
+:class:`data.etl.encode.FeatureEncoder`), converted by :func:`data.tensors.model_inputs`, with one
+exception checked against it: the few request-side features (below). What this module adds is
+*factorisation* (:mod:`serving.factorize`), so that a request of 100 candidates does not pay the
+lookup's fixed cost (a ~90-expression Polars query, ~10-15 ms whatever the row count):
+
+* at load time the ETL lookup runs once over every snapshot user (items null) and once over every
+  snapshot item (users null); the user-side and item-side columns of those outputs are kept;
+* per call, known users and items gather their rows (ids found through a dense id -> row table);
+  request-side features (``ts``, context, derived columns) are computed with numpy
+  (:mod:`serving.request_side`, a port of the ETL's encodings that is compared with the ETL lookup
+  at load time and not used if they differ) or, for encodings that module does not handle, through
+  a second ETL lookup restricted to those few features (same code, a sub-spec); the three blocks
+  are put in spec order with a few slice copies (:class:`serving.factorize.Layout`). Rows whose user
+  or item has no snapshot row go through the full ETL lookup unchanged (rare, and their encoding
+  may depend on the raw id, e.g. hashed ids).
+
+The encoder is column-wise, so a column computed for a user in one frame equals that column for the
+same user in any frame: the result is exactly the full lookup's. Self-checks at load time compare
+both on probe rows (snapshot users and items, a year of timestamps, every context value), and the
+tests compare them on real candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from aptrank.data.snapshot import FeatureLookup
+from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.tensors import model_inputs
+from aptrank.serving.encoded import Encoded
+from aptrank.serving.errors import CandidateError, ServingError
+from aptrank.serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
+from aptrank.serving.request_side import Raw, RequestEncoder, raw_column
+
+log = logging.getLogger("aptrank.serve")
+SELF_CHECK_ROWS = 256
+PROBE_SPAN_MS = 400 * 86_400_000
+"""Probe rows for the self-checks: timestamps spread over the ~13 months before the cutoff."""
+AUTHOR = "author"
+
+
+class CandidateFeatures:
+    """Loads one ETL output (``feature_spec.json``, ``vocab/``, ``snapshot/``) for scoring."""
+
+    def __init__(self, etl_dir: str | Path, self_check: bool = True) -> None:
+        self.lookup = FeatureLookup(etl_dir)
+        self.spec = self.lookup.spec
+        self.context = list(self.lookup.context)
+        self.categorical_names = tuple(f.name for f in self.spec.categorical)
+        self.sides = feature_sides(self.spec, self.lookup.encoder, self.context)
+        self.pos = side_positions(self.spec, self.sides)
+        self.layouts = {
+            n: Layout(
+                [self.pos[s][n] for s in (USER, ITEM, REQUEST)], self.spec.max_sequence_len if n == "sequence" else None
+            )
+            for n in INPUT_NAMES
+        }
+        self.cutoff = pl.Series([self.spec.extras["snapshot"]["cutoff"]]).str.to_datetime(time_zone="UTC")[0]
+        request = {f for f, side in self.sides.items() if side == REQUEST}
+        self.request_spec = sub_spec(self.spec, request, Path(etl_dir)) if request else None
+        self.request_lookup = FeatureLookup(etl_dir, self.request_spec) if self.request_spec else None
+        self.request_encoder = self._request_encoder()
+        self.users = self._entity_rows(USER)
+        self.items = self._entity_rows(ITEM)
+        if self_check:
+            self.check_request_encoder()
+            self.check_against_full_lookup()
+
+    # ---- load time ---------------------------------------------------------------------------
+    def _request_encoder(self) -> RequestEncoder | None:
+        if self.request_lookup is None or self.request_spec is None:
+            return None
+        tables = self.request_spec.extras["snapshot"]["tables"]
+        if set(tables) - {USER, ITEM}:  # e.g. author columns: they would need the author join
+            return None
+        snapshot = {c for meta in tables.values() for c in (*meta["counts"], *meta["columns"])}
+        return RequestEncoder.build(self.request_spec, self.request_lookup.encoder, self.context, snapshot)
+
+    def _raw_columns(self, side: str, rows: pl.DataFrame) -> dict[str, Raw]:
+        """Snapshot columns of ``side`` the numpy request-side features read, by entity row
+        (counts null-filled with 0 like the lookup's join)."""
+        if self.request_encoder is None or self.request_spec is None:
+            return {}
+        meta = self.request_spec.extras["snapshot"]["tables"].get(side, {"counts": [], "columns": []})
+        out = {}
+        for name in [*meta["counts"], *meta["columns"]]:
+            col = raw_column(rows[name].fill_null(0) if name in meta["counts"] else rows[name])
+            if col is None:
+                self.request_encoder = None
+                return {}
+            out[name] = col
+        return out
+
+    def _frame(self, user_ids: pl.Series | None, item_ids: pl.Series | None, n: int) -> pl.DataFrame:
+        """Candidates at the snapshot cutoff with null context; absent ids are null."""
+
+        def ids(given: pl.Series | None, entity: str) -> pl.Series:
+            if given is not None:
+                return given
+            meta, table = self.lookup.tables.get(entity, ({"key": ""}, pl.DataFrame()))
+            return pl.Series([None] * n, dtype=table.schema.get(meta["key"], pl.Int64()))
+
+        frame = pl.DataFrame({"user_id": ids(user_ids, USER), "item_id": ids(item_ids, ITEM)})
+        return frame.with_columns(pl.lit(self.cutoff).alias("ts"), *(pl.lit(None).alias(c) for c in self.context))
+
+    def _entity_rows(self, side: str) -> EntityRows | None:
+        """The full lookup over every key of the side's table; keeps that side's columns (and, for
+        items, whether the item's author has a snapshot row)."""
+        if side not in self.lookup.tables:
+            return None
+        meta, table = self.lookup.tables[side]
+        rows = table.filter(pl.col(meta["key"]).is_not_null()).unique(meta["key"], keep="first", maintain_order=True)
+        keys = rows[meta["key"]]
+        frame = self._frame(keys if side == USER else None, keys if side == ITEM else None, keys.len())
+        full = model_inputs(self.lookup.build(frame).frame, self.spec)
+        arrays = {n: np.ascontiguousarray(full[n][:, self.pos[side][n]]) for n in INPUT_NAMES}
+        extra = {}
+        if side == ITEM and AUTHOR in self.lookup.tables:
+            ameta, authors = self.lookup.tables[AUTHOR]
+            author = rows[ameta["key"]].cast(authors.schema[ameta["key"]], strict=False)
+            extra[AUTHOR] = ~author.is_in(authors[ameta["key"]].implode()).to_numpy()
+        return EntityRows(keys, arrays, extra, self._raw_columns(side, rows))
+
+    def sample(self, n: int) -> pl.DataFrame:
+        """``n`` candidates pairing snapshot users with snapshot items at the cutoff (warm-up, checks)."""
+        if self.users is None or self.items is None:
+            return self._frame(None, None, n)
+        users = pl.Series("user_id", np.resize(self.users.keys, n)).cast(self.users.dtype)
+        items = pl.Series("item_id", np.resize(self.items.keys[::-1], n)).cast(self.items.dtype)
+        return self._frame(users, items, n)
+
+    def _probe_values(self, column: str) -> list[object]:
+        """Values of a context column worth probing: the vocabularies' values, the ranges' ends +- 1,
+        one unseen value and null."""
+        values: list[object] = []
+        for f in self.spec.categorical:
+            enc = f.encoding
+            if enc["source"] == column:
+                values += enc.get("values", [])
+                if enc["kind"] == "range":
+                    values += list(range(int(enc["low"]) - 1, int(enc["high"]) + 2))
+        ints = [v for v in values if isinstance(v, int)]
+        if len(ints) == len(values):
+            return [*ints, max(ints, default=0) + 1, None]
+        return [*(str(v) for v in values), "\x00unseen", None]
+
+    def probe(self, n: int) -> pl.DataFrame:
+        """:meth:`sample` rows at seeded timestamps up to :data:`PROBE_SPAN_MS` before the cutoff,
+        each context column cycling through :meth:`_probe_values`."""
+        frame = self.sample(n)
+        rng = np.random.default_rng(0)
+        ts = frame["ts"].dt.epoch("ms").to_numpy() - rng.integers(0, PROBE_SPAN_MS, n)
+        columns = [pl.Series("ts", ts).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")]
+        for c in self.context:
+            cycle = self._probe_values(c)
+            columns.append(pl.Series(c, [cycle[k % len(cycle)] for k in range(n)]))
+        return frame.with_columns(columns)
+
+    def check_request_encoder(self) -> None:
+        """Compare the numpy request-side features with the ETL lookup on :meth:`probe` rows; on a
+        difference, log it and use the ETL lookup for them."""
+        if self.request_encoder is None:
+            return
+        frame = self.probe(SELF_CHECK_ROWS)
+        u, i = self._find(frame)
+        fast = self._request_numpy(frame, u, i)
+        slow = self._request_polars(frame)
+        for name in ("categorical", "dense"):
+            if fast is None or not np.array_equal(fast[name], slow[name]):
+                log.warning(
+                    "numpy request-side features differ from the ETL lookup on '%s'; using the ETL "
+                    "lookup for them (slower online requests)",
+                    name,
+                )
+                self.request_encoder = None
+                return
+
+    def check_against_full_lookup(self) -> None:
+        """Encode :meth:`probe` candidates both ways; raise when the factorised path differs."""
+        frame = self.probe(SELF_CHECK_ROWS)
+        fast, full = self.encode(frame), self.encode_full(frame)
+        for name in INPUT_NAMES:
+            if not np.array_equal(fast.arrays[name], full.arrays[name]):
+                raise ServingError(
+                    f"factorised feature lookup differs from data.snapshot.FeatureLookup on "
+                    f"'{name}': the ETL's encoder is no longer column-wise"
+                )
+
+    # ---- per call ----------------------------------------------------------------------------
+    def _check(self, candidates: pl.DataFrame) -> None:
+        missing = [c for c in ("user_id", "item_id", "ts", *self.context) if c not in candidates.columns]
+        if missing:
+            raise CandidateError(
+                f"candidates lack required columns {missing} (have {candidates.columns}; "
+                f"context columns of this FeatureSpec: {self.context})"
+            )
+
+    def _find(self, candidates: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return (
+            self.users.find(candidates["user_id"]) if self.users is not None else None,
+            self.items.find(candidates["item_id"]) if self.items is not None else None,
+        )
+
+    def _missing(self, u: np.ndarray | None, i: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Per snapshot entity, rows without a snapshot row: the user or item id is no snapshot key;
+        the author is missing when the item is, or the item's author is."""
+        out: dict[str, np.ndarray] = {}
+        if u is not None:
+            out[USER] = u < 0
+        if i is not None and self.items is not None:
+            out[ITEM] = i < 0
+            if AUTHOR in self.items.extra:
+                out[AUTHOR] = (i < 0) | self.items.extra[AUTHOR][np.maximum(i, 0)]
+        return out
+
+    def _request_numpy(self, candidates: pl.DataFrame, u: np.ndarray, i: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Request-side arrays by :mod:`serving.request_side` (known users and items only); None when
+        it does not apply to these candidates."""
+        enc = self.request_encoder
+        ts = candidates["ts"]
+        if enc is None or self.users is None or self.items is None or ts.null_count():
+            return None
+        if ts.dtype.is_integer():
+            ts_ms = ts.cast(pl.Int64).to_numpy()
+        elif isinstance(ts.dtype, pl.Datetime):
+            ts_ms = ts.dt.cast_time_unit("ms").to_physical().to_numpy()
+        else:
+            return None
+        snapshot = {
+            **{k: v.take(u) for k, v in self.users.raw.items()},
+            **{k: v.take(i) for k, v in self.items.raw.items()},
+        }
+        out = enc.encode(candidates, ts_ms, snapshot)
+        if out is None:
+            return None
+        n = candidates.height
+        out["sequence"] = np.zeros((n, 0, self.spec.max_sequence_len), np.int64)
+        out["sequence_lengths"] = np.zeros((n, 0), np.int64)
+        return out
+
+    def _request_polars(self, candidates: pl.DataFrame) -> dict[str, np.ndarray]:
+        assert self.request_lookup is not None and self.request_spec is not None
+        return model_inputs(self.request_lookup.build(candidates).frame, self.request_spec)
+
+    def encode_full(self, candidates: pl.DataFrame) -> Encoded:
+        """The ETL lookup on every row (no factorisation)."""
+        self._check(candidates)
+        arrays = model_inputs(self.lookup.build(candidates).frame, self.spec)
+        return Encoded(arrays, self._missing(*self._find(candidates)), self.categorical_names)
+
+    def encode(self, candidates: pl.DataFrame) -> Encoded:
+        """Model inputs for ``candidates`` (``user_id``, ``item_id``, ``ts``, context columns)."""
+        self._check(candidates)
+        u, i = self._find(candidates)
+        if self.users is None or self.items is None or u is None or i is None:
+            return self.encode_full(candidates)
+        known = (u >= 0) & (i >= 0)
+        if not known.any():
+            return Encoded(
+                self._empty(0) if not len(known) else self.encode_full(candidates).arrays,
+                self._missing(u, i),
+                self.categorical_names,
+            )
+        fast = None if known.all() else np.flatnonzero(known)
+        part = candidates if fast is None else candidates[fast]
+        uf, itf = (u, i) if fast is None else (u[fast], i[fast])
+        request = self._request_numpy(part, uf, itf)
+        if request is None and self.request_lookup is not None:
+            request = self._request_polars(part)
+        elif request is None:  # no request-side features: empty blocks
+            request = {name: a[:, :0] for name, a in self._empty(len(uf)).items()}
+        blocks = {
+            n: self.layouts[n].assemble(
+                [self.users.arrays[n].take(uf, axis=0), self.items.arrays[n].take(itf, axis=0), request[n]]
+            )
+            for n in INPUT_NAMES
+        }
+        if fast is None:
+            return Encoded(blocks, self._missing(u, i), self.categorical_names)
+        slow = np.flatnonzero(~known)
+        arrays = self._empty(candidates.height)
+        full = model_inputs(self.lookup.build(candidates[slow]).frame, self.spec)
+        for name in INPUT_NAMES:
+            arrays[name][fast] = blocks[name]
+            arrays[name][slow] = full[name]
+        return Encoded(arrays, self._missing(u, i), self.categorical_names)
+
+    def _empty(self, n: int) -> dict[str, np.ndarray]:
+        s = self.spec
+        return {
+            "categorical": np.zeros((n, len(s.categorical)), np.int64),
+            "sequence": np.zeros((n, len(s.sequence), s.max_sequence_len), np.int64),
+            "sequence_lengths": np.zeros((n, len(s.sequence)), np.int64),
+            "dense": np.zeros((n, len(s.dense)), np.float32),
+        }

@@ -1,0 +1,144 @@
+"""Where a scorer's model comes from: a local ONNX file or an MLflow registry URI.
+
+* a file (or a folder holding exactly one ``*.onnx``, e.g. an MLflow model folder): the version is the
+  file's sha256; its poll key is (mtime, size), so replacing the file is seen cheaply;
+* ``models:/NAME@ALIAS`` (e.g. ``@champion``) or ``models:/NAME/VERSION``: the alias is resolved with
+  ``MlflowClient.get_model_version_by_alias`` and that pinned version is downloaded from its storage
+  URI (``get_model_version_download_uri``), so a swap never mixes two versions.
+  When the version's run logged the ETL output under the artifact folder ``features/``
+  (:data:`FEATURES_ARTIFACT`), it is downloaded too and scorers use it as their feature snapshot.
+
+MLflow docs: https://mlflow.org/docs/latest/model-registry/ (aliases, ``models:/`` URIs).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aptrank.data.digests import file_digest
+from aptrank.serving.errors import ModelLoadError
+
+if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
+    from mlflow import MlflowClient
+
+REGISTRY_PREFIX = "models:/"
+FEATURES_ARTIFACT = "features"
+_REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A model ready to load: the local ``.onnx`` path, its version label, and the feature snapshot
+    folder that came with it (None when the source has none)."""
+
+    path: Path
+    version: str
+    run_id: str | None = None
+    features_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model URI plus the MLflow tracking/registry URI used for ``models:/`` (None: MLflow's default,
+    i.e. ``MLFLOW_TRACKING_URI``)."""
+
+    uri: str
+    tracking_uri: str | None = None
+
+    @property
+    def is_registry(self) -> bool:
+        return self.uri.startswith(REGISTRY_PREFIX)
+
+    def _registry_parts(self) -> tuple[str, str | None, str | None]:
+        m = _REGISTRY.match(self.uri)
+        if not m:
+            raise ModelLoadError(f"model URI '{self.uri}': expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return m["name"], m["alias"], m["version"]
+
+    def _client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _model_file(self) -> Path:
+        p = Path(self.uri)
+        if p.is_file():
+            return p
+        found = sorted(p.rglob("*.onnx")) if p.is_dir() else []
+        if len(found) != 1:
+            what = "does not exist" if not p.exists() else f"holds {len(found)} .onnx files (need exactly 1)"
+            raise ModelLoadError(f"model '{p}': {what}")
+        return found[0]
+
+    def _registry_version(self) -> tuple[str, str, str | None]:
+        """(name, version, run id) the URI points at now."""
+        from mlflow.exceptions import MlflowException
+
+        name, alias, version = self._registry_parts()
+        client = self._client()
+        try:
+            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        except MlflowException as e:
+            raise ModelLoadError(f"model URI '{self.uri}' (tracking {self.tracking_uri or 'default'}): {e}") from e
+        return name, str(mv.version), mv.run_id or None
+
+    def poll_key(self) -> str:
+        """A cheap key that changes when the model behind the URI changes (no download)."""
+        if self.is_registry:
+            name, version, _ = self._registry_version()
+            return f"{name}/{version}"
+        st = self._model_file().stat()
+        return f"{st.st_mtime_ns}:{st.st_size}"
+
+    def fetch(self, dest: Path | None) -> FetchedModel:
+        """Download (registry: under ``dest``, required) or locate (file) the model."""
+        if not self.is_registry:
+            path = self._model_file()
+            return FetchedModel(path, f"sha256:{file_digest(path)[:12]}")
+        if dest is None:
+            raise ValueError(f"model URI '{self.uri}': a download folder is needed for a registry model")
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        name, version, run_id = self._registry_version()
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            # The version's own storage URI, resolved with this client: a models:/ URI handed to
+            # download_artifacts would be resolved against MLflow's process-wide registry URI instead.
+            location = self._client().get_model_version_download_uri(name, version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=location,
+                    dst_path=str(dest / "model"),
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            )
+            features = self._download_features(run_id, dest) if run_id else None
+        except (MlflowException, OSError) as e:
+            raise ModelLoadError(f"model URI '{self.uri}': downloading version {version} failed: {e}") from e
+        onnx_files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+        if len(onnx_files) != 1:
+            raise ModelLoadError(
+                f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
+                f"artifacts, found {[str(f) for f in onnx_files]}"
+            )
+        return FetchedModel(onnx_files[0], f"{name}/{version}", run_id, features)
+
+    def _download_features(self, run_id: str, dest: Path) -> Path | None:
+        import mlflow
+
+        if not self._client().list_artifacts(run_id, FEATURES_ARTIFACT):
+            return None
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=FEATURES_ARTIFACT,
+                dst_path=str(dest / "run"),
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+        )

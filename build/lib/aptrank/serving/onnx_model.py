@@ -1,0 +1,116 @@
+"""A loaded ONNX ranker: its onnxruntime session plus the FeatureSpec and task list from its metadata.
+
+The graph is the one ``models.export.export_onnx`` writes (DESIGN.md contract 5): inputs
+``data.spec.INPUT_NAMES`` with a dynamic batch axis, output ``OUTPUT_NAME`` = per-task probabilities
+[B, K]. The metadata keys are those of ``models.export`` (``feature_spec``, ``feature_spec_hash``,
+``task_names``); they are repeated here because ``models.export`` imports torch and this module is on
+the torch-free scoring path (a test asserts both lists agree).
+
+Session settings follow the onnxruntime threading guide
+(https://onnxruntime.ai/docs/performance/tune-performance/threading.html): sequential execution, a
+fixed intra-op pool and no spinning, so that idle pools do not burn the CPU cores they share.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from aptrank.data.digests import file_digest
+from aptrank.data.spec import (
+    INPUT_NAMES,
+    META_FEATURE_SPEC,
+    META_FEATURE_SPEC_HASH,
+    META_TASK_NAMES,
+    OUTPUT_NAME,
+    FeatureSpec,
+    SpecError,
+)
+from aptrank.serving.errors import ModelLoadError
+
+PROVIDERS = ["CPUExecutionProvider"]
+PREDICT_ROWS = 128
+"""Rows per onnxruntime call: large batches only grow the arena (hidden activations are rows x
+width floats) and fall out of cache, the more so with two scoring threads sharing the caches. On
+the demo MMoE's exported graph (folded tables, ``models.export_fold``), batch scoring of 2M
+candidates with 2 threads, 4 interleaved runs each: 626-658k rows/s at 128 rows per call, 625k at
+64, 538-565k at 256 and 513k at 512; the unfolded graph gave 509-523k at 128, 256 and 512 alike."""
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Options for one CPU session with ``threads`` intra-op threads and no spin-waiting."""
+    if threads < 1:
+        raise ValueError(f"onnx session: threads must be >= 1, got {threads}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """One loaded model. ``version`` names it in responses and metrics (registry version or digest)."""
+
+    path: Path
+    spec: FeatureSpec
+    task_names: tuple[str, ...]
+    version: str
+    session: ort.InferenceSession
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Probabilities float32 [B, K] (columns in ``task_names`` order) for the four input arrays,
+        run :data:`PREDICT_ROWS` rows at a time (rows are independent, so this changes no value)."""
+        missing = [n for n in INPUT_NAMES if n not in inputs]
+        if missing:
+            raise SpecError(f"model {self.version}: input arrays {missing} are missing (need {list(INPUT_NAMES)})")
+        rows = int(inputs[INPUT_NAMES[0]].shape[0])
+        parts = [
+            self.session.run([OUTPUT_NAME], {n: inputs[n][s : s + PREDICT_ROWS] for n in INPUT_NAMES})[0]
+            for s in range(0, rows, PREDICT_ROWS)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def load_onnx(path: str | Path, *, threads: int = 1, version: str | None = None) -> OnnxModel:
+    """Open ``path`` and check it is an aptrank ranker: metadata present, the embedded FeatureSpec
+    matches its hash, the task list is the spec's, and the inputs/output have the contract's names."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: ONNX model file not found")
+    try:
+        session = ort.InferenceSession(str(p), sess_options=session_options(threads), providers=PROVIDERS)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ModelLoadError(f"{p}: not a loadable ONNX model ({e})") from e
+    meta = session.get_modelmeta().custom_metadata_map
+    absent = [k for k in (META_FEATURE_SPEC, META_FEATURE_SPEC_HASH, META_TASK_NAMES) if k not in meta]
+    if absent:
+        raise ModelLoadError(f"{p}: ONNX metadata lacks {absent} (export it with `aptrank export`)")
+    try:
+        spec = FeatureSpec.from_json(meta[META_FEATURE_SPEC], f"{p} metadata '{META_FEATURE_SPEC}'")
+    except SpecError as e:
+        raise ModelLoadError(str(e)) from e
+    if spec.hash != meta[META_FEATURE_SPEC_HASH]:
+        raise ModelLoadError(
+            f"{p}: metadata '{META_FEATURE_SPEC_HASH}' is {meta[META_FEATURE_SPEC_HASH][:12]}, "
+            f"the embedded FeatureSpec hashes to {spec.hash[:12]}"
+        )
+    tasks = tuple(json.loads(meta[META_TASK_NAMES]))
+    if not tasks or any(t not in spec.task_names for t in tasks):
+        raise ModelLoadError(
+            f"{p}: metadata '{META_TASK_NAMES}' {list(tasks)} must be tasks of the FeatureSpec {spec.task_names}"
+        )
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != list(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+        raise ModelLoadError(
+            f"{p}: graph inputs {inputs} / outputs {outputs}; expected {list(INPUT_NAMES)} / ['{OUTPUT_NAME}']"
+        )
+    return OnnxModel(p, spec, tasks, version or f"sha256:{file_digest(p)[:12]}", session)

@@ -1,0 +1,89 @@
+"""The scoring core both scorers call: candidate rows -> model inputs -> ONNX probabilities -> fused score.
+
+One object holds one model version with its features and fusion weights; the online server swaps
+whole ``Scorer`` objects, so a request always sees one consistent version. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from aptrank.serving.encoded import Encoded
+from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.features import CandidateFeatures
+from aptrank.serving.fusion import Fusion
+from aptrank.serving.onnx_model import OnnxModel, load_onnx
+
+PROBABILITY_PREFIX = "p_"
+SCORE_COLUMN = "score"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Per candidate (input order): probabilities float32 [B, K], fused score float64 [B]."""
+
+    probabilities: np.ndarray
+    score: np.ndarray
+    encoded: Encoded
+
+    def slice(self, start: int, stop: int) -> Scored:
+        return Scored(self.probabilities[start:stop], self.score[start:stop], self.encoded.slice(start, stop))
+
+
+class Scorer:
+    """A model, the features it was trained on, and the fusion weights."""
+
+    def __init__(
+        self, model: OnnxModel, features: CandidateFeatures, weights: Mapping[str, float] | None = None
+    ) -> None:
+        if model.spec.hash != features.spec.hash:
+            raise ModelLoadError(
+                f"model {model.version} was trained on FeatureSpec {model.spec.hash[:12]}, but the feature "
+                f"snapshot is for FeatureSpec {features.spec.hash[:12]}; point --features at the ETL output "
+                "the model was trained on"
+            )
+        self.model = model
+        self.features = features
+        self.fusion = Fusion.build(model.task_names, weights)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.model.task_names
+
+    def output_columns(self) -> list[str]:
+        return [PROBABILITY_PREFIX + t for t in self.task_names] + [SCORE_COLUMN]
+
+    def score(self, candidates: pl.DataFrame) -> Scored:
+        """Score ``candidates`` (``user_id``, ``item_id``, ``ts``, the spec's context columns)."""
+        encoded = self.features.encode(candidates)
+        if encoded.rows == 0:
+            empty = np.zeros((0, len(self.task_names)), np.float32)
+            return Scored(empty, np.zeros(0, np.float64), encoded)
+        probabilities = self.model.predict(encoded.arrays)
+        return Scored(probabilities, self.fusion.score(probabilities), encoded)
+
+
+def load_scorer(
+    model_path: str | Path,
+    features_dir: str | Path,
+    *,
+    weights: Mapping[str, float] | None = None,
+    threads: int = 1,
+    version: str | None = None,
+    features: CandidateFeatures | None = None,
+) -> Scorer:
+    """Open an ONNX model and the ETL output it was trained on (``features`` reuses an already
+    loaded snapshot when its FeatureSpec is the model's, as after a swap that kept the features)."""
+    model = load_onnx(model_path, threads=threads, version=version)
+    if features is None or features.spec.hash != model.spec.hash:
+        features = CandidateFeatures(features_dir)
+    return Scorer(model, features, weights)
