@@ -71,9 +71,9 @@ def prepare_all(workdir: Path, config: Path = DEMO_CONFIG) -> Prepared:
     from aptrank.data.etl.config import load_config as load_etl_config
     from aptrank.data.etl.run import run_etl
     from aptrank.data.tensors import model_inputs
+    from aptrank.models.export import export_checked
     from aptrank.models.registry import build_model
     from aptrank.pipeline.config import load_config
-    from aptrank.serving.export import export_checked
 
     features = workdir / "etl"
     spec = run_etl("kuairand", SAMPLE_DIR, features, load_etl_config(ETL_CONFIG)).spec
@@ -110,7 +110,7 @@ class TorchRunner:
         import torch
 
         from aptrank.data.spec import INPUT_NAMES
-        from aptrank.models.batch import FeatureBatch
+        from aptrank.models.feature_batch import FeatureBatch
 
         rows = int(arrays[INPUT_NAMES[0]].shape[0])
         out = []
@@ -157,7 +157,7 @@ class PeakRss:
 def run(
     scorer: object, source: Path, out_dir: Path, chunk_rows: int, limit: int | None, workers: int
 ) -> dict[str, float]:
-    from aptrank.serving.batch import score_chunks
+    from aptrank.serving.batch_scoring import score_chunks
     from aptrank.serving.candidates import count_rows, iter_chunks, scan_candidates
 
     frame = scan_candidates("canonical", source)
