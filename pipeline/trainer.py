@@ -64,7 +64,7 @@ class Trainer:
     """One training run in ``run_dir`` on the ETL output ``features_dir``.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the model is TorchRec model parallel (see
-    :mod:`pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
+    :mod:`aptrank.pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
     """
 
     def __init__(

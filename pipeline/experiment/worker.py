@@ -2,7 +2,7 @@
 
 Workers only train (``pipeline.training.run_training``) and hand back the evaluation, the
 epoch history and the ``apt`` diagnostics they recorded; the parent process does all MLflow
-logging (:mod:`pipeline.experiment.mlflow_runs`), so the SQLite store has one writer. Each cell is
+logging (:mod:`aptrank.pipeline.experiment.mlflow_runs`), so the SQLite store has one writer. Each cell is
 seeded by its config and trains with ``train.threads`` threads, so its numbers do not depend on
 which worker ran it or in which order (tested).
 
