@@ -5,7 +5,7 @@ features, 34 of them with at most 1,213 rows) and, per architecture, a model of 
 (16-dim embeddings, experts [64], bottom [128, 64], towers [32]; untrained, seeded: the cost does
 not depend on the weights). Each is exported twice through ``models.export.export_onnx``:
 ``--fold-rows 0`` (the baseline: unfolded) and the default ``FOLD_MAX_ROWS`` (small tables folded
-into the first dense layer, ``models.export_fold``), and both are checked against PyTorch on the
+into the first dense layer, ``models.export.fold``), and both are checked against PyTorch on the
 test rows (max |diff| printed, must be <= 1e-5). Timed: onnxruntime on one thread over the first
 ``--rows`` test rows, ``serving.onnx_model.PREDICT_ROWS`` rows per call, median of ``--repeats``
 interleaved passes, in us per row. Writes ``bench/results/export_graph.json``.
@@ -48,9 +48,9 @@ def main() -> None:
     from aptrank.data.etl.config import load_config
     from aptrank.data.etl.run import run_etl
     from aptrank.data.tensors import model_inputs
-    from aptrank.models.batch import FeatureBatch
     from aptrank.models.export import export_onnx
-    from aptrank.models.export_fold import FOLD_MAX_ROWS
+    from aptrank.models.export.fold import FOLD_MAX_ROWS
+    from aptrank.models.feature_batch import FeatureBatch
     from aptrank.models.registry import ARCHITECTURES, build_model
     from aptrank.serving.onnx_model import PREDICT_ROWS, load_onnx
 

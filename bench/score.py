@@ -65,22 +65,18 @@ class Prepared:
 def prepare_all(workdir: Path, config: Path = DEMO_CONFIG) -> Prepared:
     """ETL on the KuaiRand sample + the job's model (``config``, the demo job by default) exported
     through the parity gate."""
-    import pyarrow.parquet as pq
-
     from aptrank.data.adapters import SAMPLE_DIR
     from aptrank.data.etl.config import load_config as load_etl_config
     from aptrank.data.etl.run import run_etl
-    from aptrank.data.tensors import model_inputs
+    from aptrank.models.export import export_checked, parity_rows
     from aptrank.models.registry import build_model
     from aptrank.pipeline.config import load_config
-    from aptrank.serving.export import export_checked
 
     features = workdir / "etl"
     spec = run_etl("kuairand", SAMPLE_DIR, features, load_etl_config(ETL_CONFIG)).spec
     cfg = load_config(config)
     model = build_model(cfg.arch, spec, {**cfg.model_options, "seed": cfg.seed}).eval()
-    rows = model_inputs(pq.read_table(next((features / "test").glob("*.parquet"))).slice(0, 10_000), spec)
-    result = export_checked(model, spec, workdir / "model.onnx", rows)
+    result = export_checked(model, spec, workdir / "model.onnx", parity_rows(features, spec))
     print(
         f"setup: ETL {features}, {cfg.arch} exported (parity max |diff| {result.parity.max_abs_diff:.2e} "
         f"on {result.parity.rows} rows)",
@@ -110,7 +106,7 @@ class TorchRunner:
         import torch
 
         from aptrank.data.spec import INPUT_NAMES
-        from aptrank.models.batch import FeatureBatch
+        from aptrank.models.feature_batch import FeatureBatch
 
         rows = int(arrays[INPUT_NAMES[0]].shape[0])
         out = []
@@ -157,7 +153,7 @@ class PeakRss:
 def run(
     scorer: object, source: Path, out_dir: Path, chunk_rows: int, limit: int | None, workers: int
 ) -> dict[str, float]:
-    from aptrank.serving.batch import score_chunks
+    from aptrank.serving.batch_scoring import score_chunks
     from aptrank.serving.candidates import count_rows, iter_chunks, scan_candidates
 
     frame = scan_candidates("canonical", source)

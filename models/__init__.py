@@ -1,9 +1,9 @@
 """Multi-task rankers on TorchRec embeddings, built from a FeatureSpec (DESIGN.md, ``models/``)."""
 
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.config import ModelConfig, ModelConfigError
 from aptrank.models.export import ExportModule, export_onnx
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.registry import ARCHITECTURES, build_model
 
 __all__ = [

@@ -1,7 +1,8 @@
 """MultiTaskModel: what every ranker shares (embedding layer, one tower per task, parameter roles).
 
 A concrete architecture only says how the embedded input becomes one input per tower
-(``body``); the training path, the export path and the task-aware optimizer's views
+(``body``) and, optionally, the export-time form of its dense part (``export_head``); the training
+path, the export path (``models.export``) and the task-aware optimizer's views
 (``forward_with_intermediates``, ``param_roles``) are written once here.
 """
 
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.config import ModelConfig
 from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.layers import Tower
 
 ParamRoles = dict[str, list[nn.Parameter] | list[list[nn.Parameter]]]
@@ -76,6 +77,15 @@ class MultiTaskModel(nn.Module, ABC):
     def forward(self, batch: FeatureBatch) -> torch.Tensor:
         return self.forward_with_intermediates(batch)[0]
 
+    def export_head(self) -> nn.Module:
+        """The dense part as the ONNX export runs it: ``forward(embedded) -> logits [B, K]``, the same
+        function as :meth:`head`. An architecture overrides this with a faster form (fused GEMMs);
+        when the returned module has a Linear ``first`` and a method ``after_first(h)`` (the rest of
+        the head from ``first``'s output), the export may fold small embedding tables into ``first``
+        (``models.export.fold``). Default: the model's own head. Build it after training: fused
+        forms hold copies of the weights."""
+        return ModelHead(self)
+
     def param_roles(self) -> ParamRoles:
         """Parameters by role for task-aware optimisation.
 
@@ -101,3 +111,14 @@ class MultiTaskModel(nn.Module, ABC):
             else [names[id(p)] for p in params]
             for role, params in roles.items()
         }
+
+
+class ModelHead(nn.Module):
+    """``forward(embedded) -> logits [B, K]``: a model's own :meth:`MultiTaskModel.head`, for export."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.model.head(embedded)[0]

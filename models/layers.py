@@ -60,3 +60,19 @@ class Tower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.mlp(x))
+
+
+def stack_linears(layers: Sequence[nn.Linear]) -> nn.Linear:
+    """One Linear computing every layer of ``layers`` (same input) side by side: weights stacked by
+    output, a copy (export heads fuse the GEMMs that read one input into one)."""
+    stacked = nn.Linear(layers[0].in_features, sum(layer.out_features for layer in layers))
+    with torch.no_grad():
+        stacked.weight.copy_(torch.cat([layer.weight for layer in layers]))
+        stacked.bias.copy_(torch.cat([layer.bias for layer in layers]))
+    return stacked
+
+
+def start_with_linear(mlps: Sequence[nn.Module]) -> bool:
+    """Whether every module of ``mlps`` is an :class:`MLP` whose first layer is a Linear (the
+    condition for fusing their first layers into one GEMM at export)."""
+    return all(isinstance(m, MLP) and len(m) > 0 and isinstance(m[0], nn.Linear) for m in mlps)

@@ -7,6 +7,10 @@ g^k(x) = softmax(W^k x) [E^k(x), E^s(x)] (eqs. 1-3). PLE stacks L levels (sectio
 level j the task-k experts and gate read task k's output of level j-1, the shared experts read the
 shared output of level j-1, and every level but the last also has a shared gate over all experts
 whose output feeds the next level's shared experts. A one-level PLE is exactly a CGC.
+
+Export form (:class:`FusedPLEHead`): as MMoE's, the first level's experts' first layers, its task
+gates and its shared gate all read the embedded input, so they are one GEMM; the level's gate mixes
+(eqs. 1-3) follow on the split columns, then the further levels and the towers as in the model.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import nn
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.config import ModelConfig
-from aptrank.models.layers import Experts, Gate
+from aptrank.models.layers import Experts, Gate, stack_linears, start_with_linear
 
 
 class CGCLayer(nn.Module):
@@ -95,3 +99,57 @@ class PLE(MultiTaskModel):
             assert shared is not None  # every level but the last emits a shared output
             task_inputs, shared, stacked = level(task_inputs, shared)
         return task_inputs, stacked
+
+    def export_head(self) -> nn.Module:
+        """:class:`FusedPLEHead` (module docstring) when every first-level expert starts with a Linear."""
+        return FusedPLEHead(self) if start_with_linear(first_level_experts(self)) else super().export_head()
+
+
+def first_level_experts(model: PLE) -> list[nn.Module]:
+    """The first level's experts in the order of its ``stacked`` output: task 0's, ..., shared."""
+    level = model.levels[0]
+    return [e for group in (*level.task_experts, level.shared_experts) for e in group.experts]
+
+
+class FusedPLEHead(nn.Module):
+    """``forward(embedded) -> logits [B, K]`` of a :class:`PLE` with the first level's experts' first
+    layers and its gates in one GEMM, ``first`` (module docstring; a copy of the weights), the
+    further levels and the towers the model's own modules."""
+
+    def __init__(self, model: PLE) -> None:
+        super().__init__()
+        experts = first_level_experts(model)
+        if not start_with_linear(experts):
+            raise ValueError("FusedPLEHead: every expert must be an MLP starting with a Linear layer")
+        level = model.levels[0]
+        gates = [g.linear for g in level.task_gates]
+        if level.shared_gate is not None:
+            gates.append(level.shared_gate.linear)
+        self.first = stack_linears([*(e[0] for e in experts), *gates])
+        self.rest = nn.ModuleList(nn.Sequential(*list(e)[2:]) for e in experts)
+        self.num_experts, self.hidden = len(experts), experts[0][0].out_features
+        self.gate_sizes = [g.out_features for g in gates]
+        self.task_experts, self.num_tasks = level.num_task_experts, len(level.task_gates)
+        self.levels = model.levels[1:]
+        self.towers = model.towers
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.after_first(self.first(embedded))
+
+    def after_first(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the head from the output of :attr:`first`."""
+        b, width, m = h.shape[0], self.num_experts * self.hidden, self.task_experts
+        stacked = torch.relu(h[:, :width]).reshape(b, self.num_experts, self.hidden)
+        if any(len(r) for r in self.rest):
+            stacked = torch.stack([r(stacked[:, i]) for i, r in enumerate(self.rest)], dim=1)
+        logits = torch.split(h[:, width:], self.gate_sizes, dim=1)
+        shared = stacked[:, self.num_tasks * m :]
+        task_inputs = [
+            Gate.mix(torch.softmax(logits[k], dim=-1), torch.cat([stacked[:, k * m : (k + 1) * m], shared], dim=1))
+            for k in range(self.num_tasks)
+        ]
+        shared_out = Gate.mix(torch.softmax(logits[-1], dim=-1), stacked) if len(logits) > self.num_tasks else None
+        for level in self.levels:
+            assert shared_out is not None  # every level but the last emits a shared output
+            task_inputs, shared_out, stacked = level(task_inputs, shared_out)
+        return torch.cat([tower(x) for tower, x in zip(self.towers, task_inputs, strict=True)], dim=1)

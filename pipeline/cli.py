@@ -1,7 +1,10 @@
-"""The ``aptrank`` command: one CLI, one module per subcommand under :mod:`pipeline.commands`.
+"""The ``aptrank`` command: one CLI, one module per subcommand under :mod:`aptrank.pipeline.commands`.
 
 Each command module defines ``register(app: typer.Typer) -> None``; the list below is the only
-place that knows which commands exist.
+place that knows which commands exist. A command is a thin adapter: it parses options, calls the
+library (``pipeline.training``, ``pipeline.run_export``, ``pipeline.job``, ``pipeline.scoring``, ...)
+and maps its errors to exit codes. This module is the only one that imports the commands
+(``tests/test_layering.py``).
 """
 
 from __future__ import annotations

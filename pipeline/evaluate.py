@@ -16,7 +16,7 @@ import torch
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.pipeline.loader import ExampleLoader, split_files
-from aptrank.pipeline.metrics import task_metrics
+from aptrank.pipeline.ranking_metrics import task_metrics
 
 POPULARITY_PRIOR = 20.0  # pseudo-impressions at the global rate (additive smoothing)
 

@@ -64,14 +64,11 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
 def export_step(run_dir: Path, features: Path, fold_rows: int | None = None) -> Path:
     """Parity-gated ONNX export of the trained run (exit 1 when the gate fails); ``fold_rows``: the
     config's ``scoring.fold_rows`` (None: the exporter's default)."""
-    from aptrank.pipeline.commands.export import build_trained_model, load_run, parity_rows
-    from aptrank.serving.errors import ParityError
-    from aptrank.serving.export import export_checked
+    from aptrank.models.export import ParityError
+    from aptrank.pipeline.run_export import export_run
 
-    model, spec = build_trained_model(load_run(str(run_dir), None, run_dir), features)
     try:
-        rows = parity_rows(features, spec, 10_000)
-        return export_checked(model, spec, run_dir / "model.onnx", rows, fold_rows=fold_rows).path
+        return export_run(run_dir, run_dir / "model.onnx", features=features, fold_rows=fold_rows).result.path
     except ParityError as e:
         raise JobError(f"export: {e}", JobExit.FAILURE) from e
 
@@ -90,93 +87,103 @@ def scoring_bundle(features: Path, dest: Path) -> Path:
 
 def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
     """Run the whole job under the config's lock; returns the exit code and the final summary."""
-    from aptrank.pipeline.commands.train import run_training
-    from aptrank.pipeline.gate import run_gate
     from aptrank.pipeline.lock import JobLock
-    from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
-    from aptrank.pipeline.provenance import fingerprint
-    from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
-    from aptrank.pipeline.tracking import TrackedRun
 
     t0 = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     with JobLock(workdir, cfg.name):
         log(f"[run] ETL ({cfg.data.source}: {cfg.data.input})")
         features = run_etl_step(cfg, workdir, log)
-        name = registered_model_name(cfg)
-        key = version_key(cfg, fingerprint(features))
-        uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
-        client = connect(uri)
-        existing = find_version(client, name, key)
-        summary: dict[str, Any] = {
-            "registered_model": name,
-            "tracking_uri": uri,
-            "champion_uri": f"models:/{name}@champion",
-        }
-        if existing is not None:
-            log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
-            tags = existing.tags
-            return JobOutcome(
-                JobExit.OK,
-                {
-                    **summary,
-                    "run_id": existing.run_id,
-                    "created": False,
-                    "model_uri": f"models:/{name}/{existing.version}",
-                    "metrics": {"test_auc": read_aucs(existing)},
-                    "gate": {
-                        k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
-                    },
-                },
-            )
-        window = fingerprint(features, (cfg.gate.split,))
-        run_dir = workdir / "runs" / key[:16]
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
-        with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
-            log(
-                f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
-                f"-> {run_dir}, MLflow run {tracked.run_id}"
-            )
-            result = run_training(
-                cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()}
-            )
-            log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
-            onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
-            with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
-                bundle = scoring_bundle(features, Path(tmp) / "features")
-                tracked.log_result(result, extra_artifacts={"features": bundle})
-            log(f"[run] register '{name}' (alias challenger) and gate")
-            reg = register_version(
-                tracked.client,
-                name,
-                tracked.run_id,
-                onnx_path,
-                key=key,
-                evaluation=result.evaluation,
-                window=window,
-                split=cfg.gate.split,
-            )
-            decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
-        test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
-        summary.update(
+        outcome = train_and_register(cfg, features, workdir, log)
+    if "seconds" in outcome.summary:  # the whole job, ETL included
+        outcome.summary["seconds"] = round(time.perf_counter() - t0, 1)
+    return outcome
+
+
+def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any = print) -> JobOutcome:
+    """The job after its ETL: train on ``features`` as an MLflow run, export, register the version
+    (alias ``challenger``) and gate it; nothing new when this config and data already have a version.
+    The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
+    from aptrank.pipeline.gate import run_gate
+    from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
+    from aptrank.pipeline.provenance import fingerprint
+    from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
+    from aptrank.pipeline.tracking import TrackedRun
+    from aptrank.pipeline.training import run_training
+
+    t0 = time.perf_counter()
+    name = registered_model_name(cfg)
+    key = version_key(cfg, fingerprint(features))
+    uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
+    client = connect(uri)
+    existing = find_version(client, name, key)
+    summary: dict[str, Any] = {
+        "registered_model": name,
+        "tracking_uri": uri,
+        "champion_uri": f"models:/{name}@champion",
+    }
+    if existing is not None:
+        log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
+        tags = existing.tags
+        return JobOutcome(
+            JobExit.OK,
             {
-                "run_id": tracked.run_id,
-                "created": reg.created,
-                "model_uri": f"models:/{name}/{reg.version.version}",
-                "metrics": {
-                    "test_auc": {t: m["auc"] for t, m in test.items()},
-                    "test_gauc": {t: m["gauc"] for t, m in test.items()},
-                    "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
-                    "best_epoch": result.best_epoch,
-                },
+                **summary,
+                "run_id": existing.run_id,
+                "created": False,
+                "model_uri": f"models:/{name}/{existing.version}",
+                "metrics": {"test_auc": read_aucs(existing)},
                 "gate": {
-                    "decision": "promoted" if decision.promoted else "refused",
-                    "reason": decision.reason,
-                    "champion_version": decision.champion_version,
-                    "tolerance": decision.tolerance,
+                    k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
                 },
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+            },
         )
-        return JobOutcome(JobExit.OK if decision.promoted else JobExit.GATE_REFUSED, summary)
+    window = fingerprint(features, (cfg.gate.split,))
+    run_dir = workdir / "runs" / key[:16]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
+    with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
+        log(
+            f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
+            f"-> {run_dir}, MLflow run {tracked.run_id}"
+        )
+        result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})
+        log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
+        onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
+        with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
+            bundle = scoring_bundle(features, Path(tmp) / "features")
+            tracked.log_result(result, extra_artifacts={"features": bundle})
+        log(f"[run] register '{name}' (alias challenger) and gate")
+        reg = register_version(
+            tracked.client,
+            name,
+            tracked.run_id,
+            onnx_path,
+            key=key,
+            evaluation=result.evaluation,
+            window=window,
+            split=cfg.gate.split,
+        )
+        decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
+    test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
+    summary.update(
+        {
+            "run_id": tracked.run_id,
+            "created": reg.created,
+            "model_uri": f"models:/{name}/{reg.version.version}",
+            "metrics": {
+                "test_auc": {t: m["auc"] for t, m in test.items()},
+                "test_gauc": {t: m["gauc"] for t, m in test.items()},
+                "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
+                "best_epoch": result.best_epoch,
+            },
+            "gate": {
+                "decision": "promoted" if decision.promoted else "refused",
+                "reason": decision.reason,
+                "champion_version": decision.champion_version,
+                "tolerance": decision.tolerance,
+            },
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
+    return JobOutcome(JobExit.OK if decision.promoted else JobExit.GATE_REFUSED, summary)

@@ -24,7 +24,7 @@ import torch
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.data.tensors import labels, model_inputs
-from aptrank.models.batch import FeatureBatch
+from aptrank.models.feature_batch import FeatureBatch
 
 _END = object()
 T = TypeVar("T")

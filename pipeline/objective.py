@@ -19,7 +19,7 @@ def task_losses(task_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> li
     return [F.binary_cross_entropy_with_logits(z.reshape(-1), labels[:, k]) for k, z in enumerate(task_logits)]
 
 
-def build_optimizer(
+def build_multitask_optimizer(
     cfg: JobConfig,
     model: torch.nn.Module,
     parallel: SingleProcess,

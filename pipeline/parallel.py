@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aptrank.models.batch import FeatureBatch
+from aptrank.models.feature_batch import FeatureBatch
 
 
 def world_size_from_env() -> int:

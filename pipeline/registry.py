@@ -1,5 +1,5 @@
 """Model registry (DESIGN.md contract 6): one registered model per job config; each successful run
-adds a version with the alias ``challenger``; only the gate (:mod:`pipeline.gate`) moves ``champion``.
+adds a version with the alias ``challenger``; only the gate (:mod:`aptrank.pipeline.gate`) moves ``champion``.
 
 Order of a registration, so a failure never leaves a half-registered version behind:
 
@@ -65,7 +65,7 @@ def registered_model_name(cfg: JobConfig) -> str:
 
 def version_key(cfg: JobConfig, input_fingerprint: str) -> str:
     """Idempotency key of a training: config hash (model-defining sections) + input fingerprint
-    (e.g. :func:`pipeline.provenance.fingerprint` of the ETL output, or the data window)."""
+    (e.g. :func:`aptrank.pipeline.provenance.fingerprint` of the ETL output, or the data window)."""
     return canonical_hash({"config": config_hash(cfg), "inputs": input_fingerprint})
 
 

@@ -26,7 +26,7 @@ from aptrank.pipeline import checkpoint
 from aptrank.pipeline.config import JobConfig
 from aptrank.pipeline.evaluate import evaluate_split
 from aptrank.pipeline.loader import ExampleLoader, split_files
-from aptrank.pipeline.objective import build_optimizer, task_losses
+from aptrank.pipeline.objective import build_multitask_optimizer, task_losses
 from aptrank.pipeline.parallel import SingleProcess, make_parallel
 
 EVALUATION_FILE = "evaluation.json"
@@ -64,7 +64,7 @@ class Trainer:
     """One training run in ``run_dir`` on the ETL output ``features_dir``.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the model is TorchRec model parallel (see
-    :mod:`pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
+    :mod:`aptrank.pipeline.parallel`); rank 0 evaluates, checkpoints and reports.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class Trainer:
         # rank 0 evaluates an unsharded replica when the trained model is sharded
         self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
         self.global_step = 0
-        self.optimizer = build_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
+        self.optimizer = build_multitask_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
         self.train_loader = ExampleLoader(
             self.spec,
             split_files(self.features_dir, "train"),

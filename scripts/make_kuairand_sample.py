@@ -1,10 +1,10 @@
-"""Build the shipped KuaiRand sample (data/samples/kuairand-pure/) from ../shared/data/kuairand-pure/.
+"""Build the shipped KuaiRand sample (data/samples/kuairand-pure/) from a KuaiRand-Pure download folder.
 
 The log is copied as is (already Parquet); the two CSV side tables become Parquet with the dtypes
 the CSV reader infers (no column renamed: the `kuairand` adapter maps original columns). LICENSE
 (CC BY-SA 4.0) and the attribution README travel with the files. Run once by a maintainer:
 
-    .venv/bin/python scripts/make_kuairand_sample.py [SRC_DIR]
+    .venv/bin/python scripts/make_kuairand_sample.py SRC_DIR
 """
 
 from __future__ import annotations
@@ -30,4 +30,6 @@ def main(src: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "kuairand-pure")
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_kuairand_sample.py SRC_DIR (a KuaiRand-Pure folder: log_*.parquet, *.csv, LICENSE)")
+    main(Path(sys.argv[1]))

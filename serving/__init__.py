@@ -1,10 +1,9 @@
-"""Serving: ONNX export behind a parity gate, batch scoring, online HTTP scoring (DESIGN.md, ``serving/``).
+"""Serving: batch scoring and online HTTP scoring of exported ONNX models (DESIGN.md, ``serving/``).
 
 Scoring path (torch-free): :mod:`serving.onnx_model` (session + metadata), :mod:`serving.features`
 (feature lookup through the ETL's own code; request-side features in :mod:`serving.request_side`),
-:mod:`serving.scorer` (features -> probabilities -> fused score), :mod:`serving.batch` /
+:mod:`serving.scorer` (features -> probabilities -> fused score), :mod:`serving.batch_scoring` /
 :mod:`serving.candidates` (``aptrank score``), :mod:`serving.service` / :mod:`serving.holder` /
-:mod:`serving.batcher` / :mod:`serving.http_stdlib` (``aptrank serve``). Export path (imports torch):
-:mod:`serving.export`, :mod:`serving.parity`. Nothing is imported here, so importing a scoring module
-never pulls in the export path.
+:mod:`serving.batcher` / :mod:`serving.http_stdlib` (``aptrank serve``). The package never
+imports torch; the export (and its parity gate) is a model capability, :mod:`aptrank.models.export`.
 """

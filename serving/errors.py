@@ -4,15 +4,11 @@ from __future__ import annotations
 
 
 class ServingError(RuntimeError):
-    """Base class: a scoring, export or serving step cannot go on."""
+    """Base class: a scoring or serving step cannot go on."""
 
 
 class ModelLoadError(ServingError):
     """A model file or URI cannot be resolved, read, or lacks the metadata a scorer needs."""
-
-
-class ParityError(ServingError):
-    """The exported ONNX graph does not reproduce the PyTorch model within the tolerance."""
 
 
 class CandidateError(ServingError):

@@ -37,7 +37,7 @@ PROVIDERS = ["CPUExecutionProvider"]
 PREDICT_ROWS = 128
 """Rows per onnxruntime call: large batches only grow the arena (hidden activations are rows x
 width floats) and fall out of cache, the more so with two scoring threads sharing the caches. On
-the demo MMoE's exported graph (folded tables, ``models.export_fold``), batch scoring of 2M
+the demo MMoE's exported graph (folded tables, ``models.export.fold``), batch scoring of 2M
 candidates with 2 threads, 4 interleaved runs each: 626-658k rows/s at 128 rows per call, 625k at
 64, 538-565k at 256 and 513k at 512; the unfolded graph gave 509-523k at 128, 256 and 512 alike."""
 

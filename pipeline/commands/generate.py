@@ -1,6 +1,6 @@
 """``aptrank generate``: write a synthetic impression log in the canonical schema.
 
-Options mirror :class:`data.synthetic.GeneratorConfig` one to one (defaults and help texts are read
+Options mirror :class:`aptrank.data.synthetic.GeneratorConfig` one to one (defaults and help texts are read
 from it, so the two cannot drift apart).
 """
 

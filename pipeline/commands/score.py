@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -21,19 +20,6 @@ import typer
 INPUT_EXIT_CODE = 2
 
 SOURCE_HELP = "candidate format: kuairand (a KuaiRand folder) or canonical (Parquet/CSV in canonical columns)"
-
-
-def fusion_weights(config: Path | None, weights: list[str] | None) -> dict[str, float]:
-    """``scoring.weights`` of the job config, then ``--weight TASK=W`` overrides."""
-    from aptrank.serving.fusion import parse_weights
-
-    out: dict[str, float] = {}
-    if config is not None:
-        from aptrank.pipeline.config import load_config
-
-        out.update(load_config(config).scoring.weights)
-    out.update(parse_weights(weights or []))
-    return out
 
 
 def score_command(
@@ -57,27 +43,22 @@ def score_command(
     from aptrank.data.adapters import SourceError
     from aptrank.data.schema import SchemaError
     from aptrank.data.spec import SpecError
-    from aptrank.serving.batch import score_chunks
+    from aptrank.pipeline.scoring import fusion_weights, load_scorer
+    from aptrank.serving.batch_scoring import score_chunks
     from aptrank.serving.candidates import SOURCES, count_rows, iter_chunks, scan_candidates
     from aptrank.serving.errors import ServingError
-    from aptrank.serving.model_source import ModelSource
-    from aptrank.serving.scorer import load_scorer
 
     if source not in SOURCES:
         raise typer.BadParameter(f"'{source}' is not one of {', '.join(SOURCES)}", param_hint="--source")
     rejects = rejects or output.with_name(output.stem + ".rejects.parquet")
-    with tempfile.TemporaryDirectory(prefix="aptrank-score-") as tmp:
-        try:
-            fetched = ModelSource(model, tracking_uri).fetch(Path(tmp))
-            feats = features or fetched.features_dir
-            if feats is None:
-                raise ServingError(f"model {fetched.version}: no feature snapshot; pass --features DIR (ETL output)")
-            scorer = load_scorer(
-                fetched.path, feats, weights=fusion_weights(config, weight), threads=threads, version=fetched.version
-            )
+    try:
+        weights = fusion_weights(config, weight)
+        with load_scorer(
+            model, features=features, tracking_uri=tracking_uri, weights=weights, threads=threads
+        ) as opened:
             frame = scan_candidates(source, input)
             report = score_chunks(
-                scorer,
+                opened.scorer,
                 iter_chunks(frame, chunk_rows),
                 output,
                 rejects,
@@ -85,9 +66,9 @@ def score_command(
                 progress=progress,
                 workers=workers or len(os.sched_getaffinity(0)),
             )
-        except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(INPUT_EXIT_CODE) from None
+    except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(INPUT_EXIT_CODE) from None
     typer.echo(json.dumps(report.to_dict()))
 
 

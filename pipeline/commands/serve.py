@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aptrank.pipeline.commands.score import fusion_weights
+from aptrank.pipeline.scoring import fusion_weights
 from aptrank.serving.http_head import IDLE_TIMEOUT_S
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """A grid's datasets, built under ``<workdir>/datasets/<name>/``: generated logs (``raw/``, by
-:func:`data.synthetic.generate`) and the ETL output (``features/``, by :func:`data.etl.run.run_etl`).
+:func:`aptrank.data.synthetic.generate`) and the ETL output (``features/``, by :func:`aptrank.data.etl.run.run_etl`).
 
 They are rebuilt on every invocation: the generator and the ETL are byte-deterministic (same
-parameters, same bytes), so a rebuilt dataset has the same :func:`pipeline.provenance.fingerprint`
+parameters, same bytes), so a rebuilt dataset has the same :func:`aptrank.pipeline.provenance.fingerprint`
 and finished cells keep their hash; a changed input or ETL config changes it and reruns them.
 """
 

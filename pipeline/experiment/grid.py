@@ -3,8 +3,8 @@
 A grid file is read into a :class:`GridSpec` and checked completely before any work starts: unknown
 or missing keys, wrong types, unknown architectures / methods / optimizers, a dataset that names
 neither an input nor generator parameters, a missing input or ETL config, bad generator parameters
-(:class:`data.synthetic.GeneratorConfig` rules) and a ``job`` section that
-:func:`pipeline.config.build_config` refuses for any cell. Every error is a :class:`GridError`
+(:class:`aptrank.data.synthetic.GeneratorConfig` rules) and a ``job`` section that
+:func:`aptrank.pipeline.config.build_config` refuses for any cell. Every error is a :class:`GridError`
 naming the file and the dotted key.
 
 Paths in the file are relative to the current directory (as in ``configs/demo.yaml``).

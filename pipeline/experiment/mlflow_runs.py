@@ -1,6 +1,6 @@
 """MLflow for a grid: one parent run per grid and work dir, one child run per cell.
 
-Children are ordinary :class:`pipeline.tracking.TrackedRun` runs (params, per-epoch metrics,
+Children are ordinary :class:`aptrank.pipeline.tracking.TrackedRun` runs (params, per-epoch metrics,
 ``diag/*`` diagnostics, final metrics, artifacts, plots) tagged ``mlflow.parentRunId`` (MLflow's
 nesting tag, what ``mlflow.start_run(nested=True)`` sets) and ``aptrank.cell``. A worker's recorded
 history and diagnostics are replayed into the child in the parent process, so metric timestamps are

@@ -1,5 +1,5 @@
-"""PNG plots of a grid's observations (:mod:`pipeline.experiment.observations`), drawn with
-matplotlib's Agg canvas like :mod:`pipeline.plots`. A plot without data is skipped, never faked.
+"""PNG plots of a grid's observations (:mod:`aptrank.pipeline.experiment.observations`), drawn with
+matplotlib's Agg canvas like :mod:`aptrank.pipeline.plots`. A plot without data is skipped, never faked.
 
 * ``instant_share.png``: instant-gradient share over steps, one panel per optimizer, APT off vs on;
 * ``task_dominance.png``: per dataset and task, AdamW's gradient-energy share (proxy) vs AdaTask's

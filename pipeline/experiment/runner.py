@@ -1,10 +1,10 @@
 """``run_grid``: build the datasets, train every cell not finished yet, log each as an MLflow child
-run under the grid's parent run, then write the tables and plots (:mod:`pipeline.experiment.report`).
+run under the grid's parent run, then write the tables and plots (:mod:`aptrank.pipeline.experiment.report`).
 
 Work dir layout: ``datasets/<name>/{raw,features}``, ``cells/<cell id>/`` (checkpoints, the
 trainer's ``evaluation.json``, the cell's ``result.json``), ``mlflow.db`` + ``mlartifacts/`` (the
 default store), ``parent_run.json``, ``results.md``, ``results.json``, ``results/*.png``,
-``locks/`` (one grid run per work dir at a time, :class:`pipeline.lock.JobLock`).
+``locks/`` (one grid run per work dir at a time, :class:`aptrank.pipeline.lock.JobLock`).
 
 Resume: a cell whose ``result.json`` holds its current key (config hash + data fingerprint) is
 skipped; progress lines on ``log`` name each cell and the ETA (elapsed / cells done × cells left).

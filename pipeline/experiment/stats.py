@@ -6,7 +6,7 @@ differ from EW (same arch, optimizer and APT) by more than two standard errors.
   both are NaN and nothing is marked.
 * The difference of two rows is marked when |mean_a − mean_b| > 2·sqrt(SE_a² + SE_b²) (Welch's
   standard error of a difference of means; roughly a 95% two-sided test for large n).
-* Δm% (Maninis et al., CVPR 2019; :func:`pipeline.metrics.delta_m`) of one run is taken against the
+* Δm% (Maninis et al., CVPR 2019; :func:`aptrank.pipeline.ranking_metrics.delta_m`) of one run is taken against the
   dataset's single-task baselines: per task, the mean over the baseline seeds of each metric in the
   grid's ``delta_m_metrics``. Single-task baselines do not depend on the multi-task arch.
 * Every column here is higher-is-better (AUC, GAUC, Δm%).
@@ -22,7 +22,7 @@ import numpy as np
 
 from aptrank.pipeline.experiment.cells import BASELINE_ARCH, BASELINE_OPTIMIZER
 from aptrank.pipeline.experiment.store import CellRecord
-from aptrank.pipeline.metrics import delta_m
+from aptrank.pipeline.ranking_metrics import delta_m
 
 TABLE_METRICS = ("auc", "gauc")
 DELTA_M = "delta_m"

@@ -2,7 +2,7 @@
 plots are built from, and what makes a rerun skip the cell.
 
 The file is written last, atomically, after the cell's MLflow child run ended FINISHED; a rerun
-skips a cell whose file exists with the same ``key`` (:func:`pipeline.registry.version_key` of the
+skips a cell whose file exists with the same ``key`` (:func:`aptrank.pipeline.registry.version_key` of the
 cell's job config and its dataset's fingerprint) and retrains any other.
 """
 

@@ -1,4 +1,4 @@
-"""Markdown for the grid tables (:mod:`pipeline.experiment.stats`): one table per dataset, a
+"""Markdown for the grid tables (:mod:`aptrank.pipeline.experiment.stats`): one table per dataset, a
 single-task baseline row first, then one row per (arch, method, optimizer, APT).
 
 A cell reads ``mean ± std`` over seeds (AUC/GAUC with 4 decimals, Δm% with 2); the best mean of a

@@ -1,8 +1,8 @@
 """Training the cells: in this process (``workers: 1``) or in a pool of spawned processes.
 
-Workers only train (``pipeline.commands.train.run_training``) and hand back the evaluation, the
+Workers only train (``pipeline.training.run_training``) and hand back the evaluation, the
 epoch history and the ``apt`` diagnostics they recorded; the parent process does all MLflow
-logging (:mod:`pipeline.experiment.mlflow_runs`), so the SQLite store has one writer. Each cell is
+logging (:mod:`aptrank.pipeline.experiment.mlflow_runs`), so the SQLite store has one writer. Each cell is
 seeded by its config and trains with ``train.threads`` threads, so its numbers do not depend on
 which worker ran it or in which order (tested).
 
@@ -55,8 +55,8 @@ class CellOutput:
 
 def train_cell(job: CellJob) -> CellOutput:
     """Train ``job.cell`` from scratch in ``job.run_dir`` (an earlier partial attempt is removed)."""
-    from aptrank.pipeline.commands.train import run_training
     from aptrank.pipeline.trainer import NonFiniteLossError, TrainCallbacks
+    from aptrank.pipeline.training import run_training
 
     t0 = time.perf_counter()
     if job.run_dir.exists():

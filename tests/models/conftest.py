@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aptrank.data.spec import DEFAULT_TASKS, CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
-from aptrank.models.batch import FeatureBatch
+from aptrank.models.feature_batch import FeatureBatch
 
 ARCHS = ["single_task", "shared_bottom", "mmoe", "ple"]
 SMALL = {

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.config import ModelConfigError
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.layers import MLP, Tower
 from aptrank.models.ple import CGCLayer
 from aptrank.models.registry import ARCHITECTURES, build_model

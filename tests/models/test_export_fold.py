@@ -1,4 +1,4 @@
-"""Folding small embedding tables into the first dense layer (models.export_fold) changes no output."""
+"""Folding small embedding tables into the first dense layer (models.export.fold) changes no output."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from aptrank.data.spec import INPUT_NAMES, CategoricalFeature, FeatureSpec
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.export import ExportModule, export_onnx
-from aptrank.models.export_fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
+from aptrank.models.export.fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.registry import ARCHITECTURES, build_model
 
 

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from aptrank.data.spec import FeatureSpec
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.embedding import FusedTables
 from aptrank.models.export import ExportModule
-from aptrank.models.export_heads import FusedMMoEHead, FusedPLEHead, SharedBottomHead
+from aptrank.models.feature_batch import FeatureBatch
+from aptrank.models.mmoe import FusedMMoEHead
+from aptrank.models.ple import FusedPLEHead
 from aptrank.models.registry import build_model
+from aptrank.models.shared_bottom import SharedBottomHead
 
 
 @pytest.mark.parametrize("edge", [False, True])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aptrank.data.spec import INPUT_NAMES, FeatureSpec, SpecError
-from aptrank.models.batch import FeatureBatch
+from aptrank.models.feature_batch import FeatureBatch
 
 
 def test_inputs_follow_input_names(batch: FeatureBatch) -> None:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from aptrank.data.spec import INPUT_NAMES, OUTPUT_NAME, FeatureSpec, SpecError
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.export import EXAMPLE_BATCH_SIZE, export_onnx
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.registry import build_model
 
 

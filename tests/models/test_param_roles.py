@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec
-from aptrank.models.batch import FeatureBatch
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.registry import build_model
 
 

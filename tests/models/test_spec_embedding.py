@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec, SpecError
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.feature_batch import FeatureBatch
 
 
 def _embedding(spec: FeatureSpec, sparse: bool = True) -> SpecEmbedding:

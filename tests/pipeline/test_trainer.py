@@ -164,8 +164,8 @@ def test_sigkill_mid_run_then_resume_matches(etl_dir: Path, tmp_path: Path) -> N
 
 
 def test_baselines_give_delta_m(etl_dir: Path, tmp_path: Path) -> None:
-    from aptrank.pipeline.commands.train import run_training
-    from aptrank.pipeline.metrics import delta_m
+    from aptrank.pipeline.ranking_metrics import delta_m
+    from aptrank.pipeline.training import run_training
 
     result = run_training(_cfg("train.epochs=1", "seed=4"), etl_dir, tmp_path / "b", baselines=True, progress=False)
     base = json.loads((tmp_path / "b" / "baselines.json").read_text())

@@ -14,14 +14,13 @@ from typer.testing import CliRunner
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.export import PARITY_ROWS, ParityError, export_checked, parity_rows
+from aptrank.models.export.parity import compare
 from aptrank.models.registry import ARCHITECTURES, build_model
 from aptrank.pipeline.cli import app
-from aptrank.pipeline.commands.export import RunError, TrainedRun, build_trained_model, parity_rows
 from aptrank.pipeline.mlflow_store import ensure_experiment
-from aptrank.serving.errors import ParityError
-from aptrank.serving.export import export_checked
+from aptrank.pipeline.runs import RunError, TrainedRun, build_trained_model
 from aptrank.serving.onnx_model import load_onnx
-from aptrank.serving.parity import PARITY_ROWS, compare
 
 SMALL = {
     "embedding_dim": 4,
@@ -138,7 +137,7 @@ def test_cli_fold_rows_chooses_the_graph_not_the_scores(
     unfolded graph, and both give the same probabilities on the parity rows."""
     import onnx
 
-    from aptrank.models.export_fold import FOLD_MAX_ROWS
+    from aptrank.models.export.fold import FOLD_MAX_ROWS
 
     out = tmp_path / "unfolded.onnx"
     args = ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir), "--fold-rows", "0"]

@@ -31,7 +31,7 @@ from serving_http import (
     rows_of,
 )
 
-from aptrank.serving.batch import score_chunks
+from aptrank.serving.batch_scoring import score_chunks
 from aptrank.serving.candidates import iter_chunks, scan_candidates
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.model_source import ModelSource

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aptrank.pipeline.cli import app
-from aptrank.serving.batch import score_chunks
+from aptrank.serving.batch_scoring import score_chunks
 from aptrank.serving.candidates import iter_chunks, scan_candidates
 from aptrank.serving.scorer import Scorer
 

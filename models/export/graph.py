@@ -1,13 +1,13 @@
-"""Export path: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
+"""Export graph: plain tensors in, per-task probabilities out (DESIGN.md contract 5), and ONNX export.
 
 ``ExportModule`` runs a trained model without TorchRec's KeyedJaggedTensor: the embedding pooling is
 recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
-:class:`~models.embedding.FusedTables`), then the dense part in its export form
-(:func:`models.export_heads.export_head`: MMoE fused, Shared-Bottom with its bottom's first layer
-exposed, PLE as it is) and a sigmoid. When the head starts with one Linear layer (MMoE's fused head,
-Shared-Bottom's bottom), the categorical features with small tables are folded into it
-(:mod:`models.export_fold`). The fused tables, the fused MMoE head and the folded layer are copies
-of the weights made when the module is built: build it after training. ``export_onnx`` writes it
+:class:`~aptrank.models.embedding.FusedTables`), then the dense part in the form the architecture
+gives for export (``MultiTaskModel.export_head``: MMoE and PLE fused, Shared-Bottom with its
+bottom's first layer exposed) and a sigmoid. When the head starts with one Linear layer ``first``,
+the categorical features with small tables are folded into it (:mod:`aptrank.models.export.fold`).
+The fused tables, the fused heads and the folded layer are copies of the weights made when the
+module is built: build it after training. ``export_onnx`` writes it
 with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
 the FeatureSpec in the ONNX metadata, so scorers can check the features they are sent.
 """
@@ -30,12 +30,9 @@ from aptrank.data.spec import (
     SpecError,
 )
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.batch import FeatureBatch
 from aptrank.models.embedding import FusedTables
-from aptrank.models.export_fold import FOLD_MAX_ROWS, fold_first_layer
-from aptrank.models.export_heads import export_head
-
-#: ONNX metadata keys written by ``export_onnx``.
+from aptrank.models.export.fold import FOLD_MAX_ROWS, fold_first_layer
+from aptrank.models.feature_batch import FeatureBatch
 
 EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
 
@@ -43,9 +40,9 @@ EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch ax
 class ExportModule(nn.Module):
     """``forward(categorical, sequence, sequence_lengths, dense) -> probabilities [B, K]``.
 
-    ``fold_rows``: when the export head starts with a Linear layer (``first``: MMoE's fused head,
-    Shared-Bottom's bottom) and some categorical features have at most this many rows, their tables are folded
-    into that layer (:func:`~models.export_fold.fold_first_layer`); 0 turns folding off.
+    ``fold_rows``: when the export head starts with a Linear layer (``first``: the fused MMoE/PLE
+    GEMM, Shared-Bottom's bottom) and some categorical features have at most this many rows, their tables are folded
+    into that layer (:func:`~aptrank.models.export.fold.fold_first_layer`); 0 turns folding off.
     """
 
     def __init__(self, model: MultiTaskModel, fold_rows: int = FOLD_MAX_ROWS) -> None:
@@ -54,7 +51,7 @@ class ExportModule(nn.Module):
             raise ValueError(f"ExportModule: fold_rows must be >= 0, got {fold_rows}")
         self.model = model
         self.tables = FusedTables(model.embedding) if model.embedding.ebc is not None else None
-        self.head = export_head(model)
+        self.head = model.export_head()
         first = getattr(self.head, "first", None)
         foldable = self.tables is not None and isinstance(first, nn.Linear)
         self.fold = fold_first_layer(model.embedding, first, fold_rows) if foldable else None  # type: ignore[arg-type]

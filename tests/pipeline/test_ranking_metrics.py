@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from aptrank.pipeline.metrics import auc, calibration, delta_m, gauc, logloss
+from aptrank.pipeline.ranking_metrics import auc, calibration, delta_m, gauc, logloss
 
 
 def brute_auc(y: np.ndarray, s: np.ndarray) -> float:

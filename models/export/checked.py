@@ -1,10 +1,11 @@
 """Export a trained model to ONNX behind the parity gate; nothing reaches ``out`` unless it passes.
 
-The graph is written by ``models.export.export_onnx`` (plain-tensor inputs, dynamic batch axis,
-FeatureSpec and task list in the metadata) to a temporary file next to ``out``, reloaded with
-onnxruntime exactly as the scorers load it (:func:`serving.onnx_model.load_onnx`), compared with the
-PyTorch model (:mod:`serving.parity`), and only then renamed onto ``out`` (``os.replace`` is atomic on
-one file system). A failed gate leaves ``out`` as it was and raises :class:`ParityError`.
+The graph is written by :func:`~aptrank.models.export.graph.export_onnx` (plain-tensor inputs,
+dynamic batch axis, FeatureSpec and task list in the metadata) to a temporary file next to ``out``,
+reloaded with onnxruntime exactly as the scorers load it (:func:`aptrank.serving.onnx_model.load_onnx`),
+compared with the PyTorch model (:mod:`aptrank.models.export.parity`), and only then renamed onto
+``out`` (``os.replace`` is atomic on one file system). A failed gate leaves ``out`` as it was and
+raises :class:`ParityError`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import numpy as np
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.export import export_onnx
-from aptrank.models.export_fold import FOLD_MAX_ROWS
+from aptrank.models.export.fold import FOLD_MAX_ROWS
+from aptrank.models.export.graph import export_onnx
+from aptrank.models.export.parity import PARITY_TOLERANCE, ParityReport, check_parity
 from aptrank.serving.onnx_model import load_onnx
-from aptrank.serving.parity import PARITY_TOLERANCE, ParityReport, check_parity
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def export_checked(
     fold_rows: int | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` if its ONNX graph matches it on ``rows`` within ``tolerance``
-    (``fold_rows``: :class:`models.export.ExportModule`'s table folding; 0 = off, None = its default
+    (``fold_rows``: :class:`~aptrank.models.export.graph.ExportModule`'s table folding; 0 = off, None = its default
     ``FOLD_MAX_ROWS``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,9 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
 
 
 @dataclass
-class _ChunkResult:
-    """One chunk scored: rows to write, rows to reject (with ``reason``), and its counts."""
+class ScoredFrame:
+    """One frame of candidates scored: rows with ``p_<task>`` and ``score``, rows rejected (with
+    ``reason``), and its lookup counts."""
 
     rows: int
     scored: pl.DataFrame
@@ -96,7 +97,7 @@ class _ChunkResult:
     oov: dict[str, int]
 
 
-def _score_chunk(scorer: Scorer, chunk: pl.DataFrame) -> _ChunkResult:
+def score_frame(scorer: Scorer, chunk: pl.DataFrame) -> ScoredFrame:
     """Reject checks, feature lookup, model and fusion for one chunk (no shared state: chunks may be
     scored in parallel threads; the Polars, numpy and onnxruntime calls release the GIL)."""
     reason = reject_reason(chunk)
@@ -117,7 +118,7 @@ def _score_chunk(scorer: Scorer, chunk: pl.DataFrame) -> _ChunkResult:
                 good.filter(pl.Series(~finite)).with_columns(pl.lit(NON_FINITE).alias(REASON)),
             ]
         )
-    return _ChunkResult(
+    return ScoredFrame(
         chunk.height,
         out if all_finite else out.filter(pl.Series(finite)),
         bad,
@@ -151,9 +152,9 @@ def score_chunks(
     t0 = time.perf_counter()
     bar = tqdm(total=total_rows, unit="rows", unit_scale=True, desc="score", disable=not progress, mininterval=1.0)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="aptrank-score") if workers > 1 else None
-    pending: deque[Future[_ChunkResult]] = deque()
+    pending: deque[Future[ScoredFrame]] = deque()
 
-    def write(result: _ChunkResult) -> None:
+    def write(result: ScoredFrame) -> None:
         out_sink.write(result.scored)
         if result.rejected.height:
             rej_sink.write(result.rejected)
@@ -172,9 +173,9 @@ def score_chunks(
                     raise CandidateError(f"candidates already have column(s) {clash} that scoring adds; rename them")
                 first = chunk.head(0)
             if pool is None:
-                write(_score_chunk(scorer, chunk))
+                write(score_frame(scorer, chunk))
                 continue
-            pending.append(pool.submit(_score_chunk, scorer, chunk))
+            pending.append(pool.submit(score_frame, scorer, chunk))
             if len(pending) > workers:
                 write(pending.popleft().result())
         while pending:

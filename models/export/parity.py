@@ -1,29 +1,36 @@
 """Parity gate of an export: the ONNX graph must reproduce the PyTorch model on real rows.
 
+The rows are the first rows of the ETL output's ``test`` split (:func:`parity_rows`).
+
 The reference is the model's *training* forward (TorchRec ``EmbeddingBagCollection`` over a
 KeyedJaggedTensor, then ``sigmoid``), not the export module, so a fault anywhere on the export path
 (plain-op pooling, tracing, onnxruntime kernels) shows up as a difference. Any non-finite probability
 on either side fails the gate (NaN weights give NaN on both sides, and NaN never compares equal).
-This module imports torch: it runs at export time, never on the scoring path.
+The ONNX side runs through :func:`aptrank.serving.onnx_model.load_onnx`'s session, exactly as the
+scorers run it. This module imports torch: it runs at export time, never on the scoring path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.spec import INPUT_NAMES, FeatureSpec
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.batch import FeatureBatch
-from aptrank.serving.errors import ParityError
+from aptrank.models.feature_batch import FeatureBatch
 from aptrank.serving.onnx_model import OnnxModel
 
 PARITY_ROWS = 10_000
 PARITY_TOLERANCE = 1e-5
 PARITY_BATCH = 4096
+
+
+class ParityError(RuntimeError):
+    """The exported ONNX graph does not reproduce the PyTorch model within the tolerance."""
 
 
 @dataclass(frozen=True)
@@ -104,3 +111,25 @@ def check_parity(
         )
         raise ParityError(f"parity check failed on {report.rows} rows: {what}; the model is not exported")
     return report
+
+
+def parity_rows(features: str | Path, spec: FeatureSpec, rows: int = PARITY_ROWS) -> dict[str, np.ndarray]:
+    """Model input arrays of the first ``rows`` rows of the ETL output's ``test`` split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aptrank.data.tensors import model_inputs
+
+    files = sorted((Path(features) / "test").rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"{Path(features) / 'test'}: no Parquet files; the parity check needs the ETL's test split"
+        )
+    batches, held = [], 0
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=min(rows, 65_536)):
+            batches.append(batch.slice(0, rows - held))
+            held += batches[-1].num_rows
+            if held >= rows:
+                return model_inputs(pa.Table.from_batches(batches), spec)
+    return model_inputs(pa.Table.from_batches(batches), spec)
