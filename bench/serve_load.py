@@ -49,15 +49,12 @@ from loopback_client import LoopbackClient, request_bytes  # noqa: E402  (bench/
 from report import write_result  # noqa: E402
 from score import DEMO_CONFIG, prepare  # noqa: E402  (bench/score.py: ETL + exported demo-size model)
 
-from aptrank.serving.prefork import PreforkServer, default_workers  # noqa: E402
-from aptrank.serving.server import DEFAULT_STACK, PREFORK_STACKS  # noqa: E402
-from aptrank.serving.worker import WorkerConfig  # noqa: E402
-
 CANDIDATES = 100
 RESULT_KEY = b'"item_id":'
 """Counted in a response body: one per ranked candidate (the client does not decode the JSON)."""
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
-P99_TARGET_MS = 15.0
+P99_TARGET_MS = 10.0
+RATIO_TARGET = 1.3
 READY_TIMEOUT_S = 120.0
 
 
@@ -84,18 +81,206 @@ def request_bodies(features: Path, n: int, seed: int) -> list[bytes]:
     return bodies
 
 
-def start_server(model: Path, features: Path, workers: int, stack: str) -> PreforkServer:
-    """``workers`` processes of ``stack`` serving ``model`` on a free loopback port (returns once all
-    are ready)."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    config = WorkerConfig(str(model), str(features), weights=WEIGHTS, threads=threads, poll_seconds=0, stack=stack)
-    return PreforkServer(config, workers, "127.0.0.1", 0).start(timeout=READY_TIMEOUT_S)
+class ServerProcess:
+    """A server as a child process on a free loopback port, ready when ``/readyz`` answers 200:
+    ``aptrank serve`` of this checkout (granian) or of ``tree`` (another checkout, e.g. the commit
+    before a stack change: the baseline), or this checkout's ASGI app under ``uvicorn --workers`` (the
+    alternative the server choice was measured against)."""
+
+    def __init__(self, model: Path, features: Path, workers: int, server: str, tree: Path = ROOT) -> None:
+        import subprocess
+        import urllib.request
+
+        from aptrank.serving.metrics import MULTIPROC_ENV
+        from aptrank.serving.runner import probe_port
+        from aptrank.serving.settings import ServeSettings
+
+        self.port = probe_port("127.0.0.1", 0)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.tmp = tempfile.mkdtemp(prefix="aptrank-bench-server-")
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        if server != "uvicorn":
+            cmd = [
+                sys.executable,
+                "-m",
+                "aptrank.pipeline.cli",
+                "serve",
+                "--model",
+                str(model),
+                "--features",
+                str(features),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--poll-seconds",
+                "0",
+            ] + [a for t, w in WEIGHTS.items() for a in ("--weight", f"{t}={w}")]
+        else:  # uvicorn: the same app factory, settings and metrics folder as aptrank serve hands granian
+            settings = ServeSettings(
+                model=str(model),
+                features=str(features),
+                weights=WEIGHTS,
+                threads=threads,
+                poll_seconds=0,
+                workers=workers,
+                run_dir=self.tmp,
+            )
+            os.makedirs(os.path.join(self.tmp, "prometheus"))
+            env.update({**settings.to_env(), MULTIPROC_ENV: os.path.join(self.tmp, "prometheus")})
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "aptrank.serving.app:app_from_env",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+        self.proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"{server} did not become ready in {READY_TIMEOUT_S:.0f} s")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)] + [self.proc.pid]
+
+    def stop(self) -> None:
+        import shutil
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def server_cpu_s(server: PreforkServer) -> float:
-    """User + system CPU seconds of the workers so far (the supervisor is a sleeping thread of this
-    process, counted with the client)."""
+def server_cpu_s(server) -> float:
+    """User + system CPU seconds of the server processes so far."""
     return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in server.pids)
+
+
+def run_wrk(port: int, body: bytes, concurrency: int, seconds: int) -> dict:
+    """wrk (a standard load generator, https://github.com/wg/wrk) posting ``body`` for ``seconds`` s at
+    ``concurrency`` connections, 1 thread; its latency distribution and non-2xx count."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk not installed (apt-get install wrk)"}
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body.decode()}]]\n'
+    )
+    load = os.getloadavg()[0]
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/rank",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * unit[m.group(2)] if m else float("nan")
+
+    reqs = re.search(r"(\d+) requests in", out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "requests": int(reqs.group(1)) if reqs else 0,
+        "p50_ms": ms("50%"),
+        "p90_ms": ms("90%"),
+        "p99_ms": ms("99%"),
+        "requests_per_s": float(rate.group(1)) if rate else 0.0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "load_avg_1m_before": load,
+    }
+
+
+def framework_overhead(calls: int = 3000) -> dict[str, float]:
+    """Microseconds per in-process ASGI call of one trivial ``POST`` route (raw body in, bytes out) on
+    Starlette and on FastAPI (``Request`` parameter): what the framework adds to every request."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def endpoint(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/json")
+
+    fast = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    fast.post("/v1/rank")(endpoint)
+    apps = {"starlette": Starlette(routes=[Route("/v1/rank", endpoint, methods=["POST"])]), "fastapi": fast}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/rank",
+        "raw_path": b"/v1/rank",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+    async def call(app) -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict) -> None:
+            pass
+
+        await app(dict(scope), receive, send)
+
+    async def timed(app) -> float:
+        for _ in range(200):
+            await call(app)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await call(app)
+        return (time.perf_counter() - t0) / calls * 1e6
+
+    return {name: asyncio.run(timed(app)) for name, app in apps.items()}
 
 
 def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
@@ -152,9 +337,18 @@ def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) ->
 
 
 def measure(
-    model: Path, features: Path, workers: int, stack: str, bodies: list[bytes], levels: list[tuple[int, int]]
+    model: Path,
+    features: Path,
+    workers: int,
+    stack: str,
+    bodies: list[bytes],
+    levels: list[tuple[int, int]],
+    wrk_seconds: int = 0,
+    tree: Path = ROOT,
 ) -> list[dict]:
-    server = start_server(model, features, workers, stack)
+    """Start ``stack``, warm it up, run each (concurrency, requests) level with our client, then wrk at
+    concurrency 8 for ``wrk_seconds`` (0: no wrk); stop it."""
+    server = ServerProcess(model, features, workers, stack, tree)
     try:
         run_load(server.port, bodies, 8, 1000)  # warm-up
         out = []
@@ -164,7 +358,7 @@ def measure(
             r["workers"], r["stack"] = workers, stack
             r["server_cpu_ms_per_request"] = (server_cpu_s(server) - cpu0) * 1000 / requests
             print(
-                f"{stack:<6s} workers={workers} c={concurrency:<3d} n={requests:<6d} p50 {r['p50_ms']:6.2f} ms"
+                f"{stack:<7s} workers={workers} c={concurrency:<3d} n={requests:<6d} p50 {r['p50_ms']:6.2f} ms"
                 f"  p90 {r['p90_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:7.2f} ms"
                 f"  {r['requests_per_s']:7.1f} req/s  cpu/req server {r['server_cpu_ms_per_request']:.2f} ms"
                 f" client {r['client_cpu_ms_per_request']:.2f} ms"
@@ -172,6 +366,18 @@ def measure(
                 flush=True,
             )
             out.append(r)
+        if wrk_seconds:
+            w = run_wrk(server.port, bodies[0], 8, wrk_seconds)
+            w["stack"], w["client"] = stack, "wrk"
+            print(
+                f"{stack:<7s} workers={workers} wrk c=8 {wrk_seconds} s: n={w.get('requests')}"
+                f" p50 {w.get('p50_ms', 0):6.2f} ms  p90 {w.get('p90_ms', 0):6.2f} ms"
+                f"  p99 {w.get('p99_ms', 0):6.2f} ms  {w.get('requests_per_s', 0):7.1f} req/s"
+                f"  non-2xx {w.get('non_2xx')}  socket errors {w.get('socket_errors') or 0}"
+                f"  load {w.get('load_avg_1m_before', 0):.2f} {w.get('skipped', '')}",
+                flush=True,
+            )
+            out.append(w)
         return out
     finally:
         server.stop()
@@ -179,66 +385,86 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=10_000, help="requests per concurrency level")
-    parser.add_argument("--compare-requests", type=int, default=2_000, help="requests per setup in the comparison")
-    parser.add_argument("--stack", choices=PREFORK_STACKS, default=DEFAULT_STACK, help="stack of the levels")
+    parser.add_argument("--requests", type=int, default=10_000, help="requests at concurrency 8 (new and old stack)")
+    parser.add_argument("--level-requests", type=int, default=3_000, help="requests at concurrency 1 and 32")
+    parser.add_argument("--compare-requests", type=int, default=3_000, help="requests of the uvicorn comparison")
+    parser.add_argument("--wrk-seconds", type=int, default=10, help="wrk run at concurrency 8 (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
     parser.add_argument("--model", type=Path, help="reuse this exported model (with --features) instead of the setup")
     parser.add_argument("--features", type=Path, help="the ETL output --model was trained on")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="server processes (default: cores)")
-    parser.add_argument("--no-compare", action="store_true", help="skip the stack and worker comparison")
+    parser.add_argument("--workers", type=int, default=2, help="server processes of every stack")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout whose `aptrank serve` (its default stack) is measured at c=8 beside this one's",
+    )
     args = parser.parse_args()
+    overhead = framework_overhead()
+    print(
+        "framework overhead per request (in-process ASGI call): "
+        + ", ".join(f"{k} {v:.1f} us" for k, v in overhead.items()),
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="aptrank-bench-serve-") as tmp:
         model, features = (
             (args.model, args.features) if args.model and args.features else prepare(Path(tmp), args.config)
         )
         bodies = request_bodies(features, 2_000, args.seed)
-        compare = {}
-        if not args.no_compare:
-            setups = [(s, args.workers) for s in PREFORK_STACKS] + [(args.stack, 1)] * (args.workers > 1)
-            for stack, n in setups:
-                compare[f"{stack}/{n}"] = measure(model, features, n, stack, bodies, [(8, args.compare_requests)])[0]
-            ours, base = compare[f"{args.stack}/{args.workers}"], compare[f"stdlib/{args.workers}"]
-            ratio = base["server_cpu_ms_per_request"] / ours["server_cpu_ms_per_request"]
-            print(
-                "at concurrency 8 (stack/workers): "
-                + ", ".join(
-                    f"{k}: p99 {r['p99_ms']:.2f} ms, cpu/req {r['server_cpu_ms_per_request']:.2f} ms"
-                    for k, r in compare.items()
-                )
-                + f"; cpu/req stdlib/{args.workers} / {args.stack}/{args.workers}: x{ratio:.2f}"
+        n8, nl = args.requests, args.level_requests
+        runs = {
+            "granian": measure(
+                model, features, args.workers, "granian", bodies, [(8, n8), (1, nl), (32, nl)], args.wrk_seconds
             )
-        levels = measure(
-            model,
-            features,
-            args.workers,
-            args.stack,
-            bodies,
-            [(1, args.requests), (8, args.requests), (32, args.requests)],
+        }
+        runs["uvicorn"] = measure(model, features, args.workers, "uvicorn", bodies, [(8, args.compare_requests)])
+        if args.baseline_tree:
+            runs["baseline"] = measure(
+                model, features, args.workers, "baseline", bodies, [(8, n8)], 0, args.baseline_tree
+            )
+    new8 = runs["granian"][0]
+    old8 = runs["baseline"][0] if "baseline" in runs else None
+    ratio = new8["p99_ms"] / old8["p99_ms"] if old8 else float("nan")
+    ours = [r for rs in runs.values() for r in rs if "errors" in r]
+    met = (
+        new8["p99_ms"] <= P99_TARGET_MS
+        and (old8 is None or ratio <= RATIO_TARGET)
+        and all(r["errors"] == 0 for r in ours)
+    )
+    print(
+        f"c=8: new (granian/{args.workers}) p99 {new8['p99_ms']:.2f} ms, "
+        + (
+            f"baseline ({args.baseline_tree}, {args.workers} workers) p99 {old8['p99_ms']:.2f} ms, new/old x{ratio:.2f}; "
+            if old8
+            else ""
         )
-    at8 = next(r for r in levels if r["concurrency"] == 8)
+        + f"uvicorn/{args.workers} p99 {runs['uvicorn'][0]['p99_ms']:.2f} ms"
+    )
     result = {
         "benchmark": "serve_load",
         "config": {
-            "requests": args.requests,
+            "requests_c8": n8,
+            "requests_c1_c32": nl,
             "compare_requests": args.compare_requests,
             "workers": args.workers,
-            "server": f"aptrank.serving.prefork.PreforkServer (aptrank serve --workers N --stack {args.stack})",
-            "stack": args.stack,
+            "server": "aptrank serve (granian, ASGI app serving.app) vs uvicorn --workers vs the old loop stack",
             "seed": args.seed,
             "candidates_per_request": CANDIDATES,
             "server_onnx_threads_per_worker": max(1, (os.cpu_count() or 1) // args.workers),
-            "client": "bench/loopback_client.py (plain socket, keep-alive)",
+            "client": "bench/loopback_client.py (plain socket, keep-alive) and wrk (-t1 -c8)",
             "model": f"{args.config} (untrained weights)",
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "stacks_and_workers_comparison_c8": compare,
-        "levels": levels,
-        "targets": {"p99_ms_at_c8_max": P99_TARGET_MS, "errors": 0},
-        "meets_targets": at8["p99_ms"] <= P99_TARGET_MS and all(r["errors"] == 0 for r in levels),
+        "framework_overhead_us": overhead,
+        "runs": runs,
+        "new_over_old_p99_c8": ratio,
+        "targets": {"p99_ms_at_c8_max": P99_TARGET_MS, "new_over_old_max": RATIO_TARGET, "errors": 0},
+        "meets_targets": met,
     }
-    print(f"target p99 <= {P99_TARGET_MS:.0f} ms at c=8 and 0 errors: {'met' if result['meets_targets'] else 'MISSED'}")
+    print(
+        f"target new p99 <= {P99_TARGET_MS:.0f} ms and <= x{RATIO_TARGET} old at c=8, 0 errors: "
+        + ("met" if met else "MISSED")
+    )
     write_result("serve_load", result)
 
 

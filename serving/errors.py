@@ -11,6 +11,10 @@ class ModelLoadError(ServingError):
     """A model file or URI cannot be resolved, read, or lacks the metadata a scorer needs."""
 
 
+class TrackingUnreachableError(ModelLoadError):
+    """The MLflow tracking/registry server does not answer (connection refused, DNS, timeout)."""
+
+
 class ParityError(ServingError):
     """The exported ONNX graph does not reproduce the PyTorch model within the tolerance."""
 
