@@ -434,7 +434,8 @@ def main() -> None:
     print(
         f"c=8: new (granian/{args.workers}) p99 {new8['p99_ms']:.2f} ms, "
         + (
-            f"baseline ({args.baseline_tree}, {args.workers} workers) p99 {old8['p99_ms']:.2f} ms, new/old x{ratio:.2f}; "
+            f"baseline ({args.baseline_tree}, {args.workers} workers) p99 {old8['p99_ms']:.2f} ms,"
+            f" new/old x{ratio:.2f}; "
             if old8
             else ""
         )

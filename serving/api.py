@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
     AwareDatetime,
@@ -23,16 +23,16 @@ from pydantic import (
     field_validator,
 )
 
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-"""An integer id or value: what a Polars/Arrow Int64 column holds (larger ones are a 422, not a 500)."""
-Id = Int64 | StrictStr
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Integer ids and context values must fit a Polars/Arrow Int64 column (larger ones are a 422, not a 500)."""
+Id = StrictInt | StrictStr
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TS_MIN = EPOCH
 TS_MAX = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 """``ts`` must fall in [1970-01-01, 2100-01-01) UTC: the range of real requests, far inside what the
 feature lookup's millisecond datetimes hold."""
 TS_MIN_MS, TS_MAX_MS = 0, (TS_MAX - EPOCH) // dt.timedelta(milliseconds=1)
-ContextValue = Int64 | StrictFloat | StrictStr | None
+ContextValue = StrictInt | StrictFloat | StrictStr | None
 EXAMPLE = {"user_id": 712, "item_ids": [5239, 6831, 7008], "ts": 1651300000000, "context": {"tab": 1}, "top_k": 2}
 
 
@@ -52,6 +52,15 @@ class RankRequest(BaseModel):
         default_factory=dict, description="Context columns of the FeatureSpec (e.g. KuaiRand 'tab'); missing = null."
     )
     top_k: int | None = Field(default=None, ge=1, description="Return only the best k candidates.")
+
+    @field_validator("user_id", "item_ids", "context")
+    @classmethod
+    def _fits_int64(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else value.values() if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+                raise ValueError(f"integer {v} does not fit 64 bits ({INT64_MIN} ... {INT64_MAX})")
+        return value
 
     @field_validator("ts", mode="before")
     @classmethod

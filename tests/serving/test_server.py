@@ -1,52 +1,55 @@
-"""``aptrank serve``: a real server on a loopback port, real HTTP requests.
+"""``aptrank serve``: a real server process (granian, 2 workers) on a loopback port, real HTTP requests.
 
-Success (sorted, same numbers as batch scoring), 422 naming the field, 413, unknown user and items,
-health/readiness/metrics/docs, the alternative stack, the CLI process, and a registry-alias model
-swap under load with zero failed requests (bounded request count).
+Success (sorted, same numbers as batch scoring), 422 naming the field (malformed JSON, NaN/Infinity,
+non-UTF-8, wrong types, out-of-range ``ts`` and ids), 413 (``Content-Length`` and chunked bodies),
+unknown user and items, chunked bodies, health/readiness/metrics/docs, and in-process checks of the
+service (not ready, a failing request, a broken new version).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import time
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
-from serving_http import (
-    VALIDATION_CASES,
-    WEIGHTS,
-    Client,
-    assert_scores,
-    assert_swapped_without_failure,
-    body_of,
-    rank_through_swap,
-    rows_of,
-)
+from serving_http import VALIDATION_CASES, WEIGHTS, Client, ServeProcess, body_of, metric, rows_of
 
+from aptrank.serving.app import readiness
 from aptrank.serving.batch import score_chunks
 from aptrank.serving.candidates import iter_chunks, scan_candidates
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.model_source import ModelSource
 from aptrank.serving.onnx_model import OnnxModel
-from aptrank.serving.scorer import Scorer, load_scorer
-from aptrank.serving.server import PREFORK_STACKS, make_server
+from aptrank.serving.scorer import Scorer
 from aptrank.serving.service import Limits, RankService
-from tests.tiny import CLI
 
-ROOT = Path(__file__).resolve().parents[2]
 LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
+WEIGHT_ARGS = [a for task, w in WEIGHTS.items() for a in ("--weight", f"{task}={w}")]
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path, etl_dir: Path) -> Iterator[ServeProcess]:
+    args = ["--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0", *WEIGHT_ARGS]
+    limits = ["--max-candidates", str(LIMITS.max_candidates), "--max-body-bytes", str(LIMITS.max_body_bytes)]
+    with ServeProcess(*args, *limits, "--header-timeout", "3") as proc:
+        yield proc
+        code = proc.stop()
+    assert code == 0  # SIGTERM: graceful stop
+
+
+@pytest.fixture(scope="module")
+def client(server: ServeProcess) -> Client:
+    return Client(server.port)
 
 
 @pytest.fixture(scope="module")
 def service(model_path: Path, etl_dir: Path) -> Iterator[RankService]:
+    """The service in this process (no HTTP): for what a server process cannot be made to do."""
     holder = ModelHolder(ModelSource(str(model_path)), features_dir=etl_dir, weights=WEIGHTS)
     holder.refresh()
     svc = RankService(holder, LIMITS)
@@ -55,12 +58,17 @@ def service(model_path: Path, etl_dir: Path) -> Iterator[RankService]:
     holder.close()
 
 
-@pytest.fixture(scope="module", params=PREFORK_STACKS)
-def client(service: RankService, request: pytest.FixtureRequest) -> Iterator[Client]:
-    """A keep-alive client of each of aptrank's own stacks (the event loop and the threaded one)."""
-    server = make_server(service, "127.0.0.1", 0, request.param).start()
-    yield Client(server.port)
-    server.stop()
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes on a fresh connection, read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def chunked(body: bytes, piece: int = 700) -> bytes:
+    """``body`` in the chunked transfer coding (RFC 9112 section 7.1)."""
+    parts = [body[i : i + piece] for i in range(0, len(body), piece)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
 
 def test_rank_returns_sorted_probabilities_and_scores(client: Client, scorer: Scorer, candidates: pl.DataFrame) -> None:
@@ -122,19 +130,72 @@ def test_malformed_json_is_422(client: Client) -> None:
     assert status == 422 and payload["detail"][0]["loc"] == ["body"]
 
 
-def test_too_many_candidates_or_too_large_body_is_413(client: Client) -> None:
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (b'{"user_id": 1,', "json_invalid"),  # malformed
+        (b'{"user_id": 1, "item_ids": [1], "context": {"tab": NaN}}', "json_invalid"),
+        (b'{"user_id": 1, "item_ids": [1], "context": {"tab": Infinity}}', "json_invalid"),
+        (b'{"user_id": "\xff\xfe", "item_ids": [1]}', "json_invalid"),  # not UTF-8
+    ],
+)
+def test_bodies_that_are_not_json_are_422(client: Client, raw: bytes, kind: str) -> None:
+    status, payload = client.request("POST", "/v1/rank", raw=raw)
+    assert status == 422 and payload["detail"][0]["loc"] == ["body"] and payload["detail"][0]["type"] == kind
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "loc"),
+    [
+        ("ts", 10**17, ["body", "ts"]),
+        ("ts", -(10**17), ["body", "ts"]),
+        ("ts", 2**63 - 1, ["body", "ts"]),
+        ("ts", "9999-12-31T00:00:00Z", ["body", "ts"]),
+        ("ts", 1.5, ["body", "ts"]),  # one unit for numbers: integer milliseconds
+        ("item_ids", [5239, 2**63], ["body", "item_ids"]),
+        ("user_id", -(2**63) - 1, ["body", "user_id"]),
+        ("user_id", [1], ["body", "user_id", "int"]),  # wrong type
+        ("item_ids", "5239", ["body", "item_ids"]),  # wrong type
+        ("context", {"tab": 2**63}, ["body", "context"]),
+    ],
+)
+def test_out_of_range_ts_and_ids_are_422(client: Client, field: str, value: object, loc: list) -> None:
+    body = {"user_id": 712, "item_ids": [5239], "ts": 1651300000000, "context": {"tab": 1}, field: value}
+    status, payload = client.rank(body)
+    assert status == 422, payload
+    assert loc in [e["loc"][: len(loc)] for e in payload["detail"]]
+    if field == "ts" and isinstance(value, int | str):
+        assert "must lie in [1970-01-01T00:00:00+00:00, 2100-01-01T00:00:00+00:00)" in json.dumps(payload)
+
+
+def test_too_many_candidates_or_too_large_body_is_413(client: Client, server: ServeProcess) -> None:
     status, payload = client.rank({"user_id": 1, "item_ids": list(range(LIMITS.max_candidates + 1))})
     assert status == 413 and "301 candidates, at most 300" in payload["detail"]
     status, payload = client.request("POST", "/v1/rank", raw=b" " * (LIMITS.max_body_bytes + 1))
     assert status == 413 and "exceeds the limit of 20000 bytes" in payload["detail"]
-    assert client.request("GET", "/healthz")[0] == 200  # the connection was replaced, the server lives on
+    big = chunked(b" " * (LIMITS.max_body_bytes * 5))  # no Content-Length: refused while streaming
+    answer = raw_exchange(server.port, b"POST /v1/rank HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + big)
+    assert answer.startswith(b"HTTP/1.1 413") and b"exceeds the limit of 20000 bytes" in answer
+    assert client.request("GET", "/healthz")[0] == 200  # the server lives on
+
+
+def test_chunked_and_content_length_bodies_get_the_same_answer(
+    client: Client, server: ServeProcess, candidates: pl.DataFrame
+) -> None:
+    body = json.dumps(body_of(rows_of(candidates, 30))).encode()
+    head = b"POST /v1/rank HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    by_length = raw_exchange(server.port, head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    by_chunks = raw_exchange(server.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body))
+    assert by_length.startswith(b"HTTP/1.1 200") and by_chunks.startswith(b"HTTP/1.1 200")
+    assert by_length.split(b"\r\n\r\n", 1)[1] == by_chunks.split(b"\r\n\r\n", 1)[1]
+    assert by_length.split(b"\r\n\r\n", 1)[1] == json.dumps(client.rank(json.loads(body))[1]).replace(" ", "").encode()
 
 
 def test_unknown_user_and_items_are_scored_with_defaults(
-    client: Client, service: RankService, candidates: pl.DataFrame
+    client: Client, server: ServeProcess, candidates: pl.DataFrame
 ) -> None:
     known = candidates["item_id"][0]
-    before = service.metrics.value("missing_snapshot_rows_total", entity="user")
+    before = metric(server.metrics(), "aptrank_missing_snapshot_rows_total", entity="user")
     status, payload = client.rank(
         {"user_id": 10**12, "item_ids": [known, 10**12, 10**12 + 1], "ts": 1651300000000, "context": {"tab": 1}}
     )
@@ -143,22 +204,28 @@ def test_unknown_user_and_items_are_scored_with_defaults(
     assert payload["missing_rows"] == {"user": 3, "item": 2, "author": 2}
     assert payload["oov"]["user"] == 3 and payload["oov"]["item"] == 2
     assert all(0 < r["probabilities"]["click"] < 1 for r in payload["results"])
-    assert service.metrics.value("missing_snapshot_rows_total", entity="user") == before + 3
+    assert metric(server.metrics(), "aptrank_missing_snapshot_rows_total", entity="user") == before + 3
 
 
-def test_health_readiness_metrics_and_docs(client: Client, scorer: Scorer) -> None:
+def test_health_readiness_metrics_and_docs(client: Client, server: ServeProcess, scorer: Scorer) -> None:
     assert client.request("GET", "/healthz") == (200, "ok\n")
-    assert client.request("GET", "/readyz") == (200, f"ready {scorer.version}\n")
-    status, text = client.request("GET", "/metrics")
-    assert status == 200
-    assert re.search(r'^aptrank_requests_total\{code="200",route="/v1/rank"\} [1-9]', text, re.M)
-    assert re.search(r"^aptrank_rank_request_seconds_count [1-9]", text, re.M)
-    assert f'aptrank_model_info{{version="{scorer.version}"}} 1' in text
+    assert client.request("GET", "/readyz") == (200, f"ready {scorer.version} (2 of 2 workers)\n")
+    client.rank({"user_id": 712, "item_ids": [5239]})
+    samples = server.metrics()  # parsed by prometheus_client's parser
+    assert metric(samples, "aptrank_requests_total", code="200", route="/v1/rank") >= 1
+    assert metric(samples, "aptrank_rank_request_seconds_count") >= 1
+    assert metric(samples, "aptrank_model_info", version=scorer.version) == 2  # both workers
+    assert metric(samples, "aptrank_ready") == 2
+    assert metric(samples, "process_cpu_seconds_total") > 0
+    assert any(name.startswith("python_gc_collections_total") for name in samples)
     status, doc = client.request("GET", "/openapi.json")
     assert status == 200 and set(doc["paths"]) == {"/v1/rank", "/healthz", "/readyz", "/metrics"}
-    assert "RankRequest" in doc["components"]["schemas"]
+    example = doc["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert client.rank(example)[0] == 200  # the example Swagger UI offers works
     status, page = client.request("GET", "/docs")
-    assert status == 200 and "POST /v1/rank" in page
+    assert status == 200 and "SwaggerUIBundle" in page and "/openapi.json" in page
+    for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page):
+        assert client.request("GET", asset)[0] == 200, asset  # served locally: no network needed
     assert client.request("GET", "/nope")[0] == 404
     assert client.request("GET", "/v1/rank")[0] == 405
 
@@ -167,109 +234,25 @@ def test_not_ready_before_a_model_is_loaded(model_path: Path, etl_dir: Path) -> 
     holder = ModelHolder(ModelSource(str(model_path)), features_dir=etl_dir)
     service = RankService(holder)
     try:
-        assert service.handle("GET", "/readyz").status == 503
-        assert service.handle("POST", "/v1/rank", json.dumps({"user_id": 1, "item_ids": [1]}).encode()).status == 503
+        assert readiness(holder, 1).status == 503
+        assert service.rank(json.dumps({"user_id": 1, "item_ids": [1]}).encode()).status == 503
     finally:
         service.close()
         holder.close()
 
 
-def test_fastapi_stack_gives_the_same_answers(service: RankService, client: Client, candidates: pl.DataFrame) -> None:
-    body = body_of(rows_of(candidates, 5))
-    server = make_server(service, "127.0.0.1", 0, "fastapi").start()
-    try:
-        other = Client(server.port)
-        assert other.rank(body) == client.rank(body)
-        assert other.rank({"user_id": 1, "item_ids": []}) == client.rank({"user_id": 1, "item_ids": []})
-        assert other.request("POST", "/v1/rank", raw=b" " * 30_000)[0] == 413
-    finally:
-        server.stop()
-
-
-def test_cli_serves_on_loopback(model_path: Path, etl_dir: Path) -> None:
-    cmd = [
-        *CLI,
-        "serve",
-        "--model",
-        str(model_path),
-        "--features",
-        str(etl_dir),
-        "--port",
-        "0",
-        "--poll-seconds",
-        "0",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        port = None
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if match := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
-                port = int(match.group(1))
-        assert port is not None, "aptrank serve did not report its address"
-        status, payload = Client(port).rank(
-            {"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000, "context": {"tab": 1}}
-        )
-        assert status == 200 and len(payload["results"]) == 2
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-
-
-@pytest.mark.parametrize("stack", PREFORK_STACKS)
-def test_model_swap_under_load_fails_no_request(
-    stack: str,
-    registry: Any,
-    model_path: Path,
-    other_model_path: Path,
-    run_dir: Path,
-    etl_dir: Path,
-    candidates: pl.DataFrame,
-) -> None:
-    """Clients hammer the server while the ``champion`` alias moves to version 2: every request gets a
-    200 from exactly one version, versions never go back, and version 2 answers with its own scores."""
-    name = f"aptrank-swap-{stack}"
-    registry.register(name, model_path, run_dir, etl_dir)
-    holder = ModelHolder(ModelSource(f"models:/{name}@champion", registry.uri), features_dir=None, weights=WEIGHTS)
-    holder.refresh()
-    service = RankService(holder)
-    server = make_server(service, "127.0.0.1", 0, stack).start()
-    holder.start(poll_seconds=0.1)
-    rows = rows_of(candidates, 20)
-    body = body_of(rows)
-    try:
-        seen = rank_through_swap(
-            server.port,
-            body,
-            lambda: registry.register(name, other_model_path, run_dir, etl_dir),  # version 2 becomes champion
-            lambda: holder.key == f"{name}/2",
-            timeout=60,
-        )
-        final_status, payload = Client(server.port).rank(body)
-    finally:
-        server.stop()
-        holder.close()
-        service.close()
-    assert_swapped_without_failure(seen, name)
-    assert holder.metrics.value("model_swaps_total") == 1
-    assert final_status == 200 and payload["model_version"] == f"{name}/2"
-    assert_scores(payload, body, load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows).score.tolist())
-
-
-def test_a_failing_request_is_a_500_and_the_server_lives_on(
-    client: Client, service: RankService, candidates: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+def test_a_failing_request_is_a_500_and_the_service_lives_on(
+    service: RankService, candidates: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(self: OnnxModel, inputs: object) -> None:
         raise RuntimeError("onnxruntime fell over")
 
+    body = json.dumps(body_of(rows_of(candidates, 3))).encode()
     monkeypatch.setattr(OnnxModel, "predict", broken)
-    status, payload = client.rank(body_of(rows_of(candidates, 3)))
-    assert status == 500 and "RuntimeError: onnxruntime fell over" in payload["detail"]
+    reply = service.rank(body)
+    assert reply.status == 500 and "RuntimeError: onnxruntime fell over" in json.loads(reply.body)["detail"]
     monkeypatch.undo()
-    assert client.rank(body_of(rows_of(candidates, 3)))[0] == 200
+    assert service.rank(body).status == 200
 
 
 def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
@@ -289,86 +272,3 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
         assert holder.metrics.value("model_swaps_total") == 1
     finally:
         holder.close()
-
-
-def _exchange(port: int, data: bytes) -> bytes:
-    """Send raw bytes on a fresh connection, read until the server closes it."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@pytest.mark.parametrize(
-    ("head", "status"),
-    [
-        (b"POST /v1/rank\r\n\r\n", b"400"),
-        (b"POST /v1/rank HTTP/2.0\r\n\r\n", b"400"),
-        (b"POST /v1/rank HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
-        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: ten\r\n\r\n", b"400"),
-        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", b"400"),
-        (b"POST /v1/rank HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"501"),
-        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", b"431"),
-        (b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
-        (b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 9000, b"431"),  # refused before the head ends
-        (b"POST /v1/rank HTTP/1.1\r\nContent-Length: 20001\r\n\r\n", b"413"),
-    ],
-)
-def test_malformed_request_heads_are_refused_and_the_connection_closed(
-    client: Client, head: bytes, status: bytes
-) -> None:
-    answer = _exchange(client.port, head)
-    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close\r\n" in answer
-
-
-def test_keep_alive_pipelining_http10_and_expect_continue(client: Client, candidates: pl.DataFrame) -> None:
-    body = json.dumps(body_of(rows_of(candidates, 3))).encode()
-    post = b"POST /v1/rank HTTP/1.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-    closing = b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
-    answer = _exchange(client.port, post + post + closing)  # three requests in one write, answered in order
-    assert answer.count(b"HTTP/1.1 200 OK") == 3 and answer.count(b'"model_version"') == 2
-    assert answer.endswith(b"ok\n")
-    assert _exchange(client.port, b"GET /healthz HTTP/1.0\r\n\r\n").endswith(b"ok\n")  # 1.0: closes by default
-    answer = _exchange(client.port, post.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"))
-    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
-
-
-def test_a_head_trickling_in_is_answered(client: Client) -> None:
-    """A request arriving a few bytes at a time (the event loop resumes its search for the end of
-    the head where it stopped) gets its answer."""
-    import socket
-
-    request = b"GET /healthz HTTP/1.1\r\nX-Trickle: 1\r\nConnection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", client.port), timeout=10) as sock:
-        for i in range(0, len(request), 3):
-            sock.sendall(request[i : i + 3])
-            time.sleep(0.002)
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
-    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok\n")
-
-
-def test_idle_and_stalled_connections_are_closed(service: RankService) -> None:
-    """The event loop closes a connection that sent nothing, and one that stalled mid-head, after
-    its idle timeout; a connection that keeps talking stays open."""
-    import socket
-
-    from aptrank.serving.http_loop import LoopServer
-
-    server = LoopServer(service, "127.0.0.1", 0, idle_timeout=0.5).start()
-    try:
-        quiet = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        stalled.sendall(b"GET /healthz HTTP/1.1\r\nX-Half: ")
-        busy = Client(server.port)
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:  # a request every 0.2 s: never idle for 0.5 s
-            assert busy.request("GET", "/healthz")[0] == 200
-            time.sleep(0.2)
-        assert quiet.recv(1) == b"" and stalled.recv(1) == b""  # closed by the server, no answer
-        assert busy.request("GET", "/healthz")[0] == 200
-    finally:
-        server.stop()
