@@ -61,7 +61,9 @@ class Client:
             self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         kind = response.getheader("Content-Type", "")
-        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode(errors="replace")
+        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode(
+            errors="replace"
+        )
 
     def rank(self, body: dict) -> tuple[int, Any]:
         return self.request("POST", "/v1/rank", body)
