@@ -1,30 +1,32 @@
-"""Load benchmark of the online scorer (``aptrank serve``): loopback only, a bounded request count.
+"""Load benchmark of the online scorer (``aptrank serve``): loopback only, bounded request counts.
 
 Setup (shared with ``bench/score.py``): the real ETL on the shipped KuaiRand sample and a model of
 the demo job's architecture (``configs/demo.yaml``: MMoE, 16-dim embeddings, 4 experts of [64])
 exported through the parity gate. Weights are untrained: scoring cost does not depend on their values.
 
-The server is ``aptrank serve``'s pre-fork mode (:class:`serving.prefork.PreforkServer`): a supervisor
-binds a loopback port and ``--workers`` processes (default: the cores) serve on it, each with its own
-model (onnxruntime threads: cores / workers). The client runs in this process (its own GIL) and keeps
-one HTTP/1.1 connection per client thread (closed loop: each thread sends its next request when the
-previous answer arrived) over a plain socket (``bench/loopback_client.py``: the client shares the
-2 cores with the server, so it does not parse more than status, length and body). Every request
-ranks 100 candidates (known users and items, seeded random choice, time within the last day before
-the snapshot cutoff, a random ``tab``). Latency is measured per request, from send to the whole body.
+Servers, each a child process with ``--workers`` (default 2) processes on a free loopback port:
 
-1. stacks and workers: the same load (``--compare-requests`` at concurrency 8) against each stack
-   that runs pre-forked (``loop``: one event loop per process, the default; ``stdlib``: a thread per
-   connection) with ``--workers`` processes, and against one ``--stack`` process; this is the
-   measurement that chose the default stack. (FastAPI on uvicorn runs in one process only and was
-   slower than the stdlib stack there, see ``serving/server.py``.)
-2. ``--workers`` at concurrency 1, 8 and 32 (``--requests``, 10,000 by default, per level).
+* ``granian``: ``aptrank serve`` of this checkout (the ASGI app of ``serving/app.py`` under granian);
+* ``uvicorn``: the same app factory and settings under ``uvicorn --workers`` (the alternative server);
+* ``baseline`` (``--baseline-tree DIR``): ``aptrank serve`` of another checkout with its own default
+  stack, e.g. the commit before a server change (``git archive COMMIT | tar -x -C DIR``); this is how
+  the new stack was compared with the hand-written one it replaced, in the same run.
 
-Targets: p99 <= 15 ms at concurrency 8 and 0 errors. The 1-minute load average before each run is
-recorded (the cores may be shared), and the CPU time per request of the server (all workers) and of
-the client. Writes ``bench/results/serve_load.json``.
+Our client runs in this process and keeps one HTTP/1.1 connection per client thread (closed loop)
+over a plain socket (``bench/loopback_client.py``: it shares the 2 cores with the server, so it does
+not parse more than status, length and body). Every request ranks 100 candidates (known users and
+items, seeded random choice, time within the last day before the snapshot cutoff, a random ``tab``).
+Latency is measured per request, from send to the whole body. ``granian`` runs concurrency 8
+(``--requests``, 10,000), 1 and 32 (``--level-requests``), then wrk (a standard load generator: one
+thread, 8 connections, ``--wrk-seconds``, one body) so figures compare with others'; ``uvicorn`` and
+``baseline`` run concurrency 8. The framework cost per request (Starlette vs FastAPI, in-process ASGI
+calls) is printed first.
 
-    .venv/bin/python bench/serve_load.py [--requests 10000] [--compare-requests 2000] [--workers N]
+Targets: the new stack's p99 at concurrency 8 <= 10 ms and <= 1.3x the baseline's, 0 errors. The
+1-minute load average before each run is recorded (the cores may be shared), and the CPU time per
+request of the server (all processes) and of the client. Writes ``bench/results/serve_load.json``.
+
+    .venv/bin/python bench/serve_load.py [--requests 10000] [--baseline-tree DIR] [--workers 2]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -283,7 +286,20 @@ def framework_overhead(calls: int = 3000) -> dict[str, float]:
     return {name: asyncio.run(timed(app)) for name, app in apps.items()}
 
 
-def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+@dataclass
+class Load:
+    """One closed-loop run: per-request latencies (s), error samples, wall and CPU seconds."""
+
+    concurrency: int
+    latencies: np.ndarray
+    errors: list[str]
+    wall_s: float
+    client_cpu_s: float
+    server_cpu_s: float
+    load_avg_1m_before: float
+
+
+def run_load(server: ServerProcess, bodies: list[bytes], concurrency: int, requests: int) -> Load:
     """Closed-loop load: ``concurrency`` workers, ``requests`` requests in all. A request counts as an
     error unless it answers 200 with :data:`CANDIDATES` results."""
     latencies = np.zeros(requests)
@@ -293,7 +309,7 @@ def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) ->
     wire = [request_bytes("POST", "/v1/rank", b) for b in bodies]
 
     def worker() -> None:
-        client = LoopbackClient(port)
+        client = LoopbackClient(server.port)
         while True:
             with lock:
                 i = next(counter, None)
@@ -311,16 +327,26 @@ def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) ->
 
     load = os.getloadavg()[0]
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0, server0 = time.perf_counter(), time.process_time(), server_cpu_s(server)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    ms = latencies * 1000
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
+    return Load(concurrency, latencies, errors, wall, client_cpu, server_cpu_s(server) - server0, load)
+
+
+def summarize(name: str, workers: int, loads: list[Load]) -> dict:
+    """Latency percentiles and rates over ``loads`` (one setup, possibly several rounds); printed."""
+    ms = np.concatenate([x.latencies for x in loads]) * 1000
+    n, wall = len(ms), sum(x.wall_s for x in loads)
+    errors = [e for x in loads for e in x.errors]
+    r = {
+        "stack": name,
+        "workers": workers,
+        "concurrency": loads[0].concurrency,
+        "requests": n,
+        "rounds": len(loads),
         "errors": len(errors),
         "error_samples": errors[:5],
         "p50_ms": float(np.percentile(ms, 50)),
@@ -328,59 +354,31 @@ def run_load(port: int, bodies: list[bytes], concurrency: int, requests: int) ->
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
         "mean_ms": float(ms.mean()),
-        "requests_per_s": requests / wall,
-        "candidates_per_s": requests * CANDIDATES / wall,
-        "wall_s": wall,
-        "client_cpu_ms_per_request": client_cpu * 1000 / requests,
-        "load_avg_1m_before": load,
+        "requests_per_s": n / wall,
+        "server_cpu_ms_per_request": sum(x.server_cpu_s for x in loads) * 1000 / n,
+        "client_cpu_ms_per_request": sum(x.client_cpu_s for x in loads) * 1000 / n,
+        "load_avg_1m_before": [round(x.load_avg_1m_before, 2) for x in loads],
     }
+    print(
+        f"{name:<8s} workers={workers} c={r['concurrency']:<3d} n={n:<6d} p50 {r['p50_ms']:6.2f} ms"
+        f"  p90 {r['p90_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:7.2f} ms"
+        f"  {r['requests_per_s']:7.1f} req/s  cpu/req server {r['server_cpu_ms_per_request']:.2f} ms"
+        f" client {r['client_cpu_ms_per_request']:.2f} ms  errors {r['errors']}"
+        f"  load {'/'.join(f'{v:.1f}' for v in r['load_avg_1m_before'])}",
+        flush=True,
+    )
+    return r
 
 
-def measure(
-    model: Path,
-    features: Path,
-    workers: int,
-    stack: str,
-    bodies: list[bytes],
-    levels: list[tuple[int, int]],
-    wrk_seconds: int = 0,
-    tree: Path = ROOT,
-) -> list[dict]:
-    """Start ``stack``, warm it up, run each (concurrency, requests) level with our client, then wrk at
-    concurrency 8 for ``wrk_seconds`` (0: no wrk); stop it."""
-    server = ServerProcess(model, features, workers, stack, tree)
-    try:
-        run_load(server.port, bodies, 8, 1000)  # warm-up
-        out = []
-        for concurrency, requests in levels:
-            cpu0 = server_cpu_s(server)
-            r = run_load(server.port, bodies, concurrency, requests)
-            r["workers"], r["stack"] = workers, stack
-            r["server_cpu_ms_per_request"] = (server_cpu_s(server) - cpu0) * 1000 / requests
-            print(
-                f"{stack:<7s} workers={workers} c={concurrency:<3d} n={requests:<6d} p50 {r['p50_ms']:6.2f} ms"
-                f"  p90 {r['p90_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:7.2f} ms"
-                f"  {r['requests_per_s']:7.1f} req/s  cpu/req server {r['server_cpu_ms_per_request']:.2f} ms"
-                f" client {r['client_cpu_ms_per_request']:.2f} ms"
-                f"  errors {r['errors']}  load {r['load_avg_1m_before']:.2f}",
-                flush=True,
-            )
-            out.append(r)
-        if wrk_seconds:
-            w = run_wrk(server.port, bodies[0], 8, wrk_seconds)
-            w["stack"], w["client"] = stack, "wrk"
-            print(
-                f"{stack:<7s} workers={workers} wrk c=8 {wrk_seconds} s: n={w.get('requests')}"
-                f" p50 {w.get('p50_ms', 0):6.2f} ms  p90 {w.get('p90_ms', 0):6.2f} ms"
-                f"  p99 {w.get('p99_ms', 0):6.2f} ms  {w.get('requests_per_s', 0):7.1f} req/s"
-                f"  non-2xx {w.get('non_2xx')}  socket errors {w.get('socket_errors') or 0}"
-                f"  load {w.get('load_avg_1m_before', 0):.2f} {w.get('skipped', '')}",
-                flush=True,
-            )
-            out.append(w)
-        return out
-    finally:
-        server.stop()
+def print_wrk(name: str, workers: int, w: dict) -> None:
+    print(
+        f"{name:<8s} workers={workers} wrk c={w.get('concurrency', 8)} {w.get('seconds', 0)} s: n={w.get('requests')}"
+        f" p50 {w.get('p50_ms', 0):6.2f} ms  p90 {w.get('p90_ms', 0):6.2f} ms"
+        f"  p99 {w.get('p99_ms', 0):6.2f} ms  {w.get('requests_per_s', 0):7.1f} req/s"
+        f"  non-2xx {w.get('non_2xx')}  socket errors {w.get('socket_errors') or 0}"
+        f"  load {w.get('load_avg_1m_before', 0):.2f} {w.get('skipped', '')}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -388,6 +386,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="requests at concurrency 8 (new and old stack)")
     parser.add_argument("--level-requests", type=int, default=3_000, help="requests at concurrency 1 and 32")
     parser.add_argument("--compare-requests", type=int, default=3_000, help="requests of the uvicorn comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the c=8 comparison")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="wrk run at concurrency 8 (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
@@ -411,17 +410,29 @@ def main() -> None:
             (args.model, args.features) if args.model and args.features else prepare(Path(tmp), args.config)
         )
         bodies = request_bodies(features, 2_000, args.seed)
-        n8, nl = args.requests, args.level_requests
-        runs = {
-            "granian": measure(
-                model, features, args.workers, "granian", bodies, [(8, n8), (1, nl), (32, nl)], args.wrk_seconds
-            )
-        }
-        runs["uvicorn"] = measure(model, features, args.workers, "uvicorn", bodies, [(8, args.compare_requests)])
-        if args.baseline_tree:
-            runs["baseline"] = measure(
-                model, features, args.workers, "baseline", bodies, [(8, n8)], 0, args.baseline_tree
-            )
+        trees = {"granian": ROOT, "uvicorn": ROOT} | ({"baseline": args.baseline_tree} if args.baseline_tree else {})
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for name, tree in trees.items():  # all started first; an idle server takes no CPU
+                servers[name] = ServerProcess(model, features, args.workers, name, tree)
+                run_load(servers[name], bodies, 8, 1000)  # warm-up
+            # c=8, interleaved rounds: a change in the machine's load hits every server alike
+            loads: dict[str, list[Load]] = {name: [] for name in servers}
+            per_round = {"uvicorn": args.compare_requests // args.rounds}
+            for _ in range(args.rounds):
+                for name, server in servers.items():
+                    loads[name].append(run_load(server, bodies, 8, per_round.get(name, args.requests // args.rounds)))
+            runs = {name: [summarize(name, args.workers, rs)] for name, rs in loads.items()}
+            for concurrency in (1, 32):
+                load = run_load(servers["granian"], bodies, concurrency, args.level_requests)
+                runs["granian"].append(summarize("granian", args.workers, [load]))
+            if args.wrk_seconds:
+                wrk = run_wrk(servers["granian"].port, bodies[0], 8, args.wrk_seconds)
+                print_wrk("granian", args.workers, wrk)
+                runs["granian"].append({"stack": "granian", "client": "wrk", **wrk})
+        finally:
+            for server in servers.values():
+                server.stop()
     new8 = runs["granian"][0]
     old8 = runs["baseline"][0] if "baseline" in runs else None
     ratio = new8["p99_ms"] / old8["p99_ms"] if old8 else float("nan")
@@ -444,8 +455,9 @@ def main() -> None:
     result = {
         "benchmark": "serve_load",
         "config": {
-            "requests_c8": n8,
-            "requests_c1_c32": nl,
+            "requests_c8": args.requests,
+            "rounds_c8": args.rounds,
+            "requests_c1_c32": args.level_requests,
             "compare_requests": args.compare_requests,
             "workers": args.workers,
             "server": "aptrank serve (granian, ASGI app serving.app) vs uvicorn --workers vs the old loop stack",

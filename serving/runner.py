@@ -39,7 +39,7 @@ log = logging.getLogger("aptrank.serve")
 
 
 class StartupError(ServingError):
-    """The server cannot start; ``exit_code`` is the CLI's (2 bad input, 1 environment failure)."""
+    """The server cannot start or go on; ``exit_code`` is the CLI's (2 bad input, 1 environment failure)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -134,5 +134,7 @@ def serve(settings: ServeSettings, host: str, port: int, limits: ConnectionLimit
         )
         announce(f"serving {version} on http://{host}:{port} (granian, {settings.workers} workers; docs at /docs)")
         server.serve()
+        if not server.interrupt_signal:  # granian returned without SIGINT/SIGTERM: its crash-loop stop
+            raise StartupError("workers kept crashing (a worker died again right after its respawn): stopped", 1)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,50 +34,61 @@ from aptrank.serving.runner import probe_port
 from aptrank.serving.scorer import load_scorer
 from tests.tiny import CLI
 
+NAME = "aptrank-swap"
+
+
+@pytest.fixture(scope="module")
+def server(registry: Any, model_path: Path, run_dir: Path, etl_dir: Path) -> Iterator[ServeProcess]:
+    """2 workers serving ``models:/aptrank-swap@champion`` (version 1), polling every 0.2 s."""
+    registry.register(NAME, model_path, run_dir, etl_dir)
+    args = ["--model", f"models:/{NAME}@champion", "--tracking-uri", registry.uri, "--poll-seconds", "0.2"]
+    with ServeProcess(*args, *[a for t, w in WEIGHTS.items() for a in ("--weight", f"{t}={w}")]) as proc:
+        yield proc
+        assert proc.stop() == 0
+
 
 def test_model_swap_under_load_fails_no_request(
-    registry: Any, model_path: Path, other_model_path: Path, run_dir: Path, etl_dir: Path, candidates: pl.DataFrame
+    server: ServeProcess,
+    registry: Any,
+    other_model_path: Path,
+    run_dir: Path,
+    etl_dir: Path,
+    candidates: pl.DataFrame,
 ) -> None:
     """Clients hammer 2 workers while the ``champion`` alias moves to version 2: every request gets a
     200 from exactly one version, no client goes back to version 1, both workers end on version 2
     with version 2's own scores."""
-    name = "aptrank-swap"
-    registry.register(name, model_path, run_dir, etl_dir)
-    args = ["--model", f"models:/{name}@champion", "--tracking-uri", registry.uri, "--poll-seconds", "0.2"]
     rows = rows_of(candidates, 20)
     body = body_of(rows)
-    with ServeProcess(*args, *[a for t, w in WEIGHTS.items() for a in ("--weight", f"{t}={w}")]) as server:
-        seen = rank_through_swap(
-            server.port,
-            body,
-            lambda: registry.register(name, other_model_path, run_dir, etl_dir),  # version 2 becomes champion
-            lambda: metric(server.metrics(), "aptrank_model_info", version=f"{name}/2") == 2,
-            timeout=60,
-        )
-        final_status, payload = Client(server.port).rank(body)
-        samples = server.metrics()
-    assert_swapped_without_failure(seen, name)
+    seen = rank_through_swap(
+        server.port,
+        body,
+        lambda: registry.register(NAME, other_model_path, run_dir, etl_dir),  # version 2 becomes champion
+        lambda: metric(server.metrics(), "aptrank_model_info", version=f"{NAME}/2") == 2,
+        timeout=60,
+    )
+    final_status, payload = Client(server.port).rank(body)
+    samples = server.metrics()
+    assert_swapped_without_failure(seen, NAME)
     assert metric(samples, "aptrank_model_swaps_total") == 2  # one per worker
-    assert metric(samples, "aptrank_model_info", version=f"{name}/1") == 0
-    assert final_status == 200 and payload["model_version"] == f"{name}/2"
+    assert metric(samples, "aptrank_model_info", version=f"{NAME}/1") == 0
+    assert final_status == 200 and payload["model_version"] == f"{NAME}/2"
     assert_scores(payload, body, load_scorer(other_model_path, etl_dir, weights=WEIGHTS).score(rows).score.tolist())
 
 
-def test_a_killed_worker_is_respawned_and_readiness_follows_capacity(model_path: Path, etl_dir: Path) -> None:
-    with ServeProcess("--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0") as server:
-        client = Client(server.port)
-        victim = server.worker_pids()[0]
-        os.kill(victim, signal.SIGKILL)
-        answers = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(s == 503 for s, _ in answers):
-            answers.append(client.request("GET", "/readyz"))
-        assert (503, "1 of 2 workers ready\n") in answers  # capacity is down: not ready
-        assert wait_ready(server.port, 90), "the killed worker was not replaced"
-        pids = server.worker_pids()
-        assert len(pids) == 2 and victim not in pids
-        assert client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
-        assert server.stop() == 0
+def test_a_killed_worker_is_respawned_and_readiness_follows_capacity(server: ServeProcess) -> None:
+    client = Client(server.port)
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    answers = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(s == 503 for s, _ in answers):
+        answers.append(client.request("GET", "/readyz"))
+    assert (503, "1 of 2 workers ready\n") in answers  # capacity is down: not ready
+    assert wait_ready(server.port, 90), "the killed worker was not replaced"
+    pids = server.worker_pids()
+    assert len(pids) == 2 and victim not in pids
+    assert client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
