@@ -4,7 +4,7 @@ Scoring path (torch-free): :mod:`serving.onnx_model` (session + metadata), :mod:
 (feature lookup through the ETL's own code; request-side features in :mod:`serving.request_side`),
 :mod:`serving.scorer` (features -> probabilities -> fused score), :mod:`serving.batch` /
 :mod:`serving.candidates` (``aptrank score``), :mod:`serving.service` / :mod:`serving.holder` /
-:mod:`serving.batcher` / :mod:`serving.app` / :mod:`serving.runner` (``aptrank serve``). Export path (imports torch):
+:mod:`serving.app` / :mod:`serving.runner` (``aptrank serve``). Export path (imports torch):
 :mod:`serving.export`, :mod:`serving.parity`. Nothing is imported here, so importing a scoring module
 never pulls in the export path.
 """

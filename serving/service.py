@@ -22,7 +22,6 @@ import polars as pl
 from pydantic import ValidationError
 
 from aptrank.serving.api import EPOCH, RankRequest
-from aptrank.serving.batcher import Batcher
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.metrics import Metrics
 from aptrank.serving.scorer import Scorer
@@ -68,16 +67,15 @@ class RankService:
         holder: ModelHolder,
         limits: Limits | None = None,
         metrics: Metrics | None = None,
-        batcher: Batcher | None = None,
     ) -> None:
         self.holder = holder
         self.limits = limits or Limits()
         self.metrics = metrics or holder.metrics
-        self.batcher = batcher or Batcher()
+        self._closed = False
 
     def close(self) -> None:
-        """Refuse new scoring work (the holder is closed by its owner)."""
-        self.batcher.close()
+        """Refuse new scoring work with 503 (the holder is closed by its owner)."""
+        self._closed = True
 
     def too_large(self, content_length: int | None) -> Reply | None:
         """413 when a declared or received body exceeds the limit."""
@@ -115,8 +113,8 @@ class RankService:
             detail = [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
             return _error(422, detail)
         scorer = self.holder.scorer  # read once: a swap during this request does not affect it
-        if scorer is None:
-            return _error(503, "no model loaded yet")
+        if scorer is None or self._closed:
+            return _error(503, "shutting down" if self._closed else "no model loaded yet")
         return self._score(scorer, request)
 
     def _frame(self, scorer: Scorer, request: RankRequest) -> pl.DataFrame | Reply:
@@ -147,7 +145,7 @@ class RankService:
         frame = self._frame(scorer, request)
         if isinstance(frame, Reply):
             return frame
-        scored = self.batcher.score(scorer, frame)
+        scored = scorer.score(frame)
         order = np.argsort(-scored.score, kind="stable")
         if request.top_k is not None:
             order = order[: request.top_k]

@@ -28,23 +28,7 @@ from aptrank.serving.onnx_model import OnnxModel
 from aptrank.serving.scorer import Scorer
 from aptrank.serving.service import Limits, RankService
 
-LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
-WEIGHT_ARGS = [a for task, w in WEIGHTS.items() for a in ("--weight", f"{task}={w}")]
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path, etl_dir: Path) -> Iterator[ServeProcess]:
-    args = ["--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0", *WEIGHT_ARGS]
-    limits = ["--max-candidates", str(LIMITS.max_candidates), "--max-body-bytes", str(LIMITS.max_body_bytes)]
-    with ServeProcess(*args, *limits, "--header-timeout", "3") as proc:
-        yield proc
-        code = proc.stop()
-    assert code == 0  # SIGTERM: graceful stop
-
-
-@pytest.fixture(scope="module")
-def client(server: ServeProcess) -> Client:
-    return Client(server.port)
+LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)  # as the server of conftest.py
 
 
 @pytest.fixture(scope="module")

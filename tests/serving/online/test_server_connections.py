@@ -10,24 +10,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import psutil
-import pytest
 from serving_http import Client, ServeProcess, body_of, rows_of
 
-HEADER_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 2.0  # as the server of conftest.py
 MB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path, etl_dir: Path) -> Iterator[ServeProcess]:
-    args = ["--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0"]
-    with ServeProcess(*args, "--header-timeout", str(HEADER_TIMEOUT_S)) as proc:
-        yield proc
 
 
 def workers_rss(server: ServeProcess) -> int:
@@ -126,11 +116,11 @@ def test_500_idle_connections_keep_latency_within_2x(server: ServeProcess, candi
     latencies_ms(server.port, body, 30)  # warm
     alone, crowded = [], []
     for _ in range(3):
-        alone.append(np.percentile(latencies_ms(server.port, body, 80), 99))
+        alone.append(np.percentile(latencies_ms(server.port, body, 120), 99))
         idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(500)]
         try:
             time.sleep(0.2)  # let the workers accept them
-            crowded.append(np.percentile(latencies_ms(server.port, body, 80), 99))
+            crowded.append(np.percentile(latencies_ms(server.port, body, 120), 99))
         finally:
             for s in idle:
                 s.close()
