@@ -129,7 +129,6 @@ class ServerProcess:
                 threads=threads,
                 poll_seconds=0,
                 workers=workers,
-                run_dir=self.tmp,
             )
             os.makedirs(os.path.join(self.tmp, "prometheus"))
             env.update({**settings.to_env(), MULTIPROC_ENV: os.path.join(self.tmp, "prometheus")})

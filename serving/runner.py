@@ -26,6 +26,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aptrank.serving.errors import ServingError
@@ -98,8 +99,12 @@ def check_model(settings: ServeSettings) -> str:
     return version
 
 
-def serve(settings: ServeSettings, host: str, port: int, limits: ConnectionLimits, announce=print) -> None:
-    """Serve until SIGINT/SIGTERM (graceful: granian stops accepting and lets workers finish)."""
+def serve(
+    settings: ServeSettings, host: str, port: int, limits: ConnectionLimits, announce: Callable[[str], None] = print
+) -> None:
+    """Serve until SIGINT/SIGTERM (graceful: granian stops accepting and lets workers finish);
+    ``announce`` gets the line naming the version and address once the model checked out. The
+    workers' Prometheus files live in a temporary folder removed at the end."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server import Server
@@ -108,7 +113,6 @@ def serve(settings: ServeSettings, host: str, port: int, limits: ConnectionLimit
     for key, value in MLFLOW_STARTUP_ENV.items():
         os.environ.setdefault(key, value)
     run_dir = tempfile.mkdtemp(prefix="aptrank-serve-")
-    settings = settings.model_copy(update={"run_dir": run_dir})
     try:
         version = check_model(settings)
         os.makedirs(os.path.join(run_dir, "prometheus"))

@@ -13,8 +13,8 @@ SETTINGS_ENV = "APTRANK_SERVE_SETTINGS"
 
 
 class ServeSettings(BaseModel):
-    """The model, its fusion weights, request limits, and the run folder shared by the workers
-    (Prometheus multiprocess files and worker readiness, :mod:`serving.capacity`)."""
+    """The model, its fusion weights, request limits, and how many workers the server started
+    (readiness counts them)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -27,7 +27,6 @@ class ServeSettings(BaseModel):
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1)
     workers: int = Field(1, ge=1, description="worker processes the server was started with (readiness)")
-    run_dir: str = Field(description="folder shared by the workers (metrics, readiness)")
 
     def to_env(self) -> dict[str, str]:
         return {SETTINGS_ENV: self.model_dump_json()}

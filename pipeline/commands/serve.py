@@ -62,7 +62,6 @@ def serve_command(
         max_candidates=max_candidates,
         max_body_bytes=max_body_bytes,
         workers=workers or default_workers(),
-        run_dir="",
     )
     limits = ConnectionLimits(header_timeout_s=header_timeout, max_connections=max_connections)
     try:
