@@ -11,6 +11,7 @@ files) and the GC collector of the worker that answered the scrape.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -111,4 +112,5 @@ def forget_dead_workers() -> None:
     pids = {int(m.group(1)) for f in glob.glob(os.path.join(path, "*.db")) if (m := _PID_FILE.search(f))}
     for pid in pids:
         if not psutil.pid_exists(pid):
-            multiprocess.mark_process_dead(pid, path)
+            with contextlib.suppress(FileNotFoundError):  # another worker may be removing them too
+                multiprocess.mark_process_dead(pid, path)

@@ -1,6 +1,6 @@
 """``aptrank serve``'s life cycle against real server processes: a registry-alias model swap under
 load with zero failed requests, a killed worker (readiness drops to 503, the worker is respawned,
-readiness returns), and the start-up errors a user meets (port in use, model not found, tracking
+readiness returns), the connection cap, and the start-up errors a user meets (port in use, model not found, tracking
 server unreachable): one line on stderr and the documented exit code."""
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ from aptrank.serving.scorer import load_scorer
 from tests.tiny import CLI
 
 NAME = "aptrank-swap"
+CAP = 32
 
 
 @pytest.fixture(scope="module")
 def server(registry: Any, model_path: Path, run_dir: Path, etl_dir: Path) -> Iterator[ServeProcess]:
-    """2 workers serving ``models:/aptrank-swap@champion`` (version 1), polling every 0.2 s."""
+    """2 workers serving ``models:/aptrank-swap@champion`` (version 1), polling every 0.2 s, at most
+    :data:`CAP` connections per worker, idle ones dropped after 2 s."""
     registry.register(NAME, model_path, run_dir, etl_dir)
     args = ["--model", f"models:/{NAME}@champion", "--tracking-uri", registry.uri, "--poll-seconds", "0.2"]
+    args += ["--max-connections", str(CAP), "--header-timeout", "2"]
     with ServeProcess(*args, *[a for t, w in WEIGHTS.items() for a in ("--weight", f"{t}={w}")]) as proc:
         yield proc
         assert proc.stop() == 0
@@ -89,6 +92,22 @@ def test_a_killed_worker_is_respawned_and_readiness_follows_capacity(server: Ser
     pids = server.worker_pids()
     assert len(pids) == 2 and victim not in pids
     assert client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
+
+
+def test_connections_beyond_the_cap_wait_for_a_free_slot(server: ServeProcess) -> None:
+    """100 silent sockets against 2 workers x 32 slots: the rest wait in the accept queue, so a new
+    client is answered only once the header deadline (2 s) has dropped silent ones, and then it is."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(100)]
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        status = Client(server.port).request("GET", "/healthz")[0]
+        waited = time.monotonic() - t0
+    finally:
+        for s in idle:
+            s.close()
+    assert status == 200 and waited > 1.0, f"answered after {waited:.2f} s"
+    assert Client(server.port).request("GET", "/healthz")[0] == 200
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
