@@ -115,9 +115,9 @@ def create_app(service: RankService, workers: int = 1) -> Starlette:
         return docs
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return counted("other", JSONResponse({"detail": detail}, status))
+        """Starlette's 404 and 405 (with its ``Allow`` header) as JSON ``{"detail": ...}`` like every error."""
+        assert isinstance(exc, HTTPException)
+        return counted("other", JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers))
 
     routes = [
         Route(RANK_PATH, rank, methods=["POST"]),

@@ -210,8 +210,8 @@ def test_health_readiness_metrics_and_docs(client: Client, server: ServeProcess,
     assert status == 200 and "SwaggerUIBundle" in page and "/openapi.json" in page
     for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page):
         assert client.request("GET", asset)[0] == 200, asset  # served locally: no network needed
-    assert client.request("GET", "/nope")[0] == 404
-    assert client.request("GET", "/v1/rank")[0] == 405
+    assert client.request("GET", "/nope") == (404, {"detail": "Not Found"})
+    assert client.request("GET", "/v1/rank") == (405, {"detail": "Method Not Allowed"})
 
 
 def test_not_ready_before_a_model_is_loaded(model_path: Path, etl_dir: Path) -> None:
