@@ -110,12 +110,12 @@ def test_idle_keep_alive_connections_hold_bounded_memory_and_are_closed(server: 
 
 
 def test_500_idle_connections_keep_latency_within_2x(server: ServeProcess, candidates: pl.DataFrame) -> None:
-    """p99 of a client's requests with 500 idle sockets open against the p99 without them: three
+    """p99 of a client's requests with 500 idle sockets open against the p99 without them: five
     alternating rounds of each, medians compared (the cores are shared with other work)."""
     body = body_of(rows_of(candidates, 20))
     latencies_ms(server.port, body, 30)  # warm
     alone, crowded = [], []
-    for _ in range(3):
+    for _ in range(5):
         alone.append(np.percentile(latencies_ms(server.port, body, 120), 99))
         idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(500)]
         try:
@@ -125,7 +125,7 @@ def test_500_idle_connections_keep_latency_within_2x(server: ServeProcess, candi
             for s in idle:
                 s.close()
     base, loaded = float(np.median(alone)), float(np.median(crowded))
-    assert loaded <= 2 * base, f"p99 {loaded:.2f} ms with 500 idle connections, {base:.2f} ms without"
+    assert loaded <= 2 * base, f"p99 {loaded:.2f} ms with 500 idle sockets, {base:.2f} ms without ({crowded}, {alone})"
 
 
 def test_unread_pipelined_requests_do_not_grow_a_worker(server: ServeProcess) -> None:
