@@ -53,8 +53,9 @@ class ConnectionLimits:
 
     ``header_timeout_s``: a client must send a whole request head within this time, and an idle
     keep-alive connection is closed after it (hyper's header read timeout: slowloris clients and idle
-    sockets are dropped). ``max_connections``: requests in flight per worker (granian's backpressure);
-    more wait in the kernel's accept queue (``backlog``). ``buffer_bytes``: hyper's per-connection
+    sockets are dropped). ``max_connections``: open connections per worker (granian's backpressure
+    holds one permit per accepted connection, as the tests measure); more wait in the kernel's accept
+    queue (``backlog``) until the header deadline drops silent ones. ``buffer_bytes``: hyper's per-connection
     read/write buffer; a client that pipelines requests without reading answers is not read further,
     so memory stays bounded."""
 

@@ -45,7 +45,9 @@ def serve_command(
         float,
         typer.Option(help="seconds for a request head to arrive; idle keep-alive connections close after it", min=0.1),
     ] = 5.0,
-    max_connections: Annotated[int, typer.Option(help="requests in flight per worker (more wait)", min=1)] = 1024,
+    max_connections: Annotated[
+        int, typer.Option(help="open connections per worker (more wait in the accept queue)", min=1)
+    ] = 1024,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
     from aptrank.serving.runner import ConnectionLimits, StartupError, default_workers, serve
