@@ -4,8 +4,17 @@
 # without its GPU-only metadata deps, and aptrank itself in editable mode.
 # Idempotent: a stamp holds the hash of everything that defines the environment; a second run
 # with nothing changed returns in well under a second.
+# --no-dev: leave out the "# dev" section of requirements.txt (pytest, ruff): the container image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+dev=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-dev) dev=0 ;;
+    *) echo "install: unknown option '$arg' (known: --no-dev)" >&2; exit 2 ;;
+  esac
+done
 
 VENV="${APTRANK_VENV:-.venv}"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
@@ -13,7 +22,7 @@ elif command -v python3.11 >/dev/null 2>&1; then PY=python3.11
 else PY=python3; fi
 
 stamp="$VENV/.aptrank-install-stamp"
-want=$(cat requirements.txt scripts/install.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.txt scripts/install.sh pyproject.toml; echo "dev=$dev") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install: environment up to date ($VENV)"
   exit 0
@@ -31,7 +40,12 @@ run_pip() {
   grep -v 'is ignored: it is neither' "$log" || true; rm -f "$log"
 }
 echo "install: pinned requirements into $VENV (first run takes a few minutes)"
-run_pip install -q -r requirements.txt
+requirements=requirements.txt
+if [ "$dev" = 0 ]; then
+  requirements=$(mktemp)
+  sed '/^# dev$/,$d' requirements.txt > "$requirements"
+fi
+run_pip install -q -r "$requirements"
 # torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build (fbgemm-gpu-cpu) is pinned above.
 run_pip install -q --no-deps torchrec==1.8.0
 run_pip install -q --no-deps -e .

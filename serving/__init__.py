@@ -4,6 +4,6 @@ Scoring path (torch-free): :mod:`serving.onnx_model` (session + metadata), :mod:
 (feature lookup through the ETL's own code; request-side features in :mod:`serving.request_side`),
 :mod:`serving.scorer` (features -> probabilities -> fused score), :mod:`serving.batch_scoring` /
 :mod:`serving.candidates` (``aptrank score``), :mod:`serving.service` / :mod:`serving.holder` /
-:mod:`serving.batcher` / :mod:`serving.http_stdlib` (``aptrank serve``). The package never
-imports torch; the export (and its parity gate) is a model capability, :mod:`aptrank.models.export`.
+:mod:`serving.app` / :mod:`serving.runner` (``aptrank serve``). The package never imports torch;
+the export (and its parity gate) is a model capability, :mod:`aptrank.models.export`.
 """

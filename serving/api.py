@@ -1,45 +1,98 @@
 """The HTTP API of the online scorer: request and response models (pydantic 2) and the OpenAPI
-document built from them (OpenAPI 3.1, https://spec.openapis.org/oas/v3.1.0), shared by every
-server stack so that validation and docs do not depend on the stack."""
+document built from them (OpenAPI 3.1, https://spec.openapis.org/oas/v3.1.0) with a request example,
+rendered at ``/docs`` by Swagger UI (:mod:`serving.app`).
+
+Request bounds that keep bad input a 422 naming the field: integer ids and context values fit an
+Int64 column, ``ts`` is integer epoch milliseconds or ISO 8601 within [1970, 2100)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import html
-import json
 import time
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NaiveDatetime, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NaiveDatetime,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Integer ids and context values must fit a Polars/Arrow Int64 column (larger ones are a 422, not a 500)."""
 Id = StrictInt | StrictStr
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TS_MIN = EPOCH
+TS_MAX = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+"""``ts`` must fall in [1970-01-01, 2100-01-01) UTC: the range of real requests, far inside what the
+feature lookup's millisecond datetimes hold."""
+TS_MIN_MS, TS_MAX_MS = 0, (TS_MAX - EPOCH) // dt.timedelta(milliseconds=1)
 ContextValue = StrictInt | StrictFloat | StrictStr | None
+EXAMPLE = {"user_id": 712, "item_ids": [5239, 6831, 7008], "ts": 1651300000000, "context": {"tab": 1}, "top_k": 2}
 
 
 class RankRequest(BaseModel):
     """One user, one moment, one context, and the candidate items to rank."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     user_id: Id = Field(description="The user's id (integer or string, as in the training data).")
     item_ids: list[Id] = Field(min_length=1, description="Candidate item ids (all integers or all strings).")
     ts: StrictInt | AwareDatetime | NaiveDatetime | None = Field(
-        default=None, description="Request time: epoch milliseconds or ISO 8601 (naive = UTC); default now."
+        default=None,
+        description="Request time: integer epoch milliseconds (a number with a fraction is refused) or ISO 8601 "
+        "(naive = UTC), within [1970-01-01, 2100-01-01); default now.",
     )
     context: dict[str, ContextValue] = Field(
         default_factory=dict, description="Context columns of the FeatureSpec (e.g. KuaiRand 'tab'); missing = null."
     )
     top_k: int | None = Field(default=None, ge=1, description="Return only the best k candidates.")
 
+    @field_validator("user_id", "item_ids", "context")
+    @classmethod
+    def _fits_int64(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else value.values() if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+                raise ValueError(f"integer {v} does not fit 64 bits ({INT64_MIN} ... {INT64_MAX})")
+        return value
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _integer_milliseconds(cls, value: object) -> object:
+        """One unit for numbers: integer epoch milliseconds (``1.5`` would otherwise read as seconds)."""
+        if isinstance(value, float):
+            raise ValueError("a number must be integer epoch milliseconds (got a float); or use ISO 8601")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _in_range(cls, value: int | dt.datetime | None) -> int | dt.datetime | None:
+        if value is None:
+            return value
+        ms = value if isinstance(value, int) else _datetime_ms(value)
+        if not TS_MIN_MS <= ms < TS_MAX_MS:
+            raise ValueError(
+                f"must lie in [{TS_MIN.isoformat()}, {TS_MAX.isoformat()}) ({TS_MIN_MS} <= ms < {TS_MAX_MS})"
+            )
+        return value
+
     def epoch_ms(self) -> int:
         """``ts`` in epoch milliseconds, exactly (integer arithmetic; now when absent)."""
         if self.ts is None:
             return time.time_ns() // 1_000_000
-        if isinstance(self.ts, int):
-            return self.ts
-        aware = self.ts.replace(tzinfo=dt.UTC) if self.ts.tzinfo is None else self.ts
-        return (aware - EPOCH) // dt.timedelta(milliseconds=1)
+        return self.ts if isinstance(self.ts, int) else _datetime_ms(self.ts)
+
+
+def _datetime_ms(value: dt.datetime) -> int:
+    """Epoch milliseconds of a datetime (naive = UTC), exactly (integer arithmetic)."""
+    aware = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+    return (aware - EPOCH) // dt.timedelta(milliseconds=1)
 
 
 class RankedItem(BaseModel):
@@ -62,11 +115,14 @@ class ErrorResponse(BaseModel):
     detail: Any
 
 
-def _json(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+def _json(model: type[BaseModel], components: dict[str, Any], example: Any = None) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     components[model.__name__] = schema
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    if example is not None:
+        media["example"] = example  # what Swagger UI's "Try it out" starts from
+    return {"content": {"application/json": media}}
 
 
 def openapi_document(title: str, version: str) -> dict[str, Any]:
@@ -75,7 +131,7 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
     text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
     rank = {
         "summary": "Rank candidate items for one user",
-        "requestBody": {"required": True, **_json(RankRequest, comps)},
+        "requestBody": {"required": True, **_json(RankRequest, comps, EXAMPLE)},
         "responses": {
             "200": {
                 "description": "Candidates with task probabilities and fused score, best first",
@@ -105,19 +161,3 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": comps},
     }
-
-
-def docs_page(document: dict[str, Any]) -> str:
-    """A self-contained HTML page listing the routes and the schemas (no external scripts)."""
-    rows = "".join(
-        f"<li><code>{method.upper()} {path}</code>: {html.escape(op.get('summary', ''))}</li>"
-        for path, ops in document["paths"].items()
-        for method, op in ops.items()
-    )
-    schemas = html.escape(json.dumps(document["components"]["schemas"], indent=2))
-    title = html.escape(document["info"]["title"])
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-        f"<h1>{title}</h1><p>OpenAPI document: <a href='/openapi.json'>/openapi.json</a></p><ul>{rows}</ul>"
-        f"<h2>Schemas</h2><pre>{schemas}</pre></body></html>"
-    )

@@ -104,14 +104,14 @@ class ModelHolder:
                 if self.scorer is None:
                     raise
                 self.failed_key = key
-                self.metrics.inc("model_swap_failures_total")
+                self.metrics.swap_failures.inc()
                 log.error("model %s could not be loaded, still serving %s: %s", key, self.scorer.version, e)
                 return False
             first = self.scorer is None
             self.scorer, self.key, self.failed_key = scorer, key, None
-            self.metrics.model_version, self.metrics.ready = scorer.version, True
+            self.metrics.set_version(scorer.version)
             if not first:
-                self.metrics.inc("model_swaps_total")
+                self.metrics.swaps.inc()
                 log.info("now serving model %s", scorer.version)
             self._prune()
             return True

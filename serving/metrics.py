@@ -1,96 +1,116 @@
-"""Prometheus metrics of the online scorer, rendered in the text exposition format 0.0.4
-(https://prometheus.io/docs/instrumenting/exposition_formats/): counters, one latency histogram
-and info/gauge samples, thread-safe behind one lock. No client library: the format is a few lines.
+"""Prometheus metrics of the online scorer through ``prometheus_client``
+(https://prometheus.github.io/client_python/), in its multiprocess mode when the server runs several
+worker processes: each worker writes its samples to memory-mapped files under
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` (answered by any worker) aggregates all of them
+(https://prometheus.github.io/client_python/multiprocess/). Counters sum over workers, dead ones
+included (counters never go back); ``model_info`` and ``ready`` count live workers only.
+
+``/metrics`` also carries the default process collector (``process_cpu_seconds_total``, memory, open
+files) and the GC collector of the worker that answered the scrape.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import defaultdict
-from typing import ClassVar
+import contextlib
+import glob
+import os
+import re
+
+import psutil
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.process_collector import ProcessCollector
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
-PREFIX = "aptrank_"
-
-Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Labels, extra: str = "") -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+PREFIX = "aptrank"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_PID_FILE = re.compile(r"_(\d+)\.db$")
 
 
 class Metrics:
-    """Counters by (name, labels); ``observe`` feeds the request latency histogram."""
-
-    HELP: ClassVar[dict[str, tuple[str, str]]] = {
-        "requests_total": ("counter", "HTTP requests by route and status code."),
-        "candidates_total": ("counter", "Candidates scored by /v1/rank."),
-        "missing_snapshot_rows_total": ("counter", "Candidates whose entity had no snapshot row (defaults used)."),
-        "oov_total": ("counter", "Candidates whose categorical feature was encoded to the OOV row."),
-        "model_swaps_total": ("counter", "Model versions swapped in after startup."),
-        "model_swap_failures_total": ("counter", "New model versions that failed to load (old one kept)."),
-    }
+    """The scorer's metrics, registered in their own registry (several instances may live in one
+    process, e.g. in tests); ``render()`` is the ``/metrics`` text."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._sum = 0.0
-        self._count = 0
-        self.model_version = ""
-        self.ready = False
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "HTTP requests by route and status code.", ["route", "code"], registry=r
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_rank_request_seconds", "Latency of /v1/rank requests.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.candidates = Counter(f"{PREFIX}_candidates", "Candidates scored by /v1/rank.", registry=r)
+        self.missing_rows = Counter(
+            f"{PREFIX}_missing_snapshot_rows", "Candidates whose entity had no snapshot row.", ["entity"], registry=r
+        )
+        self.oov = Counter(f"{PREFIX}_oov", "Candidates encoded to the OOV row.", ["feature"], registry=r)
+        self.swaps = Counter(f"{PREFIX}_model_swaps", "Model versions swapped in after startup.", registry=r)
+        self.swap_failures = Counter(
+            f"{PREFIX}_model_swap_failures", "New model versions that failed to load (old one kept).", registry=r
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "Workers serving each model version.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ready = Gauge(f"{PREFIX}_ready", "Workers with a model loaded.", registry=r, multiprocess_mode="livesum")
+        self._version: str | None = None
 
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        if name not in self.HELP:
-            raise KeyError(f"metric '{name}' is not declared in Metrics.HELP")
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._counters[name][key] += value
+    def set_version(self, version: str) -> None:
+        """This process now serves ``version`` (and no longer the previous one)."""
+        if self._version is not None:
+            self.model_info.labels(version=self._version).set(0)
+        self.model_info.labels(version=version).set(1)
+        self.ready.set(1)
+        self._version = version
 
-    def add_counts(self, name: str, label: str, counts: dict[str, int]) -> None:
+    def add_counts(self, counter: Counter, counts: dict[str, int]) -> None:
         for key, value in counts.items():
             if value:
-                self.inc(name, value, **{label: key})
-
-    def observe(self, seconds: float) -> None:
-        with self._lock:
-            self._buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self._sum += seconds
-            self._count += 1
+                counter.labels(key).inc(value)
 
     def value(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self._counters[name].get(tuple(sorted(labels.items())), 0.0)
+        """The current value of sample ``aptrank_<name>`` with ``labels`` (aggregated over workers), 0 if absent."""
+        sample = self.exposition_registry().get_sample_value(f"{PREFIX}_{name}", labels)
+        return sample or 0.0
 
-    def render(self) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for name, (kind, text) in self.HELP.items():
-                lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} {kind}"]
-                series = self._counters.get(name) or {(): 0.0}
-                lines += [f"{PREFIX}{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
-            h = f"{PREFIX}rank_request_seconds"
-            lines += [f"# HELP {h} Latency of /v1/rank requests.", f"# TYPE {h} histogram"]
-            cumulative = 0
-            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self._buckets, strict=True):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f'{h}_bucket{{le="{le}"}} {cumulative}')
-            lines += [f"{h}_sum {self._sum:.6f}", f"{h}_count {self._count}"]
-            lines += [
-                f"# HELP {PREFIX}model_info The model version being served.",
-                f"# TYPE {PREFIX}model_info gauge",
-                f"{PREFIX}model_info{_labels((('version', self.model_version),))} 1",
-                f"# HELP {PREFIX}ready 1 when a model is loaded and requests are served.",
-                f"# TYPE {PREFIX}ready gauge",
-                f"{PREFIX}ready {int(self.ready)}",
-            ]
-        return "\n".join(lines) + "\n"
+    def exposition_registry(self) -> CollectorRegistry:
+        if not self.multiprocess:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+
+    def render(self) -> bytes:
+        """The text exposition: the scorer's metrics (all workers) plus process and GC collectors."""
+        registry = self.exposition_registry()
+        extra = CollectorRegistry()
+        ProcessCollector(registry=extra)
+        GCCollector(registry=extra)
+        return generate_latest(registry) + generate_latest(extra)
+
+
+def forget_dead_workers() -> None:
+    """Drop the live-gauge files of worker processes that no longer exist (a killed worker cannot
+    call ``mark_process_dead`` itself); its counters stay, as they must."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return
+    pids = {int(m.group(1)) for f in glob.glob(os.path.join(path, "*.db")) if (m := _PID_FILE.search(f))}
+    for pid in pids:
+        if not psutil.pid_exists(pid):
+            with contextlib.suppress(FileNotFoundError):  # another worker may be removing them too
+                multiprocess.mark_process_dead(pid, path)

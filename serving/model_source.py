@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aptrank.data.digests import file_digest
-from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.errors import ModelLoadError, TrackingUnreachableError
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient
@@ -82,7 +82,12 @@ class ModelSource:
         try:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         except MlflowException as e:
-            raise ModelLoadError(f"model URI '{self.uri}' (tracking {self.tracking_uri or 'default'}): {e}") from e
+            tracking = self.tracking_uri or "default"
+            if _connection_failed(e):
+                raise TrackingUnreachableError(
+                    f"model URI '{self.uri}': tracking server {tracking} is unreachable ({type(_root(e)).__name__})"
+                ) from e
+            raise ModelLoadError(f"model URI '{self.uri}' (tracking {tracking}): {str(e).splitlines()[0]}") from e
         return name, str(mv.version), mv.run_id or None
 
     def poll_key(self) -> str:
@@ -142,3 +147,22 @@ class ModelSource:
                 registry_uri=self.tracking_uri,
             )
         )
+
+
+def _root(error: BaseException) -> BaseException:
+    """The innermost cause of ``error``."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return error
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """Whether ``error`` (an MLflow REST failure) comes from not reaching the server at all."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Max retries exceeded" in str(error) or "Failed to establish a new connection" in str(error)

@@ -1,10 +1,11 @@
-"""The online scorer's request handling, independent of the HTTP stack.
+"""The online scorer's request handling, independent of the HTTP server.
 
-``RankService.handle(method, path, body)`` returns a :class:`Reply` (status, content type, bytes);
-a server stack only moves bytes (see :mod:`serving.http_stdlib`, :mod:`serving.http_asgi`). Order of
-checks on ``POST /v1/rank``: body size (413) -> JSON (422) -> candidate count (413) -> fields (422,
-naming the field as ``loc``) -> model loaded (503) -> score. The served model is read once per
-request from the :class:`~serving.holder.ModelHolder`, so a swap never affects a request in flight.
+``RankService.rank(body)`` returns a :class:`Reply` (status, content type, bytes); the ASGI app
+(:mod:`serving.app`) routes requests to it and moves bytes. Order of checks on ``POST /v1/rank``:
+body size (413) -> JSON (422; NaN/Infinity and invalid UTF-8 included) -> candidate count (413) ->
+fields (422, naming the field as ``loc``) -> model loaded (503) -> score. The served model is read
+once per request from the :class:`~serving.holder.ModelHolder`, so a swap never affects a request in
+flight.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +21,14 @@ import orjson
 import polars as pl
 from pydantic import ValidationError
 
-from aptrank.serving.api import EPOCH, RankRequest, docs_page, openapi_document
-from aptrank.serving.batcher import Batcher
+from aptrank.serving.api import EPOCH, RankRequest
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.metrics import Metrics
 from aptrank.serving.scorer import Scorer
 
 log = logging.getLogger("aptrank.serve")
 JSON = "application/json"
-TEXT = "text/plain; version=0.0.4; charset=utf-8"
-RANK_PATH = "/v1/rank"
+TEXT = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -62,71 +60,44 @@ def _field_error(loc: list[Any], msg: str, kind: str = "value_error") -> Reply:
 
 
 class RankService:
-    """Routes, validation, limits and metrics around one :class:`ModelHolder`."""
+    """Validation, limits, scoring and its metrics around one :class:`ModelHolder`."""
 
     def __init__(
         self,
         holder: ModelHolder,
         limits: Limits | None = None,
         metrics: Metrics | None = None,
-        title: str = "aptrank online scorer",
-        batcher: Batcher | None = None,
     ) -> None:
         self.holder = holder
         self.limits = limits or Limits()
         self.metrics = metrics or holder.metrics
-        self.batcher = batcher or Batcher()
-        self.openapi = openapi_document(title, "1")
-        self._get: dict[str, Callable[[], Reply]] = {
-            "/healthz": lambda: Reply(200, TEXT, b"ok\n"),
-            "/readyz": self._ready,
-            "/metrics": lambda: Reply(200, TEXT, self.metrics.render().encode()),
-            "/openapi.json": lambda: _json(200, self.openapi),
-            "/docs": lambda: Reply(200, "text/html; charset=utf-8", docs_page(self.openapi).encode()),
-        }
+        self._closed = False
 
     def close(self) -> None:
-        """Refuse new scoring work (the holder is closed by its owner)."""
-        self.batcher.close()
+        """Refuse new scoring work with 503 (the holder is closed by its owner)."""
+        self._closed = True
 
-    # ---- routing ---------------------------------------------------------------------------
     def too_large(self, content_length: int | None) -> Reply | None:
-        """413 when a declared body exceeds the limit (checked before reading it)."""
+        """413 when a declared or received body exceeds the limit."""
         if content_length is not None and content_length > self.limits.max_body_bytes:
             return _error(
                 413, f"request body of {content_length} bytes exceeds the limit of {self.limits.max_body_bytes} bytes"
             )
         return None
 
-    def handle(self, method: str, path: str, body: bytes = b"") -> Reply:
-        t0 = time.perf_counter()
-        route = path.split("?", 1)[0]
-        try:
-            if route == RANK_PATH:
-                reply = self.rank(body) if method == "POST" else _error(405, f"{RANK_PATH} takes POST")
-                self.metrics.observe(time.perf_counter() - t0)
-            elif route in self._get:
-                reply = self._get[route]() if method == "GET" else _error(405, f"{route} takes GET")
-            else:
-                reply = _error(404, f"no route {route}; see /docs")
-        except Exception as e:  # a bug or a broken model must answer 500, not drop the connection
-            log.exception("%s %s failed", method, route)
-            reply = _error(500, f"internal error: {type(e).__name__}: {e}")
-        self.metrics.inc(
-            "requests_total",
-            route=route if route in self._get or route == RANK_PATH else "other",
-            code=str(reply.status),
-        )
-        return reply
-
-    def _ready(self) -> Reply:
-        scorer = self.holder.scorer
-        if scorer is None:
-            return Reply(503, TEXT, b"no model loaded\n")
-        return Reply(200, TEXT, f"ready {scorer.version}\n".encode())
-
     # ---- /v1/rank --------------------------------------------------------------------------
     def rank(self, body: bytes) -> Reply:
+        """Answer one ``POST /v1/rank`` body; an unexpected exception is a 500 naming it."""
+        t0 = time.perf_counter()
+        try:
+            reply = self._rank(body)
+        except Exception as e:  # a bug or a broken model must answer 500, not drop the connection
+            log.exception("POST /v1/rank failed")
+            reply = _error(500, f"internal error: {type(e).__name__}: {e}")
+        self.metrics.latency.observe(time.perf_counter() - t0)
+        return reply
+
+    def _rank(self, body: bytes) -> Reply:
         if (big := self.too_large(len(body))) is not None:
             return big
         try:
@@ -142,8 +113,8 @@ class RankService:
             detail = [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
             return _error(422, detail)
         scorer = self.holder.scorer  # read once: a swap during this request does not affect it
-        if scorer is None:
-            return _error(503, "no model loaded yet")
+        if scorer is None or self._closed:
+            return _error(503, "shutting down" if self._closed else "no model loaded yet")
         return self._score(scorer, request)
 
     def _frame(self, scorer: Scorer, request: RankRequest) -> pl.DataFrame | Reply:
@@ -174,7 +145,7 @@ class RankService:
         frame = self._frame(scorer, request)
         if isinstance(frame, Reply):
             return frame
-        scored = self.batcher.score(scorer, frame)
+        scored = scorer.score(frame)
         order = np.argsort(-scored.score, kind="stable")
         if request.top_k is not None:
             order = order[: request.top_k]
@@ -187,9 +158,9 @@ class RankService:
         ]
         enc = scored.encoded
         missing, oov = enc.missing_rows, enc.oov
-        self.metrics.inc("candidates_total", enc.rows)
-        self.metrics.add_counts("missing_snapshot_rows_total", "entity", missing)
-        self.metrics.add_counts("oov_total", "feature", oov)
+        self.metrics.candidates.inc(enc.rows)
+        self.metrics.add_counts(self.metrics.missing_rows, missing)
+        self.metrics.add_counts(self.metrics.oov, oov)
         return _json(
             200,
             {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = {".venv", ".git", "results", "__pycache__", "work"}
+SKIP = {".venv", ".git", "results", "__pycache__", "work", "build"}
 CLI = "pipeline/cli.py"
 COMMANDS = "aptrank.pipeline.commands"
 

@@ -91,7 +91,7 @@ def test_scoring_path_never_imports_torch(model_path: Path, etl_dir: Path) -> No
         holder.refresh()
         service = RankService(holder)
         body = json.dumps({{"user_id": 712, "item_ids": [5239, 6831], "ts": 1651300000000, "context": {{"tab": 1}}}})
-        reply = service.handle("POST", "/v1/rank", body.encode())
+        reply = service.rank(body.encode())
         service.close()
         holder.close()
         print(reply.status, "torch" in sys.modules, "torchrec" in sys.modules)

@@ -1,17 +1,28 @@
-"""HTTP helpers shared by the server tests: a keep-alive client, request bodies from real candidate
-rows, the validation cases every server mode must answer with 422 naming the field, and the
-model-swap-under-load driver both server modes are tested with."""
+"""HTTP helpers shared by the server tests: ``aptrank serve`` as a child process on a loopback port
+(:class:`ServeProcess`), a keep-alive client, request bodies from real candidate rows, the validation
+cases answered with 422 naming the field, and the model-swap-under-load driver."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.tiny import CLI
+
+ROOT = Path(__file__).resolve().parents[3]
+START_TIMEOUT_S = 120.0
 
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
 SWAP_MAX_REQUESTS = 20_000
@@ -37,20 +48,106 @@ class Client:
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        self.conn.request(method, path, data, {"Content-Type": "application/json"})
-        response = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, data, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # the server closed an idle keep-alive connection (its idle timeout): one retry, new connection
+            self.conn.close()
+            self.conn.request(method, path, data, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
         payload = response.read()
         if response.getheader("Connection") == "close":
             self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         kind = response.getheader("Content-Type", "")
-        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode()
+        return response.status, json.loads(payload) if kind.startswith("application/json") else payload.decode(
+            errors="replace"
+        )
 
     def rank(self, body: dict) -> tuple[int, Any]:
         return self.request("POST", "/v1/rank", body)
 
     def close(self) -> None:
         self.conn.close()
+
+
+class ServeProcess:
+    """``aptrank serve ARGS`` in a child process on a free loopback port; ``start()`` returns once
+    ``/readyz`` answers 200 (every worker has its model)."""
+
+    def __init__(self, *args: str, workers: int = 2) -> None:
+        from aptrank.serving.runner import probe_port
+
+        self.port = probe_port("127.0.0.1", 0)
+        self.args = [*CLI, "serve", *args, "--port", str(self.port), "--workers", str(workers)]
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServeProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        if not wait_ready(self.port, START_TIMEOUT_S, self.proc):
+            self.stop()
+            raise AssertionError(f"aptrank serve did not become ready: {self.stderr()}")
+        return self
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes (granian spawns them with multiprocessing)."""
+        assert self.proc is not None
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return [c.pid for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` parsed by prometheus_client's parser: sample name{labels} -> value."""
+        status, text = Client(self.port).request("GET", "/metrics")
+        assert status == 200
+        return {
+            s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else ""): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def stop(self) -> int:
+        """SIGTERM (graceful stop); the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def stderr(self) -> str:
+        assert self.proc is not None and self.proc.stderr is not None
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Poll ``/readyz`` until 200 (True), the process exits or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            if Client(port).request("GET", "/readyz")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def metric(samples: dict[str, float], name: str, **labels: str) -> float:
+    """One sample of :meth:`ServeProcess.metrics` (0 when absent)."""
+    return samples.get(name + (json.dumps(labels, sort_keys=True) if labels else ""), 0.0)
 
 
 def rows_of(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
