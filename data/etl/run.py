@@ -269,25 +269,33 @@ class _Job:
             key = ENTITY_KEYS[e]
             extra = [item.expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
             source = events.select(key, "ts", *self.labels, *extra)
-            frame = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else []).collect()
+            rows = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else [])
+            prior = self.prior_rows(e, rows.collect_schema().names(), item)
+            skip = prior.height if prior is not None else 0  # rows before the events: earlier history
+            frame = (rows if prior is None else pl.concat([prior.lazy(), rows], how="vertical_relaxed")).collect()
             index = KeyTimeIndex(frame, key, windows, workspace)
             if e in plan.entities:
                 c = pit_counts(frame, key, e, windows, self.tasks, index)
-                self.work.write(c.slice(0, n), pit_file(e))
-                snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
+                self.work.write(c.slice(skip, n), pit_file(e))
+                snapshot = {name: c[name].slice(skip + n).to_numpy().copy() for name in c.columns}
                 counts[e] = pl.concat(
-                    [frame.select(key).slice(n), pl.DataFrame(snapshot)], how="horizontal", strict=True
+                    [frame.select(key).slice(skip + n), pl.DataFrame(snapshot)], how="horizontal", strict=True
                 )
             if e == "user" and histories:
-                lists, pointers = frame.select(key).slice(n), []
+                lists, pointers = frame.select(key).slice(skip + n), []
                 for h in histories:
                     flat, ptr = history_pointers(index, h)
                     self.work.history_items[h.name] = flat
-                    pointers.append(ptr.slice(0, n))
-                    lists = lists.with_columns(lists_for(ptr.slice(n), flat, h))
+                    pointers.append(ptr.slice(skip, n))
+                    lists = lists.with_columns(lists_for(ptr.slice(skip + n), flat, h))
                 self.work.write(pl.concat(pointers, how="horizontal", strict=True), POINTERS)
             del frame, index  # before the next entity's frame is built
         return counts, lists
+
+    def prior_rows(self, entity: str, columns: list[str], item: CategoricalEncoder) -> pl.DataFrame | None:
+        """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than
+        every event): none in a full run; the incremental run (:mod:`data.etl.daily`) returns its state."""
+        return None
 
 
 __all__ = ["OUTPUTS", "REJECTS", "SPEC_FILE", "EtlResult", "example_files", "run_etl"]
