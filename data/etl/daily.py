@@ -39,7 +39,16 @@ from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
-from aptrank.data.etl.state import DayState, StateError, config_key, fold, present_entities, prior_rows, state_for
+from aptrank.data.etl.state import (
+    DayState,
+    StateError,
+    config_key,
+    fold,
+    present_entities,
+    prior_rows,
+    state_days,
+    state_for,
+)
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
 from aptrank.data.etl.workfiles import EVENTS, WorkFiles
@@ -100,7 +109,8 @@ class _BootstrapJob(_Job):
         keys = [*present_entities(events.columns).values(), "ts", *self.labels]
         cutoff = _parse_utc(result.spec.extras["snapshot"]["cutoff"])
         retained, carry = fold(events.select(keys), {}, cutoff, self.cfg)
-        state = DayState(self.day, cutoff, config_key(self.cfg), result.spec.hash, retained, carry)
+        vocab = content_hash(self.out, (VOCAB_DIR,))
+        state = DayState(self.day, cutoff, config_key(self.cfg), result.spec, vocab, retained, carry)
         state.write(self.out / STATE_DIR)
         return result
 
@@ -112,16 +122,15 @@ def run_day(
     root = Path(out)
     _check_daily_config(cfg, day)
     state = state_for(root / STATE_DIR, day, cfg)
-    spec = FeatureSpec.read(root / SPEC_FILE)
-    if spec.hash != state.spec_hash:
+    if content_hash(root, (VOCAB_DIR,)) != state.vocab_hash:
         raise StateError(
-            f"{root / SPEC_FILE}: FeatureSpec {spec.hash[:12]} is not the one the state of {state.day} was built "
-            f"with ({state.spec_hash[:12]}); restore it or bootstrap again (aptrank etl --date {state.day} --bootstrap)"
+            f"{root / VOCAB_DIR}: the vocabularies are not those of the FeatureSpec {state.spec.hash[:12]} the state "
+            f"of {state.day} was built with; bootstrap again (aptrank etl --date {state.day} --bootstrap ...)"
         )
     if day_bounds(cfg, day)[0] < cfg.local_time(str(cfg.splits.valid_start)):
         raise StateError(f"{day} is in the train split (valid_start {cfg.splits.valid_start}): use --bootstrap")
     _drop_from(root, day)
-    job = DailyJob(cfg, root, say, state, spec, day)
+    job = DailyJob(cfg, root, say, state, state.spec, day)
     try:
         return job.run(load_source(source, input_path))
     finally:
@@ -197,7 +206,7 @@ class DailyJob(_Job):
             rows = events.select(s.retained.columns).collect().cast(dict(s.retained.schema))  # type: ignore[arg-type]
             retained, carry = fold(pl.concat([s.retained, rows]), s.carry, cutoff, self.cfg)
             self.publish(spec, ranges)
-            DayState(self.day, cutoff, s.config_key, spec.hash, retained, carry).write(self.root / STATE_DIR)
+            DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry).write(self.root / STATE_DIR)
         summary = {
             **accounting,
             "day": self.day.isoformat(),
@@ -268,4 +277,23 @@ def run_days(
     return results
 
 
-__all__ = ["DAYS_DIR", "STATE_DIR", "StateError", "bootstrap", "examples_digest", "run_day", "run_days"]
+def run_scheduled(
+    source: str, input_path: str | Path, out: str | Path, cfg: EtlConfig, day: dt.date, say: Callable[[str], None]
+) -> EtlResult:
+    """``aptrank run --date``: the first run of an output folder bootstraps, later runs add their day
+    (a gap or another config is refused like ``aptrank etl --date``)."""
+    if not state_days(Path(out) / STATE_DIR):
+        return bootstrap(source, input_path, out, cfg, day, say)
+    return run_day(source, input_path, out, cfg, day, say)
+
+
+__all__ = [
+    "DAYS_DIR",
+    "STATE_DIR",
+    "StateError",
+    "bootstrap",
+    "examples_digest",
+    "run_day",
+    "run_days",
+    "run_scheduled",
+]

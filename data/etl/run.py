@@ -52,6 +52,7 @@ REJECTS = "rejects.parquet"
 SPEC_FILE = "feature_spec.json"
 OUTPUTS: tuple[str, ...] = (REJECTS, SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR, *SPLITS)
 WORK = "_work"
+ENGINES: tuple[str, ...] = ("polars", "spark")
 
 
 @dataclass
@@ -74,21 +75,33 @@ def run_etl(
     max_reject_rate: float | None = None,
     max_duplicate_rate: float | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "polars",
 ) -> EtlResult:
-    """Run the whole ETL; outputs are written even when a gate fails (see ``EtlResult.passed``)."""
-    cfg = cfg or EtlConfig()
+    """Run the whole ETL; outputs are written even when a gate fails (see ``EtlResult.passed``).
+    ``engine``: where the point-in-time features are computed (:data:`ENGINES`)."""
+    cfg = with_gates(cfg or EtlConfig(), max_reject_rate, max_duplicate_rate)
+    if engine not in ENGINES:
+        raise EtlConfigError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
+    job_class = _Job
+    if engine == "spark":
+        from aptrank.data.etl.spark import SparkJob  # pyspark is an optional extra
+
+        job_class = SparkJob
+    job = job_class(cfg, Path(out_dir), progress or (lambda _msg: None))
+    try:
+        return job.run(load_source(source, input_path))
+    finally:
+        shutil.rmtree(job.out / WORK, ignore_errors=True)
+
+
+def with_gates(cfg: EtlConfig, max_reject_rate: float | None, max_duplicate_rate: float | None) -> EtlConfig:
+    """``cfg`` with the data-quality gates given on the command line (None: the config's)."""
     gates = {
         k: v
         for k, v in (("max_reject_rate", max_reject_rate), ("max_duplicate_rate", max_duplicate_rate))
         if v is not None
     }
-    if gates:
-        cfg = dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates))
-    job = _Job(cfg, Path(out_dir), progress or (lambda _msg: None))
-    try:
-        return job.run(load_source(source, input_path))
-    finally:
-        shutil.rmtree(job.out / WORK, ignore_errors=True)
+    return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates)) if gates else cfg
 
 
 def example_files(etl_dir: str | Path, split: str) -> list[Path]:
@@ -298,4 +311,4 @@ class _Job:
         return None
 
 
-__all__ = ["OUTPUTS", "REJECTS", "SPEC_FILE", "EtlResult", "example_files", "run_etl"]
+__all__ = ["ENGINES", "OUTPUTS", "REJECTS", "SPEC_FILE", "EtlResult", "example_files", "run_etl", "with_gates"]

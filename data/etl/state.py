@@ -20,9 +20,10 @@ Feeding carry + retained rows ahead of the day's events through the same point-i
 as a full recompute over the whole history (tested in ``tests/data/test_etl_daily.py``).
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
-key and the hash of the FeatureSpec written that day), ``retained.parquet`` and
-``carry_<entity>.parquet``. A state is used only by the next day's run with the same config and
-FeatureSpec; anything else is refused with a :class:`StateError` that says how to backfill.
+key, the hash of the FeatureSpec written that day and of its vocabulary files), that
+``feature_spec.json``, ``retained.parquet`` and ``carry_<entity>.parquet``. A state is used only
+by the next day's run with the same config and vocabularies; anything else is refused with a
+:class:`StateError` that says how to backfill.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT
 from aptrank.data.schema import TS_DTYPE
+from aptrank.data.spec import FeatureSpec
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
+SPEC_FILE = "feature_spec.json"
 RETAINED = "retained.parquet"
 KEEP_STATES = 2
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
@@ -77,7 +80,9 @@ class DayState:
     cutoff: dt.datetime
     """Last accepted event up to and including ``day`` + 1 ms (aware UTC)."""
     config_key: str
-    spec_hash: str
+    spec: FeatureSpec
+    """The FeatureSpec written that day (its vocabulary files are checked by ``vocab_hash``)."""
+    vocab_hash: str
     retained: pl.DataFrame
     carry: dict[str, pl.DataFrame]
 
@@ -89,12 +94,14 @@ class DayState:
         self.retained.write_parquet(folder / RETAINED)
         for entity, frame in self.carry.items():
             frame.write_parquet(folder / f"carry_{entity}.parquet")
+        self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
             "day": self.day.isoformat(),
             "cutoff": iso_utc(self.cutoff),
             "config_key": self.config_key,
-            "feature_spec_hash": self.spec_hash,
+            "feature_spec_hash": self.spec.hash,
+            "vocab_hash": self.vocab_hash,
             "entities": sorted(self.carry),
         }
         (folder / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -116,7 +123,8 @@ class DayState:
             dt.date.fromisoformat(meta["day"]),
             cutoff,
             meta["config_key"],
-            meta["feature_spec_hash"],
+            FeatureSpec.read(folder / SPEC_FILE),
+            meta["vocab_hash"],
             pl.read_parquet(folder / RETAINED),
             carry,
         )
@@ -153,7 +161,7 @@ def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
     if state.config_key != config_key(cfg):
         raise StateError(
             f"{folder}: the state was built with another ETL config (features, tasks, splits or output differ); "
-            f"its FeatureSpec {state.spec_hash[:12]} no longer applies: rebuild with a full run "
+            f"its FeatureSpec {state.spec.hash[:12]} no longer applies: rebuild with a full run "
             f"(aptrank etl --date {previous} --bootstrap ...) and backfill from there"
         )
     return state
