@@ -37,7 +37,7 @@ from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
-from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
+from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files, with_engine
 from aptrank.data.etl.splits import SPLITS
 from aptrank.data.etl.state import (
     DayState,
@@ -91,7 +91,7 @@ def bootstrap(
     if cfg.time_range.end:
         later = later & (pl.col("ts") < pl.lit(cfg.local_time(cfg.time_range.end)).dt.cast_time_unit("ms"))
     tables.events = tables.events.filter(~later.fill_null(False))
-    job = _BootstrapJob(out, say, cfg, day)
+    job = with_engine(_BootstrapJob, cfg.engine)(out, say, cfg, day)
     try:
         return job.run(tables)
     finally:
@@ -130,7 +130,7 @@ def run_day(
     if day_bounds(cfg, day)[0] < cfg.local_time(str(cfg.splits.valid_start)):
         raise StateError(f"{day} is in the train split (valid_start {cfg.splits.valid_start}): use --bootstrap")
     _drop_from(root, day)
-    job = DailyJob(cfg, root, say, state, state.spec, day)
+    job = with_engine(DailyJob, cfg.engine)(cfg, root, say, state, state.spec, day)
     try:
         return job.run(load_source(source, input_path))
     finally:

@@ -76,19 +76,12 @@ def run_etl(
     max_reject_rate: float | None = None,
     max_duplicate_rate: float | None = None,
     progress: Callable[[str], None] | None = None,
-    engine: str = "polars",
+    engine: str | None = None,
 ) -> EtlResult:
     """Run the whole ETL; outputs are written even when a gate fails (see ``EtlResult.passed``).
-    ``engine``: where the point-in-time features are computed (:data:`ENGINES`)."""
+    ``engine``: where the point-in-time features are computed (:data:`ENGINES`; None: the config's)."""
     cfg = with_gates(cfg or EtlConfig(), max_reject_rate, max_duplicate_rate)
-    if engine not in ENGINES:
-        raise EtlConfigError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-    job_class = _Job
-    if engine == "spark":
-        from aptrank.data.etl.spark import SparkJob  # pyspark is an optional extra
-
-        job_class = SparkJob
-    job = job_class(cfg, Path(out_dir), progress or (lambda _msg: None))
+    job = with_engine(_Job, engine or cfg.engine)(cfg, Path(out_dir), progress or (lambda _msg: None))
     try:
         return job.run(load_source(source, input_path))
     finally:
@@ -103,6 +96,17 @@ def with_gates(cfg: EtlConfig, max_reject_rate: float | None, max_duplicate_rate
         if v is not None
     }
     return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates)) if gates else cfg
+
+
+def with_engine(job: type[_Job], engine: str) -> type[_Job]:
+    """``job`` with its point-in-time passes on ``engine`` (:data:`ENGINES`)."""
+    if engine not in ENGINES:
+        raise EtlConfigError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
+    if engine == "polars":
+        return job
+    from aptrank.data.etl.spark import SparkEngine  # pyspark is an optional extra
+
+    return type(f"Spark{job.__name__}", (SparkEngine, job), {})
 
 
 def example_files(etl_dir: str | Path, split: str) -> list[Path]:
@@ -326,4 +330,14 @@ class _Job:
         return None
 
 
-__all__ = ["ENGINES", "OUTPUTS", "REJECTS", "SPEC_FILE", "EtlResult", "example_files", "run_etl", "with_gates"]
+__all__ = [
+    "ENGINES",
+    "OUTPUTS",
+    "REJECTS",
+    "SPEC_FILE",
+    "EtlResult",
+    "example_files",
+    "run_etl",
+    "with_engine",
+    "with_gates",
+]

@@ -33,11 +33,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from aptrank.data.etl.config import HistoryConfig
+from aptrank.data.etl.config import EtlConfig, HistoryConfig
 from aptrank.data.etl.entity import EntityFeatures, entity_features, pointers_from_lists
 from aptrank.data.etl.history import lists_for
 from aptrank.data.etl.pit import Workspace, pit_columns
-from aptrank.data.etl.run import _Job
+from aptrank.data.etl.workfiles import WorkFiles
 from aptrank.data.schema import TS_DTYPE
 
 POSITION = "_pos"
@@ -116,8 +116,13 @@ def partition_features(
     return run
 
 
-class SparkJob(_Job):
-    """The ETL with the per-entity point-in-time passes on Spark (see the module docstring)."""
+class SparkEngine:
+    """Mixin for an ETL job (:func:`data.etl.run.with_engine`): its per-entity point-in-time passes
+    on Spark (see the module docstring)."""
+
+    cfg: EtlConfig
+    tasks: list[str]
+    work: WorkFiles
 
     def entity_features(
         self,
@@ -152,4 +157,4 @@ class SparkJob(_Job):
         return EntityFeatures(counts, {h.name: pointers_from_lists(got[h.name], h) for h in histories})
 
 
-__all__ = ["SparkJob", "java_home", "spark_session"]
+__all__ = ["SparkEngine", "java_home", "spark_session"]

@@ -59,9 +59,9 @@ class StateError(ValueError):
 
 
 def config_key(cfg: EtlConfig) -> str:
-    """sha256 over every config section that shapes the examples (all but ``time_range`` and the
-    ``validation`` gates): a state built under another key describes other features."""
-    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("time_range", "validation")}
+    """sha256 over every config section that shapes the examples (all but ``time_range``, the
+    ``validation`` gates and the ``engine``): a state built under another key describes other features."""
+    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("time_range", "validation", "engine")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -8,6 +8,7 @@ before, a gap, or a state from another config/FeatureSpec: the message says how 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -63,8 +64,11 @@ def etl_command(
         bool, typer.Option(help="with --date: a full run through that day that writes the first daily state")
     ] = False,
     engine: Annotated[
-        str, typer.Option(help="where the point-in-time features run: polars (this process) or spark (PySpark)")
-    ] = "polars",
+        str | None,
+        typer.Option(
+            help="where the point-in-time features run: polars (this process) or spark (PySpark); default: config"
+        ),
+    ] = None,
 ) -> None:
     """Validate, label and featurise an impression log into time-split training examples."""
     if source not in SOURCES:
@@ -73,14 +77,15 @@ def etl_command(
         if value is not None and not 0 <= value <= 1:
             raise typer.BadParameter(f"{value} is not in [0, 1]", param_hint=name)
     days = daily_range(date, until, bootstrap)
-    if engine not in ENGINES:
+    if engine is not None and engine not in ENGINES:
         raise typer.BadParameter(f"'{engine}' is not one of {', '.join(ENGINES)}", param_hint="--engine")
     say = None if quiet else (lambda msg: typer.echo(msg, err=True))
     try:
         cfg = load_config(config) if config is not None else EtlConfig()
         gates = {"max_reject_rate": max_reject_rate, "max_duplicate_rate": max_duplicate_rate}
+        cfg = dataclasses.replace(cfg, engine=engine or cfg.engine)
         if days is None:
-            result = run_etl(source, input, out, cfg, **gates, progress=say, engine=engine)
+            result = run_etl(source, input, out, cfg, **gates, progress=say)
         else:
             cfg = with_gates(cfg, **gates)
             quiet_say = say or (lambda _msg: None)

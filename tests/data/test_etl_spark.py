@@ -60,3 +60,28 @@ def test_spark_engine_equals_polars_on_generated_bad_rows(tmp_path: Path) -> Non
     s = spark.summary
     assert s["accepted_rows"] + s["rejected_rows"] == s["input_rows"] == events.height
     assert min(s["rejects_by_reason"].values()) > 0 and len(s["rejects_by_reason"]) >= 7
+
+
+def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:
+    """The engine is not part of the state's config key: a day on Spark continues a Polars bootstrap."""
+    import dataclasses
+    import datetime as dt
+
+    from aptrank.data.etl.daily import examples_digest, run_day, run_days
+    from aptrank.data.etl.summary import content_hash
+
+    log = tmp_path / "log"
+    generate(log, GeneratorConfig(events=12_000, users=300, items=200, bad_rows=0.02, seed=2, days=3), progress=False)
+    cfg = load_config(CONFIGS / "synthetic.yaml")
+    cfg = dataclasses.replace(
+        cfg, splits=dataclasses.replace(cfg.splits, valid_start="2022-04-09", test_start="2022-04-10")
+    )
+    day = dt.date(2022, 4, 10)
+    for engine in ("polars", "spark"):
+        run_days(
+            "canonical", log, tmp_path / engine, cfg, dt.date(2022, 4, 9), dt.date(2022, 4, 9), bootstrap_first=True
+        )
+        run_day("canonical", log, tmp_path / engine, dataclasses.replace(cfg, engine=engine), day, lambda _m: None)
+    parts = ("feature_spec.json", "vocab", "snapshot", "state")
+    assert content_hash(tmp_path / "spark", parts) == content_hash(tmp_path / "polars", parts)
+    assert examples_digest(tmp_path / "spark") == examples_digest(tmp_path / "polars")
