@@ -34,10 +34,11 @@ from aptrank.data.adapters import CanonicalTables, load_source
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, iso_utc
 from aptrank.data.etl.encode import FeatureEncoder
 from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder
+from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
-from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files, with_engine
+from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
 from aptrank.data.etl.state import (
     DayState,

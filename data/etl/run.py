@@ -33,6 +33,7 @@ from aptrank.data.etl import dense
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, HistoryConfig, iso_utc
 from aptrank.data.etl.encode import ITEM_UPLOAD, FeatureEncoder, derived_exprs
 from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder, build_vocab, dtype_name, vocab_encoding
+from aptrank.data.etl.engines import ENGINES, with_engine
 from aptrank.data.etl.entity import EntityFeatures, entity_features
 from aptrank.data.etl.features import FeaturePlan, plan_features
 from aptrank.data.etl.history import ITEM_INDEX, lists_for
@@ -53,7 +54,6 @@ REJECTS = "rejects.parquet"
 SPEC_FILE = "feature_spec.json"
 OUTPUTS: tuple[str, ...] = (REJECTS, SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR, *SPLITS)
 WORK = "_work"
-ENGINES: tuple[str, ...] = ("polars", "spark")
 
 
 @dataclass
@@ -96,17 +96,6 @@ def with_gates(cfg: EtlConfig, max_reject_rate: float | None, max_duplicate_rate
         if v is not None
     }
     return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates)) if gates else cfg
-
-
-def with_engine(job: type[_Job], engine: str) -> type[_Job]:
-    """``job`` with its point-in-time passes on ``engine`` (:data:`ENGINES`)."""
-    if engine not in ENGINES:
-        raise EtlConfigError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-    if engine == "polars":
-        return job
-    from aptrank.data.etl.spark import SparkEngine  # pyspark is an optional extra
-
-    return type(f"Spark{job.__name__}", (SparkEngine, job), {})
 
 
 def example_files(etl_dir: str | Path, split: str) -> list[Path]:
@@ -338,6 +327,5 @@ __all__ = [
     "EtlResult",
     "example_files",
     "run_etl",
-    "with_engine",
     "with_gates",
 ]

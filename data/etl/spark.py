@@ -6,7 +6,9 @@ work folder, are read by Spark, hash-partitioned by the entity key (by user for 
 the history lists, by item, by author) and handed partition by partition, as Arrow record batches,
 to the project's own per-key code (:func:`data.etl.entity.entity_features`, Polars and numpy) through
 ``repartition(key).mapInArrow``: one feature code path, so the results equal the embedded engine's
-(tested). The results come back by row position and are joined back to the events on the driver.
+(tested). The results (counts and each row's history lists) come back by row position to the
+driver, which turns the lists back into the flat item array the example writer reads (about
+``max_len`` x 8 bytes per event and history in driver memory).
 Everything global (validation and rejects, labels, split boundaries, vocabularies, priors, dense
 statistics, the FeatureSpec, encoding and writing the examples) stays the embedded engine's code on
 the driver, computed once, so the outputs are byte-identical.

@@ -19,7 +19,8 @@ import typer
 from aptrank.data.adapters import SOURCES, SourceError
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
 from aptrank.data.etl.daily import StateError, run_days
-from aptrank.data.etl.run import ENGINES, run_etl, with_gates
+from aptrank.data.etl.engines import ENGINES
+from aptrank.data.etl.run import run_etl, with_gates
 from aptrank.data.schema import SchemaError
 from aptrank.data.spec import SpecError
 

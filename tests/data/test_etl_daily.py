@@ -195,3 +195,8 @@ def test_cli_date_backfill_and_refusal_exit_codes(app: typer.Typer, generated: P
     assert output.count("\n") == 1 and "Traceback" not in output
     code, output = run("--date", "2022-04-31")
     assert code == 2 and "'2022-04-31' is not a date YYYY-MM-DD" in output
+    code, output = run("--until", "2022-04-12")
+    assert code == 2 and "needs --date" in output
+    help_text = CliRunner().invoke(app, ["etl", "--help"], env={"COLUMNS": "400"}).output
+    for option in ("--date", "--until", "--bootstrap", "--engine"):
+        assert len(next(x for x in help_text.splitlines() if option in x).split(option, 1)[1].strip()) > 10
