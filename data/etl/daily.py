@@ -112,7 +112,8 @@ class _BootstrapJob(_Job):
         retained, carry = fold(events.select(keys), {}, cutoff, self.cfg)
         vocab = content_hash(self.out, (VOCAB_DIR,))
         state = DayState(self.day, cutoff, config_key(self.cfg), result.spec, vocab, retained, carry)
-        state.write(self.out / STATE_DIR)
+        if result.passed:  # a bootstrap that failed its gate leaves no state to build on
+            state.write(self.out / STATE_DIR)
         return result
 
 
@@ -203,11 +204,14 @@ class DailyJob(_Job):
             cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
             ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
             self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
-        with self.stage("state"):
-            rows = events.select(s.retained.columns).collect().cast(dict(s.retained.schema))  # type: ignore[arg-type]
-            retained, carry = fold(pl.concat([s.retained, rows]), s.carry, cutoff, self.cfg)
-            self.publish(spec, ranges)
-            DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry).write(self.root / STATE_DIR)
+        retained, carry = s.retained, s.carry
+        if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
+            with self.stage("state"):
+                rows = events.select(s.retained.columns).collect().cast(dict(s.retained.schema))  # type: ignore[arg-type]
+                retained, carry = fold(pl.concat([s.retained, rows]), s.carry, cutoff, self.cfg)
+                self.publish(spec, ranges)
+                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry)
+                state.write(self.root / STATE_DIR)
         summary = {
             **accounting,
             "day": self.day.isoformat(),

@@ -170,6 +170,18 @@ def test_gap_and_other_config_are_refused(generated: Path, booted: Path, tmp_pat
         run_days("canonical", generated, tmp_path / "early", cfg, FIRST, FIRST, bootstrap_first=True)
 
 
+def test_a_day_that_fails_its_gate_publishes_nothing(generated: Path, booted: Path, tmp_path: Path) -> None:
+    shutil.copytree(booted, tmp_path / "out")
+    strict = dataclasses.replace(
+        _generated_cfg(), validation=dataclasses.replace(_generated_cfg().validation, max_reject_rate=0.0)
+    )
+    before = (examples_digest(tmp_path / "out"), content_hash(tmp_path / "out", (*SCORING_PARTS, STATE_DIR)))
+    result = run_day("canonical", generated, tmp_path / "out", strict, BOOT + dt.timedelta(days=2), _quiet)
+    assert not result.passed and result.summary["rejects_by_reason"]["null_key"] > 0
+    assert (examples_digest(tmp_path / "out"), content_hash(tmp_path / "out", (*SCORING_PARTS, STATE_DIR))) == before
+    assert (tmp_path / "out" / "days" / str(BOOT + dt.timedelta(days=2)) / "rejects.parquet").is_file()
+
+
 def test_rerunning_the_last_day_gives_the_same_outputs(generated: Path, booted: Path) -> None:
     before = (examples_digest(booted), content_hash(booted, SCORING_PARTS))
     run_day("canonical", generated, booted, _generated_cfg(), BOOT + dt.timedelta(days=1), _quiet)
