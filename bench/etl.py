@@ -17,12 +17,24 @@ and the per-event time ratio pandas / Polars, and writes ``bench/results/etl.jso
 Polars ETL at >= 300k events/s end to end with <= 4 GB peak RSS on 2 cores, and pandas >= 5x slower
 per event. The load average is recorded because other processes may share the cores.
 
+Issue #17 adds (``daily`` and ``spark`` in the result; ``--skip-core`` runs only these and keeps the
+file's other entries):
+
+4. daily: a ``--daily-events`` (10M), 7-day log with fixed split dates; the full recompute over all 7
+   days, the bootstrap through day 6 and the incremental run of day 7 (:mod:`data.etl.daily`), and
+   the ratio of the day's time to one day's share (1/7) of the full recompute (target <= 1.5);
+5. spark: the embedded (Polars) and the Spark engine (local[2]) on a ``--spark-events`` (1M) log,
+   the ratio of their times and whether the content hashes agree.
+
     .venv/bin/python bench/etl.py [--events 10000000] [--baseline-events 1000000] [--repeats 3]
+                                  [--daily-events 10000000] [--spark-events 1000000] [--skip-core]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
 import json
 import os
 import platform
@@ -41,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
-from aptrank.data.etl.config import load_config  # noqa: E402
+from aptrank.data.etl.config import EtlConfig, load_config  # noqa: E402
+from aptrank.data.etl.daily import bootstrap, run_day  # noqa: E402
 from aptrank.data.etl.run import example_files, run_etl  # noqa: E402
 from aptrank.data.synthetic import GeneratorConfig, generate  # noqa: E402
 from bench.etl_pandas_baseline import run_pandas_etl  # noqa: E402
@@ -52,10 +65,29 @@ MAX_RSS_BYTES = 4 * 10**9
 MIN_PANDAS_SLOWDOWN = 5.0
 
 
+DAILY_DAYS = 7
+MAX_DAY_SHARE_RATIO = 1.5
+
+
+def _daily_cfg() -> EtlConfig:
+    """The synthetic config with split dates (the last 2 of 7 days valid and test): daily runs need them."""
+    cfg, start = load_config(CONFIG), dt.date.fromisoformat(GeneratorConfig.default("start"))
+    dates = [str(start + dt.timedelta(days=d)) for d in (DAILY_DAYS - 2, DAILY_DAYS - 1)]
+    return dataclasses.replace(cfg, splits=dataclasses.replace(cfg.splits, valid_start=dates[0], test_start=dates[1]))
+
+
 def _child(engine: str, src: str, out: str) -> None:
     cfg = load_config(CONFIG)
-    if engine == "polars":
-        summary = run_etl("canonical", src, out, cfg).summary
+    last = dt.date.fromisoformat(GeneratorConfig.default("start")) + dt.timedelta(days=DAILY_DAYS - 1)
+    if engine in ("polars", "spark", "daily-full", "daily-boot", "daily-day"):
+        if engine == "daily-full":
+            summary = run_etl("canonical", src, out, _daily_cfg()).summary
+        elif engine == "daily-boot":
+            summary = bootstrap("canonical", src, out, _daily_cfg(), last - dt.timedelta(days=1), print_nothing).summary
+        elif engine == "daily-day":
+            summary = run_day("canonical", src, out, _daily_cfg(), last, print_nothing).summary
+        else:
+            summary = run_etl("canonical", src, out, cfg, engine=engine).summary
         info = {
             "input_rows": summary["input_rows"],
             "accepted_rows": summary["accepted_rows"],
@@ -110,9 +142,62 @@ def same_examples(a: Path, b: Path) -> dict[str, Any]:
     return {"equal": not mismatched, "mismatched": mismatched, "max_abs_dense_diff": worst}
 
 
+def print_nothing(_msg: str) -> None:
+    pass
+
+
 def _generate(path: Path, args: argparse.Namespace, events: int) -> None:
-    cfg = GeneratorConfig(users=args.users, items=args.items, events=events, seed=args.seed, bad_rows=args.bad_rows)
+    cfg = GeneratorConfig(
+        users=args.users, items=args.items, events=events, seed=args.seed, bad_rows=args.bad_rows, days=DAILY_DAYS
+    )
     generate(path, cfg, progress=False)
+
+
+def daily(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Full recompute vs bootstrap + incremental last day, on the same 7-day log (see the docstring)."""
+    _generate(root / "daily", args, args.daily_events)
+    full = measure("daily-full", root / "daily", root / "out-daily-full")
+    shutil.rmtree(root / "out-daily-full")
+    boot = measure("daily-boot", root / "daily", root / "out-daily")
+    day = measure("daily-day", root / "daily", root / "out-daily")
+    share = full["wall_s"] / DAILY_DAYS
+    for r in (full, boot, day):
+        print(line(r), flush=True)
+    print(
+        f"daily: day {DAILY_DAYS} incremental {day['wall_s']:.1f} s vs one day's share of the full recompute "
+        f"{share:.1f} s: x{day['wall_s'] / share:.2f} (target <= x{MAX_DAY_SHARE_RATIO}); stages {day['stage_seconds']}"
+    )
+    return {
+        "events": args.daily_events,
+        "days": DAILY_DAYS,
+        "full_recompute": full,
+        "bootstrap": boot,
+        "incremental_day": day,
+        "day_share_s": share,
+        "day_vs_share": day["wall_s"] / share,
+        "meets_target": day["wall_s"] / share <= MAX_DAY_SHARE_RATIO,
+    }
+
+
+def spark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The Spark engine (local[2]) vs the embedded engine on the same log."""
+    _generate(root / "spark", args, args.spark_events)
+    polars = measure("polars", root / "spark", root / "out-spark-polars")
+    spark = measure("spark", root / "spark", root / "out-spark")
+    for r in (polars, spark):
+        print(line(r), flush=True)
+    ratio, same = spark["wall_s"] / polars["wall_s"], polars["content_hash"] == spark["content_hash"]
+    print(
+        f"spark local[2] / polars wall time: x{ratio:.1f}; same content hash: {same}; "
+        f"spark stages {spark['stage_seconds']}"
+    )
+    return {
+        "events": args.spark_events,
+        "polars": polars,
+        "spark": spark,
+        "spark_vs_polars_wall": ratio,
+        "same_content_hash": same,
+    }
 
 
 def line(r: dict[str, Any]) -> str:
@@ -132,10 +217,23 @@ def main() -> None:
     parser.add_argument("--bad-rows", type=float, default=0.002)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of the large Polars ETL (the median counts)")
+    parser.add_argument("--daily-events", type=int, default=10_000_000, help="7-day log of the daily run; 0: skip")
+    parser.add_argument("--spark-events", type=int, default=1_000_000, help="log of the Spark comparison; 0: skip")
+    parser.add_argument("--skip-core", action="store_true", help="only the daily and Spark parts (issue #17)")
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
+        return
+    scaling: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="aptrank-bench-etl-") as tmp:
+        if args.daily_events:
+            scaling["daily"] = daily(Path(tmp), args)
+        if args.spark_events:
+            scaling["spark"] = spark(Path(tmp), args)
+    if args.skip_core:
+        previous = json.loads((ROOT / "bench" / "results" / "etl.json").read_text())
+        write_result("etl", previous | scaling)
         return
 
     with tempfile.TemporaryDirectory(prefix="aptrank-bench-etl-") as tmp:
@@ -170,6 +268,7 @@ def main() -> None:
         "polars": big,
         "polars_baseline_size": small,
         "pandas_baseline": pandas,
+        **scaling,
         "pandas_vs_polars_same_examples": parity,
         "pandas_per_event_slowdown_vs_polars_large": slowdown,
         "pandas_per_event_slowdown_vs_polars_same_size": (pandas["wall_s"] / small["wall_s"]),

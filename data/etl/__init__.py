@@ -1,8 +1,9 @@
 """The Polars ETL behind ``aptrank etl`` (issue #3); see ``data/etl/README.md``.
 
 Public entry points: :func:`run_etl` (the whole job), :func:`load_config` / :class:`EtlConfig`,
-:func:`example_files` (a split's part files). Scorers use :mod:`data.snapshot` (feature lookup)
-and trainers/scorers :mod:`data.tensors` (numpy model inputs).
+:func:`example_files` (a split's part files). Daily incremental runs: :mod:`data.etl.daily`
+(``bootstrap``, ``run_day``, ``run_days``); the Spark engine: :mod:`data.etl.spark`. Scorers use
+:mod:`data.snapshot` (feature lookup) and trainers/scorers :mod:`data.tensors` (numpy model inputs).
 """
 
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, config_from_dict, load_config

@@ -152,6 +152,8 @@ class EtlConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    engine: Literal["polars", "spark"] = "polars"
+    """Where the point-in-time features run: this process (Polars) or Spark (``data/etl/spark.py``)."""
 
     @property
     def task_names(self) -> list[str]:

@@ -59,9 +59,11 @@ class Intake:
         v = self.cfg.validation
         return reject_accounting(by_reason, self.checked.height, v.max_reject_rate, v.max_duplicate_rate)
 
-    def accept(self, items: pl.LazyFrame | None, users: pl.LazyFrame | None, duration: str) -> Accepted:
+    def accept(
+        self, items: pl.LazyFrame | None, users: pl.LazyFrame | None, duration: str, allow_empty: bool = False
+    ) -> Accepted:
         """Accepted events with attributes and labels to work/events.arrow (sorted by ts, input row);
-        releases the checked rows."""
+        releases the checked rows. ``allow_empty``: no accepted event is fine (a day without events)."""
         if (
             items is None
             and duration not in self.checked.columns
@@ -78,7 +80,7 @@ class Intake:
         events = (acc if in_order.item() is not False else acc.sort(["ts", ROW])).collect()
         sums = [pl.col(c).cast(pl.Int64).sum() for c in self.labels]
         n, no_duration, *positives = events.select(pl.len(), pl.col(NO_DURATION).sum(), *sums).row(0)
-        if n == 0:
+        if n == 0 and not allow_empty:
             raise EtlConfigError("no event passed validation: nothing to build examples from (see rejects.parquet)")
         self.work.write(events, EVENTS)
         del events
@@ -86,7 +88,8 @@ class Intake:
             self.labeled(pl.col("reason") == DUPLICATE, items, duration).select(pl.len(), *sums).collect().row(0)
         )
         self.checked = pl.DataFrame()
-        rates = {t: (positives[k] + (dupe_positives[k] or 0)) / (n + dupes) for k, t in enumerate(self.cfg.task_names)}
+        seen = max(n + dupes, 1)  # 0 only on a day without events
+        rates = {t: (positives[k] + (dupe_positives[k] or 0)) / seen for k, t in enumerate(self.cfg.task_names)}
         return Accepted(int(n), int(no_duration or 0), rates)
 
     def labeled(self, rows: pl.Expr, items: pl.LazyFrame | None, duration: str) -> pl.LazyFrame:

@@ -19,7 +19,7 @@ import dataclasses
 import datetime as dt
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,15 +30,17 @@ import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
 from aptrank.data.etl import dense
-from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_utc
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, HistoryConfig, iso_utc
 from aptrank.data.etl.encode import ITEM_UPLOAD, FeatureEncoder, derived_exprs
 from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder, build_vocab, dtype_name, vocab_encoding
+from aptrank.data.etl.engines import ENGINES, with_engine
+from aptrank.data.etl.entity import EntityFeatures, entity_features
 from aptrank.data.etl.features import FeaturePlan, plan_features
-from aptrank.data.etl.history import ITEM_INDEX, history_pointers, lists_for
+from aptrank.data.etl.history import ITEM_INDEX, lists_for
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column, label_column
 from aptrank.data.etl.parts import PartWriter, file_groups
-from aptrank.data.etl.pit import KeyTimeIndex, Workspace, pit_counts, with_queries
+from aptrank.data.etl.pit import Workspace, with_queries
 from aptrank.data.etl.specbuild import build_spec
 from aptrank.data.etl.splits import SPLITS, resolve_boundaries, split_expr
 from aptrank.data.etl.summary import SUMMARY, content_hash, label_rates, write_summary
@@ -74,21 +76,26 @@ def run_etl(
     max_reject_rate: float | None = None,
     max_duplicate_rate: float | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> EtlResult:
-    """Run the whole ETL; outputs are written even when a gate fails (see ``EtlResult.passed``)."""
-    cfg = cfg or EtlConfig()
+    """Run the whole ETL; outputs are written even when a gate fails (see ``EtlResult.passed``).
+    ``engine``: where the point-in-time features are computed (:data:`ENGINES`; None: the config's)."""
+    cfg = with_gates(cfg or EtlConfig(), max_reject_rate, max_duplicate_rate)
+    job = with_engine(_Job, engine or cfg.engine)(cfg, Path(out_dir), progress or (lambda _msg: None))
+    try:
+        return job.run(load_source(source, input_path))
+    finally:
+        shutil.rmtree(job.out / WORK, ignore_errors=True)
+
+
+def with_gates(cfg: EtlConfig, max_reject_rate: float | None, max_duplicate_rate: float | None) -> EtlConfig:
+    """``cfg`` with the data-quality gates given on the command line (None: the config's)."""
     gates = {
         k: v
         for k, v in (("max_reject_rate", max_reject_rate), ("max_duplicate_rate", max_duplicate_rate))
         if v is not None
     }
-    if gates:
-        cfg = dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates))
-    job = _Job(cfg, Path(out_dir), progress or (lambda _msg: None))
-    try:
-        return job.run(load_source(source, input_path))
-    finally:
-        shutil.rmtree(job.out / WORK, ignore_errors=True)
+    return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates)) if gates else cfg
 
 
 def example_files(etl_dir: str | Path, split: str) -> list[Path]:
@@ -261,7 +268,7 @@ class _Job:
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame | None]:
         """Per-event counts to work/pit_<entity>.arrow and history pointers to work/pointers.arrow;
         returns the keys' counts at cutoff and the users' history lists at cutoff (snapshot)."""
-        windows, histories = self.cfg.features.windows, self.cfg.features.history
+        histories = self.cfg.features.history
         counts: dict[str, pl.DataFrame] = {}
         lists: pl.DataFrame | None = None
         workspace = Workspace()  # buffers shared by the entity passes (results copied out)
@@ -269,25 +276,56 @@ class _Job:
             key = ENTITY_KEYS[e]
             extra = [item.expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
             source = events.select(key, "ts", *self.labels, *extra)
-            frame = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else []).collect()
-            index = KeyTimeIndex(frame, key, windows, workspace)
-            if e in plan.entities:
-                c = pit_counts(frame, key, e, windows, self.tasks, index)
-                self.work.write(c.slice(0, n), pit_file(e))
-                snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
+            rows = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else [])
+            prior = self.prior_rows(e, rows.collect_schema().names(), item)
+            skip = prior.height if prior is not None else 0  # rows before the events: earlier history
+            frame = (rows if prior is None else pl.concat([prior.lazy(), rows], how="vertical_relaxed")).collect()
+            wanted = histories if e == "user" else ()
+            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace)
+            if features.counts is not None:
+                c = features.counts
+                self.work.write(c.slice(skip, n), pit_file(e))
+                snapshot = {name: c[name].slice(skip + n).to_numpy().copy() for name in c.columns}
                 counts[e] = pl.concat(
-                    [frame.select(key).slice(n), pl.DataFrame(snapshot)], how="horizontal", strict=True
+                    [frame.select(key).slice(skip + n), pl.DataFrame(snapshot)], how="horizontal", strict=True
                 )
             if e == "user" and histories:
-                lists, pointers = frame.select(key).slice(n), []
+                lists, pointers = frame.select(key).slice(skip + n), []
                 for h in histories:
-                    flat, ptr = history_pointers(index, h)
+                    flat, ptr = features.histories[h.name]
                     self.work.history_items[h.name] = flat
-                    pointers.append(ptr.slice(0, n))
-                    lists = lists.with_columns(lists_for(ptr.slice(n), flat, h))
+                    pointers.append(ptr.slice(skip, n))
+                    lists = lists.with_columns(lists_for(ptr.slice(skip + n), flat, h))
                 self.work.write(pl.concat(pointers, how="horizontal", strict=True), POINTERS)
-            del frame, index  # before the next entity's frame is built
+            del frame, features  # before the next entity's frame is built
         return counts, lists
 
+    def entity_features(
+        self,
+        frame: pl.DataFrame,
+        key: str,
+        entity: str,
+        with_counts: bool,
+        histories: Sequence[HistoryConfig],
+        workspace: Workspace,
+    ) -> EntityFeatures:
+        """One entity's features over ``frame``, in this process (the Spark engine overrides this)."""
+        windows = self.cfg.features.windows
+        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace)
 
-__all__ = ["OUTPUTS", "REJECTS", "SPEC_FILE", "EtlResult", "example_files", "run_etl"]
+    def prior_rows(self, entity: str, columns: list[str], item: CategoricalEncoder) -> pl.DataFrame | None:
+        """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than
+        every event): none in a full run; the incremental run (:mod:`data.etl.daily`) returns its state."""
+        return None
+
+
+__all__ = [
+    "ENGINES",
+    "OUTPUTS",
+    "REJECTS",
+    "SPEC_FILE",
+    "EtlResult",
+    "example_files",
+    "run_etl",
+    "with_gates",
+]

@@ -1,12 +1,15 @@
 """``aptrank etl``: raw logs -> validated, labelled, point-in-time examples + FeatureSpec + snapshot.
 
 Exit codes: 0 ok; 1 bad input or config (the message names the file/column/key and the rule);
-2 a data-quality gate failed (``--max-reject-rate`` / ``--max-duplicate-rate``); all outputs are
-still written so the rejects can be inspected.
+2 a data-quality gate failed (``--max-reject-rate`` / ``--max-duplicate-rate``; all outputs are
+still written so the rejects can be inspected) or a daily run was refused (no state for the day
+before, a gap, or a state from another config/FeatureSpec: the message says how to backfill).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +18,9 @@ import typer
 
 from aptrank.data.adapters import SOURCES, SourceError
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
-from aptrank.data.etl.run import run_etl
+from aptrank.data.etl.daily import StateError, run_days
+from aptrank.data.etl.engines import ENGINES
+from aptrank.data.etl.run import run_etl, with_gates
 from aptrank.data.schema import SchemaError
 from aptrank.data.spec import SpecError
 
@@ -46,6 +51,25 @@ def etl_command(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress lines on stderr")] = False,
+    date: Annotated[
+        str | None,
+        typer.Option(
+            help="incremental daily run: add day YYYY-MM-DD (config time zone) to --out from the state of the day "
+            "before (out/state/); see data/etl/daily.py"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="with --date: backfill every day from --date to this day (YYYY-MM-DD)")
+    ] = None,
+    bootstrap: Annotated[
+        bool, typer.Option(help="with --date: a full run through that day that writes the first daily state")
+    ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="where the point-in-time features run: polars (this process) or spark (PySpark); default: config"
+        ),
+    ] = None,
 ) -> None:
     """Validate, label and featurise an impression log into time-split training examples."""
     if source not in SOURCES:
@@ -53,17 +77,23 @@ def etl_command(
     for name, value in (("--max-reject-rate", max_reject_rate), ("--max-duplicate-rate", max_duplicate_rate)):
         if value is not None and not 0 <= value <= 1:
             raise typer.BadParameter(f"{value} is not in [0, 1]", param_hint=name)
+    days = daily_range(date, until, bootstrap)
+    if engine is not None and engine not in ENGINES:
+        raise typer.BadParameter(f"'{engine}' is not one of {', '.join(ENGINES)}", param_hint="--engine")
+    say = None if quiet else (lambda msg: typer.echo(msg, err=True))
     try:
         cfg = load_config(config) if config is not None else EtlConfig()
-        result = run_etl(
-            source,
-            input,
-            out,
-            cfg,
-            max_reject_rate=max_reject_rate,
-            max_duplicate_rate=max_duplicate_rate,
-            progress=None if quiet else (lambda msg: typer.echo(msg, err=True)),
-        )
+        gates = {"max_reject_rate": max_reject_rate, "max_duplicate_rate": max_duplicate_rate}
+        cfg = dataclasses.replace(cfg, engine=engine or cfg.engine)
+        if days is None:
+            result = run_etl(source, input, out, cfg, **gates, progress=say)
+        else:
+            cfg = with_gates(cfg, **gates)
+            quiet_say = say or (lambda _msg: None)
+            result = run_days(source, input, out, cfg, *days, bootstrap_first=bootstrap, say=quiet_say)[-1]
+    except StateError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(GATE_EXIT_CODE) from None
     except (EtlConfigError, SourceError, SchemaError, SpecError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -88,6 +118,23 @@ def etl_command(
         for failure in s["gates"]["failures"]:
             typer.echo(f"error: {failure}; outputs kept in {out} for inspection", err=True)
         raise typer.Exit(GATE_EXIT_CODE)
+
+
+def daily_range(date: str | None, until: str | None, bootstrap: bool) -> tuple[dt.date, dt.date] | None:
+    """(first, last) day of an incremental run or backfill; None for a full run."""
+    if date is None:
+        if until is not None or bootstrap:
+            raise typer.BadParameter("needs --date", param_hint="--until/--bootstrap")
+        return None
+    days = []
+    for name, value in (("--date", date), ("--until", until or date)):
+        try:
+            days.append(dt.date.fromisoformat(value))
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not a date YYYY-MM-DD", param_hint=name) from None
+    if days[1] < days[0]:
+        raise typer.BadParameter(f"{until} is before --date {date}", param_hint="--until")
+    return days[0], days[1]
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ or data, 3 the gate refused the challenger.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
+        date: Annotated[
+            str | None,
+            typer.Option(
+                help="Logical date YYYY-MM-DD: the ETL adds that day incrementally (work dir daily/; "
+                "the first run bootstraps, a gap exits 2 with the backfill command)."
+            ),
+        ] = None,
     ) -> None:
         """Run the scheduled job once; idempotent per data window, never two at once per config."""
         from aptrank.pipeline.job import JobError, JobExit, run_job
@@ -43,7 +51,11 @@ def register(app: typer.Typer) -> None:
             _finish(JobExit.BAD_INPUT, {"error": str(e)})
         work = workdir or Path("work") / cfg.name
         try:
-            outcome = run_job(cfg, work, log)
+            day = dt.date.fromisoformat(date) if date is not None else None
+        except ValueError:
+            _finish(JobExit.BAD_INPUT, {"error": f"--date: '{date}' is not a date YYYY-MM-DD"})
+        try:
+            outcome = run_job(cfg, work, log, day)
         except JobError as e:
             _finish(e.code, {"error": str(e)})
         except (LockHeldError, TrackingError) as e:

@@ -1,0 +1,223 @@
+"""The versioned running state of the incremental daily ETL (``aptrank etl --date``, :mod:`data.etl.daily`).
+
+The point-in-time features of an event at time t are sums over the same key's earlier events in
+``[t - w, t)`` (``all``: every earlier event) and the user's last ``max_len`` positives. A day's
+events and the snapshot are queried at t >= the previous cutoff (last accepted event + 1 ms), so of
+the past they need exactly:
+
+* **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
+  rows any sliding window can still reach) plus, per user and history, the user's last ``max_len``
+  positives (the rows a history list can still reach), with their keys, ``ts`` and labels, in
+  (ts, input row) order;
+* **carry** (running totals): per entity key, the count and the label sums of every other accepted
+  event. A carry row is placed before every retained row and more than the longest window before
+  every query, so it adds to the ``all`` window only. Its label can equal 1 and so count as a history
+  positive, but only when the user has ``max_len`` or more retained positives after it, so it never
+  reaches a list (the last ``max_len``).
+
+Feeding carry + retained rows ahead of the day's events through the same point-in-time code
+(:func:`data.etl.pit.pit_counts`, :func:`data.etl.history.history_pointers`) gives the same numbers
+as a full recompute over the whole history (tested in ``tests/data/test_etl_daily.py``).
+
+Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
+key, the hash of the FeatureSpec written that day and of its vocabulary files), that
+``feature_spec.json``, ``retained.parquet`` and ``carry_<entity>.parquet``. A state is used only
+by the next day's run with the same config and vocabularies; anything else is refused with a
+:class:`StateError` that says how to backfill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
+from aptrank.data.etl.labels import label_column
+from aptrank.data.etl.pit import WEIGHT
+from aptrank.data.schema import TS_DTYPE
+from aptrank.data.spec import FeatureSpec
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+SPEC_FILE = "feature_spec.json"
+RETAINED = "retained.parquet"
+KEEP_STATES = 2
+"""States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
+
+
+class StateError(ValueError):
+    """A state that cannot be used for the requested day (other config or spec, a gap, a missing
+    bootstrap); the message says what to run instead. The CLI exits with 2."""
+
+
+def config_key(cfg: EtlConfig) -> str:
+    """sha256 over every config section that shapes the examples (all but ``time_range``, the
+    ``validation`` gates and the ``engine``): a state built under another key describes other features."""
+    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("time_range", "validation", "engine")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def longest_window_ms(cfg: EtlConfig) -> int:
+    return max((ms for ms in map(window_ms, cfg.features.windows) if ms is not None), default=0)
+
+
+def present_entities(columns: list[str]) -> dict[str, str]:
+    """Entity -> key column, for the entity keys the accepted events carry."""
+    return {e: k for e, k in ENTITY_KEYS.items() if k in columns}
+
+
+@dataclass
+class DayState:
+    day: dt.date
+    cutoff: dt.datetime
+    """Last accepted event up to and including ``day`` + 1 ms (aware UTC)."""
+    config_key: str
+    spec: FeatureSpec
+    """The FeatureSpec written that day (its vocabulary files are checked by ``vocab_hash``)."""
+    vocab_hash: str
+    retained: pl.DataFrame
+    carry: dict[str, pl.DataFrame]
+
+    def write(self, root: Path) -> Path:
+        """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`."""
+        folder = root / self.day.isoformat()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self.retained.write_parquet(folder / RETAINED)
+        for entity, frame in self.carry.items():
+            frame.write_parquet(folder / f"carry_{entity}.parquet")
+        self.spec.write(folder / SPEC_FILE)
+        meta = {
+            "version": STATE_VERSION,
+            "day": self.day.isoformat(),
+            "cutoff": iso_utc(self.cutoff),
+            "config_key": self.config_key,
+            "feature_spec_hash": self.spec.hash,
+            "vocab_hash": self.vocab_hash,
+            "entities": sorted(self.carry),
+        }
+        (folder / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for old in state_days(root)[:-KEEP_STATES]:
+            shutil.rmtree(root / old.isoformat())
+        return folder
+
+    @classmethod
+    def read(cls, folder: Path) -> DayState:
+        meta = json.loads((folder / STATE_FILE).read_text())
+        if meta.get("version") != STATE_VERSION:
+            raise StateError(
+                f"{folder / STATE_FILE}: state format version {meta.get('version')} is not {STATE_VERSION}; "
+                "rebuild the state with a full run (aptrank etl --date <first day> --bootstrap ...)"
+            )
+        carry = {e: pl.read_parquet(folder / f"carry_{e}.parquet") for e in meta["entities"]}
+        cutoff = dt.datetime.fromisoformat(meta["cutoff"].replace("Z", "+00:00"))
+        return cls(
+            dt.date.fromisoformat(meta["day"]),
+            cutoff,
+            meta["config_key"],
+            FeatureSpec.read(folder / SPEC_FILE),
+            meta["vocab_hash"],
+            pl.read_parquet(folder / RETAINED),
+            carry,
+        )
+
+
+def state_days(root: Path) -> list[dt.date]:
+    """Days that have a state under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(dt.date.fromisoformat(p.name) for p in root.iterdir() if (p / STATE_FILE).is_file())
+
+
+def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
+    """The state of ``day - 1``, checked against ``cfg``; :class:`StateError` with a backfill hint
+    when there is none (no state at all, or a gap) or it was built from another config."""
+    previous = day - dt.timedelta(days=1)
+    folder = root / previous.isoformat()
+    days = state_days(root)
+    if not days:
+        raise StateError(
+            f"{root}: no daily state yet; bootstrap it with a full run through the day before: "
+            f"aptrank etl --date {previous} --bootstrap ... (then --date {day})"
+        )
+    if not (folder / STATE_FILE).is_file():
+        last = days[-1]
+        hint = (
+            f"backfill the gap: aptrank etl --date {last + dt.timedelta(days=1)} --until {day} ..."
+            if last < previous
+            else f"the state is already at {last}; rerun from {days[0] + dt.timedelta(days=1)} at the earliest "
+            f"(aptrank etl --date {days[0] + dt.timedelta(days=1)} --until {last} ...) or bootstrap again"
+        )
+        raise StateError(f"{root}: no state for {previous} (the day before {day}; states: {days}); {hint}")
+    state = DayState.read(folder)
+    if state.config_key != config_key(cfg):
+        raise StateError(
+            f"{folder}: the state was built with another ETL config (features, tasks, splits or output differ); "
+            f"its FeatureSpec {state.spec.hash[:12]} no longer applies: rebuild with a full run "
+            f"(aptrank etl --date {previous} --bootstrap ...) and backfill from there"
+        )
+    return state
+
+
+def fold(
+    rows: pl.DataFrame, carry: dict[str, pl.DataFrame], cutoff: dt.datetime, cfg: EtlConfig
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The next state's retained rows and carry: ``rows`` (the previous retained rows followed by the
+    day's accepted events, in (ts, input row) order; entity keys, ``ts``, labels) split into what
+    the next day's queries can still reach and running totals of the rest."""
+    labels = [label_column(t) for t in cfg.task_names]
+    keep = pl.col("ts") >= pl.lit(cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))).dt.cast_time_unit("ms")
+    for h in cfg.features.history:
+        positive = pl.col(label_column(h.task)) == 1
+        keep = keep | (positive & (positive.cast(pl.UInt32).cum_sum(reverse=True).over("user_id") <= h.max_len))
+    flagged = rows.with_columns(keep.alias("_keep"))
+    retained, old = flagged.filter("_keep").drop("_keep"), flagged.filter(~pl.col("_keep"))
+    out = {}
+    for entity, key in present_entities(rows.columns).items():
+        folded = (
+            old.filter(pl.col(key).is_not_null())
+            .group_by(key)
+            .agg(pl.len().alias(WEIGHT), *[pl.col(c).cast(pl.UInt32).sum() for c in labels])
+        )
+        parts = [p for p in (carry.get(entity), folded) if p is not None]
+        total = pl.concat([p.select(key, *[pl.col(c).cast(pl.UInt32) for c in (WEIGHT, *labels)]) for p in parts])
+        out[entity] = total.group_by(key).agg(pl.all().sum().cast(pl.UInt32)).sort(key)
+    return retained, out
+
+
+def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
+    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`):
+    one carry row per key, then the retained events (weight 1). ``item_index``: the expression of the
+    encoded item id, for the user's history lists."""
+    key = ENTITY_KEYS[entity]
+    labels = [label_column(t) for t in cfg.task_names]
+    floor = state.cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
+    if state.retained.height:
+        floor = min(floor, state.retained["ts"].min())  # type: ignore[type-var]
+    carry_ts = pl.lit(floor - dt.timedelta(milliseconds=1)).cast(TS_DTYPE).alias("ts")
+    extra = [c for c in columns if c not in (key, "ts", WEIGHT, *labels)]
+    carry = state.carry.get(entity, pl.DataFrame(schema={key: state.retained.schema[key]}))
+    parts = [
+        carry.select(
+            key,
+            carry_ts,
+            *[pl.col(c).cast(pl.UInt32) if c in carry else pl.lit(0, pl.UInt32).alias(c) for c in (WEIGHT, *labels)],
+            *[pl.lit(0, pl.Int64).alias(c) for c in extra],
+        ),
+        state.retained.select(
+            key,
+            pl.col("ts").cast(TS_DTYPE),
+            pl.lit(1, pl.UInt32).alias(WEIGHT),
+            *[pl.col(c).cast(pl.UInt32) for c in labels],
+            *[item_index.cast(pl.Int64).alias(c) for c in extra],
+        ),
+    ]
+    return pl.concat(parts).select(columns)
