@@ -4,7 +4,7 @@ Polars' own ``hash`` is explicitly not stable across versions, so hashed ids use
 
 * integers: the splitmix64 finaliser (Steele, Lea & Flood, "Fast Splittable Pseudorandom Number
   Generators", OOPSLA 2014; constants from Vigna's public-domain splitmix64.c), as Polars UInt64
-  expressions (wrapping arithmetic);
+  expressions (wrapping arithmetic) and in numpy (request-time features, :mod:`data.encodings`);
 * strings: 64-bit FNV-1a over the UTF-8 bytes (Fowler, Noll & Vo; constants from the IETF draft
   draft-eastlake-fnv), vectorised over rows with numpy, one pass per byte position.
 """
@@ -64,3 +64,11 @@ def stable_hash(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.String:
         return expr.map_batches(fnv1a_strings, return_dtype=pl.UInt64, is_elementwise=True)
     raise TypeError(f"hash encoding supports integer or string columns, not {dtype}")
+
+
+def splitmix64_numpy(values: np.ndarray) -> np.ndarray:
+    """:func:`splitmix64` of int64 ``values`` in numpy (uint64, wrapping arithmetic)."""
+    z = values.astype(np.int64, copy=False).view(np.uint64) + np.uint64(_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
+    return z ^ (z >> np.uint64(31))
