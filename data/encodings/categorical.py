@@ -71,16 +71,15 @@ class Encoding(Serialisable):
         return self._polars(value).fill_null(OOV_INDEX).cast(pl.Int64)
 
     def numpy(self, column: Column) -> np.ndarray:
-        """int64 index of each value of ``column``, equal to :meth:`polars_expr`."""
-        if not self.vectorised:
-            raise NotVectorised(f"{self.kind} encoding of '{self.source}' has no numpy path")
-        return self._numpy(column)
+        """int64 index of each value of ``column``, equal to :meth:`polars_expr`; raises
+        :class:`NotVectorised` where :attr:`vectorised` is False."""
+        raise NotImplementedError
 
     def _polars(self, value: pl.Expr) -> pl.Expr:
         raise NotImplementedError
 
-    def _numpy(self, column: Column) -> np.ndarray:
-        raise NotImplementedError
+    def _refuse(self) -> NotVectorised:
+        return NotVectorised(f"{self.kind} encoding of '{self.source}' has no numpy path")
 
 
 @dataclass(frozen=True)
@@ -173,9 +172,10 @@ class Vocab(Encoding):
         column = Column(values.fill_null(-1).to_numpy())
         return pl.Series(values.name, self.lookup.lookup(column))
 
-    def _numpy(self, column: Column) -> np.ndarray:
-        ids = column.as_int64()
-        return self.lookup.lookup(in_dtype_range(ids, dtype_from_name(self.dtype)))
+    def numpy(self, column: Column) -> np.ndarray:
+        if not self.vectorised:
+            raise self._refuse()
+        return self.lookup.lookup(in_dtype_range(column.as_int64(), dtype_from_name(self.dtype)))
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,9 @@ class Hashed(Encoding):
         h = stable_hash(value.cast(dtype, strict=False), dtype)
         return (h % pl.lit(int(self.buckets) - 1, dtype=pl.UInt64)).cast(pl.Int64) + 1
 
-    def _numpy(self, column: Column) -> np.ndarray:
+    def numpy(self, column: Column) -> np.ndarray:
+        if not self.vectorised:
+            raise self._refuse()
         ids = in_dtype_range(column.as_int64(), dtype_from_name(self.dtype))
         h = splitmix64_numpy(ids.values) % np.uint64(int(self.buckets) - 1)
         return np.where(ids.mask(np.ones(len(ids), bool)), h.astype(np.int64) + 1, OOV_INDEX)
@@ -221,10 +223,10 @@ class Range(Encoding):
         v = value.cast(pl.Int64, strict=False)
         return pl.when((v >= low) & (v <= high)).then(v - low + 1).otherwise(OOV_INDEX)
 
-    def _numpy(self, column: Column) -> np.ndarray:
-        low, high = int(self.low), int(self.high)
-        v = column.as_int64()
-        return np.where(v.mask((v.values >= low) & (v.values <= high)), v.values - low + 1, OOV_INDEX)
+    def numpy(self, column: Column) -> np.ndarray:
+        low, v = self.low, column.as_int64()
+        values = v.values
+        return np.where(v.mask((values >= low) & (values <= self.high)), values - low + 1, OOV_INDEX)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ class Buckets(Encoding):
         inside = pl.sum_horizontal([pl.lit(1, dtype=pl.Int64), *above])
         return pl.when(v >= 0).then(inside).otherwise(OOV_INDEX)
 
-    def _numpy(self, column: Column) -> np.ndarray:
+    def numpy(self, column: Column) -> np.ndarray:
         v = column.as_float64()
         nan = np.isnan(v.values)  # Polars orders NaN above every number
         bounds = np.asarray(self.boundaries, dtype=np.float64)

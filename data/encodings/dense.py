@@ -107,7 +107,8 @@ class SmoothedRate(Recipe):
     def numpy(self, columns: Mapping[str, Column]) -> Column:
         a, prior = float(self.smoothing), float(self.prior)
         p, n = columns[self.positives].as_float64(), columns[self.count].as_float64()
-        return Column((p.values + a * prior) / (n.values + a), Column.valid_of(p, n))
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 -> NaN, x/0 -> inf as in Polars
+            return Column((p.values + a * prior) / (n.values + a), Column.valid_of(p, n))
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,10 @@ class Value(Recipe):
 
     def numpy(self, columns: Mapping[str, Column]) -> Column:
         c = columns[self.column].as_float64()
-        return Column(log1p_like_polars(np.maximum(c.values, 0.0)) if self.log1p else c.values, c.valid)
+        if not self.log1p:
+            return c
+        clipped = np.where(c.values < 0.0, 0.0, c.values)  # Polars' clip keeps -0.0 and NaN
+        return Column(log1p_like_polars(clipped), c.valid)
 
 
 def normalised_expr(x: pl.Expr, mean: float, std: float, fill: float) -> pl.Expr:
@@ -136,7 +140,8 @@ def normalised_expr(x: pl.Expr, mean: float, std: float, fill: float) -> pl.Expr
 
 def normalised_numpy(x: Column, mean: float, std: float, fill: float) -> np.ndarray:
     """float32 ``(x - mean) / std`` with null/NaN -> ``fill``, equal to :func:`normalised_expr`."""
-    z = (x.values - mean) / std
+    with np.errstate(invalid="ignore"):  # inf - inf -> NaN -> fill, as in Polars
+        z = (x.values - mean) / std
     return np.where(x.mask(~np.isnan(z)), z, fill).astype(np.float32)
 
 

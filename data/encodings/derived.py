@@ -18,6 +18,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -85,6 +86,10 @@ class LocalClock(Derived):
     time_zone: str
     inputs: ClassVar[tuple[str, ...]] = ("ts",)
 
+    @cached_property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
     def local_expr(self) -> pl.Expr:
         return pl.col("ts").dt.convert_time_zone(self.time_zone)
 
@@ -92,7 +97,7 @@ class LocalClock(Derived):
         """``ts`` on the local clock (epoch ms), computed once per set of columns."""
         key = f"_local_ts[{self.time_zone}]"
         if key not in columns:
-            columns[key] = Column(local_time(columns["ts"].values, zoneinfo.ZoneInfo(self.time_zone)))
+            columns[key] = Column(local_time(columns["ts"].values, self.zone))
         return columns[key].values
 
 
