@@ -32,6 +32,7 @@ from typing import Any, Literal
 from aptrank.data.encodings import CATEGORICAL, RECIPES, SEQUENCE, Encoding, ItemHistory, Recipe
 from aptrank.data.encodings import OOV_INDEX as OOV_INDEX  # re-exported: consumers import it from here
 from aptrank.data.encodings import SpecError as SpecError
+from aptrank.data.encodings.base import Registry
 
 SPEC_VERSION = 1
 INPUT_NAMES: tuple[str, ...] = ("categorical", "sequence", "sequence_lengths", "dense")
@@ -212,9 +213,9 @@ class FeatureSpec:
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> FeatureSpec:
         try:
             extras = dict(d.get("extras", {}))
-            recipes = extras.pop(DENSE_RECIPES, None) or {}
-            if recipes == {} and DENSE_RECIPES in d.get("extras", {}):
-                extras[DENSE_RECIPES] = {}  # nothing to attach: kept as it is
+            recipes = extras.get(DENSE_RECIPES) or {}
+            if recipes:  # held by the dense features in memory, written back by to_dict
+                del extras[DENSE_RECIPES]
             dense = [dict(f) for f in d.get("dense", [])]
             unknown = sorted(set(recipes) - {f["name"] for f in dense})
             if unknown:
@@ -253,7 +254,7 @@ class FeatureSpec:
         return cls.from_json(p.read_text(), str(p))
 
 
-def _typed(feature: dict[str, Any], registry: Any, where: str) -> dict[str, Any]:
+def _typed(feature: dict[str, Any], registry: Registry[Any], where: str) -> dict[str, Any]:
     """``feature`` with its encoding dict parsed by ``registry`` (an empty dict: no encoding)."""
     encoding = feature.get("encoding") or None
     return {**feature, "encoding": registry.from_dict(encoding, where) if encoding is not None else None}

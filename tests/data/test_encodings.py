@@ -193,6 +193,18 @@ def test_spec_round_trips_to_the_same_json_and_hash(etl_dir: Path) -> None:
     assert "dense_recipes" not in spec.extras, "recipes live on the dense features in memory"
 
 
+def test_a_spec_with_an_unknown_encoding_is_refused_naming_file_and_entry(etl_dir: Path, tmp_path: Path) -> None:
+    d = json.loads((etl_dir / "feature_spec.json").read_text())
+    d["categorical"][3]["encoding"]["kind"] = "hashed"
+    (tmp_path / "feature_spec.json").write_text(json.dumps(d))
+    with pytest.raises(SpecError, match=r"feature_spec.json: categorical\[3\].encoding.kind: unknown categorical"):
+        FeatureSpec.read(tmp_path)
+    d = json.loads((etl_dir / "feature_spec.json").read_text())
+    d["extras"]["dense_recipes"]["user_1d_count"]["kind"] = "log2_count"
+    with pytest.raises(SpecError, match=r"extras.dense_recipes.user_1d_count.kind: unknown dense recipe kind"):
+        FeatureSpec.from_dict(d, "x.json")
+
+
 def test_feature_encoder_numpy_path_equals_its_polars_path(etl_dir: Path) -> None:
     """The whole request sub-spec (context, hour, weekday, item age) and the user/item ones with
     their numeric inputs, on raw rows built from the snapshot with edge values injected."""
