@@ -84,19 +84,27 @@ class Encoding(Serialisable):
 
 @dataclass(frozen=True)
 class VocabLookup:
-    """A loaded vocabulary: values in index order, and the dense id -> index table of a compact
-    non-negative integer vocabulary (one array read per value, ~8x less CPU than a hash map)."""
+    """A loaded vocabulary: values in index order; for an integer vocabulary, the dense id -> index
+    table when it is compact and non-negative (one array read per value, ~8x less CPU than a hash
+    map), else the values sorted for binary search."""
 
     values: pl.Series
-    table: np.ndarray | None
+    table: np.ndarray | None = None
+    sorted_values: np.ndarray | None = None
+    sorted_index: np.ndarray | None = None
 
     @classmethod
     def of(cls, values: pl.Series) -> VocabLookup:
-        v, table = values, None
-        if v.dtype.is_integer() and len(v) and v.min() >= 0 and v.max() < 4 * len(v) + DENSE_TABLE_SLACK:
+        v = values
+        if not v.dtype.is_integer() or not len(v):
+            return cls(values)
+        if v.min() >= 0 and v.max() < 4 * len(v) + DENSE_TABLE_SLACK:
             table = np.zeros(int(v.max()) + 1, dtype=np.int64)
             table[v.to_numpy()] = np.arange(1, len(v) + 1)
-        return cls(values, table)
+            return cls(values, table=table)
+        known = v.cast(pl.Int64).to_numpy()
+        order = np.argsort(known, kind="stable")
+        return cls(values, sorted_values=known[order], sorted_index=order + 1)
 
     def lookup(self, ids: Column) -> np.ndarray:
         """Index of int64 ``ids`` (OOV for null, negative and unseen ids)."""
@@ -104,15 +112,16 @@ class VocabLookup:
         if self.table is not None:
             inside = ids.mask((v >= 0) & (v < len(self.table)))
             return np.where(inside, self.table[np.where(inside, v, 0)], OOV_INDEX)
-        known = self.values.to_numpy()
-        order = np.argsort(known, kind="stable")
-        pos = np.minimum(np.searchsorted(known[order], v), len(known) - 1)
-        hit = ids.mask(known[order][pos] == v) if len(known) else np.zeros(len(v), bool)
-        return np.where(hit, order[pos] + 1, OOV_INDEX)
+        if self.sorted_values is None or self.sorted_index is None:  # an empty vocabulary
+            return np.full(len(v), OOV_INDEX, np.int64)
+        pos = np.minimum(np.searchsorted(self.sorted_values, v), len(self.sorted_values) - 1)
+        return np.where(ids.mask(self.sorted_values[pos] == v), self.sorted_index[pos], OOV_INDEX)
 
 
 @dataclass(frozen=True)
 class Vocab(Encoding):
+    """Train-split vocabulary of ``size`` values (inline ``values`` or a Parquet ``file``)."""
+
     kind: ClassVar[str] = "vocab"
     source: str
     dtype: str
@@ -180,6 +189,8 @@ class Vocab(Encoding):
 
 @dataclass(frozen=True)
 class Hashed(Encoding):
+    """The hashing trick (Weinberger et al., ICML 2009) into ``buckets`` rows, row 0 kept for null."""
+
     kind: ClassVar[str] = "hash"
     source: str
     dtype: str
@@ -207,6 +218,8 @@ class Hashed(Encoding):
 
 @dataclass(frozen=True)
 class Range(Encoding):
+    """Integers ``low..high`` -> rows 1..high-low+1 (hour of day, weekday)."""
+
     kind: ClassVar[str] = "range"
     source: str
     low: int
@@ -231,6 +244,8 @@ class Range(Encoding):
 
 @dataclass(frozen=True)
 class Buckets(Encoding):
+    """Non-negative numbers cut at ``boundaries`` (item duration)."""
+
     kind: ClassVar[str] = "buckets"
     source: str
     boundaries: tuple[float, ...]

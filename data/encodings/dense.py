@@ -67,6 +67,8 @@ class Recipe(Serialisable):
 
 @dataclass(frozen=True)
 class Log1pCount(Recipe):
+    """log(1 + c) of a point-in-time count ``column``."""
+
     kind: ClassVar[str] = "log1p_count"
     column: str
 
@@ -84,6 +86,9 @@ class Log1pCount(Recipe):
 
 @dataclass(frozen=True)
 class SmoothedRate(Recipe):
+    """(positives + smoothing x prior) / (count + smoothing): additive smoothing towards the task's
+    train rate (Micci-Barreca, SIGKDD Explorations 2001)."""
+
     kind: ClassVar[str] = "smoothed_rate"
     positives: str
     count: str
@@ -113,6 +118,8 @@ class SmoothedRate(Recipe):
 
 @dataclass(frozen=True)
 class Value(Recipe):
+    """A numeric ``column`` as it is, or log(1 + max(c, 0)) with ``log1p``."""
+
     kind: ClassVar[str] = "value"
     column: str
     log1p: bool = False
