@@ -41,14 +41,15 @@ class Column:
     @classmethod
     def from_series(cls, series: pl.Series) -> Column | None:
         """A numeric, datetime or all-null Polars column; None for other dtypes (strings, lists)."""
-        s = series
-        if s.dtype == pl.Null:
+        s, dtype = series, series.dtype  # isinstance: much cheaper than Polars' dtype equality
+        if isinstance(dtype, pl.Null):
             return cls(np.zeros(len(s), np.int64), np.zeros(len(s), bool))
-        if isinstance(s.dtype, pl.Datetime):
+        if isinstance(dtype, pl.Datetime):
             s = s.dt.cast_time_unit("ms").to_physical()
-        if not (s.dtype.is_integer() or s.dtype.is_float()) or s.dtype == pl.UInt64:
+            dtype = s.dtype
+        if not (dtype.is_integer() or dtype.is_float()) or isinstance(dtype, pl.UInt64):
             return None  # UInt64 could exceed int64
-        kind = np.float64 if s.dtype.is_float() else np.int64
+        kind = np.float64 if dtype.is_float() else np.int64
         if not s.null_count():
             return cls(s.to_numpy().astype(kind, copy=False))
         return cls(s.fill_null(0).to_numpy().astype(kind, copy=False), s.is_not_null().to_numpy())
@@ -108,14 +109,21 @@ def dtype_from_name(name: str) -> pl.DataType:
     return _DTYPES[name]
 
 
-def in_dtype_range(column: Column, dtype: pl.DataType) -> Column:
-    """Polars ``cast(dtype, strict=False)`` of an int64 column to a narrower integer dtype:
-    values outside the dtype's range become null (the values themselves are unchanged)."""
-    if dtype == pl.Int64:
-        return column
+def integer_bounds(dtype: pl.DataType) -> tuple[int, int] | None:
+    """The value range of a narrower integer dtype than Int64 (None for Int64)."""
+    if isinstance(dtype, pl.Int64):
+        return None
     info = np.iinfo(np.dtype(str(dtype).lower()))
+    return int(info.min), int(info.max)
+
+
+def in_range(column: Column, bounds: tuple[int, int] | None) -> Column:
+    """Polars ``cast(dtype, strict=False)`` of an int64 column to the integer dtype of
+    :func:`integer_bounds`: values outside its range become null (the values are unchanged)."""
+    if bounds is None:
+        return column
     v = column.values
-    return Column(v, column.mask((v >= info.min) & (v <= info.max)))
+    return Column(v, column.mask((v >= bounds[0]) & (v <= bounds[1])))
 
 
 class Serialisable:

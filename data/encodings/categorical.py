@@ -36,7 +36,8 @@ from aptrank.data.encodings.base import (
     Serialisable,
     SpecError,
     dtype_from_name,
-    in_dtype_range,
+    in_range,
+    integer_bounds,
 )
 from aptrank.data.encodings.hashing import splitmix64_numpy, stable_hash
 
@@ -144,6 +145,11 @@ class Vocab(Encoding):
     def vectorised(self) -> bool:
         return dtype_from_name(self.dtype).is_integer()
 
+    @cached_property
+    def bounds(self) -> tuple[int, int] | None:
+        """Range of the integer ``dtype`` the Polars path casts to (None: Int64)."""
+        return integer_bounds(dtype_from_name(self.dtype))
+
     def probe_values(self) -> list[Any]:
         return list(self.values or ())
 
@@ -184,7 +190,7 @@ class Vocab(Encoding):
     def numpy(self, column: Column) -> np.ndarray:
         if not self.vectorised:
             raise self._refuse()
-        return self.lookup.lookup(in_dtype_range(column.as_int64(), dtype_from_name(self.dtype)))
+        return self.lookup.lookup(in_range(column.as_int64(), self.bounds))
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,11 @@ class Hashed(Encoding):
     def vectorised(self) -> bool:
         return dtype_from_name(self.dtype).is_integer()
 
+    @cached_property
+    def bounds(self) -> tuple[int, int] | None:
+        """Range of the integer ``dtype`` the Polars path casts to (None: Int64)."""
+        return integer_bounds(dtype_from_name(self.dtype))
+
     def _polars(self, value: pl.Expr) -> pl.Expr:
         dtype = dtype_from_name(self.dtype)
         h = stable_hash(value.cast(dtype, strict=False), dtype)
@@ -211,7 +222,7 @@ class Hashed(Encoding):
     def numpy(self, column: Column) -> np.ndarray:
         if not self.vectorised:
             raise self._refuse()
-        ids = in_dtype_range(column.as_int64(), dtype_from_name(self.dtype))
+        ids = in_range(column.as_int64(), self.bounds)
         h = splitmix64_numpy(ids.values) % np.uint64(int(self.buckets) - 1)
         return np.where(ids.mask(np.ones(len(ids), bool)), h.astype(np.int64) + 1, OOV_INDEX)
 

@@ -18,7 +18,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -42,14 +42,26 @@ def _offsets(ms: np.ndarray, zone: zoneinfo.ZoneInfo) -> np.ndarray:
     )
 
 
+@lru_cache(maxsize=4096)
+def _hour_offsets(hour: int, zone: zoneinfo.ZoneInfo) -> tuple[int, int]:
+    """``zone``'s UTC offset (ms) at the first and the last second of UTC hour ``hour``."""
+    start, end = _offsets(np.array([hour * HOUR_MS, (hour + 1) * HOUR_MS - 1000]), zone).tolist()
+    return start, end
+
+
 def local_time(ts_ms: np.ndarray, zone: zoneinfo.ZoneInfo) -> np.ndarray:
     """Epoch ms shifted by ``zone``'s UTC offset at each instant. The offset is looked up at the
-    first and last second of every UTC hour the timestamps fall in; in the rare hour where the two
-    differ (a clock change), per minute (offsets and clock changes fall on whole minutes)."""
+    first and last second of every UTC hour the timestamps fall in (memoised when they all fall in
+    one hour, as an online request's do); in the rare hour where the two differ (a clock change),
+    per minute (offsets and clock changes fall on whole minutes)."""
     if not ts_ms.size:
         return ts_ms
     hours = ts_ms // HOUR_MS
     lo, hi = int(hours.min()), int(hours.max())
+    if lo == hi:
+        start, end = _hour_offsets(lo, zone)
+        if start == end:
+            return ts_ms + start
     if hi - lo < GRID_HOURS:  # a dense hour grid: no sort
         grid, index = np.arange(lo, hi + 1, dtype=np.int64), hours - lo
     else:

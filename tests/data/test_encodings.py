@@ -5,6 +5,7 @@ ones; and the typed FeatureSpec writes the JSON and hash the dict-based one wrot
 from __future__ import annotations
 
 import json
+import zoneinfo
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from aptrank.data.encodings import (
     derived_columns,
 )
 from aptrank.data.encodings.dense import normalised_expr, normalised_numpy
+from aptrank.data.encodings.derived import local_time
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.spec import FeatureSpec
 
@@ -149,6 +151,23 @@ def test_hour_and_weekday_numpy_equals_polars_across_clock_changes(zone: str) ->
         for derived in derived_columns([HOUR, WEEKDAY], zone):
             expected = frame.select(derived.polars_expr())[derived.name].to_numpy()
             np.testing.assert_array_equal(derived.numpy(columns).values, expected)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_local_time_of_single_hours_including_mid_hour_clock_changes(zone: str) -> None:
+    """An online request's timestamps fall in one hour (the memoised path); Lord Howe changes its
+    clock at half past a UTC hour, so that hour needs the per-minute offsets."""
+    grid = np.arange(1_640_995_200_000, 1_704_067_200_000, 60_000 * 3 + 7, dtype=np.int64)
+    utc = pl.Series(grid).cast(pl.Datetime("ms", "UTC"))
+    local = utc.dt.convert_time_zone(zone).dt.replace_time_zone(None).dt.epoch("ms").to_numpy()
+    hours = grid // 3_600_000
+    offset = local - grid
+    changing = np.unique(hours[1:][(offset[1:] != offset[:-1]) & (hours[1:] == hours[:-1])])
+    sample = np.random.default_rng(0).choice(np.unique(hours), 20, replace=False)
+    assert zone != "Australia/Lord_Howe" or len(changing) == 2, "the October change falls at 15:30 UTC"
+    for hour in (*changing.tolist(), *sample.tolist()):
+        rows = hours == hour
+        np.testing.assert_array_equal(local_time(grid[rows], zoneinfo.ZoneInfo(zone)), local[rows])
 
 
 def test_item_age_numpy_equals_polars() -> None:
