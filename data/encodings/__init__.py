@@ -1,5 +1,5 @@
-"""Feature encodings, each kind defined once: categorical encodings (:mod:`.categorical`), dense
-recipes (:mod:`.dense`) and derived columns (:mod:`.derived`).
+"""Feature encodings, each kind defined once: categorical encodings (:mod:`.categorical`), sequence
+encodings (:mod:`.sequence`), dense recipes (:mod:`.dense`) and derived columns (:mod:`.derived`).
 
 Every kind is a typed class with a Polars expression (the ETL's examples and the scorers' feature
 lookup, :class:`data.etl.feature_encoder.FeatureEncoder`) and a vectorised numpy function (the
@@ -8,18 +8,10 @@ its JSON names each kind, and the registries here are the only readers of those 
 """
 
 from aptrank.data.encodings.base import OOV_INDEX, Column, NotVectorised, SpecError, dtype_from_name, dtype_name
-from aptrank.data.encodings.categorical import (
-    CATEGORICAL,
-    SEQUENCE,
-    Buckets,
-    Encoding,
-    Hashed,
-    ItemHistory,
-    Range,
-    Vocab,
-)
+from aptrank.data.encodings.categorical import CATEGORICAL, Buckets, Encoding, Hashed, Range, Vocab
 from aptrank.data.encodings.dense import RECIPES, Log1pCount, Recipe, SmoothedRate, Value
 from aptrank.data.encodings.derived import DAY_MS, HOUR, ITEM_AGE, ITEM_UPLOAD, WEEKDAY, Derived, derived_columns
+from aptrank.data.encodings.sequence import SEQUENCE, ItemHistory
 
 __all__ = [
     "CATEGORICAL",

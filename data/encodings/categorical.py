@@ -12,9 +12,8 @@ One class per kind, each with its Polars expression (ETL, scorers' lookup) and i
 * :class:`Range` (``range``): integer v in [low, high] -> v - low + 1 (hour of day, weekday).
 * :class:`Buckets` (``buckets``): number v >= 0 -> 1 + #(boundaries <= v) (duration buckets); null or
   negative -> 0 (NaN is above every boundary, as Polars orders it).
-* :class:`ItemHistory` (``item_history``): a sequence of item rows already encoded by the ETL
-  (:mod:`data.etl.history`); read from the snapshot, never computed per request, so it has no numpy
-  function of its own: :func:`data.tensors.model_inputs` pads the lists for the model.
+
+Sequence features have their own kind, :class:`data.encodings.sequence.ItemHistory`.
 """
 
 from __future__ import annotations
@@ -278,24 +277,6 @@ class Buckets(Encoding):
         return np.where(v.mask((v.values >= 0) | nan), inside, OOV_INDEX)
 
 
-@dataclass(frozen=True)
-class ItemHistory(Serialisable):
-    """The user's recent items with a positive ``task`` label, as rows of the ``ids`` feature's table,
-    encoded and cut to ``max_len`` by the ETL (:mod:`data.etl.history`) and kept in the snapshot
-    (padded for the model by :func:`data.tensors.model_inputs`)."""
-
-    kind: ClassVar[str] = "item_history"
-    source: str
-    task: str
-    ids: str
-
-    def polars_expr(self, value: pl.Expr, index_dtype: pl.DataType) -> pl.Expr:
-        """The list column as lists of ``index_dtype`` (null -> empty list)."""
-        ids = pl.List(index_dtype)
-        return value.cast(ids).fill_null(pl.lit([], dtype=ids))
-
-
 CATEGORICAL: Registry[Encoding] = Registry("categorical encoding", Vocab, Hashed, Range, Buckets)
-SEQUENCE: Registry[ItemHistory] = Registry("sequence encoding", ItemHistory)
 
-__all__ = ["CATEGORICAL", "SEQUENCE", "Buckets", "Encoding", "Hashed", "ItemHistory", "Range", "Vocab", "VocabLookup"]
+__all__ = ["CATEGORICAL", "Buckets", "Encoding", "Hashed", "Range", "Vocab", "VocabLookup"]
