@@ -11,7 +11,7 @@ produced by the same point-in-time code as the examples (:mod:`data.etl.pit`,
 
 :class:`FeatureLookup` turns candidate rows (``user_id``, ``item_id``, ``ts``, context columns)
 into exactly the encoded feature columns of the FeatureSpec by joining these tables and calling the
-ETL's own :class:`data.etl.encode.FeatureEncoder`. Unseen ids encode to the OOV row 0; candidates
+ETL's own :class:`data.etl.feature_encoder.FeatureEncoder`. Unseen ids encode to the OOV row 0; candidates
 whose user/item/author has no snapshot row get the defaults an entity without history has in the
 examples (counts 0, rates = prior, empty history, null attributes -> OOV/fill). Both are counted.
 Window counts (e.g. last 1 day) are as of the cutoff, not of the candidate's ts.
@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from aptrank.data.etl.encode import FeatureEncoder
+from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import OOV_INDEX, FeatureSpec, SpecError
 

@@ -13,6 +13,12 @@ Model input layout (DESIGN.md contract 5) follows the order of the lists here:
 
 Features that name the same ``table`` share one embedding table (e.g. ``item_id`` and the user's
 recently clicked items), so ``num_embeddings`` must agree among them.
+
+Each feature holds its typed encoding (:mod:`data.encodings`): a categorical feature its
+:class:`~data.encodings.Encoding`, a sequence feature its :class:`~data.encodings.ItemHistory`, a
+dense feature its :class:`~data.encodings.Recipe`. The JSON layout is that of version 1 unchanged
+(dense recipes under ``extras["dense_recipes"]``), so the hash of a spec does not depend on these
+in-memory types.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from aptrank.data.encodings import CATEGORICAL, RECIPES, SEQUENCE, Encoding, ItemHistory, Recipe
+from aptrank.data.encodings import OOV_INDEX as OOV_INDEX  # re-exported: consumers import it from here
+from aptrank.data.encodings import SpecError as SpecError
+from aptrank.data.encodings.base import Registry
+
 SPEC_VERSION = 1
 INPUT_NAMES: tuple[str, ...] = ("categorical", "sequence", "sequence_lengths", "dense")
 OUTPUT_NAME = "probabilities"
@@ -30,25 +41,23 @@ OUTPUT_NAME = "probabilities"
 META_FEATURE_SPEC = "feature_spec"
 META_FEATURE_SPEC_HASH = "feature_spec_hash"
 META_TASK_NAMES = "task_names"
-OOV_INDEX = 0
-
-
-class SpecError(ValueError):
-    """A FeatureSpec is malformed or does not match what a consumer expects."""
+DENSE_RECIPES = "dense_recipes"
+"""The extras key under which the JSON keeps the dense features' recipes."""
 
 
 @dataclass(frozen=True)
 class CategoricalFeature:
-    """One categorical id per example, looked up in embedding table ``table``.
-
-    ``encoding`` says how a raw value becomes an index (JSON-serialisable), e.g.
-    ``{"kind": "vocab", "file": "vocab/user_id.parquet"}`` or ``{"kind": "hash", "buckets": 100003}``.
-    """
+    """One categorical id per example, looked up in embedding table ``table``; ``encoding`` turns
+    a raw value into that index (None: the spec was not written by the ETL, e.g. a test model's)."""
 
     name: str
     table: str
     num_embeddings: int
-    encoding: dict[str, Any] = field(default_factory=dict)
+    encoding: Encoding | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        encoding = self.encoding.to_dict() if self.encoding is not None else {}
+        return {"name": self.name, "table": self.table, "num_embeddings": self.num_embeddings, "encoding": encoding}
 
 
 @dataclass(frozen=True)
@@ -59,17 +68,32 @@ class SequenceFeature:
     table: str
     num_embeddings: int
     max_len: int
-    encoding: dict[str, Any] = field(default_factory=dict)
+    encoding: ItemHistory | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        encoding = self.encoding.to_dict() if self.encoding is not None else {}
+        return {
+            "name": self.name,
+            "table": self.table,
+            "num_embeddings": self.num_embeddings,
+            "max_len": self.max_len,
+            "encoding": encoding,
+        }
 
 
 @dataclass(frozen=True)
 class DenseFeature:
-    """A numeric feature; examples hold ``(x - mean) / std`` with null filled by ``fill``."""
+    """A numeric feature; examples hold ``(x - mean) / std`` of its ``recipe``'s value with null
+    filled by ``fill``."""
 
     name: str
     mean: float
     std: float
     fill: float = 0.0
+    recipe: Recipe | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "mean": self.mean, "std": self.std, "fill": self.fill}
 
 
 @dataclass(frozen=True)
@@ -164,13 +188,14 @@ class FeatureSpec:
 
     # ---- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        recipes = {d.name: d.recipe.to_dict() for d in self.dense if d.recipe is not None}
         body = {
             "version": self.version,
             "tasks": [asdict(t) for t in self.tasks],
-            "categorical": [asdict(f) for f in self.categorical],
-            "sequence": [asdict(f) for f in self.sequence],
-            "dense": [asdict(f) for f in self.dense],
-            "extras": self.extras,
+            "categorical": [f.to_dict() for f in self.categorical],
+            "sequence": [f.to_dict() for f in self.sequence],
+            "dense": [f.to_dict() for f in self.dense],
+            "extras": {**self.extras, DENSE_RECIPES: recipes} if recipes else self.extras,
         }
         return {**body, "hash": _hash(body)}
 
@@ -187,13 +212,27 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> FeatureSpec:
         try:
+            extras = dict(d.get("extras", {}))
+            recipes = extras.get(DENSE_RECIPES) or {}
+            if recipes:  # held by the dense features in memory, written back by to_dict
+                del extras[DENSE_RECIPES]
+            dense = [dict(f) for f in d.get("dense", [])]
+            unknown = sorted(set(recipes) - {f["name"] for f in dense})
+            if unknown:
+                raise SpecError(f"{source}: extras.{DENSE_RECIPES}.{unknown[0]}: names no dense feature")
             spec = cls(
                 version=int(d["version"]),
                 tasks=tuple(TaskLabel(**t) for t in d["tasks"]),
-                categorical=tuple(CategoricalFeature(**f) for f in d["categorical"]),
-                sequence=tuple(SequenceFeature(**f) for f in d.get("sequence", [])),
-                dense=tuple(DenseFeature(**f) for f in d.get("dense", [])),
-                extras=dict(d.get("extras", {})),
+                categorical=tuple(
+                    CategoricalFeature(**_typed(f, CATEGORICAL, f"{source}: categorical[{i}].encoding"))
+                    for i, f in enumerate(d["categorical"])
+                ),
+                sequence=tuple(
+                    SequenceFeature(**_typed(f, SEQUENCE, f"{source}: sequence[{i}].encoding"))
+                    for i, f in enumerate(d.get("sequence", []))
+                ),
+                dense=tuple(DenseFeature(**f, recipe=_recipe(recipes, f["name"], source)) for f in dense),
+                extras=extras,
             )
         except (KeyError, TypeError) as e:
             raise SpecError(f"{source}: not a FeatureSpec ({e})") from e
@@ -213,6 +252,19 @@ class FeatureSpec:
         if not p.exists():
             raise SpecError(f"{p}: FeatureSpec file not found")
         return cls.from_json(p.read_text(), str(p))
+
+
+def _typed(feature: dict[str, Any], registry: Registry[Any], where: str) -> dict[str, Any]:
+    """``feature`` with its encoding dict parsed by ``registry`` (an empty dict: no encoding)."""
+    encoding = feature.get("encoding") or None
+    return {**feature, "encoding": registry.from_dict(encoding, where) if encoding is not None else None}
+
+
+def _recipe(recipes: dict[str, Any], name: str, source: str) -> Recipe | None:
+    """The typed recipe of dense feature ``name`` (None when the JSON has none)."""
+    if name not in recipes:
+        return None
+    return RECIPES.from_dict(recipes[name], f"{source}: extras.{DENSE_RECIPES}.{name}")
 
 
 def _hash(body: dict[str, Any]) -> str:

@@ -1,12 +1,12 @@
 """Which side of a request each model feature depends on, and the array plumbing of the factorised
 feature lookup (:mod:`serving.features`).
 
-A feature's raw inputs are read from the FeatureSpec (categorical and sequence ``encoding.source``,
-the dense recipes' columns, the ``derived`` list) and matched against the snapshot tables' columns:
-all inputs in the user table -> ``user``; all in the item or author tables -> ``item``; anything
-reading ``ts``, a context column or a derived column -> ``request``. Factorising a computation over
-the parts of its input that vary independently is the classic common-subexpression idea; in
-recommender serving it is user-side / item-side feature caching.
+A feature's raw inputs are read from the FeatureSpec's typed encodings (categorical and sequence
+``encoding.source``, the dense recipes' ``columns``, the derived columns) and matched against the
+snapshot tables' columns: all inputs in the user table -> ``user``; all in the item or author
+tables -> ``item``; anything reading ``ts``, a context column or a derived column -> ``request``.
+Factorising a computation over the parts of its input that vary independently is the classic
+common-subexpression idea; in recommender serving it is user-side / item-side feature caching.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from aptrank.data.etl.dense import recipe_columns
-from aptrank.data.etl.encode import FeatureEncoder
+from aptrank.data.encodings import Column
+from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.spec import FeatureSpec
-from aptrank.serving.request_side import Raw
 
 USER, ITEM, REQUEST = "user", "item", "request"
 SIDE_ENTITIES: dict[str, tuple[str, ...]] = {USER: ("user",), ITEM: ("item", "author")}
@@ -45,9 +44,9 @@ def _snapshot_columns(spec: FeatureSpec, side: str) -> set[str]:
 def feature_sides(spec: FeatureSpec, encoder: FeatureEncoder, context: list[str]) -> dict[str, str]:
     """Feature name -> ``user`` | ``item`` | ``request``."""
     user, item = _snapshot_columns(spec, USER), _snapshot_columns(spec, ITEM)
-    per_request = {*encoder.derived, *context, "ts"}
-    inputs = {f.name: {f.encoding["source"]} for f in (*spec.categorical, *spec.sequence)}
-    inputs |= {d.name: set(recipe_columns(encoder.recipes[d.name])) for d in spec.dense}
+    per_request = {*encoder.derived_names, *context, "ts"}
+    inputs = {f.name: {f.encoding.source} for f in (*spec.categorical, *spec.sequence)}  # type: ignore[union-attr]
+    inputs |= {d.name: set(d.recipe.columns) for d in spec.dense}  # type: ignore[union-attr]
     sides = {}
     for name, cols in inputs.items():
         if cols & per_request or (cols <= user and cols <= item):
@@ -100,7 +99,7 @@ class EntityRows:
         keys: pl.Series,
         arrays: dict[str, np.ndarray],
         extra: dict[str, np.ndarray] | None = None,
-        raw: dict[str, Raw] | None = None,
+        raw: dict[str, Column] | None = None,
     ):
         order = np.argsort(keys.to_numpy(), kind="stable")
         self.dtype = keys.dtype

@@ -1,45 +1,44 @@
 """Model inputs for candidate rows, shared by the batch and the online scorer (torch-free).
 
-Every value comes from the ETL's own lookup, :class:`data.snapshot.FeatureLookup` (snapshot joins +
-:class:`data.etl.encode.FeatureEncoder`), converted by :func:`data.tensors.model_inputs`, with one
-exception checked against it: the few request-side features (below). What this module adds is
+Every value comes from the ETL's own encoder, :class:`data.etl.feature_encoder.FeatureEncoder`: its
+Polars path through :class:`data.snapshot.FeatureLookup` (snapshot joins) converted by
+:func:`data.tensors.model_inputs`, and, for the few request-side features (below), its numpy path
+over the same typed encodings (:mod:`data.encodings`). What this module adds is
 *factorisation* (:mod:`serving.factorize`), so that a request of 100 candidates does not pay the
 lookup's fixed cost (a ~90-expression Polars query, ~10-15 ms whatever the row count):
 
 * at load time the ETL lookup runs once over every snapshot user (items null) and once over every
   snapshot item (users null); the user-side and item-side columns of those outputs are kept;
 * per call, known users and items gather their rows (ids found through a dense id -> row table);
-  request-side features (``ts``, context, derived columns) are computed with numpy
-  (:mod:`serving.request_side`, a port of the ETL's encodings that is compared with the ETL lookup
-  at load time and not used if they differ) or, for encodings that module does not handle, through
-  a second ETL lookup restricted to those few features (same code, a sub-spec); the three blocks
+  request-side features (``ts``, context, derived columns) are computed with the encodings' numpy
+  functions (:meth:`FeatureEncoder.encode_numpy`, equal to their Polars expressions) or, for
+  encodings or inputs without a numpy path (string ids, author columns, string context values),
+  through a second ETL lookup restricted to those few features (a sub-spec); the three blocks
   are put in spec order with a few slice copies (:class:`serving.factorize.Layout`). Rows whose user
   or item has no snapshot row go through the full ETL lookup unchanged (rare, and their encoding
   may depend on the raw id, e.g. hashed ids).
 
 The encoder is column-wise, so a column computed for a user in one frame equals that column for the
-same user in any frame: the result is exactly the full lookup's. Self-checks at load time compare
+same user in any frame: the result is exactly the full lookup's. A self-check at load time compares
 both on probe rows (snapshot users and items, a year of timestamps, every context value), and the
 tests compare them on real candidates.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from aptrank.data.encodings import Column
 from aptrank.data.snapshot import FeatureLookup
 from aptrank.data.spec import INPUT_NAMES
 from aptrank.data.tensors import model_inputs
 from aptrank.serving.encoded import Encoded
 from aptrank.serving.errors import CandidateError, ServingError
 from aptrank.serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
-from aptrank.serving.request_side import Raw, RequestEncoder, raw_column
 
-log = logging.getLogger("aptrank.serve")
 SELF_CHECK_ROWS = 256
 PROBE_SPAN_MS = 400 * 86_400_000
 """Probe rows for the self-checks: timestamps spread over the ~13 months before the cutoff."""
@@ -66,34 +65,36 @@ class CandidateFeatures:
         request = {f for f, side in self.sides.items() if side == REQUEST}
         self.request_spec = sub_spec(self.spec, request, Path(etl_dir)) if request else None
         self.request_lookup = FeatureLookup(etl_dir, self.request_spec) if self.request_spec else None
-        self.request_encoder = self._request_encoder()
+        self.request_numpy = self._numpy_request_side()
         self.users = self._entity_rows(USER)
         self.items = self._entity_rows(ITEM)
         if self_check:
-            self.check_request_encoder()
             self.check_against_full_lookup()
 
     # ---- load time ---------------------------------------------------------------------------
-    def _request_encoder(self) -> RequestEncoder | None:
-        if self.request_lookup is None or self.request_spec is None:
-            return None
+    def _numpy_request_side(self) -> bool:
+        """Whether the request sub-spec's features can go through the encoder's numpy path: every
+        encoding has one and every raw column they read is ``ts``, a context column or a user or
+        item snapshot column (author columns would need the author join)."""
+        if self.request_lookup is None or self.request_spec is None or not self.request_lookup.encoder.vectorised:
+            return False
         tables = self.request_spec.extras["snapshot"]["tables"]
-        if set(tables) - {USER, ITEM}:  # e.g. author columns: they would need the author join
-            return None
-        snapshot = {c for meta in tables.values() for c in (*meta["counts"], *meta["columns"])}
-        return RequestEncoder.build(self.request_spec, self.request_lookup.encoder, self.context, snapshot)
+        if set(tables) - {USER, ITEM}:
+            return False
+        have = {"ts", *self.context, *(c for meta in tables.values() for c in (*meta["counts"], *meta["columns"]))}
+        return set(self.request_lookup.encoder.required_columns()) - {"user_id", "item_id"} <= have
 
-    def _raw_columns(self, side: str, rows: pl.DataFrame) -> dict[str, Raw]:
+    def _raw_columns(self, side: str, rows: pl.DataFrame) -> dict[str, Column]:
         """Snapshot columns of ``side`` the numpy request-side features read, by entity row
         (counts null-filled with 0 like the lookup's join)."""
-        if self.request_encoder is None or self.request_spec is None:
+        if not self.request_numpy or self.request_spec is None:
             return {}
         meta = self.request_spec.extras["snapshot"]["tables"].get(side, {"counts": [], "columns": []})
         out = {}
         for name in [*meta["counts"], *meta["columns"]]:
-            col = raw_column(rows[name].fill_null(0) if name in meta["counts"] else rows[name])
-            if col is None:
-                self.request_encoder = None
+            col = Column.from_series(rows[name].fill_null(0) if name in meta["counts"] else rows[name])
+            if col is None:  # e.g. a string attribute: the Polars path serves the request side
+                self.request_numpy = False
                 return {}
             out[name] = col
         return out
@@ -141,11 +142,8 @@ class CandidateFeatures:
         one unseen value and null."""
         values: list[object] = []
         for f in self.spec.categorical:
-            enc = f.encoding
-            if enc["source"] == column:
-                values += enc.get("values", [])
-                if enc["kind"] == "range":
-                    values += list(range(int(enc["low"]) - 1, int(enc["high"]) + 2))
+            if f.encoding is not None and f.encoding.source == column:
+                values += f.encoding.probe_values()
         ints = [v for v in values if isinstance(v, int)]
         if len(ints) == len(values):
             return [*ints, max(ints, default=0) + 1, None]
@@ -162,25 +160,6 @@ class CandidateFeatures:
             cycle = self._probe_values(c)
             columns.append(pl.Series(c, [cycle[k % len(cycle)] for k in range(n)]))
         return frame.with_columns(columns)
-
-    def check_request_encoder(self) -> None:
-        """Compare the numpy request-side features with the ETL lookup on :meth:`probe` rows; on a
-        difference, log it and use the ETL lookup for them."""
-        if self.request_encoder is None:
-            return
-        frame = self.probe(SELF_CHECK_ROWS)
-        u, i = self._find(frame)
-        fast = self._request_numpy(frame, u, i)
-        slow = self._request_polars(frame)
-        for name in ("categorical", "dense"):
-            if fast is None or not np.array_equal(fast[name], slow[name]):
-                log.warning(
-                    "numpy request-side features differ from the ETL lookup on '%s'; using the ETL "
-                    "lookup for them (slower online requests)",
-                    name,
-                )
-                self.request_encoder = None
-                return
 
     def check_against_full_lookup(self) -> None:
         """Encode :meth:`probe` candidates both ways; raise when the factorised path differs."""
@@ -221,11 +200,12 @@ class CandidateFeatures:
         return out
 
     def _request_numpy(self, candidates: pl.DataFrame, u: np.ndarray, i: np.ndarray) -> dict[str, np.ndarray] | None:
-        """Request-side arrays by :mod:`serving.request_side` (known users and items only); None when
-        it does not apply to these candidates."""
-        enc = self.request_encoder
+        """Request-side arrays by the encoder's numpy path (known users and items only); None when it
+        does not apply to these candidates (a null ``ts``, a non-numeric context column)."""
         ts = candidates["ts"]
-        if enc is None or self.users is None or self.items is None or ts.null_count():
+        if not self.request_numpy or self.request_lookup is None or self.users is None or self.items is None:
+            return None
+        if ts.null_count():
             return None
         if ts.dtype.is_integer():
             ts_ms = ts.cast(pl.Int64).to_numpy()
@@ -233,14 +213,18 @@ class CandidateFeatures:
             ts_ms = ts.dt.cast_time_unit("ms").to_physical().to_numpy()
         else:
             return None
-        snapshot = {
+        columns = {
+            "ts": Column(ts_ms),
             **{k: v.take(u) for k, v in self.users.raw.items()},
             **{k: v.take(i) for k, v in self.items.raw.items()},
         }
-        out = enc.encode(candidates, ts_ms, snapshot)
-        if out is None:
-            return None
+        for c in self.context:
+            col = Column.from_series(candidates[c])
+            if col is None:
+                return None
+            columns[c] = col
         n = candidates.height
+        out = self.request_lookup.encoder.encode_numpy(columns, n)
         out["sequence"] = np.zeros((n, 0, self.spec.max_sequence_len), np.int64)
         out["sequence_lengths"] = np.zeros((n, 0), np.int64)
         return out

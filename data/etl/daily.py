@@ -31,10 +31,10 @@ from typing import Any
 import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
+from aptrank.data.encodings import Encoding
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, iso_utc
-from aptrank.data.etl.encode import FeatureEncoder
-from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder
 from aptrank.data.etl.engines import with_engine
+from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
@@ -52,6 +52,7 @@ from aptrank.data.etl.state import (
 )
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
+from aptrank.data.etl.vocab import VOCAB_DIR
 from aptrank.data.etl.workfiles import EVENTS, WorkFiles
 from aptrank.data.spec import FeatureSpec
 
@@ -160,8 +161,8 @@ class DailyJob(_Job):
         super().__init__(cfg, root / DAYS_DIR / day.isoformat(), say)
         self.root, self.state, self.spec, self.day = root, state, spec, day
 
-    def prior_rows(self, entity: str, columns: list[str], item: CategoricalEncoder) -> pl.DataFrame | None:
-        return prior_rows(self.state, entity, columns, self.cfg, item.expr(pl.col("item_id")))
+    def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
+        return prior_rows(self.state, entity, columns, self.cfg, item.polars_expr(pl.col("item_id")))
 
     def run(self, tables: CanonicalTables) -> EtlResult:
         start, end = day_bounds(self.cfg, self.day)
@@ -192,7 +193,7 @@ class DailyJob(_Job):
                     seen = pl.concat([*known, events.select(key).collect()]).lazy()
                     keys[e] = entity_keys(seen, e, items, users)
             encodings = {c.name: c.encoding for c in self.spec.categorical}
-            item = CategoricalEncoder(encodings["item"], self.root)
+            item = encodings["item"].load(self.root)
             counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
         with self.stage("snapshot"):
             columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)

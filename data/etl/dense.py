@@ -1,68 +1,18 @@
-"""Dense features: how each is computed from raw columns, and its train-split normalisation.
+"""Dense feature statistics: each recipe's train-split mean and population std.
 
-A recipe (kept in the FeatureSpec's ``extras["dense_recipes"]``) is one of:
-
-* ``{"kind": "log1p_count", "column": c}``: log(1 + c) of a point-in-time count;
-* ``{"kind": "smoothed_rate", "positives": p, "count": n, "prior": r, "smoothing": a}``:
-  (p + a r) / (n + a), additive (Bayesian average) smoothing towards the train-split task rate r,
-  so an entity with no history gets exactly r (e.g. Micci-Barreca, "A preprocessing scheme for
-  high-cardinality categorical attributes", SIGKDD Explorations 2001);
-* ``{"kind": "value", "column": c, "log1p": bool}``: a numeric column, optionally log(1 + max(c, 0)).
-
-Examples hold ``(x - mean) / std`` as Float32, with mean and std (population) from train rows only;
-null or NaN x becomes ``fill`` (0.0: the train mean). Statistics are rounded to 10 significant
-digits so that they do not depend on the summation order of parallel reductions.
+The recipes themselves (how a dense value is computed, and its normalisation) are
+:mod:`data.encodings.dense`. Examples hold ``(x - mean) / std`` as Float32, with mean and std from
+train rows only; statistics are rounded to 10 significant digits so that they do not depend on the
+summation order of parallel reductions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import polars as pl
 
-from aptrank.data.spec import DenseFeature, SpecError
-
-Recipe = dict[str, Any]
-
-
-def log1p_count(column: str) -> Recipe:
-    return {"kind": "log1p_count", "column": column}
-
-
-def smoothed_rate(positives: str, count: str, prior: float, smoothing: float) -> Recipe:
-    return {"kind": "smoothed_rate", "positives": positives, "count": count, "prior": prior, "smoothing": smoothing}
-
-
-def value(column: str, log1p: bool = False) -> Recipe:
-    return {"kind": "value", "column": column, "log1p": log1p}
-
-
-def raw_value(recipe: Recipe) -> pl.Expr:
-    """Float64 value of a recipe before normalisation."""
-    kind = recipe["kind"]
-    if kind == "log1p_count":
-        return pl.col(recipe["column"]).cast(pl.Float64).log1p()
-    if kind == "smoothed_rate":
-        a, prior = float(recipe["smoothing"]), float(recipe["prior"])
-        p, n = pl.col(recipe["positives"]).cast(pl.Float64), pl.col(recipe["count"]).cast(pl.Float64)
-        return (p + a * prior) / (n + a)
-    if kind == "value":
-        v = pl.col(recipe["column"]).cast(pl.Float64)
-        return v.clip(lower_bound=0.0).log1p() if recipe.get("log1p") else v
-    raise SpecError(f"unknown dense recipe kind '{kind}'")
-
-
-def recipe_columns(recipe: Recipe) -> list[str]:
-    """Raw columns a recipe reads."""
-    keys = ("positives", "count") if recipe["kind"] == "smoothed_rate" else ("column",)
-    return [recipe[k] for k in keys]
-
-
-def normalized(feature: DenseFeature, recipe: Recipe) -> pl.Expr:
-    """Float32 ``(x - mean) / std`` with null/NaN -> ``fill``, named after the feature."""
-    x = (raw_value(recipe) - feature.mean) / feature.std
-    return x.fill_nan(None).fill_null(feature.fill).cast(pl.Float32).alias(feature.name)
+from aptrank.data.encodings import Recipe
 
 
 def fit(chunks: Iterable[pl.DataFrame | pl.LazyFrame], recipes: Mapping[str, Recipe]) -> dict[str, tuple[float, float]]:
@@ -73,7 +23,7 @@ def fit(chunks: Iterable[pl.DataFrame | pl.LazyFrame], recipes: Mapping[str, Rec
     for chunk in chunks:
         exprs = []
         for name, r in recipes.items():
-            v = raw_value(r).fill_nan(None)
+            v = r.polars_expr().fill_nan(None)
             exprs += [v.count().alias(f"{name}.n"), v.mean().alias(f"{name}.mean"), v.var(ddof=0).alias(f"{name}.var")]
         row = chunk.lazy().select(exprs).collect().row(0, named=True)
         for name in recipes:

@@ -14,11 +14,20 @@ configured time zone, ``duration_bucket`` of the item. Sequence: one per configu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from aptrank.data.etl import dense
+from aptrank.data.encodings import (
+    HOUR,
+    ITEM_AGE,
+    WEEKDAY,
+    Buckets,
+    Encoding,
+    Log1pCount,
+    Range,
+    Recipe,
+    SmoothedRate,
+    Value,
+)
 from aptrank.data.etl.config import ENTITY_KEYS, EncodingConfig, EtlConfig
-from aptrank.data.etl.encode import HOUR, ITEM_AGE, WEEKDAY
 from aptrank.data.etl.labels import ITEM_DURATION
 from aptrank.data.etl.pit import count_column, positive_column
 
@@ -31,26 +40,23 @@ class CategoricalPlan:
     name: str
     table: str
     source: str
-    encoding: EncodingConfig | dict[str, Any]
-    """Config (vocab/hash, resolved on train data) or a fixed encoding dict (range, buckets)."""
+    encoding: EncodingConfig | Encoding
+    """Config (vocab/hash, resolved on train data) or a fixed encoding (range, buckets)."""
 
 
 @dataclass
 class FeaturePlan:
     categorical: list[CategoricalPlan] = field(default_factory=list)
-    dense: dict[str, dense.Recipe] = field(default_factory=dict)
+    dense: dict[str, Recipe] = field(default_factory=dict)
     """Recipes; smoothed rates carry prior 0.0 until the train rates are known."""
     derived: list[str] = field(default_factory=list)
     entities: list[str] = field(default_factory=list)
     user_columns: list[str] = field(default_factory=list)
     item_columns: list[str] = field(default_factory=list)
 
-    def with_priors(self, priors: dict[str, float]) -> dict[str, dense.Recipe]:
+    def with_priors(self, priors: dict[str, float]) -> dict[str, Recipe]:
         """Dense recipes with each smoothed rate's prior set to its task's train rate."""
-        out = {}
-        for name, r in self.dense.items():
-            out[name] = {**r, "prior": priors[r["task"]]} if r["kind"] == "smoothed_rate" else r
-        return out
+        return {name: r.with_priors(priors) for name, r in self.dense.items()}
 
 
 def item_column(name: str) -> str:
@@ -70,28 +76,27 @@ def plan_features(cfg: EtlConfig, has_items: bool, has_upload_ts: bool) -> Featu
         src = item_column(col) if col in f.item_attributes.categorical else col
         plan.categorical.append(CategoricalPlan(col, col, src, _enc(cfg, col)))
     plan.categorical += [
-        CategoricalPlan(HOUR, HOUR, HOUR, {"kind": "range", "source": HOUR, "low": 0, "high": 23}),
-        CategoricalPlan(WEEKDAY, WEEKDAY, WEEKDAY, {"kind": "range", "source": WEEKDAY, "low": 1, "high": 7}),
+        CategoricalPlan(HOUR, HOUR, HOUR, Range(HOUR, low=0, high=23)),
+        CategoricalPlan(WEEKDAY, WEEKDAY, WEEKDAY, Range(WEEKDAY, low=1, high=7)),
     ]
     plan.derived = [HOUR, WEEKDAY]
     if has_items:
-        bounds = [round(s * 1000) for s in f.duration_buckets_s]
-        enc = {"kind": "buckets", "source": ITEM_DURATION, "boundaries": bounds}
+        enc = Buckets(ITEM_DURATION, tuple(round(s * 1000) for s in f.duration_buckets_s))
         plan.categorical.append(CategoricalPlan("duration_bucket", "duration_bucket", ITEM_DURATION, enc))
 
     tasks = cfg.task_names
     for e in plan.entities:
         for w in f.windows:
-            plan.dense[f"{e}_{w}_count"] = dense.log1p_count(count_column(e, w))
+            plan.dense[f"{e}_{w}_count"] = Log1pCount(count_column(e, w))
             for t in tasks:
-                rate = dense.smoothed_rate(positive_column(e, w, t), count_column(e, w), 0.0, f.smoothing)
-                plan.dense[f"{e}_{w}_{t}_rate"] = {**rate, "task": t}
+                rate = SmoothedRate(positive_column(e, w, t), count_column(e, w), 0.0, f.smoothing, task=t)
+                plan.dense[f"{e}_{w}_{t}_rate"] = rate
     if has_items and has_upload_ts and f.item_age:
-        plan.dense[ITEM_AGE] = dense.value(ITEM_AGE, log1p=True)
+        plan.dense[ITEM_AGE] = Value(ITEM_AGE, log1p=True)
         plan.derived.append(ITEM_AGE)
     for attrs, rename in ((f.item_attributes, item_column), (f.user_attributes, str)):
         for col in attrs.dense:
-            plan.dense[col] = dense.value(rename(col), log1p=col in attrs.log1p)
+            plan.dense[col] = Value(rename(col), log1p=col in attrs.log1p)
     plan.user_columns = [*f.user_attributes.categorical, *f.user_attributes.dense]
     plan.item_columns = [*f.item_attributes.categorical, *f.item_attributes.dense]
     return plan

@@ -4,7 +4,7 @@ For a row with key k and time t and a window w, the window holds the events of k
 ``t - w <= ts' < t``: events at exactly t, ties included, are *not* before t; the ``all`` window
 holds every event of k with ``ts' < t``. Per window we count events (``<entity>_<window>_n``) and
 each task's positives (``<entity>_<window>_<task>_pos``); the dense features (log1p count,
-smoothed rate) are derived from these raw counts by :mod:`data.etl.dense`.
+smoothed rate) are derived from these raw counts by :mod:`data.encodings.dense`.
 
 The same code produces the examples' features (every event is a query) and the feature snapshot
 (one extra *query row* per key at the cutoff, with weight 0 so it counts nothing): there is no

@@ -29,12 +29,12 @@ from typing import Any
 import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
+from aptrank.data.encodings import ITEM_UPLOAD, Encoding, Hashed, derived_columns, dtype_name
 from aptrank.data.etl import dense
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, HistoryConfig, iso_utc
-from aptrank.data.etl.encode import ITEM_UPLOAD, FeatureEncoder, derived_exprs
-from aptrank.data.etl.encoding import VOCAB_DIR, CategoricalEncoder, build_vocab, dtype_name, vocab_encoding
 from aptrank.data.etl.engines import ENGINES, with_engine
 from aptrank.data.etl.entity import EntityFeatures, entity_features
+from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import FeaturePlan, plan_features
 from aptrank.data.etl.history import ITEM_INDEX, lists_for
 from aptrank.data.etl.intake import Intake
@@ -45,6 +45,7 @@ from aptrank.data.etl.specbuild import build_spec
 from aptrank.data.etl.splits import SPLITS, resolve_boundaries, split_expr
 from aptrank.data.etl.summary import SUMMARY, content_hash, label_rates, write_summary
 from aptrank.data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
+from aptrank.data.etl.vocab import VOCAB_DIR, build_vocab, vocab_encoding
 from aptrank.data.etl.workfiles import EVENTS, POINTERS, WorkFiles, chunk_ranges, pit_file
 from aptrank.data.spec import FeatureSpec
 
@@ -163,15 +164,16 @@ class _Job:
             ]
             keys = {e: entity_keys(events, e, items, users) for e in ENTITY_KEYS if e in wanted}
         with self.stage("point-in-time"):
-            item = CategoricalEncoder(encodings["item"], self.out)
+            item = encodings["item"].load(self.out)
             counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
         with self.stage("snapshot"):
             columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
         with self.stage("stats+spec"):
             recipes = plan.with_priors(prior)
             size = self.cfg.output.chunk_rows
-            needed = {c for r in recipes.values() for c in dense.recipe_columns(r)} | {"ts", ITEM_UPLOAD}
-            derived = derived_exprs(self.cfg.time_zone, [d for d in plan.derived if d in needed])
+            needed = {c for r in recipes.values() for c in r.columns} | {"ts", ITEM_UPLOAD}
+            used = derived_columns([d for d in plan.derived if d in needed], self.cfg.time_zone)
+            derived = [d.polars_expr() for d in used]
             train_chunks = (
                 self.work.raw_chunk(o, k, lists=False, columns=needed).with_columns(derived)
                 for o, k in chunk_ranges(0, cuts[0], 4 * size)
@@ -237,17 +239,16 @@ class _Job:
         with ThreadPoolExecutor(EXAMPLE_FILES_AT_ONCE) as pool:
             list(pool.map(write, largest_first))  # re-raises the first failure
 
-    def vocabularies(self, plan: FeaturePlan, train: pl.LazyFrame) -> dict[str, dict[str, Any]]:
+    def vocabularies(self, plan: FeaturePlan, train: pl.LazyFrame) -> dict[str, Encoding]:
         """Resolved encoding per categorical feature; all train-split vocabularies in one query."""
         schema = train.collect_schema()
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Encoding] = {}
         learned = []
         for c in plan.categorical:
-            if isinstance(c.encoding, dict):
+            if isinstance(c.encoding, Encoding):
                 out[c.name] = c.encoding
             elif c.encoding.kind == "hash":
-                dtype = dtype_name(schema[c.source])
-                out[c.name] = {"kind": "hash", "source": c.source, "dtype": dtype, "buckets": c.encoding.buckets}
+                out[c.name] = Hashed(c.source, dtype_name(schema[c.source]), int(c.encoding.buckets or 0))
             else:
                 learned.append(c)
         vocabs = pl.collect_all([build_vocab(train, c.source, c.encoding.min_count) for c in learned])
@@ -262,7 +263,7 @@ class _Job:
         events: pl.LazyFrame,
         plan: FeaturePlan,
         keys: dict[str, pl.DataFrame],
-        item: CategoricalEncoder,
+        item: Encoding,
         cutoff: dt.datetime,
         n: int,
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame | None]:
@@ -274,7 +275,7 @@ class _Job:
         workspace = Workspace()  # buffers shared by the entity passes (results copied out)
         for e in [*plan.entities, *(["user"] if histories and "user" not in plan.entities else [])]:
             key = ENTITY_KEYS[e]
-            extra = [item.expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
+            extra = [item.polars_expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
             source = events.select(key, "ts", *self.labels, *extra)
             rows = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else [])
             prior = self.prior_rows(e, rows.collect_schema().names(), item)
@@ -313,7 +314,7 @@ class _Job:
         windows = self.cfg.features.windows
         return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace)
 
-    def prior_rows(self, entity: str, columns: list[str], item: CategoricalEncoder) -> pl.DataFrame | None:
+    def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
         """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than
         every event): none in a full run; the incremental run (:mod:`data.etl.daily`) returns its state."""
         return None

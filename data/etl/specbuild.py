@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aptrank.data.encodings import Encoding, ItemHistory, Recipe
 from aptrank.data.etl.config import EtlConfig
-from aptrank.data.etl.dense import Recipe
-from aptrank.data.etl.encoding import num_embeddings
 from aptrank.data.etl.features import FeaturePlan
 from aptrank.data.spec import CategoricalFeature, DenseFeature, FeatureSpec, SequenceFeature
 
@@ -17,7 +16,7 @@ ITEM_FEATURE = "item"
 def build_spec(
     cfg: EtlConfig,
     plan: FeaturePlan,
-    encodings: dict[str, dict[str, Any]],
+    encodings: dict[str, Encoding],
     recipes: dict[str, Recipe],
     stats: dict[str, tuple[float, float]],
     extras: dict[str, Any],
@@ -25,21 +24,21 @@ def build_spec(
     """``encodings``: categorical feature -> resolved encoding; ``recipes`` with priors filled in;
     ``stats``: dense feature -> (mean, std) on train; ``extras`` merged into the spec's extras."""
     categorical = tuple(
-        CategoricalFeature(c.name, c.table, num_embeddings(encodings[c.name]), encodings[c.name])
+        CategoricalFeature(c.name, c.table, encodings[c.name].num_embeddings(), encodings[c.name])
         for c in plan.categorical
     )
-    item_rows = num_embeddings(encodings[ITEM_FEATURE])
+    item_rows = encodings[ITEM_FEATURE].num_embeddings()
     sequence = tuple(
         SequenceFeature(
             h.name,
             ITEM_FEATURE,
             item_rows,
             h.max_len,
-            {"kind": "item_history", "source": h.name, "task": h.task, "ids": ITEM_FEATURE},
+            ItemHistory(h.name, h.task, ITEM_FEATURE),
         )
         for h in cfg.features.history
     )
-    dense = tuple(DenseFeature(name, stats[name][0], stats[name][1], 0.0) for name in recipes)
+    dense = tuple(DenseFeature(name, stats[name][0], stats[name][1], 0.0, recipe) for name, recipe in recipes.items())
     return FeatureSpec(
         tasks=cfg.tasks,
         categorical=categorical,
@@ -48,7 +47,6 @@ def build_spec(
         extras={
             "time_zone": cfg.time_zone,
             "derived": plan.derived,
-            "dense_recipes": recipes,
             "windows": list(cfg.features.windows),
             "smoothing": cfg.features.smoothing,
             **extras,

@@ -8,11 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from aptrank.data.encodings import Buckets, Hashed, Log1pCount, Range, SmoothedRate, Value, Vocab
+from aptrank.data.encodings.dense import normalised_expr
+from aptrank.data.encodings.hashing import fnv1a_strings, splitmix64
 from aptrank.data.etl import dense
 from aptrank.data.etl.config import OutputConfig
-from aptrank.data.etl.encoding import CategoricalEncoder, build_vocab, load_vocab, num_embeddings, vocab_encoding
-from aptrank.data.etl.hashing import fnv1a_strings, splitmix64
-from aptrank.data.spec import DenseFeature, SpecError
+from aptrank.data.etl.vocab import build_vocab, vocab_encoding
+from aptrank.data.spec import SpecError
 
 
 def test_fnv1a_reference_vectors() -> None:
@@ -28,14 +30,14 @@ def test_splitmix64_reference_values() -> None:
 
 
 def test_hash_encoding_range_and_nulls() -> None:
-    enc = CategoricalEncoder({"kind": "hash", "source": "u", "dtype": "Int64", "buckets": 11}, Path("."))
+    enc = Hashed("u", "Int64", buckets=11)
     frame = pl.DataFrame({"u": [0, 1, 2, None, 10**12]})
-    got = frame.select(enc.expr(pl.col("u")))["u"].to_list()
+    got = frame.select(enc.polars_expr(pl.col("u")))["u"].to_list()
     assert got[3] == 0 and all(1 <= g <= 10 for i, g in enumerate(got) if i != 3)
     mixed = pl.DataFrame({"x": [0, 1, 2, 10**12]}).select(splitmix64(pl.col("x")))["x"].to_list()
     assert [g for i, g in enumerate(got) if i != 3] == [1 + m % 10 for m in mixed]
-    strings = CategoricalEncoder({"kind": "hash", "source": "s", "dtype": "String", "buckets": 7}, Path("."))
-    got = pl.DataFrame({"s": ["a", "foobar"]}).select(strings.expr(pl.col("s")))["s"].to_list()
+    strings = Hashed("s", "String", buckets=7)
+    got = pl.DataFrame({"s": ["a", "foobar"]}).select(strings.polars_expr(pl.col("s")))["s"].to_list()
     assert got == [1 + 0xAF63DC4C8601EC8C % 6, 1 + 0x85944171F73967E8 % 6]
 
 
@@ -45,35 +47,38 @@ def test_vocab_most_frequent_first_min_count_and_oov(tmp_path: Path) -> None:
     assert vocab.rows() == [("b", 1, 3), ("a", 2, 2)]
     assert build_vocab(values, "c", 1).collect()["value"].to_list() == ["b", "a", "c", "d"]  # ties by value
     inline = vocab_encoding("c", "c", vocab, tmp_path, inline_max=2, output=OutputConfig())
-    assert inline == {"kind": "vocab", "source": "c", "dtype": "String", "size": 2, "values": ["b", "a"]}
+    assert inline.to_dict() == {"kind": "vocab", "source": "c", "dtype": "String", "size": 2, "values": ["b", "a"]}
     stored = vocab_encoding("c", "c", vocab, tmp_path, inline_max=1, output=OutputConfig())
-    assert stored["file"] == "vocab/c.parquet" and num_embeddings(stored) == 3
-    enc = CategoricalEncoder(stored, tmp_path)
-    got = pl.DataFrame({"c": ["a", "b", "zzz", None]}).select(enc.expr(pl.col("c")))["c"].to_list()
+    assert stored.file == "vocab/c.parquet" and stored.num_embeddings() == 3
+    enc = Vocab("c", "String", 2, file="vocab/c.parquet").load(tmp_path)
+    got = pl.DataFrame({"c": ["a", "b", "zzz", None]}).select(enc.polars_expr(pl.col("c")))["c"].to_list()
     assert got == [2, 1, 0, 0]
     with pytest.raises(SpecError, match="vocabulary must have indexes 1..5"):
-        load_vocab({**stored, "size": 5}, tmp_path)
+        Vocab("c", "String", 5, file="vocab/c.parquet").load(tmp_path)
+    with pytest.raises(SpecError, match="vocab/c.parquet of 'c' is not loaded"):
+        Vocab("c", "String", 2, file="vocab/c.parquet").polars_expr(pl.col("c"))
 
 
 def test_range_and_bucket_encodings() -> None:
-    hour = CategoricalEncoder({"kind": "range", "source": "h", "low": 0, "high": 23}, Path("."))
-    got = pl.DataFrame({"h": [0, 23, 24, -1, None]}).select(hour.expr(pl.col("h")))["h"].to_list()
+    hour = Range("h", low=0, high=23)
+    got = pl.DataFrame({"h": [0, 23, 24, -1, None]}).select(hour.polars_expr(pl.col("h")))["h"].to_list()
     assert got == [1, 24, 0, 0, 0]
-    buckets = {"kind": "buckets", "source": "d", "boundaries": [1000, 5000]}
-    enc = CategoricalEncoder(buckets, Path("."))
-    got = pl.DataFrame({"d": [0, 999, 1000, 4999, 5000, 10**9, -1, None]}).select(enc.expr(pl.col("d")).alias("x"))
+    enc = Buckets("d", boundaries=(1000, 5000))
+    frame = pl.DataFrame({"d": [0, 999, 1000, 4999, 5000, 10**9, -1, None]})
+    got = frame.select(enc.polars_expr(pl.col("d")).alias("x"))
     assert got["x"].to_list() == [1, 1, 2, 2, 3, 3, 0, 0]
-    assert num_embeddings(buckets) == 4 and num_embeddings({"kind": "range", "low": 1, "high": 7}) == 8
+    assert enc.num_embeddings() == 4 and Range("w", low=1, high=7).num_embeddings() == 8
 
 
 def test_dense_recipes() -> None:
     frame = pl.DataFrame({"n": [0, 3], "p": [0, 1], "v": [-2.0, 3.0]})
-    rate = dense.smoothed_rate("p", "n", prior=0.25, smoothing=4.0)
-    assert frame.select(dense.raw_value(rate))["p"].to_list() == [0.25, (1 + 1.0) / 7]
-    assert frame.select(dense.raw_value(dense.log1p_count("n")))["n"].to_list() == [0.0, np.log1p(3)]
-    assert frame.select(dense.raw_value(dense.value("v", log1p=True)))["v"].to_list() == [0.0, np.log1p(3.0)]
-    feature = DenseFeature("x", mean=1.0, std=2.0, fill=0.5)
-    got = pl.DataFrame({"v": [5.0, None, float("nan")]}).select(dense.normalized(feature, dense.value("v")))
+    rate = SmoothedRate("p", "n", prior=0.25, smoothing=4.0)
+    assert frame.select(rate.polars_expr())["p"].to_list() == [0.25, (1 + 1.0) / 7]
+    assert frame.select(Log1pCount("n").polars_expr())["n"].to_list() == [0.0, np.log1p(3)]
+    assert frame.select(Value("v", log1p=True).polars_expr())["v"].to_list() == [0.0, np.log1p(3.0)]
+    got = pl.DataFrame({"v": [5.0, None, float("nan")]}).select(
+        normalised_expr(Value("v").polars_expr(), mean=1.0, std=2.0, fill=0.5).alias("x")
+    )
     assert got["x"].to_list() == [2.0, 0.5, 0.5] and got["x"].dtype == pl.Float32
 
 
@@ -81,13 +86,13 @@ def test_fit_merges_chunks_like_one_pass() -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal(1000) * 5 + 100
     chunks = [pl.DataFrame({"v": x[a:b]}) for a, b in ((0, 1), (1, 400), (400, 401), (401, 1000))]
-    stats = dense.fit(chunks, {"v": dense.value("v"), "c": dense.value("v", log1p=True)})
+    stats = dense.fit(chunks, {"v": Value("v"), "c": Value("v", log1p=True)})
     assert stats["v"] == pytest.approx((x.mean(), x.std()), rel=1e-9)
     assert stats["c"] == pytest.approx((np.log1p(x).mean(), np.log1p(x).std()), rel=1e-9)
-    const = dense.fit([pl.DataFrame({"v": [2.0, 2.0, None]})], {"v": dense.value("v")})
+    const = dense.fit([pl.DataFrame({"v": [2.0, 2.0, None]})], {"v": Value("v")})
     assert const["v"] == (2.0, 1.0), "constant feature: std 1 (FeatureSpec needs std > 0)"
     empty = pl.DataFrame({"v": [None]}, schema={"v": pl.Float64})
-    assert dense.fit([empty], {"v": dense.value("v")})["v"] == (0.0, 1.0)
+    assert dense.fit([empty], {"v": Value("v")})["v"] == (0.0, 1.0)
 
 
 def test_integer_vocab_lookup_table_matches_hash_map(tmp_path: Path) -> None:
@@ -96,10 +101,10 @@ def test_integer_vocab_lookup_table_matches_hash_map(tmp_path: Path) -> None:
     dense_ids = vocab_encoding("v", "v", build_vocab(values, "v", 1).collect(), tmp_path, 0, OutputConfig())
     sparse = pl.DataFrame({"v": [5 + 2**40, 3 + 2**40, 5 + 2**40, 1000 + 2**40, 3 + 2**40, 5 + 2**40]}).lazy()
     sparse_ids = vocab_encoding("w", "v", build_vocab(sparse, "v", 1).collect(), tmp_path, 0, OutputConfig())
-    table, hashed = CategoricalEncoder(dense_ids, tmp_path), CategoricalEncoder(sparse_ids, tmp_path)
-    assert table.table is not None and hashed.table is None
+    table, hashed = dense_ids.load(tmp_path), sparse_ids.load(tmp_path)
+    assert table.lookup.table is not None and hashed.lookup.table is None
     probe = [5, 3, 1000, 7, -1, None, 10**9]
-    got = pl.DataFrame({"v": probe}).select(table.expr(pl.col("v")))["v"].to_list()
+    got = pl.DataFrame({"v": probe}).select(table.polars_expr(pl.col("v")))["v"].to_list()
     shifted = [None if p is None else p + 2**40 for p in probe]
     assert got == [1, 2, 3, 0, 0, 0, 0]
-    assert pl.DataFrame({"v": shifted}).select(hashed.expr(pl.col("v")))["v"].to_list() == [1, 2, 3, 0, 0, 0, 0]
+    assert pl.DataFrame({"v": shifted}).select(hashed.polars_expr(pl.col("v")))["v"].to_list() == [1, 2, 3, 0, 0, 0, 0]

@@ -17,7 +17,7 @@ import pytest
 from etl_helpers import config, handmade_source
 from test_etl_pit import EXPECTED
 
-from aptrank.data.etl.encode import index_dtype
+from aptrank.data.etl.feature_encoder import index_dtype
 from aptrank.data.etl.run import EtlResult, example_files, run_etl
 from aptrank.data.spec import FeatureSpec
 
@@ -78,7 +78,7 @@ def test_categorical_values(examples: pl.DataFrame) -> None:
     }
     for col, values in expected.items():
         assert examples[col].to_list() == values, col
-        # raw keys stay Int64; indices are Int32 (data.etl.encode.index_dtype: tables < 2**31 rows)
+        # raw keys stay Int64; indices are Int32 (data.etl.feature_encoder.index_dtype: tables < 2**31 rows)
         assert examples[col].dtype == (pl.Int64 if col.endswith("_id") else pl.Int32), col
 
 
@@ -141,8 +141,8 @@ def test_feature_spec_matches_columns(etl: EtlResult, examples: pl.DataFrame) ->
     assert tables["item"] == 4 and tables["user"] == 3 and tables["tab"] == 4 and tables["hour"] == 25
     assert [s.table for s in spec.sequence] == ["item", "item"] and [s.max_len for s in spec.sequence] == [2, 3]
     enc = {f.name: f.encoding for f in spec.categorical}
-    assert enc["user"]["values"] == [1, 2] and enc["category"]["values"] == ["a", "b"]
-    assert enc["item"]["file"] == "vocab/item.parquet"
+    assert enc["user"].values == (1, 2) and enc["category"].values == ("a", "b")
+    assert enc["item"].file == "vocab/item.parquet"
     vocab = pl.read_parquet(etl.out_dir / "vocab/item.parquet")
     assert vocab.rows() == [(10, 1, 3), (12, 2, 2), (11, 3, 1)]
     assert spec.extras["task_priors"] == pytest.approx(PRIOR)

@@ -105,3 +105,42 @@ def test_scoring_path_never_imports_torch(model_path: Path, etl_dir: Path) -> No
         check=True,
     )
     assert out.stdout.split() == ["200", "False", "False"]
+
+
+def _etl_arrays(features: CandidateFeatures, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    return model_inputs(features.lookup.build(frame).frame, features.spec)
+
+
+def test_numpy_request_side_equals_the_etl_lookup(features: CandidateFeatures) -> None:
+    """The request-side features go through the typed encodings' numpy functions (the demo ETL's
+    context, hour, weekday and item age all have one) and equal the ETL lookup on a year of
+    timestamps, every tab value, an unseen one and null."""
+    assert features.request_numpy
+    frame = features.probe(2048)
+    assert frame["tab"].null_count() > 0
+    got, expected = features.encode(frame), _etl_arrays(features, frame)
+    for name in INPUT_NAMES:
+        assert np.array_equal(got.arrays[name], expected[name]), name
+
+
+def test_integer_ts_float_context_and_single_rows(features: CandidateFeatures) -> None:
+    frame = features.probe(64).with_columns(pl.col("ts").dt.epoch("ms"))
+    expected = _etl_arrays(features, frame)
+    for i in (0, 31, 63):
+        one = features.encode(frame.slice(i, 1))
+        for name in INPUT_NAMES:
+            assert np.array_equal(one.arrays[name][0], expected[name][i]), name
+    as_float = frame.with_columns(pl.col("tab").cast(pl.Float64) + pl.Series([0.0, 0.5, -0.5, float("nan")] * 16))
+    got, expected = features.encode(as_float), _etl_arrays(features, as_float)
+    for name in INPUT_NAMES:
+        assert np.array_equal(got.arrays[name], expected[name]), name
+
+
+def test_string_context_goes_through_the_polars_path(features: CandidateFeatures) -> None:
+    frame = features.probe(64)
+    as_text = frame.with_columns(pl.col("tab").cast(pl.String))  # the ETL's cast reads "3" as 3
+    u, i = features._find(as_text)
+    assert features._request_numpy(as_text, u, i) is None
+    got, expected = features.encode(as_text), _etl_arrays(features, as_text)
+    for name in INPUT_NAMES:
+        assert np.array_equal(got.arrays[name], expected[name]), name
