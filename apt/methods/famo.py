@@ -15,6 +15,7 @@ so xi lags one step and sees batch noise. ``min_losses`` (the authors' optional 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -58,7 +59,7 @@ class FAMO(Weighting):
         return {
             **super().state_dict(),
             "logits": self.logits.detach().clone(),
-            "logit_opt": self.logit_opt.state_dict(),
+            "logit_opt": copy.deepcopy(self.logit_opt.state_dict()),  # a snapshot, not live moments
             "prev_losses": prev,
         }
 
@@ -66,6 +67,6 @@ class FAMO(Weighting):
         super().load_state_dict(state)
         with torch.no_grad():
             self.logits.copy_(state["logits"])
-        self.logit_opt.load_state_dict(state["logit_opt"])
+        self.logit_opt.load_state_dict(copy.deepcopy(state["logit_opt"]))
         prev = state["prev_losses"]
         self.prev_losses = None if prev is None else torch.tensor(prev, dtype=torch.float64)

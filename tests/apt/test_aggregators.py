@@ -208,8 +208,8 @@ def ref_nash(g: np.ndarray, max_norm: float) -> np.ndarray:
 
 
 def ref_sdmgrad(g: np.ndarray, w: np.ndarray, lmbda: float = 0.3, niter: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """One SDMGrad step from weights w (the authors' loop: SGD lr 10, momentum 0.5, projection; the
-    step direction is their ``GG w + lambda GG 1/K``)."""
+    """One SDMGrad step from weights w (the authors' loop, ml-opt-lab/sdmgrad nyuv2/utils.py: SGD lr 10,
+    momentum 0.5, projection; ``obj.backward()`` of w'GGw + 2 lambda w'GG 1/K + const)."""
     k = len(g)
     gg = g @ g.T
     scale = np.mean(np.sqrt(np.diag(gg) + 1e-4))
@@ -228,7 +228,7 @@ def ref_sdmgrad(g: np.ndarray, w: np.ndarray, lmbda: float = 0.3, niter: int = 2
 
     momentum_buffer = None
     for _ in range(niter):
-        grad = gg @ w + lmbda * gg_mean  # the authors' inner gradient (half that of w'GGw + 2 lambda w'GG 1/K)
+        grad = 2 * gg @ w + 2 * lmbda * gg_mean  # d/dw of w'GGw + 2 lambda w'GG 1/K
         momentum_buffer = grad if momentum_buffer is None else 0.5 * momentum_buffer + grad
         w = project(w - 10.0 * momentum_buffer)
     d = (w @ g + lmbda * g.mean(0)) / (1 + lmbda)
