@@ -69,6 +69,6 @@ def check_grads(params: Sequence[Tensor], name: Callable[[Tensor, str], str]) ->
         g = p.grad
         if g is None:
             continue
-        values = g.coalesce().values() if g.is_sparse else g
+        values = g._values() if g.is_sparse else g  # uncoalesced values: no sort of the rows
         if not bool(torch.isfinite(values).all()):
             raise NonFiniteError(f"non-finite gradient of {name(p, f'param[{i}]')!r}; no parameter was changed")
