@@ -122,6 +122,7 @@ class MultiTaskOptimizer:
         diagnose = every > 0 and self.step_count % every == 0
         self.zero_grad()
         loss_values = losses.detach().double().cpu()
+        saved = (self.method.state_dict(), self.generator.get_state())  # restored if the step is dropped
         try:
             check_losses(loss_values, self.task_names)
             comb, gram_matrix, task_grads = self._backward(
@@ -129,6 +130,8 @@ class MultiTaskOptimizer:
             )
             check_grads(self.parameters(), self.roles.name)
         except NonFiniteError as e:
+            self.method.load_state_dict(saved[0])
+            self.generator.set_state(saved[1])
             return self._skip(e)
         self.skipped_in_a_row = 0
         mix = comb.task_mix() if task_grads is not None else None

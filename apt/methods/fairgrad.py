@@ -15,6 +15,7 @@ gradients; then the previous w is kept (``info["stationary"]``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,3 +48,10 @@ class FairGrad(Method):
             max_norm=self.max_norm if self.max_norm > 0 else None,
             info={"weights": self.w.tolist(), "stationary": not converged},
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "w": self.w.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.w = np.asarray(state["w"], dtype=np.float64)

@@ -125,12 +125,13 @@ def inf_gradient(model: PlainMMoE, losses: list[torch.Tensor]) -> list[torch.Ten
     return [losses[0] + torch.sqrt(w.sum() - w.sum().detach()), *losses[1:]]
 
 
-@pytest.mark.parametrize("method", ["ew", "mgda", "nash_mtl", "uw"])
+@pytest.mark.parametrize("method", ["ew", "mgda", "nash_mtl", "uw", "famo", "pcgrad", "sdmgrad"])
 @pytest.mark.parametrize("poison", ["loss", "gradient"])
 def test_nonfinite_raises_before_any_parameter_changes(method: str, poison: str) -> None:
     model = PlainMMoE()
     opt = MultiTaskOptimizer({"method": method}, ParamRoles.from_model(model, PREFIXES), K)
-    state = opt.method.state_dict()
+    opt.step(losses_of(model, 7))  # method state (FAMO's previous losses, SDMGrad's w) exists
+    state, rng = opt.method.state_dict(), opt.generator.get_state()
     before = snapshot(model)
     losses = losses_of(model)
     losses = [losses[0] * float("nan"), *losses[1:]] if poison == "loss" else inf_gradient(model, losses)
@@ -138,7 +139,7 @@ def test_nonfinite_raises_before_any_parameter_changes(method: str, poison: str)
     with pytest.raises(NonFiniteError, match=match):
         opt.step(losses)
     assert unchanged(model, before)
-    assert str(opt.method.state_dict()) == str(state)
+    assert str(opt.method.state_dict()) == str(state) and torch.equal(opt.generator.get_state(), rng)
     assert all(p.grad is None for p in model.parameters())
 
 
