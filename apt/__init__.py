@@ -8,6 +8,7 @@ See apt/README.md.
 
 from aptrank.apt.config import APTConfig, ConfigError, MTLConfig, MuonConfig
 from aptrank.apt.engine import MultiTaskOptimizer
+from aptrank.apt.guards import NonFiniteError
 from aptrank.apt.methods import AGGREGATORS, METHODS, WEIGHTINGS, Combination, Method
 from aptrank.apt.optim import OPTIMIZERS, AdamW, AdaTask, AdaTaskMuon, Muon, TaskAwareOptimizer
 from aptrank.apt.roles import ParamRoles
@@ -28,6 +29,7 @@ __all__ = [
     "MultiTaskOptimizer",
     "Muon",
     "MuonConfig",
+    "NonFiniteError",
     "ParamRoles",
     "TaskAwareOptimizer",
 ]

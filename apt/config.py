@@ -73,6 +73,8 @@ class MTLConfig:
     where it measured faster, batched on accelerators; always loop for ``grad_scope: all``, whose
     sparse table gradients vmap cannot batch).
     ``diagnostics_every``: N > 0 computes diagnostics every N steps (0: never).
+    ``nonfinite``: a NaN/Inf loss or gradient ``raise``s (default) or the step is skipped (``skip``,
+    nothing changes) and counted; ``max_skipped_in_a_row`` skipped steps in a row raise.
     """
 
     method: str = "ew"
@@ -92,6 +94,8 @@ class MTLConfig:
     apt: APTConfig = field(default_factory=APTConfig)
     diagnostics_every: int = 0
     seed: int = 0
+    nonfinite: str = "raise"
+    max_skipped_in_a_row: int = 10
 
     # ---- derived -------------------------------------------------------------------------------
     @property
@@ -194,6 +198,10 @@ class MTLConfig:
             raise ConfigError("mtl.diagnostics_every", f"must be an integer >= 0, got {self.diagnostics_every!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("mtl.seed", f"must be an integer, got {self.seed!r}")
+        _choice("mtl.nonfinite", self.nonfinite, ("raise", "skip"))
+        n = self.max_skipped_in_a_row
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError("mtl.max_skipped_in_a_row", f"must be an integer >= 1, got {n!r}")
 
         a = self.apt
         _bool("mtl.apt.momentum", a.momentum)

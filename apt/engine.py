@@ -43,7 +43,8 @@ from aptrank.apt.gradients import (
     reduce_stacked,
     unflatten,
 )
-from aptrank.apt.methods import METHODS
+from aptrank.apt.guards import NonFiniteError, check_grads, check_gram, check_losses, loss_roots
+from aptrank.apt.methods import AGGREGATORS, METHODS
 from aptrank.apt.methods.base import Combination
 from aptrank.apt.optim import build_optimizer
 from aptrank.apt.rep_mode import rep_step
@@ -81,6 +82,11 @@ class MultiTaskOptimizer:
         if len(self.task_names) != num_tasks:
             raise ValueError(f"{len(self.task_names)} task names for {num_tasks} tasks")
         cfg = self.config
+        if num_tasks == 1 and cfg.method in AGGREGATORS and cfg.method != "ew":
+            raise ValueError(
+                f"num_tasks=1 with method {cfg.method!r}: an aggregator combines K >= 2 task gradients; "
+                "use method 'ew' for a single task"
+            )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.method = METHODS[cfg.method](num_tasks, generator=self.generator, **dict(cfg.method_kwargs))
         self.optimizer = build_optimizer(cfg, self.roles, num_tasks, self.method.parameters())
@@ -90,6 +96,8 @@ class MultiTaskOptimizer:
         self._backend = "loop" if cfg.grad_scope == "all" else cfg.per_task_backend
         self.needs_task_grads = cfg.uses_adatask or cfg.apt.direction_preservation
         self.step_count = 0
+        self.skipped_steps = 0
+        self.skipped_in_a_row = 0
 
     def backend(self, device: torch.device) -> str:
         """The per-task backward in use: ``auto`` is K passes (``loop``) on the CPU, where the vmap'd
@@ -109,47 +117,23 @@ class MultiTaskOptimizer:
     ) -> dict[str, float]:
         """Backward(s), combined gradients, optimizer step, gradients cleared; returns metrics.
         ``losses``: K scalar tensors (separate graph roots, see the module docstring) or a [K] tensor."""
-        k = self.num_tasks
-        if isinstance(losses, Tensor):
-            if losses.shape != (k,):
-                raise ValueError(f"losses must have shape [{k}], got {tuple(losses.shape)}")
-            roots: Sequence[Tensor] = losses
-        else:
-            roots = list(losses)
-            if len(roots) != k or any(r.numel() != 1 for r in roots):
-                raise ValueError(f"losses must be {k} scalar tensors, got shapes {[tuple(r.shape) for r in roots]}")
-            roots = [r.reshape(()) for r in roots]
-            losses = torch.stack(roots)
-        cfg = self.config
-        every = cfg.diagnostics_every
+        losses, roots = loss_roots(losses, self.num_tasks)
+        every = self.config.diagnostics_every
         diagnose = every > 0 and self.step_count % every == 0
         self.zero_grad()
         loss_values = losses.detach().double().cpu()
-        per_task = self.method.needs_gram() or self.needs_task_grads or diagnose
-        task_grads: dict[Tensor, Tensor] | None = None
-        gram_matrix: Tensor | None = None
-        if not per_task:
-            comb = self.method.combine(None, loss_values)
-            if not torch.equal(comb.coef, comb.tower_weights):
-                raise RuntimeError(f"method {self.method.name} needs the Gram matrix at this step")
-            (losses * comb.tower_weights.to(losses)).sum().backward()
-            if self.grad_reducer is not None:
-                reduce_grads(self.shared + self.towers, self.grad_reducer)
-        elif cfg.grad_mode == "rep":
-            if representation is None:
-                raise ValueError("grad_mode 'rep' needs step(..., representation=...)")
-            comb, gram_matrix = rep_step(
-                losses,
-                roots,
-                representation,
-                self.backend(losses.device),
-                lambda g: self.method.combine(g, loss_values),
-                self.grad_reducer,
+        saved = (self.method.state_dict(), self.generator.get_state())  # restored if the step is dropped
+        try:
+            check_losses(loss_values, self.task_names)
+            comb, gram_matrix, task_grads = self._backward(
+                losses, roots, loss_values, embedded, representation, diagnose
             )
-            if self.grad_reducer is not None:
-                reduce_grads(self.shared + self.towers, self.grad_reducer)
-        else:
-            comb, gram_matrix, task_grads = self._exact_step(losses, roots, loss_values, embedded)
+            check_grads(self.parameters(), self.roles.name)
+        except NonFiniteError as e:
+            self.method.load_state_dict(saved[0])
+            self.generator.set_state(saved[1])
+            return self._skip(e)
+        self.skipped_in_a_row = 0
         mix = comb.task_mix() if task_grads is not None else None
         if comb.max_norm is not None:
             extra = self.embeddings if self.config.grad_scope == "all" else []
@@ -171,6 +155,44 @@ class MultiTaskOptimizer:
         self.step_count += 1
         return metrics
 
+    def _backward(
+        self,
+        losses: Tensor,
+        roots: Sequence[Tensor],
+        loss_values: Tensor,
+        embedded: Tensor | None,
+        representation: Tensor | None,
+        diagnose: bool,
+    ) -> tuple[Combination, Tensor | None, dict[Tensor, Tensor] | None]:
+        """The backward pass(es) of one step: writes ``.grad``; returns (combination, Gram, per-task grads)."""
+        cfg = self.config
+        per_task = self.method.needs_gram() or self.needs_task_grads or diagnose
+        task_grads: dict[Tensor, Tensor] | None = None
+        gram_matrix: Tensor | None = None
+        if not per_task:
+            comb = self.method.combine(None, loss_values)
+            if not torch.equal(comb.coef, comb.tower_weights):
+                raise RuntimeError(f"method {self.method.name} needs the Gram matrix at this step")
+            (losses * comb.tower_weights.to(losses)).sum().backward()
+            if self.grad_reducer is not None:
+                reduce_grads(self.shared + self.towers, self.grad_reducer)
+        elif cfg.grad_mode == "rep":
+            if representation is None:
+                raise ValueError("grad_mode 'rep' needs step(..., representation=...)")
+            comb, gram_matrix = rep_step(
+                losses,
+                roots,
+                representation,
+                self.backend(losses.device),
+                lambda g: self._choose(g, loss_values),
+                self.grad_reducer,
+            )
+            if self.grad_reducer is not None:
+                reduce_grads(self.shared + self.towers, self.grad_reducer)
+        else:
+            comb, gram_matrix, task_grads = self._exact_step(losses, roots, loss_values, embedded)
+        return comb, gram_matrix, task_grads
+
     def _exact_step(
         self, losses: Tensor, roots: Sequence[Tensor], loss_values: Tensor, embedded: Tensor | None
     ) -> tuple[Combination, Tensor, dict[Tensor, Tensor]]:
@@ -180,7 +202,7 @@ class MultiTaskOptimizer:
                 self.embeddings,
                 self.towers,
                 roots,
-                lambda g: self.method.combine(g, loss_values),
+                lambda g: self._choose(g, loss_values),
                 self.grad_reducer,
             )
         tables = bool(self.embeddings) or self.roles.external_embeddings
@@ -196,7 +218,7 @@ class MultiTaskOptimizer:
         if self.grad_reducer is not None:
             g_shared = reduce_stacked(g_shared, self.grad_reducer)
         gram_matrix = gram(g_shared)
-        comb = self.method.combine(gram_matrix, loss_values)
+        comb = self._choose(gram_matrix, loss_values)
         for p, g in zip(self.shared, g_shared, strict=True):
             p.grad = combine(comb.coef, g)
         for p, g in zip(self.towers, g_towers, strict=True):
@@ -243,7 +265,7 @@ class MultiTaskOptimizer:
         if self.grad_reducer is not None:
             g_flat = self.grad_reducer(g_flat)
         gram_matrix = gram([g_flat])
-        comb = self.method.combine(gram_matrix, loss_values)
+        comb = self._choose(gram_matrix, loss_values)
         w = comb.tower_weights
         rest_grads: Sequence[Tensor | None] = ()
         if unit:
@@ -265,6 +287,22 @@ class MultiTaskOptimizer:
             for p, g in zip(self.embeddings, rest_grads[nt:], strict=True):
                 p.grad = g
         return comb, gram_matrix, dict(zip(shared, unflatten(g_flat, shared), strict=True))
+
+    def _choose(self, gram_matrix: Tensor, loss_values: Tensor) -> Combination:
+        """The method's combination, once the Gram matrix is known to be finite."""
+        return self.method.combine(check_gram(gram_matrix, self.task_names), loss_values)
+
+    def _skip(self, error: NonFiniteError) -> dict[str, float]:
+        """Drop this step (nothing was applied): raise under ``nonfinite: raise``, else count it and
+        raise after ``max_skipped_in_a_row`` skipped steps in a row."""
+        self.zero_grad()
+        if self.config.nonfinite == "raise":
+            raise error
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= self.config.max_skipped_in_a_row:
+            raise NonFiniteError(f"{self.skipped_in_a_row} steps in a row skipped (mtl.max_skipped_in_a_row): {error}")
+        return {"skipped": 1.0}
 
     # ---- housekeeping --------------------------------------------------------------------------
     def zero_grad(self) -> None:

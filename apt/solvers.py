@@ -41,9 +41,7 @@ def min_norm_weights(gram: np.ndarray) -> np.ndarray:
         denom = m[0, 0] + m[1, 1] - 2 * m[0, 1]
         gamma = 0.5 if denom <= 0 else float(np.clip((m[1, 1] - m[0, 1]) / denom, 0.0, 1.0))
         return np.array([gamma, 1.0 - gamma])
-    evals, evecs = np.linalg.eigh((m + m.T) / 2)
-    root = np.sqrt(np.clip(evals, 0.0, None))[:, None] * evecs.T  # root^T root = M
-    a = np.vstack([root, np.ones((1, k))])
+    a = np.vstack([matrix_root(m), np.ones((1, k))])
     b = np.zeros(k + 1)
     b[-1] = 1.0
     u, _ = nnls(a, b, maxiter=50 * k)
@@ -69,3 +67,76 @@ def minimize_on_simplex(
         options={"ftol": 1e-15, "maxiter": 500},
     )
     return project_simplex(res.x)
+
+
+def matrix_root(gram: np.ndarray) -> np.ndarray:
+    """R with R^T R = M (symmetric eigendecomposition; tiny negative eigenvalues from rounding set to 0)."""
+    evals, evecs = np.linalg.eigh((gram + gram.T) / 2)
+    return np.sqrt(np.clip(evals, 0.0, None))[:, None] * evecs.T
+
+
+def dual_cone_weights(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """v = argmin_{v >= u} v^T M v: the weights of the projection of G^T u onto the dual cone
+    {x : G x >= 0} of the task gradients (Quinton & Rey, "Jacobian Descent for Multi-Objective
+    Optimization", 2024, Prop. 1; TorchJD's ``project_weights``). Exact: with v = u + l, l >= 0 it is
+    the non-negative least-squares problem min ||R l + R u|| (Lawson-Hanson active set)."""
+    root = matrix_root(gram)
+    lam, _ = nnls(root, -root @ u, maxiter=50 * gram.shape[0])
+    return u + lam
+
+
+#: on the normalised Gram matrix a weight above this means the iterates run off (Pareto-stationary)
+MAX_FAIR_WEIGHT = 1e6
+
+
+def alpha_fair_weights(
+    gram: np.ndarray, power: float, w0: np.ndarray, max_iter: int = 100, tol: float = 1e-10
+) -> tuple[np.ndarray, bool]:
+    """w > 0 with M w = w^{-power} (elementwise): Nash-MTL (power 1, Navon et al. 2022) and FairGrad
+    (power 1/alpha, Ban & Ji 2024). Returns (w, converged).
+
+    The equation is the stationarity condition of the strictly convex potential
+    f(w) = 1/2 w^T M w - sum_k phi(w_k), phi' = w^{-power} (phi = log for power 1), so it has at
+    most one solution, found by damped Newton steps (quadratic convergence, warm started from w0),
+    on M' = M / ||M||_F and rescaled: w = w' ||M||_F^{-1/(1+power)}. It has none when the task
+    gradients are Pareto-stationary (a convex combination vanishes): then w runs off to infinity and
+    ``converged`` is False; the caller decides (see NashMTL).
+    """
+    norm = float(np.linalg.norm(gram))
+    k = gram.shape[0]
+    if not norm > 0:
+        return np.ones(k), False
+    m = gram / norm
+    scale = norm ** (-1.0 / (1.0 + power))
+    w = np.clip(np.asarray(w0, dtype=np.float64) / scale, 1e-12, None)
+
+    def phi(a: np.ndarray) -> float:
+        return float(np.log(a).sum()) if power == 1 else float((a ** (1 - power)).sum() / (1 - power))
+
+    def potential(a: np.ndarray) -> float:
+        return 0.5 * float(a @ m @ a) - phi(a)
+
+    converged = False
+    for _ in range(max_iter):
+        if float(w.max()) > MAX_FAIR_WEIGHT:  # running off: (near) Pareto-stationary
+            break
+        grad = m @ w - w**-power
+        if np.linalg.norm(grad) < tol * max(1.0, float(np.linalg.norm(w**-power))):
+            converged = True
+            break
+        step = -np.linalg.solve(m + np.diag(power * w ** (-power - 1)), grad)
+        t, f0, slope = 1.0, potential(w), float(grad @ step)
+        gnorm = float(np.linalg.norm(grad))
+        while t > 1e-12:
+            cand = w + t * step
+            # Armijo on the potential, or (near the solution, where f's rounding hides the decrease)
+            # a residual that shrinks
+            if np.all(cand > 0) and (
+                potential(cand) <= f0 + 1e-4 * t * slope or np.linalg.norm(m @ cand - cand**-power) < 0.5 * gnorm
+            ):
+                break
+            t *= 0.5
+        else:
+            break
+        w = cand
+    return w * scale, converged

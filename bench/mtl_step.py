@@ -55,7 +55,10 @@ from aptrank.models import FeatureBatch, build_model  # noqa: E402
 from aptrank.pipeline.trainer import task_losses  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "mtl_step.json"
-EXACT_METHODS = ("mgda", "pcgrad", "cagrad", "nash_mtl", "imgrad", "sdmgrad", "aligned_mtl")
+EXACT_METHODS = (
+    *("mgda", "pcgrad", "cagrad", "nash_mtl", "imgrad", "sdmgrad", "aligned_mtl"),
+    *("conicgrad", "upgrad", "fairgrad", "db_mtl"),
+)
 EXACT_LIMIT = 1.7  # x EW
 LIBMTL_SPEEDUP = 2.0  # LibMTL-style / method
 OPTIMIZER_LIMIT = 2.0  # x AdamW

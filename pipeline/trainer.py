@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aptrank.apt import MTLConfig
+from aptrank.apt import MTLConfig, NonFiniteError
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.registry import build_model
 from aptrank.pipeline import checkpoint
@@ -159,7 +159,7 @@ class Trainer:
         names = self.model.task_names
         cols = torch.tensor(self.model.label_columns)
         sums = torch.zeros(len(names), dtype=torch.float64)
-        steps, samples, t0 = 0, 0, time.perf_counter()
+        steps, samples, skipped, t0 = 0, 0, 0, time.perf_counter()
         limit = self.cfg.train.max_steps_per_epoch
         bar = tqdm(
             total=limit or len(self.train_loader),
@@ -174,14 +174,20 @@ class Trainer:
             task_logits, embedded, representation = self.model.forward_per_task(batch)
             losses = task_losses(task_logits, batch.labels[:, cols])
             values = torch.stack([loss.detach() for loss in losses])
-            if not bool(torch.isfinite(values).all()):
+            stop = f"the run stops, the last good checkpoint is kept at {checkpoint.last_path(self.run_dir)}"
+            if self.optimizer.config.nonfinite == "raise" and not bool(torch.isfinite(values).all()):
                 bad = [n for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
                 raise NonFiniteLossError(
-                    f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; the run stops, the last "
-                    f"good checkpoint is kept at {checkpoint.last_path(self.run_dir)} (lower mtl.lr?)"
+                    f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; {stop} (lower mtl.lr?)"
                 )
             self.global_step += 1
-            self.optimizer.step(losses, embedded=embedded, representation=representation)
+            try:  # under mtl.nonfinite: skip, apt drops and counts bad steps, and raises after N in a row
+                metrics = self.optimizer.step(losses, embedded=embedded, representation=representation)
+            except NonFiniteError as e:
+                raise NonFiniteLossError(f"epoch {epoch} step {steps}: {e}; {stop}") from e
+            if metrics.get("skipped"):
+                skipped += 1
+                continue
             sums += values.double().cpu()
             steps += 1
             samples += full_batch.batch_size
@@ -204,6 +210,7 @@ class Trainer:
             "samples_per_s": samples / max(seconds, 1e-9),
             "data_wait_s": self.train_loader.wait_seconds,
             "train_loss": dict(zip(names, mean_losses, strict=True)),
+            "skipped_steps": skipped,
         }
 
     def fit(self) -> TrainResult:

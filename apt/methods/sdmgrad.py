@@ -5,6 +5,14 @@ Algorithms", NeurIPS 2023 (code: ml-opt-lab/sdmgrad). GG = G G^T / s^2 with
 s = mean_k sqrt(M_kk + 1e-4); minimise w^T GG w + 2 lambda w^T GG 1/K over the simplex by ``niter``
 projected SGD steps (lr 10, momentum 0.5, the momentum buffer fresh each step), w warm started
 across steps; d = (G^T w + lambda g_0) / (1 + lambda), written K * d. lambda = 0.3. Tower weights: 1.
+
+The step direction is the full gradient 2 GG w + 2 lambda GG 1/K, exactly as the authors' code
+(nyuv2/utils.py, cityscapes/utils.py, consistency/utils.py of ml-opt-lab/sdmgrad: ``obj.backward()``
+of w^T GG w + 2 lambda w^T Gg + lambda^2 gg, ``SGD([w], lr=10, momentum=0.5)``, w created once and
+passed back each step). LibMTL's port uses half that direction (GG w + lambda GG 1/K) with lr 5, a
+quarter of the authors' step. At lr 10 neither step converges to the QP minimiser in 20 steps (the
+step exceeds 2 / lambda_max(2 GG)); the projected heavy-ball loop does converge with a smaller
+``lr`` (tested), so ``lr`` is the knob for a converged inner solve.
 """
 
 from __future__ import annotations

@@ -19,8 +19,19 @@ from aptrank.apt import AGGREGATORS, METHODS
 
 # Defaults under which identical task gradients (and K = 1) give exactly EW. CAGrad / IMGrad with
 # their default rescale 1 give (1 + alpha) / (1 + alpha^2) times EW there (tested separately);
-# rescale 2 divides by (1 + alpha) instead. Nash-MTL clips to norm 1 by default (tested separately).
-EXACT_EW = {"cagrad": {"rescale": 2}, "imgrad": {"rescale": 2}, "nash_mtl": {"max_norm": 0.0}}
+# rescale 2 divides by (1 + alpha) instead. UPGrad's and DB-MTL's epsilons (TorchJD's, LibMTL's) are
+# set to 0 here. Nash-MTL and FairGrad solve M w = w^(-1/alpha) on the unnormalised Gram matrix, so
+# their output does not scale with G (tested separately, ALPHA_FAIR).
+EXACT_EW = {
+    "cagrad": {"rescale": 2},
+    "imgrad": {"rescale": 2},
+    "nash_mtl": {"max_norm": 0.0},
+    "fairgrad": {"max_norm": 0.0},
+    "upgrad": {"norm_eps": 0.0, "reg_eps": 0.0},
+    "db_mtl": {"eps": 0.0},
+}
+ALPHA_FAIR = ("nash_mtl", "fairgrad")
+SCALED = [a for a in AGGREGATORS if a not in ALPHA_FAIR]
 
 
 def method(name: str, k: int, **kw):
@@ -42,14 +53,14 @@ def fixed_grads(k: int, n: int = 7, seed: int = 0) -> np.ndarray:
 
 
 # ---- properties --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", AGGREGATORS)
+@pytest.mark.parametrize("name", SCALED)
 def test_identical_gradients_give_ew(name: str) -> None:
     g = np.random.default_rng(1).normal(size=9)
     grads = np.stack([g, g, g])
     np.testing.assert_allclose(written(name, grads, **EXACT_EW.get(name, {})), 3 * g, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", AGGREGATORS)
+@pytest.mark.parametrize("name", SCALED)
 def test_single_task_gives_plain_gradient(name: str) -> None:
     g = np.random.default_rng(2).normal(size=(1, 9))
     np.testing.assert_allclose(written(name, g, **EXACT_EW.get(name, {})), g[0], rtol=1e-9, atol=1e-12)
@@ -65,10 +76,24 @@ def test_conflict_averse_defaults_scale_ew_by_known_factor(name: str, alpha: flo
     np.testing.assert_allclose(written(name, g[None], alpha=alpha), g * (1 + alpha) / (1 + alpha**2), rtol=1e-9)
 
 
-def test_nash_mtl_clips_identical_gradients_to_max_norm() -> None:
-    g = np.full(4, 2.0)  # ||3 g|| = 12 > 1
-    out = written("nash_mtl", np.stack([g, g, g]))
-    np.testing.assert_allclose(out, 3 * g / (np.linalg.norm(3 * g) + 1e-6), rtol=1e-9)
+@pytest.mark.parametrize("name", ALPHA_FAIR)
+@pytest.mark.parametrize("k", [1, 3])
+def test_alpha_fair_methods_on_identical_gradients(name: str, k: int) -> None:
+    """M w = 1/w with M = ||g||^2 1 1^T: w_k = 1 / (sqrt(K) ||g||), so G^T w = sqrt(K) g / ||g||
+    (Nash-MTL writes G^T alpha, FairGrad K G^T w); clipped to norm 1 by default."""
+    g = np.random.default_rng(1).normal(size=9)
+    unit = g / np.linalg.norm(g)
+    expected = (k if name == "fairgrad" else 1) * np.sqrt(k) * unit
+    np.testing.assert_allclose(written(name, np.stack([g] * k), max_norm=0.0), expected, rtol=1e-9)
+    norm = np.linalg.norm(expected)
+    np.testing.assert_allclose(written(name, np.stack([g] * k)), expected * min(1, 1 / (norm + 1e-6)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ALPHA_FAIR)
+def test_alpha_fair_methods_are_scale_invariant(name: str) -> None:
+    g = fixed_grads(3)
+    for s in (1e-3, 10.0):
+        np.testing.assert_allclose(written(name, s * g, max_norm=0.0), written(name, g, max_norm=0.0), rtol=1e-8)
 
 
 def test_pcgrad_leaves_no_negative_inner_product_for_two_tasks() -> None:
@@ -171,10 +196,11 @@ def ref_conflict_averse(g: np.ndarray, alpha: float, imbalance: bool) -> np.ndar
 
 
 def ref_nash(g: np.ndarray, max_norm: float) -> np.ndarray:
-    gg = g @ g.T
-    gg = gg / np.linalg.norm(gg)
-    alpha = fsolve(lambda a: gg @ a - 1.0 / a, np.ones(len(g)), xtol=1e-12)
+    gg = g @ g.T  # the paper's condition on the unnormalised Gram matrix: fsolve on M / ||M||_F from
+    norm = np.linalg.norm(gg)  # ones (well scaled), then alpha = alpha' / sqrt(||M||_F)
+    alpha = fsolve(lambda a: gg / norm @ a - 1.0 / a, np.ones(len(g)), xtol=1e-13) / np.sqrt(norm)
     assert np.all(alpha > 0)
+    np.testing.assert_allclose(gg @ alpha, 1.0 / alpha, rtol=1e-8)
     d = alpha @ g
     if max_norm > 0:
         d = d * min(1.0, max_norm / (np.linalg.norm(d) + 1e-6))
@@ -182,7 +208,8 @@ def ref_nash(g: np.ndarray, max_norm: float) -> np.ndarray:
 
 
 def ref_sdmgrad(g: np.ndarray, w: np.ndarray, lmbda: float = 0.3, niter: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """One SDMGrad step from weights w (the authors' loop: SGD lr 10, momentum 0.5, projection)."""
+    """One SDMGrad step from weights w (the authors' loop, ml-opt-lab/sdmgrad nyuv2/utils.py: SGD lr 10,
+    momentum 0.5, projection; ``obj.backward()`` of w'GGw + 2 lambda w'GG 1/K + const)."""
     k = len(g)
     gg = g @ g.T
     scale = np.mean(np.sqrt(np.diag(gg) + 1e-4))
@@ -320,11 +347,12 @@ def test_aligned_mtl_on_rank_deficient_gradients() -> None:
     np.testing.assert_allclose(written("aligned_mtl", g), ref_aligned(g), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [a for a in AGGREGATORS if a != "sdmgrad"])
+@pytest.mark.parametrize("name", [a for a in SCALED if a != "sdmgrad"])
 def test_scale_equivariance(name: str) -> None:
-    """Scaling every task gradient by s scales the written gradient by s (Nash-MTL's clip aside).
+    """Scaling every task gradient by s scales the written gradient by s.
     SDMGrad is left out by design, not skipped: its scale s = mean(sqrt(diag + 1e-4)) is only
-    equivariant for gradients far larger than 1e-2; see the next test."""
+    equivariant for gradients far larger than 1e-2; see the next test. Nash-MTL and FairGrad are
+    scale invariant instead (test_alpha_fair_methods_are_scale_invariant)."""
     g = fixed_grads(3)
     kw = EXACT_EW.get(name, {})
     for s in (1e-3, 10.0):
@@ -350,7 +378,8 @@ def test_task_mix_rows_sum_to_the_written_gradient(name: str) -> None:
 def test_symmetric_methods_ignore_task_order() -> None:
     """Symmetric methods do not depend on the task order."""
     g = fixed_grads(3)
-    for name in ("ew", "mgda", "cagrad", "nash_mtl", "imgrad", "aligned_mtl"):
+    symmetric = ("ew", "mgda", "cagrad", "nash_mtl", "imgrad", "aligned_mtl", "conicgrad", "upgrad", "fairgrad")
+    for name in (*symmetric, "db_mtl"):
         base = written(name, g)
         for perm in itertools.permutations(range(3)):
             np.testing.assert_allclose(written(name, g[list(perm)]), base, atol=1e-6)

@@ -172,3 +172,18 @@ def test_baselines_give_delta_m(etl_dir: Path, tmp_path: Path) -> None:
     assert set(base) == {"click", "like", "finish"}
     assert result.evaluation["delta_m_auc"] == pytest.approx(delta_m(result.evaluation["test"]["tasks"], base))
     assert math.isfinite(result.evaluation["delta_m_auc"])
+
+
+def test_skipped_non_finite_steps_are_counted_and_stop_the_run_after_n_in_a_row(etl_dir: Path, tmp_path: Path) -> None:
+    cfg = _cfg("train.epochs=3", "seed=1", "mtl.nonfinite=skip", "mtl.max_skipped_in_a_row=3")
+    trainer: Trainer
+
+    def poison(epoch: int, record: dict) -> None:
+        assert record["skipped_steps"] == 0
+        with torch.no_grad():
+            trainer.model.towers[1].out.weight.fill_(float("nan"))
+
+    trainer = Trainer(cfg, etl_dir, tmp_path / "skip", TrainCallbacks(on_epoch_end=poison), progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0: 3 steps in a row skipped .*'like'"):
+        trainer.fit()
+    assert trainer.optimizer.skipped_steps == 3
