@@ -71,17 +71,19 @@ def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:
     from aptrank.data.etl.summary import content_hash
 
     log = tmp_path / "log"
-    generate(log, GeneratorConfig(events=12_000, users=300, items=200, bad_rows=0.02, seed=2, days=3), progress=False)
+    generate(log, GeneratorConfig(events=12_000, users=300, items=200, bad_rows=0.005, seed=2, days=3), progress=False)
     cfg = load_config(CONFIGS / "synthetic.yaml")
     cfg = dataclasses.replace(
         cfg, splits=dataclasses.replace(cfg.splits, valid_start="2022-04-09", test_start="2022-04-10")
     )
     day = dt.date(2022, 4, 10)
     for engine in ("polars", "spark"):
-        run_days(
+        (boot,) = run_days(
             "canonical", log, tmp_path / engine, cfg, dt.date(2022, 4, 9), dt.date(2022, 4, 9), bootstrap_first=True
         )
-        run_day("canonical", log, tmp_path / engine, dataclasses.replace(cfg, engine=engine), day, lambda _m: None)
+        assert boot.passed, boot.summary["gates"]  # bad rows under the reject-rate gate (1%)
+        done = run_day("canonical", log, tmp_path / engine, dataclasses.replace(cfg, engine=engine), day, print)
+        assert done.passed, done.summary["gates"]
     parts = ("feature_spec.json", "vocab", "snapshot", "state")
     assert content_hash(tmp_path / "spark", parts) == content_hash(tmp_path / "polars", parts)
     assert examples_digest(tmp_path / "spark") == examples_digest(tmp_path / "polars")
