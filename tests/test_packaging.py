@@ -8,6 +8,7 @@ that holds its own ``models.py`` and ``data/``, the names that used to collide w
 from __future__ import annotations
 
 import email
+import os
 import re
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def test_wheel_holds_one_top_level_package_and_declares_dependencies(wheel: Path
 @pytest.mark.slow
 def test_wheel_installs_in_a_fresh_venv_and_imports_beside_colliding_names(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # nothing of the checkout
     subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
@@ -75,6 +77,7 @@ def test_wheel_installs_in_a_fresh_venv_and_imports_beside_colliding_names(wheel
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     notebook = tmp_path / "notebook"
@@ -85,7 +88,9 @@ def test_wheel_installs_in_a_fresh_venv_and_imports_beside_colliding_names(wheel
         "import aptrank, aptrank.apt, aptrank.pipeline, aptrank.data.spec, torch;"
         "print(aptrank.apt.__file__); print(torch.__version__)"
     )
-    done = subprocess.run([str(python), "-c", probe], cwd=notebook, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(python), "-c", probe], cwd=notebook, capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     apt_file, torch_version = done.stdout.split()
     assert Path(apt_file).is_relative_to(venv) and apt_file.endswith("aptrank/apt/__init__.py")
