@@ -135,7 +135,7 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
             shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
         with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
             log(
-                f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
+                f"[run] train {cfg.arch} ({cfg.mtl.method}/{cfg.mtl.optimizer}) "
                 f"-> {run_dir}, MLflow run {tracked.run_id}"
             )
             result = run_training(

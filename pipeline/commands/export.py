@@ -108,7 +108,7 @@ def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
             f"({run.spec_hash[:12]}); pass the ETL output of that training with --features"
         )
     cfg = build_config(run.config, run.source)
-    model = build_model(cfg.arch, spec, {"seed": cfg.seed, **cfg.model_options})
+    model = build_model(cfg.arch, spec, cfg.model_seeded)
     try:
         model.load_state_dict(run.state_dict)
     except RuntimeError as e:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aptrank.apt import MTLConfig
+from aptrank.models.registry import model_config
 from aptrank.pipeline.config import ConfigError, JobConfig, build_config
 
 if TYPE_CHECKING:
@@ -89,10 +90,10 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
         "etl_config": decl.etl_config,
         "input": decl.input or f"datasets/{cell.dataset}/raw",
     }
-    model = dict(raw.get("model") or {})
-    model["arch"] = cell.arch
+    sizes = dict(raw.get("model") or {})  # shared by the grid's archs: each cell keeps its arch's keys
     if cell.task is not None:
-        model["task"] = cell.task
+        sizes["task"] = cell.task
+    model = model_config(cell.arch, sizes).given()
     mtl = dict(raw.get("mtl") or {})
     mtl["method"], mtl["optimizer"] = cell.method, cell.optimizer
     mtl["method_kwargs"] = dict(spec.method_kwargs.get(cell.method, {}))
@@ -138,7 +139,5 @@ def check_job(spec: GridSpec) -> None:
     for cell in cells:
         try:
             cell_config(spec, cell)
-        except ConfigError as e:  # apt names its key (mtl.lr); the model config names it in the message
-            key = getattr(e.__cause__, "key", None)
-            rule = str(e).removeprefix(f"{cell_source(spec, cell)}: ")
-            raise GridError(spec.source, f"job.{key}" if key else "job", f"{rule} (cell {cell.id})") from e
+        except ConfigError as e:  # its key is the job config's (mtl.lr, model.num_experts)
+            raise GridError(spec.source, f"job.{e.key}" if e.key else "job", f"{e.reason} (cell {cell.id})") from e
