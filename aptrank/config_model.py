@@ -138,6 +138,7 @@ _EXPECTED = {
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "dataclass_type": "a mapping",
+    "dataclass_args_type": "a mapping",
     "model_attributes_type": "a mapping",
     "none_required": "null",
 }
@@ -147,9 +148,9 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 def describe(problem: Mapping[str, Any]) -> str:
     """One pydantic error as the rule it breaks, in the house words."""
     kind, value, ctx = problem["type"], problem.get("input"), problem.get("ctx") or {}
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown key"
-    if kind == "missing":
+    if kind in ("missing", "missing_argument"):
         return "required key missing"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {value!r}"

@@ -15,7 +15,6 @@ stage rather than by the dataset; ``summary.json`` records wall and CPU seconds 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shutil
 import time
@@ -83,7 +82,7 @@ def run_etl(
         if v is not None
     }
     if gates:
-        cfg = dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates))
+        cfg = cfg.model_copy(update={"validation": cfg.validation.model_copy(update=gates)})
     job = _Job(cfg, Path(out_dir), progress or (lambda _msg: None))
     try:
         return job.run(load_source(source, input_path))
