@@ -121,11 +121,9 @@ def check_job(spec: GridSpec) -> None:
     for key in GRID_OWNED:
         if key in spec.job:
             raise GridError(spec.source, f"job.{key}", "set by the grid (seeds, datasets, name); remove it from job")
-    for method, kwargs in spec.method_kwargs.items():
+    for method in spec.method_kwargs:
         if method not in spec.methods:
             raise GridError(spec.source, f"method_kwargs.{method}", f"not a method of this grid {list(spec.methods)}")
-        if not isinstance(kwargs, dict):
-            raise GridError(spec.source, f"method_kwargs.{method}", "must be a mapping of the method's arguments")
     dataset, seed = next(iter(spec.datasets)), spec.seeds[0]
     cells = [
         Cell(dataset, a, m, o, apt, seed)

@@ -101,7 +101,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         ("seeds", [0, 0], "seeds", "distinct"),
         ("seeds", [], "seeds", "at least one"),
         ("apt", "yes", "apt", "expected a list"),
-        ("baselines", "no", "baselines", "expected bool"),
+        ("baselines", "no", "baselines", "expected true or false"),
         ("workers", 0, "workers", ">= 1"),
         ("name", "a b", "name", "must match"),
         ("datasets.syn.generator.task_correlation", 2.0, "datasets.syn.generator.task_correlation", "[-1, 1]"),
