@@ -47,7 +47,9 @@ TAG_MARK = "="
 class ConfigModel(BaseModel):
     """Base of every config section: strict types, no unknown keys, frozen, one error type."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, validate_default=False)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, validate_default=False, use_attribute_docstrings=True
+    )
 
     error_class: ClassVar[type[ConfigError]] = ConfigError
     """The :class:`ConfigError` subclass this section raises (a room may keep its own name)."""

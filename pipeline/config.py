@@ -92,7 +92,11 @@ class JobConfig(ConfigModel):
     name: str = "aptrank"
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelSection = Field(default_factory=lambda: MMoEConfig(arch="mmoe"))
+    model: ModelSection = Field(
+        default_factory=lambda: MMoEConfig(arch="mmoe"),
+        description="the section of the architecture named by `arch` (default mmoe)",
+        json_schema_extra=lambda schema: schema.update(anyOf=schema.pop("oneOf")),  # `arch` may be left out
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     mtl: MTLConfig = Field(default_factory=MTLConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
