@@ -58,9 +58,13 @@ def model_config(arch: str, sizes: Mapping[str, Any] | ModelConfig | None = None
         if not isinstance(sizes, section):
             raise ModelConfigError("model.arch", f"a {type(sizes).__name__} cannot build {arch!r}")
         return sizes
-    own = section.model_fields
-    kept = {k: v for k, v in (sizes or {}).items() if k in own or k not in SIZE_KEYS}
-    return section.parse({**kept, "arch": arch}, prefix="model")
+    return section.parse({**own_sizes(arch, sizes or {}), "arch": arch}, prefix="model")
+
+
+def own_sizes(arch: str, sizes: Mapping[str, Any]) -> dict[str, Any]:
+    """``sizes`` without the keys that only architectures other than ``arch`` declare."""
+    own = ARCHITECTURES[arch].config_class.model_fields if arch in ARCHITECTURES else {}
+    return {k: v for k, v in sizes.items() if k in own or k not in SIZE_KEYS}
 
 
 def build_model(arch: str, spec: FeatureSpec, config: Mapping[str, Any] | ModelConfig | None = None) -> MultiTaskModel:

@@ -23,7 +23,7 @@ from aptrank.config_model import ConfigModel, read_yaml_mapping
 from aptrank.errors import ConfigError
 from aptrank.models.config import ModelConfig, PositiveInt
 from aptrank.models.mmoe import MMoEConfig
-from aptrank.models.registry import ModelSection, model_config
+from aptrank.models.registry import DEFAULT_ARCH, ModelSection, model_config, own_sizes
 
 __all__ = ["ConfigError", "JobConfig", "build_config", "load_config"]
 
@@ -158,8 +158,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(raw, source)
 
 
-def build_config(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
-    """A checked :class:`JobConfig` from plain data (parsed YAML, a run's logged config)."""
+def build_config(raw: dict[str, Any], source: str = "<dict>", *, shared_model_sizes: bool = False) -> JobConfig:
+    """A checked :class:`JobConfig` from plain data (parsed YAML, a run's logged config).
+
+    ``shared_model_sizes``: the ``model`` section may hold keys of other architectures, left out
+    (a run logged before each architecture owned its section, e.g. a grid cell's shared sizes)."""
+    model = raw.get("model")
+    if shared_model_sizes and isinstance(model, dict):
+        raw = {**raw, "model": own_sizes(str(model.get("arch", DEFAULT_ARCH)), model)}
     cfg = JobConfig.parse(raw, source)
     cfg._source = source
     return cfg

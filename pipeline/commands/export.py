@@ -107,7 +107,7 @@ def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
             f"{features}: FeatureSpec {spec.hash[:12]} is not the one run {run.source} was trained on "
             f"({run.spec_hash[:12]}); pass the ETL output of that training with --features"
         )
-    cfg = build_config(run.config, run.source)
+    cfg = build_config(run.config, run.source, shared_model_sizes=True)
     model = build_model(cfg.arch, spec, cfg.model_seeded)
     try:
         model.load_state_dict(run.state_dict)

@@ -122,6 +122,16 @@ def test_sections_are_typed_and_parsed_once(tmp_path: Path) -> None:
     assert single.arch == "single_task" and single.model.task == "like" and single.train == ple.train
 
 
+def test_a_run_logged_with_shared_sizes_still_loads() -> None:
+    logged = {"model": {"arch": "ple", "num_experts": 3, "bottom_hidden": [4], "ple_levels": 1}}
+    with pytest.raises(ConfigError, match="model.num_experts: unknown key"):
+        build_config(logged, "run config")
+    cfg = build_config(logged, "run config", shared_model_sizes=True)
+    assert cfg.model.given() == {"arch": "ple", "ple_levels": 1}
+    with pytest.raises(ConfigError, match="model.experts: unknown key"):  # a typo is still refused
+        build_config({"model": {"arch": "ple", "experts": 3}}, "run config", shared_model_sizes=True)
+
+
 @pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
 def test_to_dict_keeps_what_the_file_says(path: Path) -> None:
     """The hashed view (pipeline.provenance.config_hash) is the same as before the typed models:
