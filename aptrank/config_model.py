@@ -16,12 +16,14 @@ model's place in the document. Depends on pydantic and :mod:`aptrank.errors` onl
 from __future__ import annotations
 
 import datetime as dt
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Tag, ValidationError
 
 from aptrank.errors import ConfigError
 
@@ -58,7 +60,7 @@ class ConfigModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise config_error(e, error_class=self.error_class) from None
+            raise config_error(e, error_class=self.error_class, model=type(self)) from None
 
     @classmethod
     def parse(cls, data: Any, source: str | None = None, prefix: str = "") -> Self:
@@ -71,7 +73,7 @@ class ConfigModel(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as e:
-            raise config_error(e, source, prefix, cls.error_class) from None
+            raise config_error(e, source, prefix, cls.error_class, cls) from None
         except ConfigError as e:  # raised by a nested model's own __init__ (never for dict input)
             raise e.within(prefix, source) from None
 
@@ -104,8 +106,10 @@ def config_error(
     source: str | None = None,
     prefix: str = "",
     error_class: type[ConfigError] = ConfigError,
+    model: type | None = None,
 ) -> ConfigError:
-    """The first problem of ``error`` as one :class:`ConfigError` with its dotted key."""
+    """The first problem of ``error`` as one :class:`ConfigError` with its dotted key (an unknown key
+    also lists the keys ``model`` knows at that place)."""
     first = error.errors(include_url=False)[0]
     key = dotted(prefix, first["loc"])
     cause = (first.get("ctx") or {}).get("error")
@@ -115,7 +119,45 @@ def config_error(
         field, _, tag = str(first["ctx"]["tag"]).partition(TAG_MARK)
         known = [t.partition(TAG_MARK)[2] for t in str(first["ctx"]["expected_tags"]).replace("'", "").split(", ")]
         return error_class(dotted(key, (field,)), f"unknown {field} {tag!r}; known: {sorted(known)}", source)
-    return error_class(key, describe(first), source)
+    reason = describe(first)
+    known = known_keys(model, first["loc"][:-1]) if first["type"] in _UNKNOWN and model else []
+    return error_class(key, f"{reason}; known: {known}" if known else reason, source)
+
+
+def known_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys of the mapping at ``loc`` inside ``model`` (a model class), or [] when not a model."""
+    node = model
+    for part in loc:
+        node = _unwrap(node)
+        origin, args = typing.get_origin(node), typing.get_args(node)
+        if origin in (typing.Union, types.UnionType):  # a discriminated union: ``part`` is the tag
+            tagged = [
+                a for a in args if any(isinstance(m, Tag) and m.tag == part for m in getattr(a, "__metadata__", ()))
+            ]
+            node = tagged[0] if tagged else None
+        elif origin is tuple and isinstance(part, int):
+            node = args[0]
+        elif origin is dict and isinstance(part, str):
+            node = args[1]
+        else:
+            fields = getattr(node, "__pydantic_fields__", {})
+            node = fields[part].annotation if part in fields else None
+    fields = getattr(_unwrap(node), "__pydantic_fields__", None)
+    return sorted(fields) if fields else []
+
+
+def _unwrap(hint: Any) -> Any:
+    """``hint`` without ``Annotated`` and ``| None`` (a union of several types stays)."""
+    while True:
+        if typing.get_origin(hint) is Annotated and not any(isinstance(m, Tag) for m in hint.__metadata__):
+            hint = typing.get_args(hint)[0]
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+            rest = [a for a in typing.get_args(hint) if a is not type(None)]
+            if len(rest) != 1:
+                return hint
+            hint = rest[0]
+        else:
+            return hint
 
 
 def dotted(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -144,13 +186,14 @@ _EXPECTED = {
     "model_attributes_type": "a mapping",
     "none_required": "null",
 }
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
 def describe(problem: Mapping[str, Any]) -> str:
     """One pydantic error as the rule it breaks, in the house words."""
     kind, value, ctx = problem["type"], problem.get("input"), problem.get("ctx") or {}
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+    if kind in _UNKNOWN:
         return "unknown key"
     if kind in ("missing", "missing_argument"):
         return "required key missing"

@@ -71,6 +71,19 @@ def test_bad_job_config_is_refused_at_load_naming_file_and_key(tmp_path: Path, t
     assert str(err.value).startswith(f"{path}: {key}: ") and rule in err.value.reason
 
 
+def test_an_unknown_key_lists_the_known_ones_at_its_place() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.arch=ple", "model.num_experts=3"])
+    assert err.value.key == "model.num_experts" and "'ple_levels'" in err.value.reason
+    assert "'num_experts'" not in err.value.reason  # PLE's own keys, not MMoE's
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["mtl.apt.beta=0.9"])
+    assert (
+        err.value.reason
+        == "unknown key; known: ['beta_max', 'beta_min', 'direction_preservation', 'gamma', 'momentum']"
+    )
+
+
 def test_overrides_are_yaml_typed_like_the_file() -> None:
     assert load_config(None, ["train.epochs=3"]).train.epochs == 3
     for item, key in (("train.patience=two", "train.patience"), ("train.epochs='3'", "train.epochs")):
