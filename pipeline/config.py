@@ -103,6 +103,8 @@ class JobConfig(ConfigModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     _source: str = PrivateAttr(DEFAULTS_SOURCE)
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """The ``model`` and ``mtl`` sections as the file wrote them (what :meth:`to_dict` reports)."""
 
     @property
     def source_file(self) -> str:
@@ -131,14 +133,18 @@ class JobConfig(ConfigModel):
     def with_model(self, arch: str, **values: Any) -> JobConfig:
         """The same job with architecture ``arch`` (e.g. the single-task baselines): its section
         keeps the sizes of this one that ``arch`` declares, then ``values`` are set."""
-        section = model_config(arch, {**self.model_options, **values})
-        return self.model_copy(update={"model": section})
+        written = {**self.to_dict()["model"], "arch": arch, **values}
+        single = self.model_copy(update={"model": model_config(arch, written)})
+        single._written = {**self._written, "model": written}
+        return single
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data: every value of the sections owned here, and the ``model`` and
-        ``mtl`` values the config set (what :func:`pipeline.provenance.config_hash` hashes)."""
+        ``mtl`` sections as written (what :func:`pipeline.provenance.config_hash` hashes; a grid's
+        shared model sizes included)."""
         d = self.model_dump(mode="json", exclude={"model", "mtl"})
-        d["model"], d["mtl"] = self.model.given(), self.mtl.given()
+        d["model"] = copy.deepcopy(self._written.get("model", self.model.given()))
+        d["mtl"] = copy.deepcopy(self._written.get("mtl", self.mtl.given()))
         return {k: d[k] for k in type(self).model_fields}
 
     def flat(self) -> dict[str, str]:
@@ -161,13 +167,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def build_config(raw: dict[str, Any], source: str = "<dict>", *, shared_model_sizes: bool = False) -> JobConfig:
     """A checked :class:`JobConfig` from plain data (parsed YAML, a run's logged config).
 
-    ``shared_model_sizes``: the ``model`` section may hold keys of other architectures, left out
-    (a run logged before each architecture owned its section, e.g. a grid cell's shared sizes)."""
+    ``shared_model_sizes``: the ``model`` section may hold keys of other architectures (a grid's
+    sizes shared by its architectures, a run logged with them): they are left out of the model.
+    :meth:`JobConfig.to_dict` reports ``model`` and ``mtl`` as written, keys left out included."""
+    written = {k: copy.deepcopy(raw[k]) for k in ("model", "mtl") if isinstance(raw.get(k), dict)}
     model = raw.get("model")
     if shared_model_sizes and isinstance(model, dict):
         raw = {**raw, "model": own_sizes(str(model.get("arch", DEFAULT_ARCH)), model)}
     cfg = JobConfig.parse(raw, source)
     cfg._source = source
+    cfg._written = written
     return cfg
 
 

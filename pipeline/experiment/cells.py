@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aptrank.apt import MTLConfig
-from aptrank.models.registry import model_config
 from aptrank.pipeline.config import ConfigError, JobConfig, build_config
 
 if TYPE_CHECKING:
@@ -90,10 +89,10 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
         "etl_config": decl.etl_config,
         "input": decl.input or f"datasets/{cell.dataset}/raw",
     }
-    sizes = dict(raw.get("model") or {})  # shared by the grid's archs: each cell keeps its arch's keys
+    model = dict(raw.get("model") or {})  # shared by the grid's archs: each cell's model keeps its arch's keys
+    model["arch"] = cell.arch
     if cell.task is not None:
-        sizes["task"] = cell.task
-    model = model_config(cell.arch, sizes).given()
+        model["task"] = cell.task
     mtl = dict(raw.get("mtl") or {})
     mtl["method"], mtl["optimizer"] = cell.method, cell.optimizer
     mtl["method_kwargs"] = dict(spec.method_kwargs.get(cell.method, {}))
@@ -106,7 +105,7 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
     tracking = dict(raw.get("tracking") or {})
     tracking.setdefault("experiment", f"aptrank-{spec.name}")
     raw.update(model=model, mtl=mtl, tracking=tracking)
-    return build_config(raw, cell_source(spec, cell))
+    return build_config(raw, cell_source(spec, cell), shared_model_sizes=True)
 
 
 def cell_source(spec: GridSpec, cell: Cell) -> str:

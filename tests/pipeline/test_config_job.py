@@ -133,6 +133,18 @@ def test_sections_are_typed_and_parsed_once(tmp_path: Path) -> None:
     assert isinstance(ple.model, PLEConfig) and ple.model.ple_levels == 1
     single = ple.with_model("single_task", task="like")
     assert single.arch == "single_task" and single.model.task == "like" and single.train == ple.train
+    assert single.to_dict()["model"] == {**ple.to_dict()["model"], "arch": "single_task", "task": "like"}
+
+
+def test_to_dict_reports_model_and_mtl_as_written() -> None:
+    """config_hash input: an int where a float is declared stays as written (the hash of an existing
+    config does not move), shared sizes of a grid stay too; the typed values are floats."""
+    cfg = load_config(None, ["model.dropout=0", "mtl.lr=1"])
+    assert cfg.model.dropout == 0.0 and isinstance(cfg.model.dropout, float) and cfg.mtl.lr == 1.0
+    assert cfg.to_dict()["model"] == {"dropout": 0} and cfg.to_dict()["mtl"] == {"lr": 1}
+    assert json.dumps(cfg.to_dict()["mtl"]) == '{"lr": 1}'
+    shared = build_config({"model": {"arch": "ple", "num_experts": 3}}, "grid cell", shared_model_sizes=True)
+    assert shared.to_dict()["model"] == {"arch": "ple", "num_experts": 3} and shared.model.given() == {"arch": "ple"}
 
 
 def test_a_run_logged_with_shared_sizes_still_loads() -> None:
