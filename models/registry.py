@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union
 import torch
 from pydantic import Discriminator, Tag
 
-from aptrank.config_model import TAG_MARK
+from aptrank.config_errors import TAG_MARK
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.config import ModelConfig, ModelConfigError
