@@ -1,33 +1,36 @@
-"""MTLConfig: the ``mtl`` section of a job config, validated when it loads.
+"""MTLConfig: the ``mtl`` section of a job config, a typed model validated when it loads.
 
-Every invalid value or combination raises :class:`ConfigError` naming the key and the reason, so a
-bad job is refused before any data is read (e.g. direction preservation without Muon, an unknown
-method, a negative CAGrad alpha, AdaTask with representation gradients).
+Types are checked by pydantic (:mod:`aptrank.config_model`); the rules and combinations below raise
+:class:`ConfigError` naming the key and the reason, so a bad job is refused before any data is read
+(e.g. direction preservation without Muon, an unknown method, a negative CAGrad alpha, AdaTask with
+representation gradients). Depends on pydantic and :mod:`aptrank.errors` only, not on the pipeline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from aptrank.config_model import ConfigModel
+from aptrank.errors import ConfigError
 
 GRAD_MODES = ("exact", "rep")
 GRAD_SCOPES = ("dense", "all")
 PER_TASK_BACKENDS = ("auto", "batched", "loop")
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
-
-class ConfigError(ValueError):
-    """An ``mtl`` config value or combination is invalid; ``key`` is its dotted path."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
+__all__ = ["ADJUST_LR_FNS", "APTConfig", "ConfigError", "MTLConfig", "MuonConfig"]
 
 
-@dataclass(frozen=True)
-class APTConfig:
+def _pair(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError("", f"must be a pair [beta1, beta2], got {value!r}")
+    return tuple(value)
+
+
+class APTConfig(ConfigModel):
     """APT on top of the base optimizer (ALGORITHMS.md, "Optimizers / APT"; our formulation).
 
     ``momentum``: adaptive, cosine-based momentum beta_t in [beta_min, beta_max] for shared tensors.
@@ -42,21 +45,38 @@ class APTConfig:
     direction_preservation: bool = False
     gamma: float = 0.1
 
+    @model_validator(mode="after")
+    def _rules(self) -> APTConfig:
+        _unit("beta_min", self.beta_min)
+        if self.beta_max is not None:
+            _unit("beta_max", self.beta_max)
+        _nonneg("gamma", self.gamma)
+        return self
 
-@dataclass(frozen=True)
-class MuonConfig:
-    """Muon's hyper-parameters (its 2-D hidden weights); ``weight_decay`` None means ``mtl.weight_decay``."""
+
+class MuonConfig(ConfigModel):
+    """Muon's hyper-parameters (its 2-D hidden weights; Jordan et al. 2024, "Muon: An optimizer for
+    hidden layers"); ``weight_decay`` None means ``mtl.weight_decay``."""
 
     lr: float = 0.02
     momentum: float = 0.95
     nesterov: bool = True
     ns_steps: int = 5
     weight_decay: float | None = None
-    adjust_lr_fn: str | None = None
+    adjust_lr_fn: Literal["original", "match_rms_adamw"] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> MuonConfig:
+        _positive("lr", self.lr)
+        _unit("momentum", self.momentum)
+        if not 1 <= self.ns_steps < 100:
+            raise ConfigError("ns_steps", f"must be an integer in [1, 99], got {self.ns_steps!r}")
+        if self.weight_decay is not None:
+            _nonneg("weight_decay", self.weight_decay)
+        return self
 
 
-@dataclass(frozen=True)
-class MTLConfig:
+class MTLConfig(ConfigModel):
     """How the multi-task optimizer combines task gradients and steps (see apt/README.md).
 
     ``method`` names an entry of ``apt.METHODS`` (``method_kwargs`` are its arguments); ``optimizer``
@@ -78,23 +98,23 @@ class MTLConfig:
     """
 
     method: str = "ew"
-    method_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    method_kwargs: dict[str, Any] = Field(default_factory=dict)
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Annotated[tuple[float, float], BeforeValidator(_pair)] = (0.9, 0.999)
     eps: float = 1e-8
     embedding_lr: float | None = None
     embedding_weight_decay: float = 0.0
-    embedding_optimizer: str = "adam"
-    muon: MuonConfig = field(default_factory=MuonConfig)
-    grad_mode: str = "exact"
-    grad_scope: str = "dense"
-    per_task_backend: str = "auto"
-    apt: APTConfig = field(default_factory=APTConfig)
+    embedding_optimizer: Literal["adam", "rowwise_adagrad"] = "adam"
+    muon: MuonConfig = Field(default_factory=MuonConfig)
+    grad_mode: Literal["exact", "rep"] = "exact"
+    grad_scope: Literal["dense", "all"] = "dense"
+    per_task_backend: Literal["auto", "batched", "loop"] = "auto"
+    apt: APTConfig = Field(default_factory=APTConfig)
     diagnostics_every: int = 0
     seed: int = 0
-    nonfinite: str = "raise"
+    nonfinite: Literal["raise", "skip"] = "raise"
     max_skipped_in_a_row: int = 10
 
     # ---- derived -------------------------------------------------------------------------------
@@ -116,181 +136,89 @@ class MTLConfig:
             return self.muon.momentum
         return self.betas[0]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["method_kwargs"] = dict(self.method_kwargs)
-        d["betas"] = list(self.betas)
-        return d
-
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> MTLConfig:
+    def from_dict(cls, d: Mapping[str, Any] | MTLConfig | None) -> MTLConfig:
         """Build and validate from the ``mtl`` section (or a whole config holding an ``mtl`` key).
 
         Raises :class:`ConfigError` naming the offending key (``mtl.apt.beta_min``...) and why.
         """
-        if d is None:
-            d = {}
-        if not isinstance(d, Mapping):
-            raise ConfigError("mtl", f"must be a mapping, got {type(d).__name__}")
-        if "mtl" in d and isinstance(d["mtl"], Mapping):
+        if isinstance(d, MTLConfig):
+            return d
+        if isinstance(d, Mapping) and isinstance(d.get("mtl"), Mapping):
             d = d["mtl"]
-        _no_unknown("mtl", d, {f.name for f in fields(cls)})
-        kw: dict[str, Any] = dict(d)
-        kw["muon"] = _sub(MuonConfig, "mtl.muon", d.get("muon"))
-        kw["apt"] = _sub(APTConfig, "mtl.apt", d.get("apt"))
-        if "betas" in kw:
-            betas = kw["betas"]
-            if not isinstance(betas, list | tuple) or len(betas) != 2:
-                raise ConfigError("mtl.betas", f"must be a pair [beta1, beta2], got {betas!r}")
-            kw["betas"] = (betas[0], betas[1])
-        if kw.get("method_kwargs") is None:
-            kw["method_kwargs"] = {}
-        cfg = cls(**kw)
-        cfg.validate()
-        return cfg
+        return cls.parse(d, prefix="mtl")
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` on the first invalid value or combination."""
+    @model_validator(mode="after")
+    def _rules(self) -> MTLConfig:
+        """Refuse the first invalid value or combination (keys relative to the ``mtl`` section)."""
         from aptrank.apt.methods import METHODS
         from aptrank.apt.optim import OPTIMIZERS
 
         if self.method not in METHODS:
-            raise ConfigError("mtl.method", f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
-        if not isinstance(self.method_kwargs, Mapping):
-            raise ConfigError("mtl.method_kwargs", "must be a mapping")
-        METHODS[self.method].validate_kwargs(dict(self.method_kwargs), "mtl.method_kwargs")
+            raise ConfigError("method", f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+        METHODS[self.method].validate_kwargs(self.method_kwargs, "method_kwargs")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                "mtl.optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
-            )
-        _positive("mtl.lr", self.lr)
-        _nonneg("mtl.weight_decay", self.weight_decay)
+            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        _positive("lr", self.lr)
+        _nonneg("weight_decay", self.weight_decay)
         for i, b in enumerate(self.betas):
-            _unit("mtl.betas", b, f"beta{i + 1}")
-        _positive("mtl.eps", self.eps)
+            _unit("betas", b, f"beta{i + 1}")
+        _positive("eps", self.eps)
         if self.embedding_lr is not None:
-            _positive("mtl.embedding_lr", self.embedding_lr)
-        _nonneg("mtl.embedding_weight_decay", self.embedding_weight_decay)
-        if self.embedding_optimizer not in ("adam", "rowwise_adagrad"):
-            raise ConfigError(
-                "mtl.embedding_optimizer",
-                f"must be 'adam' (row-wise lazy AdamW) or 'rowwise_adagrad', got {self.embedding_optimizer!r}",
-            )
-        m = self.muon
-        _positive("mtl.muon.lr", m.lr)
-        _unit("mtl.muon.momentum", m.momentum)
-        _bool("mtl.muon.nesterov", m.nesterov)
-        if not isinstance(m.ns_steps, int) or isinstance(m.ns_steps, bool) or not 1 <= m.ns_steps < 100:
-            raise ConfigError("mtl.muon.ns_steps", f"must be an integer in [1, 99], got {m.ns_steps!r}")
-        if m.weight_decay is not None:
-            _nonneg("mtl.muon.weight_decay", m.weight_decay)
-        if m.adjust_lr_fn not in ADJUST_LR_FNS:
-            raise ConfigError("mtl.muon.adjust_lr_fn", f"must be one of {ADJUST_LR_FNS}, got {m.adjust_lr_fn!r}")
-        _choice("mtl.grad_mode", self.grad_mode, GRAD_MODES)
-        _choice("mtl.grad_scope", self.grad_scope, GRAD_SCOPES)
-        _choice("mtl.per_task_backend", self.per_task_backend, PER_TASK_BACKENDS)
-        if (
-            not isinstance(self.diagnostics_every, int)
-            or isinstance(self.diagnostics_every, bool)
-            or (self.diagnostics_every < 0)
-        ):
-            raise ConfigError("mtl.diagnostics_every", f"must be an integer >= 0, got {self.diagnostics_every!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError("mtl.seed", f"must be an integer, got {self.seed!r}")
-        _choice("mtl.nonfinite", self.nonfinite, ("raise", "skip"))
-        n = self.max_skipped_in_a_row
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError("mtl.max_skipped_in_a_row", f"must be an integer >= 1, got {n!r}")
-
+            _positive("embedding_lr", self.embedding_lr)
+        _nonneg("embedding_weight_decay", self.embedding_weight_decay)
+        if self.diagnostics_every < 0:
+            raise ConfigError("diagnostics_every", f"must be an integer >= 0, got {self.diagnostics_every!r}")
+        if self.max_skipped_in_a_row < 1:
+            raise ConfigError("max_skipped_in_a_row", f"must be an integer >= 1, got {self.max_skipped_in_a_row!r}")
         a = self.apt
-        _bool("mtl.apt.momentum", a.momentum)
-        _bool("mtl.apt.direction_preservation", a.direction_preservation)
-        _unit("mtl.apt.beta_min", a.beta_min)
-        if a.beta_max is not None:
-            _unit("mtl.apt.beta_max", a.beta_max)
         for kind in ("adam", "muon"):
             hi = self.apt_beta_max_for(kind)
             if a.momentum and a.beta_min > hi:
-                raise ConfigError(
-                    "mtl.apt.beta_min",
-                    f"must be <= beta_max ({hi} for {kind} tensors), got {a.beta_min}",
-                )
-        _nonneg("mtl.apt.gamma", a.gamma)
+                raise ConfigError("apt.beta_min", f"must be <= beta_max ({hi} for {kind} tensors), got {a.beta_min}")
 
         # ---- combinations --------------------------------------------------------------------
         if a.direction_preservation and not self.uses_muon:
             raise ConfigError(
-                "mtl.apt.direction_preservation",
+                "apt.direction_preservation",
                 f"needs Muon's orthogonalisation (optimizer 'muon' or 'adatask_muon'), not {self.optimizer!r}",
             )
         if self.grad_mode == "rep":
             if self.uses_adatask:
                 raise ConfigError(
-                    "mtl.optimizer",
+                    "optimizer",
                     "AdaTask keeps per-task moments of the shared parameters' gradients; grad_mode 'rep' "
                     "only gives per-task gradients w.r.t. the representation (use grad_mode 'exact')",
                 )
             if a.direction_preservation:
                 raise ConfigError(
-                    "mtl.apt.direction_preservation",
+                    "apt.direction_preservation",
                     "needs per-task gradients of each shared weight; grad_mode 'rep' does not give them",
                 )
             if self.grad_scope != "dense":
                 raise ConfigError(
-                    "mtl.grad_scope", "grad_mode 'rep' treats no parameter per task; grad_scope must be 'dense'"
+                    "grad_scope", "grad_mode 'rep' treats no parameter per task; grad_scope must be 'dense'"
                 )
         if self.grad_scope == "all" and self.per_task_backend == "batched":
             raise ConfigError(
-                "mtl.per_task_backend",
+                "per_task_backend",
                 "grad_scope 'all' needs per-task sparse table gradients, which the batched (vmap) "
                 "backward cannot produce; use 'loop' or 'auto'",
             )
+        return self
 
 
-def _sub(cls: type, key: str, value: Any) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
-    _no_unknown(key, value, {f.name for f in fields(cls)})
-    return cls(**value)
-
-
-def _no_unknown(key: str, d: Mapping[str, Any], allowed: set[str]) -> None:
-    for k in d:
-        if k not in allowed:
-            raise ConfigError(f"{key}.{k}", f"unknown key; allowed: {sorted(allowed)}")
-
-
-def _number(key: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(key, f"must be a number, got {v!r}")
-    return float(v)
-
-
-def _positive(key: str, v: Any) -> None:
-    if not _number(key, v) > 0:
+def _positive(key: str, v: float) -> None:
+    if not v > 0:
         raise ConfigError(key, f"must be > 0, got {v!r}")
 
 
-def _nonneg(key: str, v: Any) -> None:
-    if not _number(key, v) >= 0:
+def _nonneg(key: str, v: float) -> None:
+    if not v >= 0:
         raise ConfigError(key, f"must be >= 0, got {v!r}")
 
 
-def _unit(key: str, v: Any, what: str = "value") -> None:
-    if not 0 <= _number(key, v) < 1:
+def _unit(key: str, v: float, what: str = "value") -> None:
+    if not 0 <= v < 1:
         raise ConfigError(key, f"{what} must be in [0, 1), got {v!r}")
-
-
-def _bool(key: str, v: Any) -> None:
-    if not isinstance(v, bool):
-        raise ConfigError(key, f"must be true or false, got {v!r}")
-
-
-def _choice(key: str, v: Any, choices: tuple) -> None:
-    if v not in choices:
-        raise ConfigError(key, f"must be one of {list(choices)}, got {v!r}")

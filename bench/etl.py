@@ -33,7 +33,6 @@ file's other entries):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -73,7 +72,9 @@ def _daily_cfg() -> EtlConfig:
     """The synthetic config with split dates (the last 2 of 7 days valid and test): daily runs need them."""
     cfg, start = load_config(CONFIG), dt.date.fromisoformat(GeneratorConfig.default("start"))
     dates = [str(start + dt.timedelta(days=d)) for d in (DAILY_DAYS - 2, DAILY_DAYS - 1)]
-    return dataclasses.replace(cfg, splits=dataclasses.replace(cfg.splits, valid_start=dates[0], test_start=dates[1]))
+    return cfg.model_copy(
+        update={"splits": cfg.splits.model_copy(update={"valid_start": dates[0], "test_start": dates[1]})}
+    )
 
 
 def _child(engine: str, src: str, out: str) -> None:

@@ -27,7 +27,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import ConfigDict, Strict
 
 from aptrank.data.encodings import CATEGORICAL, RECIPES, SEQUENCE, Encoding, ItemHistory, Recipe
 from aptrank.data.encodings import OOV_INDEX as OOV_INDEX  # re-exported: consumers import it from here
@@ -96,18 +99,19 @@ class DenseFeature:
         return {"name": self.name, "mean": self.mean, "std": self.std, "fill": self.fill}
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TaskLabel:
     """How one task's 0/1 label is derived from canonical events (DESIGN.md contract 2).
 
     ``binary_column``: the canonical event column ``column`` (click, like, ...).
     ``watch_ratio``: 1 when ``watch_ms >= min_ratio * duration_ms``; null or zero duration gives 0.
+    A typed (pydantic) dataclass: the ETL config's ``tasks`` entries are checked as such.
     """
 
-    name: str
+    name: Annotated[str, Strict()]
     kind: Literal["binary_column", "watch_ratio"]
-    column: str | None = None
-    min_ratio: float | None = None
+    column: Annotated[str, Strict()] | None = None
+    min_ratio: Annotated[float, Strict()] | None = None
 
 
 DEFAULT_TASKS: tuple[TaskLabel, ...] = (

@@ -4,7 +4,7 @@ from aptrank.models.base import MultiTaskModel
 from aptrank.models.config import ModelConfig, ModelConfigError
 from aptrank.models.export import ExportModule, export_onnx
 from aptrank.models.feature_batch import FeatureBatch
-from aptrank.models.registry import ARCHITECTURES, build_model
+from aptrank.models.registry import ARCHITECTURES, ModelSection, build_model, model_config
 
 __all__ = [
     "ARCHITECTURES",
@@ -12,7 +12,9 @@ __all__ = [
     "FeatureBatch",
     "ModelConfig",
     "ModelConfigError",
+    "ModelSection",
     "MultiTaskModel",
     "build_model",
     "export_onnx",
+    "model_config",
 ]

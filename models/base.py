@@ -9,6 +9,7 @@ path, the export path (``models.export``) and the task-aware optimizer's views
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,8 +27,11 @@ class MultiTaskModel(nn.Module, ABC):
     """Embedding -> ``body`` (architecture) -> one ``Tower`` per task -> logits [B, K].
 
     Subclasses build their dense part in ``__init__`` after calling ``super().__init__`` and then
-    call ``_add_towers(input_dim)``.
+    call ``_add_towers(input_dim)``. Each architecture declares its ``model`` config section
+    (``config_class``, a :class:`ModelConfig` with its own fields and ``arch`` tag).
     """
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
 
     def __init__(self, spec: FeatureSpec, config: ModelConfig, task_names: list[str]) -> None:
         super().__init__()

@@ -15,19 +15,32 @@ have only E outputs each). The export parity gate checks it against the PyTorch 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.config import ModelConfig
+from aptrank.models.config import HiddenSizes, ModelConfig, PositiveInt
 from aptrank.models.layers import Experts, Gate, stack_linears, start_with_linear
+
+
+class MMoEConfig(ModelConfig):
+    """The ``model`` section of ``arch: mmoe``: ``num_experts`` expert MLPs of ``expert_hidden`` sizes
+    (the last size is the expert output H)."""
+
+    arch: Literal["mmoe"] = "mmoe"
+    expert_hidden: HiddenSizes = (128, 64)
+    num_experts: PositiveInt = 4
 
 
 class MMoE(MultiTaskModel):
     """Embedding -> E experts (representation [B, E, H]) -> one gate + tower per task."""
 
-    def __init__(self, spec: FeatureSpec, config: ModelConfig) -> None:
+    config_class = MMoEConfig
+
+    def __init__(self, spec: FeatureSpec, config: MMoEConfig) -> None:
         super().__init__(spec, config, spec.task_names)
         d = self.embedding.output_dim
         self.experts = Experts(config.num_experts, d, config.expert_hidden, config.dropout)

@@ -16,14 +16,26 @@ gates and its shared gate all read the embedded input, so they are one GEMM; the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
-from aptrank.models.config import ModelConfig
+from aptrank.models.config import HiddenSizes, ModelConfig, PositiveInt
 from aptrank.models.layers import Experts, Gate, stack_linears, start_with_linear
+
+
+class PLEConfig(ModelConfig):
+    """The ``model`` section of ``arch: ple``: ``ple_levels`` extraction levels, each with
+    ``ple_shared_experts`` shared and ``ple_task_experts`` per-task experts of ``expert_hidden`` sizes."""
+
+    arch: Literal["ple"] = "ple"
+    expert_hidden: HiddenSizes = (128, 64)
+    ple_levels: PositiveInt = 2
+    ple_shared_experts: PositiveInt = 2
+    ple_task_experts: PositiveInt = 1
 
 
 class CGCLayer(nn.Module):
@@ -73,7 +85,9 @@ class CGCLayer(nn.Module):
 class PLE(MultiTaskModel):
     """Embedding -> L CGC levels (representation: last level's experts [B, K*m_t + m_s, H]) -> towers."""
 
-    def __init__(self, spec: FeatureSpec, config: ModelConfig) -> None:
+    config_class = PLEConfig
+
+    def __init__(self, spec: FeatureSpec, config: PLEConfig) -> None:
         super().__init__(spec, config, spec.task_names)
         self.levels = nn.ModuleList()
         input_dim = self.embedding.output_dim

@@ -1,91 +1,151 @@
-"""Job config: one YAML file per job, ``--set key=value`` overrides, validated when it loads.
+"""Job config: one YAML file per job, ``--set key=value`` overrides, parsed once when it loads.
 
-Sections owned here are typed dataclasses (``data``, ``train``, ``tracking``, ``gate``, ``scoring``);
-``model`` and ``mtl`` are validated by their own libraries (``models.ModelConfig``,
-``apt.MTLConfig``) at load time, so an invalid combination is refused before any work starts.
-Unknown keys anywhere are an error naming the key.
+:class:`JobConfig` is a typed model (:mod:`aptrank.config_model`): the sections owned here
+(``data``, ``train``, ``tracking``, ``gate``, ``scoring``) are declared below; ``model`` is the
+section of the architecture named by ``model.arch`` (:data:`aptrank.models.registry.ModelSection`,
+each architecture owns its section) and ``mtl`` is :class:`aptrank.apt.MTLConfig`. Everything is
+checked at load (unknown keys, wrong types, invalid combinations) and refused with one
+:class:`ConfigError` naming the file and the dotted key, before any work starts. The JSON Schema of
+this model is published as ``docs/job-config.schema.json`` (:mod:`aptrank.pipeline.config_schema`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field, PrivateAttr, model_validator
+
+from aptrank.apt.config import MTLConfig
+from aptrank.config_model import ConfigModel, read_yaml_mapping
+from aptrank.errors import ConfigError
+from aptrank.models.config import ModelConfig, PositiveInt
+from aptrank.models.mmoe import MMoEConfig
+from aptrank.models.registry import DEFAULT_ARCH, ModelSection, model_config, own_sizes
+
+__all__ = ["ConfigError", "JobConfig", "build_config", "load_config"]
+
+DEFAULTS_SOURCE = "<defaults>"
 
 
-class ConfigError(ValueError):
-    """The job config breaks a rule; the message names the file, the key and the rule."""
+class DataConfig(ConfigModel):
+    """Where the job's events come from and how the ETL reads them."""
 
-
-@dataclass(frozen=True)
-class DataConfig:
     source: str = "kuairand"
     input: str = "data/samples/kuairand-pure"
     etl_config: str | None = None
-    features: str | None = None  # an existing ETL output dir (skips the ETL step of `aptrank run`)
+    features: str | None = Field(None, description="an existing ETL output dir (skips the ETL step of `aptrank run`)")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 2048
-    eval_batch_size: int = 16384
-    epochs: int = 5
-    patience: int = 2
-    shuffle_buffer: int = 1_048_576  # rows; a split that fits is converted once and kept in memory
+class TrainConfig(ConfigModel):
+    """The training loop: batches, epochs, early stopping, device and threads."""
+
+    batch_size: PositiveInt = 2048
+    eval_batch_size: PositiveInt = 16384
+    epochs: PositiveInt = 5
+    patience: Annotated[int, Field(ge=0)] = 2
+    shuffle_buffer: PositiveInt = Field(
+        1_048_576, description="rows; a split that fits is converted once and kept in memory"
+    )
     device: str = "auto"
-    threads: int | None = None
-    max_steps_per_epoch: int | None = None
+    threads: Annotated[int, Field(ge=0)] | None = Field(None, description="torch threads; null or 0 = torch's default")
+    max_steps_per_epoch: Annotated[int, Field(ge=0)] | None = Field(None, description="null or 0 = the whole split")
+
+    @model_validator(mode="after")
+    def _device_rule(self) -> TrainConfig:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
 
 
-@dataclass(frozen=True)
-class TrackingConfig:
-    uri: str | None = None  # default: sqlite in the work dir; MLFLOW_TRACKING_URI wins when set
+class TrackingConfig(ConfigModel):
+    """MLflow: where runs are tracked and under which names."""
+
+    uri: str | None = Field(None, description="default: sqlite in the work dir; MLFLOW_TRACKING_URI wins when set")
     experiment: str = "aptrank"
-    registered_model: str | None = None  # default: the job name
+    registered_model: str | None = Field(None, description="default: the job name")
 
 
-@dataclass(frozen=True)
-class GateConfig:
+class GateConfig(ConfigModel):
+    """The promotion gate: the candidate's AUC may trail the champion's by at most ``auc_tolerance``."""
+
     auc_tolerance: float = 0.002
     split: str = "test"
 
 
-@dataclass(frozen=True)
-class ScoringConfig:
-    weights: dict[str, float] = field(default_factory=dict)  # task -> weight of p_task in `score`
-    # the exported graph: rows per folded embedding table (models.export_fold, `aptrank export
-    # --fold-rows`); None = the exporter's default, 0 = no folding
-    fold_rows: int | None = None
+class ScoringConfig(ConfigModel):
+    """How scores are made from the task probabilities, and the exported graph."""
+
+    weights: dict[str, float] = Field(default_factory=dict, description="task -> weight of p_task in `score`")
+    fold_rows: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="the exported graph: rows per folded embedding table (models.export_fold, `aptrank export "
+        "--fold-rows`); null = the exporter's default, 0 = no folding",
+    )
 
 
-@dataclass(frozen=True)
-class JobConfig:
+class JobConfig(ConfigModel):
+    """A whole job: what to read, which model, how to train and track it, how to gate and score."""
+
     name: str = "aptrank"
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"arch": "mmoe"})
-    train: TrainConfig = field(default_factory=TrainConfig)
-    mtl: dict[str, Any] = field(default_factory=dict)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    source_file: str = "<defaults>"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelSection = Field(
+        default_factory=lambda: MMoEConfig(arch="mmoe"),
+        description="the section of the architecture named by `arch` (default mmoe)",
+        json_schema_extra=lambda schema: schema.update(anyOf=schema.pop("oneOf")),  # `arch` may be left out
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    mtl: MTLConfig = Field(default_factory=MTLConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    _source: str = PrivateAttr(DEFAULTS_SOURCE)
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """The ``model`` and ``mtl`` sections as the file wrote them (what :meth:`to_dict` reports)."""
+
+    @property
+    def source_file(self) -> str:
+        """Where this config was read from (a file, ``<defaults>`` or a description)."""
+        return self._source
 
     @property
     def arch(self) -> str:
-        return str(self.model.get("arch", "mmoe"))
+        return self.model.arch  # type: ignore[no-any-return]
 
     @property
     def model_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model.items() if k != "arch"}
+        """The ``model`` values the config set, without ``arch``."""
+        return {k: v for k, v in self.model.given().items() if k != "arch"}
+
+    @property
+    def model_seeded(self) -> ModelConfig:
+        """The model section with its seed defaulting to the job's seed."""
+        return _seeded(self.model, self.seed)
+
+    @property
+    def mtl_seeded(self) -> MTLConfig:
+        """The ``mtl`` section with its seed defaulting to the job's seed."""
+        return _seeded(self.mtl, self.seed)
+
+    def with_model(self, arch: str, **values: Any) -> JobConfig:
+        """The same job with architecture ``arch`` (e.g. the single-task baselines): its section
+        keeps the sizes of this one that ``arch`` declares, then ``values`` are set."""
+        written = {**self.to_dict()["model"], "arch": arch, **values}
+        single = self.model_copy(update={"model": model_config(arch, written)})
+        single._written = {**self._written, "model": written}
+        return single
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("source_file")
-        return d
+        """The config as plain data: every value of the sections owned here, and the ``model`` and
+        ``mtl`` sections as written (what :func:`pipeline.provenance.config_hash` hashes; a grid's
+        shared model sizes included)."""
+        d = self.model_dump(mode="json", exclude={"model", "mtl"})
+        d["model"] = copy.deepcopy(self._written.get("model", self.model.given()))
+        d["mtl"] = copy.deepcopy(self._written.get("mtl", self.mtl.given()))
+        return {k: d[k] for k in type(self).model_fields}
 
     def flat(self) -> dict[str, str]:
         """Dotted-key view (``train.batch_size`` -> "2048"), e.g. for MLflow params."""
@@ -94,90 +154,39 @@ class JobConfig:
         return out
 
 
-SECTIONS = {
-    "data": DataConfig,
-    "train": TrainConfig,
-    "tracking": TrackingConfig,
-    "gate": GateConfig,
-    "scoring": ScoringConfig,
-}
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
     """Read ``path`` (YAML; None = defaults), apply ``key=value`` overrides, validate everything."""
-    source = str(path) if path else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+    source = str(path) if path else DEFAULTS_SOURCE
+    raw = read_yaml_mapping(path, "config") if path is not None else {}
     raw = copy.deepcopy(raw)
     for item in overrides or []:
         _apply_override(raw, item, source)
     return build_config(raw, source)
 
 
-def build_config(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
-    top = {f.name for f in fields(JobConfig)} - {"source_file"}
-    unknown = sorted(set(raw) - top)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(top)}")
-    kwargs: dict[str, Any] = {"source_file": source}
-    for key, value in raw.items():
-        if key in SECTIONS:
-            kwargs[key] = _section(SECTIONS[key], key, value, source)
-        elif key in ("model", "mtl"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{key}' must be a mapping")
-            kwargs[key] = dict(value)
-        else:
-            kwargs[key] = value
-    cfg = JobConfig(**kwargs)
-    _validate_libraries(cfg)
+def build_config(raw: dict[str, Any], source: str = "<dict>", *, shared_model_sizes: bool = False) -> JobConfig:
+    """A checked :class:`JobConfig` from plain data (parsed YAML, a run's logged config).
+
+    ``shared_model_sizes``: the ``model`` section may hold keys of other architectures (a grid's
+    sizes shared by its architectures, a run logged with them): they are left out of the model.
+    :meth:`JobConfig.to_dict` reports ``model`` and ``mtl`` as written, keys left out included."""
+    written = {k: copy.deepcopy(raw[k]) for k in ("model", "mtl") if isinstance(raw.get(k), dict)}
+    model = raw.get("model")
+    if shared_model_sizes and isinstance(model, dict):
+        raw = {**raw, "model": own_sizes(str(model.get("arch", DEFAULT_ARCH)), model)}
+    cfg = JobConfig.parse(raw, source)
+    cfg._source = source
+    cfg._written = written
     return cfg
 
 
-def _section(cls: type, name: str, value: Any, source: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: '{name}' must be a mapping")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{k}' for k in unknown]}; known: {sorted(known)}")
-    return cls(**value)
-
-
-def _validate_libraries(cfg: JobConfig) -> None:
-    """Let the model and optimizer libraries refuse bad values now, with their reasons."""
-    from aptrank.apt import MTLConfig
-    from aptrank.models.config import ModelConfig
-    from aptrank.models.registry import ARCHITECTURES
-
-    if cfg.arch not in ARCHITECTURES:
-        raise ConfigError(f"{cfg.source_file}: model.arch '{cfg.arch}' unknown; known: {sorted(ARCHITECTURES)}")
-    try:
-        ModelConfig.from_dict(cfg.model_options)
-        MTLConfig.from_dict(cfg.mtl)
-    except ValueError as e:
-        raise ConfigError(f"{cfg.source_file}: {e}") from e
-    if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
-        raise ConfigError(f"{cfg.source_file}: train.batch_size and train.epochs must be >= 1")
-    if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):
-        raise ConfigError(f"{cfg.source_file}: train.device must be auto, cpu, cuda or cuda:N")
-    fold = cfg.scoring.fold_rows
-    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
-        raise ConfigError(f"{cfg.source_file}: scoring.fold_rows must be an integer >= 0 (0: no folding), got {fold!r}")
+def _seeded(section: Any, seed: int) -> Any:
+    return section if "seed" in section.model_fields_set else section.model_copy(update={"seed": seed})
 
 
 def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     if "=" not in item:
-        raise ConfigError(f"--set '{item}': expected key=value (e.g. train.epochs=3)")
+        raise ConfigError("", f"--set '{item}': expected key=value (e.g. train.epochs=3)")
     key, text = item.split("=", 1)
     value = yaml.safe_load(text) if text else None
     node = raw
@@ -185,7 +194,7 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set '{item}': '{part}' is not a section in {source}")
+            raise ConfigError(key.strip(), f"--set '{item}': '{part}' is not a section", source)
     node[parts[-1]] = value
 
 

@@ -152,7 +152,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
         shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
     with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
         log(
-            f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
+            f"[run] train {cfg.arch} ({cfg.mtl.method}/{cfg.mtl.optimizer}) "
             f"-> {run_dir}, MLflow run {tracked.run_id}"
         )
         result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from aptrank.apt import MTLConfig, MultiTaskOptimizer, ParamRoles
+from aptrank.apt import MultiTaskOptimizer, ParamRoles
 from aptrank.pipeline.config import JobConfig
 from aptrank.pipeline.parallel import SingleProcess
 
@@ -28,7 +28,7 @@ def build_multitask_optimizer(
     """The ``apt`` engine for ``model`` as the job's ``mtl`` section says (seeded by the job seed)."""
     roles = parallel.roles(model)
     return MultiTaskOptimizer(
-        MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl}),
+        cfg.mtl_seeded,
         ParamRoles(
             shared=roles["shared"],
             embeddings=roles["embeddings"],

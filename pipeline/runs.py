@@ -98,8 +98,8 @@ def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
             f"{features}: FeatureSpec {spec.hash[:12]} is not the one run {run.source} was trained on "
             f"({run.spec_hash[:12]}); pass the ETL output of that training (--features)"
         )
-    cfg = build_config(run.config, run.source)
-    model = build_model(cfg.arch, spec, {"seed": cfg.seed, **cfg.model_options})
+    cfg = build_config(run.config, run.source, shared_model_sizes=True)
+    model = build_model(cfg.arch, spec, cfg.model_seeded)
     try:
         model.load_state_dict(run.state_dict)
     except RuntimeError as e:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aptrank.apt import MTLConfig, NonFiniteError
+from aptrank.apt import NonFiniteError
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.registry import build_model
 from aptrank.pipeline import checkpoint
@@ -90,7 +90,7 @@ class Trainer:
         self.spec = FeatureSpec.read(self.features_dir)
         torch.manual_seed(cfg.seed)
         model = self._build()
-        mtl = MTLConfig.from_dict({"seed": cfg.seed, **cfg.mtl})
+        mtl = cfg.mtl_seeded
         self.model = self.parallel.prepare(model, mtl.embedding_lr or mtl.lr, mtl.eps)
         # rank 0 evaluates an unsharded replica when the trained model is sharded
         self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
@@ -109,7 +109,7 @@ class Trainer:
         self.finished = False
 
     def _build(self) -> torch.nn.Module:
-        return build_model(self.cfg.arch, self.spec, {"seed": self.cfg.seed, **self.cfg.model_options}).to(self.device)
+        return build_model(self.cfg.arch, self.spec, self.cfg.model_seeded).to(self.device)
 
     def _eval_model(self) -> torch.nn.Module | None:
         """The model to evaluate on rank 0 (None on other ranks); collective when sharded."""

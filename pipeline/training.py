@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +25,7 @@ def train_baselines(cfg: JobConfig, features: Path, run_dir: Path, progress: boo
 
     out: dict[str, dict[str, float]] = {}
     for task in FeatureSpec.read(features).task_names:
-        model = {**cfg.model, "arch": "single_task", "task": task}
-        single = replace(cfg, model=model)
+        single = cfg.with_model("single_task", task=task)
         result = Trainer(single, features, run_dir / "baselines" / task, progress=progress).fit()
         out[task] = result.evaluation["test"]["tasks"][task]
     (run_dir / BASELINES_FILE).write_text(json.dumps(out, indent=2, sort_keys=True))

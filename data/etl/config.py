@@ -1,8 +1,9 @@
 """Typed configuration of ``aptrank etl``, loaded from YAML (``configs/etl/*.yaml``).
 
-Every section is a frozen dataclass; :func:`config_from_dict` builds them recursively and rejects
-unknown keys, wrong types and broken rules with a :class:`EtlConfigError` that names the file and the
-dotted key (e.g. ``configs/etl/x.yaml: features.windows[1]: '3x' is not a duration``).
+Every section is a frozen typed model (:mod:`aptrank.config_model`); :func:`config_from_dict` parses
+them once and rejects unknown keys, wrong types and broken rules with a :class:`EtlConfigError` that
+names the file and the dotted key (e.g. ``configs/etl/x.yaml: features.windows[1]: '3x' is not a
+window``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import Field
 
-from aptrank.data.etl.typed import TypedDataError, build_dataclass
+from aptrank.config_model import AsTuple, ConfigModel, DateText, read_yaml_mapping
 from aptrank.data.spec import DEFAULT_TASKS, TaskLabel
+from aptrank.errors import ConfigError
 
 ENTITY_KEYS: dict[str, str] = {"user": "user_id", "item": "item_id", "author": "author_id"}
 """Entities that get point-in-time aggregates, and the event column that identifies each."""
@@ -27,8 +28,23 @@ _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "
 ALL_PRIOR = "all"
 
 
-class EtlConfigError(ValueError):
-    """An ETL config value breaks its rule; the message names the file and the dotted key."""
+class EtlConfigError(ConfigError):
+    """An ETL config value breaks its rule (the message names the file and the dotted key), or the
+    input contradicts the config (then the message names the file and the column)."""
+
+    def __init__(self, key_or_message: str, reason: str | None = None, source: str | None = None) -> None:
+        if reason is None:  # a whole message: input that contradicts the config
+            key_or_message, reason = "", key_or_message
+        super().__init__(key_or_message, reason, source)
+
+
+class EtlSection(ConfigModel):
+    """A section of the ETL config: refused with :class:`EtlConfigError`."""
+
+    error_class = EtlConfigError
+
+
+Names = Annotated[tuple[str, ...], AsTuple]
 
 
 def iso_utc(value: dt.datetime) -> str:
@@ -46,17 +62,15 @@ def window_ms(window: str) -> int | None:
     return int(m.group(1)) * _UNIT_MS[m.group(2)]
 
 
-@dataclass(frozen=True)
-class TimeRange:
+class TimeRange(EtlSection):
     """Accepted event times ``[start, end)``, dates or ISO datetimes read in the config's time zone;
     ``None`` = unbounded. Events outside are rejected (``ts_out_of_range``)."""
 
-    start: str | None = None
-    end: str | None = None
+    start: DateText | None = None
+    end: DateText | None = None
 
 
-@dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(EtlSection):
     require_item_metadata: bool = True
     """Reject events whose item is not in the items table (``unknown_item``)."""
     max_reject_rate: float = 0.01
@@ -65,20 +79,18 @@ class ValidationConfig:
     """Fail (exit 2) when duplicate impressions exceed this share of input."""
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(EtlSection):
     """Time split. With ``valid_start`` and ``test_start`` (dates/datetimes in the config time zone):
     train < valid_start <= valid < test_start <= test. Without them, boundaries are the event-time
     quantiles that leave ``valid_fraction`` and ``test_fraction`` of accepted events to the last two."""
 
-    valid_start: str | None = None
-    test_start: str | None = None
+    valid_start: DateText | None = None
+    test_start: DateText | None = None
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
 
 
-@dataclass(frozen=True)
-class HistoryConfig:
+class HistoryConfig(EtlSection):
     """The user's last ``max_len`` items whose ``task`` label is 1 (most recent first)."""
 
     name: str
@@ -86,8 +98,7 @@ class HistoryConfig:
     max_len: int = 20
 
 
-@dataclass(frozen=True)
-class EncodingConfig:
+class EncodingConfig(EtlSection):
     """How a categorical column becomes an index: train-split vocabulary (values seen at least
     ``min_count`` times, most frequent first) or a stable hash into ``buckets`` rows (row 0 = OOV)."""
 
@@ -96,38 +107,35 @@ class EncodingConfig:
     buckets: int | None = None
 
 
-@dataclass(frozen=True)
-class AttributeConfig:
+class AttributeConfig(EtlSection):
     """Side attributes of a table: categorical columns, dense columns and which dense ones get log1p."""
 
-    categorical: tuple[str, ...] = ()
-    dense: tuple[str, ...] = ()
-    log1p: tuple[str, ...] = ()
+    categorical: Names = ()
+    dense: Names = ()
+    log1p: Names = ()
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
-    windows: tuple[str, ...] = ("1d", "7d", ALL_PRIOR)
-    entities: tuple[str, ...] = ("user", "item", "author")
+class FeatureConfig(EtlSection):
+    windows: Names = ("1d", "7d", ALL_PRIOR)
+    entities: Names = ("user", "item", "author")
     smoothing: float = 20.0
     """``a`` in the smoothed rate (positives + a * prior) / (count + a)."""
-    history: tuple[HistoryConfig, ...] = (
-        HistoryConfig("user_clicked_items", "click"),
-        HistoryConfig("user_liked_items", "like"),
+    history: Annotated[tuple[HistoryConfig, ...], AsTuple] = (
+        HistoryConfig(name="user_clicked_items", task="click"),
+        HistoryConfig(name="user_liked_items", task="like"),
     )
-    context: tuple[str, ...] = ()
-    user_attributes: AttributeConfig = field(default_factory=AttributeConfig)
-    item_attributes: AttributeConfig = field(default_factory=AttributeConfig)
-    encodings: dict[str, EncodingConfig] = field(default_factory=dict)
+    context: Names = ()
+    user_attributes: AttributeConfig = Field(default_factory=AttributeConfig)
+    item_attributes: AttributeConfig = Field(default_factory=AttributeConfig)
+    encodings: dict[str, EncodingConfig] = Field(default_factory=dict)
     """Per categorical feature (by name); unlisted ones use a vocabulary with min_count 1."""
-    duration_buckets_s: tuple[float, ...] = (5, 10, 15, 30, 60, 120, 300, 600)
+    duration_buckets_s: Annotated[tuple[float, ...], AsTuple] = (5, 10, 15, 30, 60, 120, 300, 600)
     item_age: bool = True
     inline_vocab_max: int = 64
     """Vocabularies up to this size are stored inline in the FeatureSpec, larger ones under vocab/."""
 
 
-@dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(EtlSection):
     chunk_rows: int = 131_072
     """Rows the ETL encodes and writes at a time (one Parquet row group of the examples)."""
     rows_per_file: int = 4_194_304
@@ -143,15 +151,14 @@ class OutputConfig:
         return self.compression_level if self.compression == "zstd" else None
 
 
-@dataclass(frozen=True)
-class EtlConfig:
+class EtlConfig(EtlSection):
     time_zone: str = "UTC"
-    time_range: TimeRange = field(default_factory=TimeRange)
-    tasks: tuple[TaskLabel, ...] = DEFAULT_TASKS
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    splits: SplitConfig = field(default_factory=SplitConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    time_range: TimeRange = Field(default_factory=TimeRange)
+    tasks: Annotated[tuple[TaskLabel, ...], AsTuple] = DEFAULT_TASKS
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
     engine: Literal["polars", "spark"] = "polars"
     """Where the point-in-time features run: this process (Polars) or Spark (``data/etl/spark.py``)."""
 
@@ -169,21 +176,12 @@ class EtlConfig:
 
 def load_config(path: str | Path) -> EtlConfig:
     """Read and check an ETL config YAML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise EtlConfigError(f"{p}: ETL config file not found")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise EtlConfigError(f"{p}: an ETL config must be a mapping at top level")
-    return config_from_dict(data, str(p))
+    return config_from_dict(read_yaml_mapping(path, "ETL config", EtlConfigError), str(Path(path)))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> EtlConfig:
     """Build an :class:`EtlConfig` from plain data; unknown keys and broken rules raise."""
-    try:
-        cfg = build_dataclass(EtlConfig, data, source)
-    except TypedDataError as e:
-        raise EtlConfigError(str(e)) from e
+    cfg = EtlConfig.parse(data, source)
     _check(cfg, source)
     return cfg
 
@@ -191,7 +189,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> EtlConfi
 # ---- rules ------------------------------------------------------------------------------------
 def _check(cfg: EtlConfig, source: str) -> None:
     def fail(key: str, rule: str) -> None:
-        raise EtlConfigError(f"{source}: {key}: {rule}")
+        raise EtlConfigError(key, rule, source)
 
     try:
         zoneinfo.ZoneInfo(cfg.time_zone)

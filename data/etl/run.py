@@ -15,7 +15,6 @@ stage rather than by the dataset; ``summary.json`` records wall and CPU seconds 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shutil
 import time
@@ -96,7 +95,7 @@ def with_gates(cfg: EtlConfig, max_reject_rate: float | None, max_duplicate_rate
         for k, v in (("max_reject_rate", max_reject_rate), ("max_duplicate_rate", max_duplicate_rate))
         if v is not None
     }
-    return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **gates)) if gates else cfg
+    return cfg.model_copy(update={"validation": cfg.validation.model_copy(update=gates)}) if gates else cfg
 
 
 def example_files(etl_dir: str | Path, split: str) -> list[Path]:

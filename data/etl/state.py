@@ -28,7 +28,6 @@ by the next day's run with the same config and vocabularies; anything else is re
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -61,7 +60,7 @@ class StateError(ValueError):
 def config_key(cfg: EtlConfig) -> str:
     """sha256 over every config section that shapes the examples (all but ``time_range``, the
     ``validation`` gates and the ``engine``): a state built under another key describes other features."""
-    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("time_range", "validation", "engine")}
+    body = cfg.model_dump(mode="json", exclude={"time_range", "validation", "engine"})
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 

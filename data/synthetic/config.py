@@ -1,37 +1,35 @@
 """Parameters of the synthetic impression-log generator, validated in one place.
 
-Every field documents itself (``metadata["help"]``); the ``aptrank generate`` command reads its
-option defaults and help texts from here, so this dataclass is the single source of truth.
+A typed model (:mod:`aptrank.config_model`): every field documents itself (its ``description``);
+the ``aptrank generate`` command reads its option defaults and help texts from here, so this model
+is the single source of truth. A wrong type or a broken rule raises :class:`ConfigError` naming
+the parameter.
 Default label rates follow the KuaiRand-Pure standard log (Gao et al., CIKM 2022): click 0.44,
 like 0.017, finish (watch >= 95% of the duration) 0.16.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import Field, model_validator
+
+from aptrank.config_model import ConfigModel, DateText
+from aptrank.errors import ConfigError
+
+__all__ = ["MAX_EVENTS_PER_DAY", "ConfigError", "GeneratorConfig"]
 
 MAX_EVENTS_PER_DAY = 21_600_000
 """Timestamps are strictly increasing within a day (ms resolution), so one day holds at most this
 many events (one per 4 ms on average); see :mod:`data.synthetic.clock`."""
 
 
-class ConfigError(ValueError):
-    """A generator parameter breaks its rule; the message names the parameter (also in ``param``)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-
-
 def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+    return Field(default, description=help)
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(ConfigModel):
     """Everything that determines a synthetic log: same config (seed included) -> same bytes."""
 
     users: int = _f(10_000, "number of users in the world")
@@ -39,7 +37,7 @@ class GeneratorConfig:
     events: int = _f(1_000_000, "total event rows written, injected bad rows included")
     days: int = _f(7, "number of days the log spans (one partition per day)")
     seed: int = _f(0, "random seed: same seed and parameters give byte-identical files")
-    start: str = _f("2022-04-08", "first day of the log, YYYY-MM-DD (UTC)")
+    start: DateText = _f("2022-04-08", "first day of the log, YYYY-MM-DD (UTC)")
     task_correlation: float = _f(
         0.3,
         "correlation in [-1, 1] between the click and finish affinities (task conflict dial: "
@@ -69,8 +67,10 @@ class GeneratorConfig:
         4_000_000, "rows per Parquet part file before a day rolls to the next part (duplicates on top), >= chunk_size"
     )
 
-    def __post_init__(self) -> None:
-        _check_positive_ints(self, "users", "items", "events", "days", "categories", "tabs", "chunk_size")
+    @model_validator(mode="after")
+    def _rules(self) -> GeneratorConfig:
+        for name in ("users", "items", "events", "days", "categories", "tabs", "chunk_size"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.factors >= 3, "factors", self.factors, "must be >= 3 (three task directions)")
         _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _check(self.rows_per_part >= self.chunk_size, "rows_per_part", self.rows_per_part, "must be >= chunk_size")
@@ -100,36 +100,23 @@ class GeneratorConfig:
             self.events,
             f"gives {per_day} events per day; at most {MAX_EVENTS_PER_DAY} per day (raise days)",
         )
+        return self
 
     @property
     def start_date(self) -> dt.date:
         return dt.date.fromisoformat(self.start)
 
-    def to_dict(self) -> dict[str, Any]:
-        """All parameters, JSON-ready (for the manifest)."""
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def default(name: str) -> Any:
+    @classmethod
+    def default(cls, name: str) -> Any:
         """The default of parameter ``name``."""
-        return _FIELDS[name].default
+        return cls.model_fields[name].default
 
-    @staticmethod
-    def help(name: str) -> str:
+    @classmethod
+    def help(cls, name: str) -> str:
         """The documentation of parameter ``name``."""
-        return str(_FIELDS[name].metadata["help"])
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(GeneratorConfig)}
+        return str(cls.model_fields[name].description)
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
     if not ok:
         raise ConfigError(name, f"{value!r} {rule}")
-
-
-def _check_positive_ints(cfg: GeneratorConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        _check(isinstance(value, int) and not isinstance(value, bool), name, value, "must be an integer")
-        _check(value >= 1, name, value, "must be >= 1")

@@ -8,7 +8,6 @@ before, a gap, or a state from another config/FeatureSpec: the message says how 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -84,7 +83,7 @@ def etl_command(
     try:
         cfg = load_config(config) if config is not None else EtlConfig()
         gates = {"max_reject_rate": max_reject_rate, "max_duplicate_rate": max_duplicate_rate}
-        cfg = dataclasses.replace(cfg, engine=engine or cfg.engine)
+        cfg = cfg.model_copy(update={"engine": engine or cfg.engine})
         if days is None:
             result = run_etl(source, input, out, cfg, **gates, progress=say)
         else:

@@ -89,7 +89,7 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
         "etl_config": decl.etl_config,
         "input": decl.input or f"datasets/{cell.dataset}/raw",
     }
-    model = dict(raw.get("model") or {})
+    model = dict(raw.get("model") or {})  # shared by the grid's archs: each cell's model keeps its arch's keys
     model["arch"] = cell.arch
     if cell.task is not None:
         model["task"] = cell.task
@@ -105,7 +105,7 @@ def cell_config(spec: GridSpec, cell: Cell) -> JobConfig:
     tracking = dict(raw.get("tracking") or {})
     tracking.setdefault("experiment", f"aptrank-{spec.name}")
     raw.update(model=model, mtl=mtl, tracking=tracking)
-    return build_config(raw, cell_source(spec, cell))
+    return build_config(raw, cell_source(spec, cell), shared_model_sizes=True)
 
 
 def cell_source(spec: GridSpec, cell: Cell) -> str:
@@ -120,11 +120,9 @@ def check_job(spec: GridSpec) -> None:
     for key in GRID_OWNED:
         if key in spec.job:
             raise GridError(spec.source, f"job.{key}", "set by the grid (seeds, datasets, name); remove it from job")
-    for method, kwargs in spec.method_kwargs.items():
+    for method in spec.method_kwargs:
         if method not in spec.methods:
             raise GridError(spec.source, f"method_kwargs.{method}", f"not a method of this grid {list(spec.methods)}")
-        if not isinstance(kwargs, dict):
-            raise GridError(spec.source, f"method_kwargs.{method}", "must be a mapping of the method's arguments")
     dataset, seed = next(iter(spec.datasets)), spec.seeds[0]
     cells = [
         Cell(dataset, a, m, o, apt, seed)
@@ -138,7 +136,5 @@ def check_job(spec: GridSpec) -> None:
     for cell in cells:
         try:
             cell_config(spec, cell)
-        except ConfigError as e:  # apt names its key (mtl.lr); the model config names it in the message
-            key = getattr(e.__cause__, "key", None)
-            rule = str(e).removeprefix(f"{cell_source(spec, cell)}: ")
-            raise GridError(spec.source, f"job.{key}" if key else "job", f"{rule} (cell {cell.id})") from e
+        except ConfigError as e:  # its key is the job config's (mtl.lr, model.num_experts)
+            raise GridError(spec.source, f"job.{e.key}" if e.key else "job", f"{e.reason} (cell {cell.id})") from e

@@ -12,18 +12,15 @@ Paths in the file are relative to the current directory (as in ``configs/demo.ya
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import Field, PrivateAttr
 
-from aptrank.data.etl.typed import TypedDataError, build_dataclass
-from aptrank.data.synthetic import ConfigError as SynthConfigError
+from aptrank.config_model import AsTuple, ConfigModel, read_yaml_mapping
 from aptrank.data.synthetic import GeneratorConfig
+from aptrank.errors import ConfigError
 from aptrank.pipeline.experiment.cells import BASELINE_ARCH, check_job
 
 #: Names become folder and lock-file names.
@@ -32,16 +29,15 @@ REQUIRED = ("name", "datasets", "archs", "methods", "optimizers", "seeds")
 DELTA_M_METRICS = ("auc", "gauc", "logloss")
 
 
-class GridError(ValueError):
+class GridError(ConfigError):
     """A grid file breaks a rule; the message names the file and the key (also in ``key``)."""
 
     def __init__(self, source: str, key: str, rule: str) -> None:
-        super().__init__(f"{source}: '{key}': {rule}")
-        self.key = key
+        super().__init__(key, rule, source)
+        self.args = (f"{source}: '{key}': {rule}",)
 
 
-@dataclass(frozen=True)
-class DatasetDecl:
+class DatasetDecl(ConfigModel):
     """One dataset: an existing log (``source`` + ``input``) or a generated one (``generator``:
     :class:`GeneratorConfig` parameters, read as source ``canonical``), then the ETL with ``etl_config``."""
 
@@ -51,43 +47,40 @@ class DatasetDecl:
     generator: GeneratorConfig | None = None
 
 
-@dataclass(frozen=True)
-class GridSpec:
+class GridSpec(ConfigModel):
     """A parsed, checked grid file. ``job`` is the base job config (``pipeline.config`` sections)
     that every cell starts from; ``apt`` lists the APT settings to cross (false = off, true = on);
     ``method_kwargs`` maps a method to its ``mtl.method_kwargs`` (e.g. ``imgrad: {alpha: 0.8}``)."""
 
     name: str
     datasets: dict[str, DatasetDecl]
-    archs: tuple[str, ...]
-    methods: tuple[str, ...]
-    optimizers: tuple[str, ...]
-    seeds: tuple[int, ...]
-    apt: tuple[bool, ...] = (False, True)
+    archs: Annotated[tuple[str, ...], AsTuple]
+    methods: Annotated[tuple[str, ...], AsTuple]
+    optimizers: Annotated[tuple[str, ...], AsTuple]
+    seeds: Annotated[tuple[int, ...], AsTuple]
+    apt: Annotated[tuple[bool, ...], AsTuple] = (False, True)
     baselines: bool = True
-    delta_m_metrics: tuple[str, ...] = ("auc",)
+    delta_m_metrics: Annotated[tuple[str, ...], AsTuple] = ("auc",)
     workers: int = 1
-    job: dict[str, Any] = field(default_factory=dict)
-    method_kwargs: dict[str, Any] = field(default_factory=dict)
-    source: str = "<grid>"
+    job: dict[str, Any] = Field(
+        default_factory=dict, description="job config sections (model, train, mtl, ...), checked per cell"
+    )
+    method_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="method -> its arguments")
+    _source: str = PrivateAttr("<grid>")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything that defines the grid (for its hash and results.json)."""
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+    @property
+    def source(self) -> str:
+        """The grid file (how errors name it)."""
+        return self._source
 
 
 def load_grid(path: str | Path) -> GridSpec:
     """Read and check a grid YAML file (see the module docstring)."""
-    p = Path(path)
-    if not p.is_file():
-        raise GridError(str(p), "<file>", "grid file not found")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise GridError(str(p), "<file>", f"not valid YAML ({e})") from e
-    return grid_from_dict(raw, str(p))
+        raw = read_yaml_mapping(path, "grid")
+    except ConfigError as e:
+        raise GridError(str(Path(path)), "<file>", e.reason) from e
+    return grid_from_dict(raw, str(Path(path)))
 
 
 def grid_from_dict(raw: Any, source: str = "<grid>") -> GridSpec:
@@ -97,39 +90,14 @@ def grid_from_dict(raw: Any, source: str = "<grid>") -> GridSpec:
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise GridError(source, missing[0], f"required key missing (required: {', '.join(REQUIRED)})")
-    body = copy.deepcopy(raw)
-    free = {}  # free-form sections: checked by pipeline.config / apt when the cell configs are built
-    for key, what in (
-        ("job", "job config sections (model, train, mtl, ...)"),
-        ("method_kwargs", "method name -> its arguments"),
-    ):
-        free[key] = body.pop(key, None) or {}
-        if not isinstance(free[key], dict):
-            raise GridError(source, key, f"must be a mapping of {what}")
-    known = {f.name for f in dataclasses.fields(GridSpec)} - {"source"}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise GridError(source, unknown[0], f"unknown key; known: {', '.join(sorted(known))}")
+    body = {k: v for k, v in raw.items() if not (k in ("job", "method_kwargs") and v is None)}
     try:
-        spec = build_dataclass(GridSpec, body, source)
-    except TypedDataError as e:
-        raise _typed_error(e, source) from e
-    spec = dataclasses.replace(spec, **free, source=source)
+        spec = GridSpec.parse(body, source)
+    except ConfigError as e:  # job and method_kwargs are checked when the cell configs are built
+        raise GridError(source, e.key, e.reason) from e
+    spec._source = source
     _check(spec)
     return spec
-
-
-def _typed_error(e: TypedDataError, source: str) -> GridError:
-    """A :class:`TypedDataError` (``"<source>: <dotted key>: <rule>"``) as a :class:`GridError`; a
-    generator parameter's own error adds the parameter to the key."""
-    text = str(e).removeprefix(f"{source}: ")
-    key, _, rule = text.partition(": ")
-    quoted = re.match(r"unknown key '([^']+)'", text)
-    if quoted:
-        return GridError(source, quoted.group(1), "unknown key" + text[quoted.end() :])
-    if isinstance(e.__cause__, SynthConfigError):
-        return GridError(source, f"{key}.{e.__cause__.param}", e.__cause__.args[0].split(": ", 1)[-1])
-    return GridError(source, key, rule)
 
 
 def _check(spec: GridSpec) -> None:

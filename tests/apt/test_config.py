@@ -85,3 +85,17 @@ def test_beta_max_defaults_to_the_base_momentum() -> None:
     # Muon's momentum 0.95 allows beta_min 0.92 for its 2-D weights, but not for Adam's beta1 0.9
     with pytest.raises(ConfigError, match="beta_max"):
         MTLConfig.from_dict({"optimizer": "muon", "apt": {"momentum": True, "beta_min": 0.92}})
+
+
+def test_apt_config_needs_no_pipeline_models_or_data() -> None:
+    """apt/ stays usable alone: its config imports pydantic and aptrank.errors / config_model only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aptrank.apt; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in (['aptrank', 'pipeline'], ['aptrank', 'models'], "
+        "['aptrank', 'data'], ['aptrank', 'serving'])); print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -5,7 +5,6 @@ late-arriving events and a day without events; a gap or a state from another con
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -54,8 +53,8 @@ def _assert_same_outputs(incremental: Path, full: Path) -> None:
 @pytest.fixture(scope="module")
 def kuairand_cfg() -> EtlConfig:
     cfg = load_config(CONFIGS / "kuairand.yaml")
-    return dataclasses.replace(
-        cfg, splits=dataclasses.replace(cfg.splits, valid_start="2022-04-27", test_start="2022-04-29")
+    return cfg.model_copy(
+        update={"splits": cfg.splits.model_copy(update={"valid_start": "2022-04-27", "test_start": "2022-04-29"})}
     )
 
 
@@ -161,7 +160,7 @@ def test_gap_and_other_config_are_refused(generated: Path, booted: Path, tmp_pat
     cfg = _generated_cfg()
     with pytest.raises(StateError, match=r"no state for 2022-04-12 .*aptrank etl --date 2022-04-12 --until 2022-04-13"):
         run_day("canonical", generated, booted, cfg, dt.date(2022, 4, 13), _quiet)
-    other = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, smoothing=5.0))
+    other = cfg.model_copy(update={"features": cfg.features.model_copy(update={"smoothing": 5.0})})
     with pytest.raises(StateError, match="another ETL config"):
         run_day("canonical", generated, booted, other, dt.date(2022, 4, 12), _quiet)
     with pytest.raises(StateError, match="no daily state yet"):
@@ -172,8 +171,8 @@ def test_gap_and_other_config_are_refused(generated: Path, booted: Path, tmp_pat
 
 def test_a_day_that_fails_its_gate_publishes_nothing(generated: Path, booted: Path, tmp_path: Path) -> None:
     shutil.copytree(booted, tmp_path / "out")
-    strict = dataclasses.replace(
-        _generated_cfg(), validation=dataclasses.replace(_generated_cfg().validation, max_reject_rate=0.0)
+    strict = _generated_cfg().model_copy(
+        update={"validation": _generated_cfg().validation.model_copy(update={"max_reject_rate": 0.0})}
     )
     before = (examples_digest(tmp_path / "out"), content_hash(tmp_path / "out", (*SCORING_PARTS, STATE_DIR)))
     result = run_day("canonical", generated, tmp_path / "out", strict, BOOT + dt.timedelta(days=2), _quiet)
@@ -190,7 +189,7 @@ def test_rerunning_the_last_day_gives_the_same_outputs(generated: Path, booted: 
 
 def test_cli_date_backfill_and_refusal_exit_codes(app: typer.Typer, generated: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(_generated_cfg())))))
+    cfg.write_text(yaml.safe_dump(_generated_cfg().model_dump(mode="json")))
     out = tmp_path / "out"
     common = ["etl", "--source", "canonical", "--input", str(generated), "--out", str(out), "--config", str(cfg)]
 

@@ -150,9 +150,18 @@ def _lists(h: HistoryConfig, frame: pl.DataFrame) -> list[list[int]]:
 def test_history_lists_most_recent_first_strictly_before() -> None:
     frame = labelled()
     # u1 clicks: r0 i10 @0, r3 i12 @30, r4 i10 @30 (tie: later input row first); u2 clicks: r2 i10 @1, r6 i11 @48
-    assert _lists(HistoryConfig("clicked", "click", 2), frame) == [[], [10], [], [10], [10], [10], [10], [10, 12]]
+    assert _lists(HistoryConfig(name="clicked", task="click", max_len=2), frame) == [
+        [],
+        [10],
+        [],
+        [10],
+        [10],
+        [10],
+        [10],
+        [10, 12],
+    ]
     # u1 likes: r3 i12 @30, r7 i11 @200; u2 likes: r2 i10 @1
-    assert _lists(HistoryConfig("liked", "like", 3), frame) == [[], [], [], [], [], [10], [10], [12]]
+    assert _lists(HistoryConfig(name="liked", task="like", max_len=3), frame) == [[], [], [], [], [], [10], [10], [12]]
 
 
 def test_history_at_cutoff_and_for_unknown_users() -> None:
@@ -160,14 +169,14 @@ def test_history_at_cutoff_and_for_unknown_users() -> None:
     events = labelled().lazy().select("user_id", "ts", "label_click", "label_like", ITEM_INDEX)
     keys = pl.DataFrame({"user_id": [1, 2, 3]}).lazy()
     frame = with_queries(events, keys, "user_id", at(200) + dt.timedelta(milliseconds=1), [ITEM_INDEX]).collect()
-    assert _lists(HistoryConfig("clicked", "click", 20), frame)[8:] == [[10, 12, 10], [11, 10], []]
-    assert _lists(HistoryConfig("liked", "like", 1), frame)[8:] == [[11], [10], []]
+    assert _lists(HistoryConfig(name="clicked", task="click", max_len=20), frame)[8:] == [[10, 12, 10], [11, 10], []]
+    assert _lists(HistoryConfig(name="liked", task="like", max_len=1), frame)[8:] == [[11], [10], []]
 
 
 def test_history_flat_items_are_one_block_per_user() -> None:
     frame = labelled()
     index = KeyTimeIndex(frame, "user_id", ["all"])
-    flat, ptr = history_pointers(index, HistoryConfig("clicked", "click", 2))
+    flat, ptr = history_pointers(index, HistoryConfig(name="clicked", task="click", max_len=2))
     assert flat.tolist() == [10, 12, 10, 10, 11]  # u1 @0, @30, @30 then u2 @1, @48
     assert ptr.rows() == [(-1, 0), (0, 1), (2, 0), (0, 1), (0, 1), (3, 1), (3, 1), (2, 2)]
 

@@ -64,7 +64,6 @@ def test_spark_engine_equals_polars_on_generated_bad_rows(tmp_path: Path) -> Non
 
 def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:
     """The engine is not part of the state's config key: a day on Spark continues a Polars bootstrap."""
-    import dataclasses
     import datetime as dt
 
     from aptrank.data.etl.daily import examples_digest, run_day, run_days
@@ -73,16 +72,15 @@ def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:
     log = tmp_path / "log"
     generate(log, GeneratorConfig(events=12_000, users=300, items=200, bad_rows=0.005, seed=2, days=3), progress=False)
     cfg = load_config(CONFIGS / "synthetic.yaml")
-    cfg = dataclasses.replace(
-        cfg, splits=dataclasses.replace(cfg.splits, valid_start="2022-04-09", test_start="2022-04-10")
-    )
+    splits = cfg.splits.model_copy(update={"valid_start": "2022-04-09", "test_start": "2022-04-10"})
+    cfg = cfg.model_copy(update={"splits": splits})
     day = dt.date(2022, 4, 10)
     for engine in ("polars", "spark"):
         (boot,) = run_days(
             "canonical", log, tmp_path / engine, cfg, dt.date(2022, 4, 9), dt.date(2022, 4, 9), bootstrap_first=True
         )
         assert boot.passed, boot.summary["gates"]  # bad rows under the reject-rate gate (1%)
-        done = run_day("canonical", log, tmp_path / engine, dataclasses.replace(cfg, engine=engine), day, print)
+        done = run_day("canonical", log, tmp_path / engine, cfg.model_copy(update={"engine": engine}), day, print)
         assert done.passed, done.summary["gates"]
     parts = ("feature_spec.json", "vocab", "snapshot", "state")
     assert content_hash(tmp_path / "spark", parts) == content_hash(tmp_path / "polars", parts)

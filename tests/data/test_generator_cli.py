@@ -3,7 +3,6 @@ existing output fail naming the option, and the config validates every rule."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ def _run(app: typer.Typer, *args: str) -> Result:
 def test_help_documents_every_option(app: typer.Typer) -> None:
     result = _run(app, "--help")
     assert result.exit_code == 0
-    names = [f.name for f in dataclasses.fields(GeneratorConfig)]
+    names = list(GeneratorConfig.model_fields)
     for option in ["out", *names, "overwrite", "progress"]:
         assert f"--{option.replace('_', '-')}" in result.output, option
     for name in names:  # the help text of each option comes from the config
@@ -61,7 +60,9 @@ def test_existing_output_names_out(app: typer.Typer, tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"users": 0}, "users: 0 must be >= 1"),
-        ({"events": 2.5}, "events: 2.5 must be an integer"),
+        ({"events": 2.5}, "events: expected an integer, got 2.5"),
+        ({"users": "many"}, "users: expected an integer, got 'many'"),
+        ({"truth": "yes"}, "truth: expected true or false, got 'yes'"),
         ({"factors": 2}, "factors: 2 must be >= 3"),
         ({"click_rate": 1.0}, "click_rate: 1.0 must be in (0, 1)"),
         ({"bad_rows": 0.6}, "bad_rows: 0.6 must be in [0, 0.5]"),

@@ -73,7 +73,7 @@ def test_single_task_picks_configured_task(spec: FeatureSpec, small: dict, batch
     assert model.task_names == ["like"] and model.label_columns == [1]
     assert model(batch).shape == (9, 1)
     assert build_model("mmoe", spec, small).label_columns == [0, 1, 2]
-    with pytest.raises(ModelConfigError, match=r"'task': 'share' is not a task of the FeatureSpec \['click'"):
+    with pytest.raises(ModelConfigError, match=r"model.task: 'share' is not a task of the FeatureSpec \['click'"):
         build_model("single_task", spec, {**small, "task": "share"})
 
 

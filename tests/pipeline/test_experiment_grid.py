@@ -46,7 +46,7 @@ def test_research_grid_shape() -> None:
     cells = grid_cells(spec, {d: ("click", "like", "finish") for d in spec.datasets})
     assert len(cells) == 3 * (2 * 8 * 3 * 2 * 3 + 3 * 3) == 891
     assert len({c.id for c in cells}) == 891
-    assert cell_config(spec, cells[-1]).mtl["diagnostics_every"] > 0
+    assert cell_config(spec, cells[-1]).mtl.diagnostics_every > 0
 
 
 def test_cell_configs() -> None:
@@ -56,8 +56,12 @@ def test_cell_configs() -> None:
     on = next(c for c in cells if c.apt and c.method == "pcgrad")
     cfg = cell_config(spec, on)
     assert cfg.arch == "mmoe" and cfg.seed == on.seed and cfg.name == "g"
-    assert cfg.mtl["apt"] == {"momentum": True, "direction_preservation": True, "beta_min": 0.6}  # Muon: DP on
-    off = cell_config(spec, next(c for c in cells if not c.apt and c.task is None)).mtl["apt"]
+    assert cfg.to_dict()["mtl"]["apt"] == {
+        "momentum": True,
+        "direction_preservation": True,
+        "beta_min": 0.6,
+    }  # Muon: DP on
+    off = cell_config(spec, next(c for c in cells if not c.apt and c.task is None)).to_dict()["mtl"]["apt"]
     assert off == {"momentum": False, "direction_preservation": False, "beta_min": 0.6}
     adamw = cell_config(
         grid_from_dict({**minimal(), "optimizers": ["adamw"]}),
@@ -65,9 +69,9 @@ def test_cell_configs() -> None:
             c for c in grid_cells(grid_from_dict({**minimal(), "optimizers": ["adamw"]}), {"syn": ("click",)}) if c.apt
         ),
     )
-    assert adamw.mtl["apt"]["direction_preservation"] is False  # APT on = momentum only without Muon
+    assert adamw.mtl.apt.direction_preservation is False  # APT on = momentum only without Muon
     base = cell_config(spec, baseline_cell("syn", "like", 1))
-    assert base.arch == "single_task" and base.model["task"] == "like" and base.mtl["diagnostics_every"] == 0
+    assert base.arch == "single_task" and base.model.task == "like" and base.mtl.diagnostics_every == 0
     assert cfg.tracking.experiment == "aptrank-g"
     assert cell_config(spec, on).to_dict() == cfg.to_dict()  # deterministic
 
@@ -97,7 +101,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         ("seeds", [0, 0], "seeds", "distinct"),
         ("seeds", [], "seeds", "at least one"),
         ("apt", "yes", "apt", "expected a list"),
-        ("baselines", "no", "baselines", "expected bool"),
+        ("baselines", "no", "baselines", "expected true or false"),
         ("workers", 0, "workers", ">= 1"),
         ("name", "a b", "name", "must match"),
         ("datasets.syn.generator.task_correlation", 2.0, "datasets.syn.generator.task_correlation", "[-1, 1]"),
@@ -117,7 +121,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         ),
         ("datasets.syn.etl_config", "/no/etl.yaml", "datasets.syn.etl_config", "not found"),
         ("job.mtl.lr", -1, "job.mtl.lr", "must be > 0"),
-        ("job.model.experts", 3, "job", "experts"),
+        ("job.model.experts", 3, "job.model.experts", "unknown key"),
         ("job.seed", 3, "job.seed", "set by the grid"),
         ("method_kwargs", {"imgrad": {"alpha": 0.8}}, "method_kwargs.imgrad", "not a method of this grid"),
         ("method_kwargs", {"pcgrad": {"alpha": 0.8}}, "job.mtl.method_kwargs.alpha", "unknown argument"),
