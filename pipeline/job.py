@@ -151,10 +151,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
     with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
-        log(
-            f"[run] train {cfg.arch} ({cfg.mtl.method}/{cfg.mtl.optimizer}) "
-            f"-> {run_dir}, MLflow run {tracked.run_id}"
-        )
+        log(f"[run] train {cfg.arch} ({cfg.mtl.method}/{cfg.mtl.optimizer}) -> {run_dir}, MLflow run {tracked.run_id}")
         result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})
         log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
         onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
