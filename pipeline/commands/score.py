@@ -1,9 +1,12 @@
 """``aptrank score``: batch-score candidate rows with an ONNX model (a file or ``models:/NAME@ALIAS``).
 
 Output: every input column plus ``p_<task>`` per task and ``score`` (weighted fusion: ``--config``'s
-``scoring.weights``, overridden by ``--weight TASK=W``; default the mean). Rows that cannot be scored
-go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed as JSON).
-The feature snapshot is ``--features`` (the ETL output) or the model run's ``features/`` artifact.
+``scoring.weights``, overridden by ``--weight TASK=W``; without either, the weights registered with
+the model, else the mean; the weights used are printed on stderr at start). Rows that cannot be
+scored go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed
+as JSON). The feature snapshot is ``--features`` (the ETL output), else the one the model bundles
+(a registered scorer model), else the model run's ``features/`` artifact. A ``models:/`` URI needs
+``--tracking-uri`` or ``MLFLOW_TRACKING_URI``.
 
 Exit codes: 0 done; 2 bad input (model, features, candidates, weights: the message names which).
 """
@@ -75,6 +78,7 @@ def score_command(
             scorer = load_scorer(
                 fetched.path, feats, weights=fusion_weights(config, weight), threads=threads, version=fetched.version
             )
+            typer.echo(f"fusion weights {scorer.fusion.as_dict()} ({scorer.weights_origin})", err=True)
             frame = scan_candidates(source, input)
             report = score_chunks(
                 scorer,
