@@ -44,6 +44,10 @@ TAG_SPLIT = "aptrank.eval_split"
 TAG_WINDOW = "aptrank.eval_window"
 TAG_AUC = "aptrank.auc."  # + task name
 TAG_MEAN_AUC = "aptrank.mean_auc"
+TAG_EVAL_FEATURES = "aptrank.eval_features"
+"""What the AUC tags were measured with (``served``: the scorer model with the snapshot serving had,
+:mod:`pipeline.served_evaluation`; absent: the trainer's point-in-time features); the gate compares
+only versions measured the same way."""
 ONNX_PROVIDERS = ["CPUExecutionProvider"]  # serving scores on CPU onnxruntime (DESIGN.md, serving/)
 EXAMPLE_BATCH = 2
 

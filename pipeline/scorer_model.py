@@ -26,6 +26,9 @@ FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
 """What a scorer needs of an ETL output (not the example splits)."""
 KEYS = ("user_id", "item_id", "ts")
 EXAMPLE_ROWS = 5
+EXAMPLE_SPLIT = "test"
+SCORER_DIR = "scorer_model"
+"""The scorer model's artifacts under the job's run folder."""
 RUNTIME_PACKAGES = ("mlflow", "onnxruntime", "polars", "pyarrow", "pandas", "numpy", "aptrank")
 """The model's pip requirements (pinned to this environment): what loading and predicting import."""
 
@@ -145,3 +148,41 @@ class ScorerModel:
                 **kwargs,
             ),
         )
+
+
+def build_scorer_model(
+    cfg: Any, features: Path, onnx_path: Path, run_dir: Path, split: str = "test"
+) -> tuple[ScorerModel, dict[str, Any]]:
+    """The job's scorer model (production snapshot = ``features``' own, fusion weights = the config's
+    ``scoring.weights`` checked against the model's tasks, equal when empty; input example = the
+    first real rows of the test split) and its evaluation on ``split`` as served
+    (:func:`pipeline.served_evaluation.evaluate_served`)."""
+    from aptrank.pipeline.served_evaluation import evaluate_served
+    from aptrank.serving.fusion import Fusion
+    from aptrank.serving.onnx_model import load_onnx
+
+    weights = Fusion.build(load_onnx(onnx_path).task_names, cfg.scoring.weights).as_dict()
+    files = assemble(onnx_path, features, weights, run_dir / SCORER_DIR)
+    spec = FeatureSpec.read(features)
+    rows = {s: raw_split_rows(cfg.data.source, cfg.data.input, features, s) for s in {split, EXAMPLE_SPLIT}}
+    example = to_pandas_candidates(rows[EXAMPLE_SPLIT].head(EXAMPLE_ROWS), spec)
+    return ScorerModel(files, example), evaluate_served(cfg, features, onnx_path, weights, split, rows[split])
+
+
+def follow_up_commands(
+    tracking_uri: str, name: str, source: str, input_path: str | Path, workdir: Path
+) -> dict[str, str]:
+    """Shell commands that use the champion, with the tracking URI inline, so they run when pasted
+    (absolute paths; ``aptrank`` and ``mlflow`` on the PATH, e.g. ``.venv/bin``)."""
+    import shlex
+
+    model = f"models:/{name}@champion"
+    uri = shlex.quote(tracking_uri)
+    data = shlex.quote(str(Path(input_path).resolve()))
+    out = shlex.quote(str((workdir / "scores.parquet").resolve()))
+    return {
+        "ui": f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        "score": f"aptrank score --model {model} --tracking-uri {uri} --source {source} --input {data} --output {out}",
+        "serve": f"aptrank serve --model {model} --tracking-uri {uri}",
+        "mlflow_serve": f"MLFLOW_TRACKING_URI={uri} mlflow models serve -m {model} --env-manager local --port 5001",
+    }

@@ -25,12 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.pipeline.config import JobConfig
 from aptrank.pipeline.scorer_model import ScorerModel, assemble, copy_features, raw_split_rows, to_pandas_candidates
 
 SNAPSHOT = "snapshot"
+SERVED = "served"
+"""Value of the version tag ``aptrank.eval_features`` when its AUC tags are the served figures."""
+TAG_PIT_AUC = "aptrank.pit_auc."  # + task: the trainer's point-in-time AUC on the same split
+TAG_GAP = "aptrank.served_gap."  # + task: served AUC - point-in-time AUC
+TAG_SNAPSHOT_CUTOFF = "aptrank.served_snapshot_cutoff"
 
 
 class ServedEvaluationError(ValueError):
@@ -76,15 +82,22 @@ def snapshot_as_of_split(cfg: JobConfig, features: Path, split: str, dest: Path)
 
 
 def evaluate_served(
-    cfg: JobConfig, features: Path, onnx_path: Path, weights: dict[str, float], split: str = "test"
+    cfg: JobConfig,
+    features: Path,
+    onnx_path: Path,
+    weights: dict[str, float],
+    split: str = "test",
+    rows: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Metrics of the scorer model on ``split`` as served (module docstring): ``rows``, ``tasks``
-    (per task AUC, GAUC, logloss, calibration), ``mean_auc`` and the snapshot ``cutoff``."""
+    (per task AUC, GAUC, logloss, calibration), ``mean_auc`` and the ``snapshot_cutoff``.
+    ``rows``: the split's raw rows when already read (:func:`raw_split_rows`)."""
     import mlflow.pyfunc
 
     from aptrank.pipeline.evaluate import evaluate_predictions
 
-    rows = raw_split_rows(cfg.data.source, cfg.data.input, features, split)
+    if rows is None:
+        rows = raw_split_rows(cfg.data.source, cfg.data.input, features, split)
     spec = FeatureSpec.read(features)
     with tempfile.TemporaryDirectory(prefix="aptrank-served-eval-") as tmp:
         snapshot = snapshot_as_of_split(cfg, features, split, Path(tmp))
@@ -103,3 +116,28 @@ def evaluate_served(
         "mean_auc": float(np.nanmean([m["auc"] for m in metrics.values()])),
         "snapshot_cutoff": cutoff,
     }
+
+
+def served_tags(evaluation: dict[str, Any], served: dict[str, Any], split: str) -> dict[str, str]:
+    """Version tags besides the gate's (:func:`pipeline.registry.eval_tags` of the served figures):
+    what the AUC tags measure, the point-in-time AUCs of the trainer and the gap served - PIT."""
+    from aptrank.pipeline.registry import TAG_EVAL_FEATURES
+
+    tags = {TAG_EVAL_FEATURES: SERVED, TAG_SNAPSHOT_CUTOFF: str(served["snapshot_cutoff"])}
+    pit = evaluation.get(split, {}).get("tasks", {})
+    for task, m in served["tasks"].items():
+        if task in pit:
+            tags[f"{TAG_PIT_AUC}{task}"] = repr(float(pit[task]["auc"]))
+            tags[f"{TAG_GAP}{task}"] = repr(float(m["auc"]) - float(pit[task]["auc"]))
+    return tags
+
+
+def gap_line(evaluation: dict[str, Any], served: dict[str, Any], split: str) -> str:
+    """``click 0.7312 -> 0.7270 (-0.0042), ...``: point-in-time -> served AUC per task."""
+    pit = evaluation.get(split, {}).get("tasks", {})
+    parts = []
+    for task, m in served["tasks"].items():
+        if task in pit:
+            a, b = float(pit[task]["auc"]), float(m["auc"])
+            parts.append(f"{task} {a:.4f} -> {b:.4f} ({b - a:+.4f})")
+    return ", ".join(parts)

@@ -17,13 +17,25 @@
   artifacts ``config.yaml``, ``feature_spec.json``, the JSON reports of the run folder (``evaluation.json``,
   ``baselines.json``), ``checkpoint/best_model.pt`` and ``plots/*.png`` (:mod:`pipeline.plots`).
 
+MLflow conventions a user of the UI expects: the ETL's ``train``/``valid``/``test`` example sets are
+the run's inputs (``log_inputs``, each with the digest of its files and the ``mlflow.data.context``
+tag); the source tags (``mlflow.source.name`` = the command line, ``mlflow.source.type`` = JOB,
+``mlflow.user``, ``mlflow.source.git.commit``); the experiment typed for model training
+(``mlflow.experimentKind = custom_model_development``: the MLflow 3 UI opens on runs, not on the GenAI
+overview); a run description (``mlflow.note.content``) with the headline metrics, point-in-time and
+served (:meth:`TrackedRun.log_served`).
+
 The run ends FINISHED, FAILED (an exception left the block) or KILLED (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import getpass
+import json
 import math
 import re
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -32,7 +44,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.pipeline import plots
@@ -55,6 +74,11 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value; the full config is i
 DIAGNOSTICS_PREFIX = "diag/"
 FINAL_PREFIX = "final/"
 EVALUATION_SKIP = frozenset({"history", "seed", "tasks", "arch", "spec_hash"})
+SERVED_PREFIX = "served/"
+GAP_PREFIX = "served_gap/"
+SPLITS = ("train", "valid", "test")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+DIGEST_CHARS = 16  # MLflow's dataset digest column holds 36 characters
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
@@ -107,6 +131,44 @@ def run_params(cfg: JobConfig, spec_hash: str | None, data_window: str | Mapping
     return {k: v if len(v) <= MAX_PARAM_LENGTH else v[: MAX_PARAM_LENGTH - 3] + "..." for k, v in params.items()}
 
 
+def source_tags() -> dict[str, str]:
+    """``mlflow.source.name`` (the command line, ``aptrank ...`` for the CLI), type JOB, the user."""
+    argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    program = "aptrank" if argv0 in ("aptrank", "cli.py", "__main__.py") else argv0
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {
+        MLFLOW_SOURCE_NAME: shlex.join([program, *sys.argv[1:]])[:500],
+        MLFLOW_SOURCE_TYPE: "JOB",
+        MLFLOW_USER: user,
+    }
+
+
+def split_dataset(features: Path, split: str, name: str) -> DatasetInput:
+    """The example files of ``split`` as an MLflow dataset input: digest of their bytes
+    (:func:`pipeline.provenance.fingerprint`), source = the folder, schema = the columns, profile = rows."""
+    import pyarrow.parquet as pq
+
+    from aptrank.data.etl.run import example_files
+    from aptrank.pipeline.provenance import fingerprint
+
+    files = example_files(features, split)
+    schema = pq.read_schema(files[0]) if files else None
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    columns = [{"name": f.name, "type": str(f.type)} for f in schema] if schema is not None else []
+    dataset = Dataset(
+        name=f"{name}-{split}",
+        digest=fingerprint(features, (split,))[:DIGEST_CHARS],
+        source_type="local",
+        source=json.dumps({"uri": (features / split).resolve().as_uri()}),
+        schema=json.dumps({"mlflow_colspec": columns}),
+        profile=json.dumps({"num_rows": rows, "num_files": len(files)}),
+    )
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)])
+
+
 class TrackedRun:
     """One MLflow run of one training job (see the module docstring)."""
 
@@ -136,6 +198,7 @@ class TrackedRun:
         self.client = connect(self.uri)
         self._series: dict[str, Thinned] = {}
         self._buffer: list[Metric] = []
+        self._notes: list[str] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
@@ -159,19 +222,28 @@ class TrackedRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec_hash = FeatureSpec.read(self.features_dir).hash if self.features_dir is not None else None
         params = run_params(self.cfg, spec_hash, self.data_window)
-        tags = {"mlflow.source.git.commit": params["git.commit"], "aptrank.job": self.cfg.name, **self.extra_tags}
+        tags = {
+            "mlflow.source.git.commit": params["git.commit"],
+            **source_tags(),
+            "aptrank.job": self.cfg.name,
+            **self.extra_tags,
+        }
         exp_name = self.cfg.tracking.experiment
         with mlflow_errors(self.uri, f"start a run in experiment '{exp_name}'"):
             if self.run_id:
                 self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             else:
                 exp_id = ensure_experiment(self.client, exp_name, artifact_location(self.uri, self.workdir))
+                self.client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
                 self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
             self.client.log_batch(
                 self.run_id,
                 params=[Param(k, v) for k, v in params.items()],
                 tags=[RunTag(k, str(v)) for k, v in tags.items()],
             )
+            if self.features_dir is not None:
+                inputs = [split_dataset(self.features_dir, s, self.cfg.name) for s in SPLITS]
+                self.client.log_inputs(self.run_id, datasets=inputs)
         return self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
@@ -264,7 +336,39 @@ class TrackedRun:
                 logged.append(self.log_artifact(png, "plots"))
         for folder, path in (extra_artifacts or {}).items():
             logged.append(self.log_artifact(path, folder))
+        self.describe(headline(f"{self.cfg.name}: {self.cfg.arch}, best epoch {result.best_epoch}", evaluation))
         return logged
+
+    def log_served(self, served: Mapping[str, Any], split: str, evaluation: Mapping[str, Any]) -> None:
+        """The evaluation as served (:mod:`pipeline.served_evaluation`) as ``served/<split>/...``
+        metrics, the gap to the point-in-time figures as ``served_gap/<split>/<task>/auc``, and a
+        line of the run description."""
+        now = _now_ms()
+        body = {k: v for k, v in served.items() if k != "snapshot_cutoff"}
+        self._buffer.extend(Metric(SERVED_PREFIX + k, v, now, 0) for k, v in numeric_items(body, (split,)))
+        pit = evaluation.get(split, {}).get("tasks", {})
+        for task, m in served["tasks"].items():
+            if task in pit and (gap := as_number(m["auc"] - pit[task]["auc"])) is not None:
+                self._buffer.append(Metric(f"{GAP_PREFIX}{split}/{task}/auc", gap, now, 0))
+        self.flush()
+        cutoff = served.get("snapshot_cutoff")
+        self.describe(headline(f"served ({split}, snapshot as of {cutoff})", {split: served}))
+
+    def describe(self, line: str) -> None:
+        """Add ``line`` to the run description (``mlflow.note.content``, shown on the run page)."""
+        self._notes.append(line)
+        with mlflow_errors(self.uri, f"set the description of run {self.run_id}"):
+            self.client.set_tag(self.run_id, MLFLOW_RUN_NOTE, "\n\n".join(self._notes))
+
+
+def headline(title: str, evaluation: Mapping[str, Any]) -> str:
+    """``title`` and the AUC per task of each split of ``evaluation`` (Markdown, one line per split)."""
+    lines = [f"**{title}**"]
+    for split, block in evaluation.items():
+        if isinstance(block, Mapping) and isinstance(block.get("tasks"), Mapping) and split != "popularity":
+            aucs = ", ".join(f"{t} {float(m['auc']):.4f}" for t, m in block["tasks"].items() if "auc" in m)
+            lines.append(f"- {split} AUC: {aucs}")
+    return "\n".join(lines)
 
 
 @dataclass
