@@ -99,8 +99,8 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
             "registered_model": name,
             "tracking_uri": uri,
             "champion_uri": f"models:/{name}@champion",
-            "follow_up": follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir),
         }
+        summary["follow_up"] = follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir)
         if existing is not None:
             log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
             tags = existing.tags
@@ -150,6 +150,14 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
                 tags=served_tags(result.evaluation, served, cfg.gate.split),
             )
             decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
+        summary["follow_up"] = follow_up_commands(
+            uri,
+            name,
+            cfg.data.source,
+            cfg.data.input,
+            workdir,
+            tracked.client.get_run(tracked.run_id).info.experiment_id,
+        )
         test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
         summary.update(
             {

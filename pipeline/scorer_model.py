@@ -169,19 +169,31 @@ def build_scorer_model(
     return ScorerModel(files, example), evaluate_served(cfg, features, onnx_path, weights, split, rows[split])
 
 
+UI_PORT = 5000
+
+
 def follow_up_commands(
-    tracking_uri: str, name: str, source: str, input_path: str | Path, workdir: Path
+    tracking_uri: str,
+    name: str,
+    source: str,
+    input_path: str | Path,
+    workdir: Path,
+    experiment_id: str | None = None,
 ) -> dict[str, str]:
     """Shell commands that use the champion, with the tracking URI inline, so they run when pasted
-    (absolute paths; ``aptrank`` and ``mlflow`` on the PATH, e.g. ``.venv/bin``)."""
+    (absolute paths; ``aptrank`` and ``mlflow`` on the PATH, e.g. ``.venv/bin``), and the UI page of
+    the experiment (``workflowType=machine_learning``: MLflow 3.17's UI picks GenAI or model-training
+    pages from that toggle, not from the experiment's ``mlflow.experimentKind`` tag)."""
     import shlex
 
     model = f"models:/{name}@champion"
     uri = shlex.quote(tracking_uri)
     data = shlex.quote(str(Path(input_path).resolve()))
     out = shlex.quote(str((workdir / "scores.parquet").resolve()))
+    page = f"#/experiments/{experiment_id}" if experiment_id else "#/experiments"
     return {
-        "ui": f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        "ui": f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_PORT}",
+        "ui_page": f"http://127.0.0.1:{UI_PORT}/{page}?workflowType=machine_learning",
         "score": f"aptrank score --model {model} --tracking-uri {uri} --source {source} --input {data} --output {out}",
         "serve": f"aptrank serve --model {model} --tracking-uri {uri}",
         "mlflow_serve": f"MLFLOW_TRACKING_URI={uri} mlflow models serve -m {model} --env-manager local --port 5001",
