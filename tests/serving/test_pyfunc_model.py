@@ -23,47 +23,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from tests.serving.conftest import WEIGHTS, Registry
+from tests.serving.conftest import URI, WEIGHTS, Registry
 from tests.serving.serving_http import Client
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME = "aptrank-pyfunc"
-URI = f"models:/{NAME}@champion"
-
-
-@pytest.fixture(scope="module")
-def raw_test(kuairand_dir: Path, etl_dir: Path) -> pl.DataFrame:
-    from aptrank.pipeline.scorer_model import raw_split_rows
-
-    return raw_split_rows("kuairand", kuairand_dir, etl_dir, "test")
-
-
-@pytest.fixture(scope="module")
-def scorer_model(model_path: Path, etl_dir: Path, raw_test: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory):
-    from aptrank.data.spec import FeatureSpec
-    from aptrank.pipeline.scorer_model import ScorerModel, assemble, to_pandas_candidates
-
-    files = assemble(model_path, etl_dir, WEIGHTS, tmp_path_factory.mktemp("scorer-artifacts"))
-    return ScorerModel(files, to_pandas_candidates(raw_test.head(5), FeatureSpec.read(etl_dir)))
-
-
-@pytest.fixture(scope="module")
-def registered(registry: Registry, scorer_model, run_dir: Path) -> str:
-    """The scorer model registered by ``pipeline.registry.register_version`` as ``NAME@champion``
-    (its run carries no ``features/``: the model brings its own snapshot)."""
-    registry.register(NAME, scorer_model, run_dir, None)  # type: ignore[arg-type]
-    return URI
-
-
-@pytest.fixture(scope="module")
-def pyfunc(registered: str, registry: Registry):
-    import mlflow.pyfunc
-
-    from aptrank.pipeline.mlflow_store import fluent_uri
-
-    with fluent_uri(registry.uri):
-        return mlflow.pyfunc.load_model(registered)
 
 
 def _pandas(frame: pl.DataFrame):
