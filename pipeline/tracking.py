@@ -30,12 +30,8 @@ The run ends FINISHED, FAILED (an exception left the block) or KILLED (Ctrl-C).
 
 from __future__ import annotations
 
-import getpass
-import json
 import math
 import re
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -44,18 +40,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import (
-    MLFLOW_DATASET_CONTEXT,
-    MLFLOW_RUN_NOTE,
-    MLFLOW_SOURCE_NAME,
-    MLFLOW_SOURCE_TYPE,
-    MLFLOW_USER,
-)
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.pipeline import plots
 from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.mlflow_conventions import EXPERIMENT_KIND, SPLITS, headline, source_tags, split_dataset
 from aptrank.pipeline.mlflow_store import (
     artifact_location,
     connect,
@@ -76,9 +67,7 @@ FINAL_PREFIX = "final/"
 EVALUATION_SKIP = frozenset({"history", "seed", "tasks", "arch", "spec_hash"})
 SERVED_PREFIX = "served/"
 GAP_PREFIX = "served_gap/"
-SPLITS = ("train", "valid", "test")
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-DIGEST_CHARS = 16  # MLflow's dataset digest column holds 36 characters
+
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
@@ -129,44 +118,6 @@ def run_params(cfg: JobConfig, spec_hash: str | None, data_window: str | Mapping
     elif data_window is not None:
         params["data_window"] = str(data_window)
     return {k: v if len(v) <= MAX_PARAM_LENGTH else v[: MAX_PARAM_LENGTH - 3] + "..." for k, v in params.items()}
-
-
-def source_tags() -> dict[str, str]:
-    """``mlflow.source.name`` (the command line, ``aptrank ...`` for the CLI), type JOB, the user."""
-    argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    program = "aptrank" if argv0 in ("aptrank", "cli.py", "__main__.py") else argv0
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return {
-        MLFLOW_SOURCE_NAME: shlex.join([program, *sys.argv[1:]])[:500],
-        MLFLOW_SOURCE_TYPE: "JOB",
-        MLFLOW_USER: user,
-    }
-
-
-def split_dataset(features: Path, split: str, name: str) -> DatasetInput:
-    """The example files of ``split`` as an MLflow dataset input: digest of their bytes
-    (:func:`pipeline.provenance.fingerprint`), source = the folder, schema = the columns, profile = rows."""
-    import pyarrow.parquet as pq
-
-    from aptrank.data.etl.run import example_files
-    from aptrank.pipeline.provenance import fingerprint
-
-    files = example_files(features, split)
-    schema = pq.read_schema(files[0]) if files else None
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    columns = [{"name": f.name, "type": str(f.type)} for f in schema] if schema is not None else []
-    dataset = Dataset(
-        name=f"{name}-{split}",
-        digest=fingerprint(features, (split,))[:DIGEST_CHARS],
-        source_type="local",
-        source=json.dumps({"uri": (features / split).resolve().as_uri()}),
-        schema=json.dumps({"mlflow_colspec": columns}),
-        profile=json.dumps({"num_rows": rows, "num_files": len(files)}),
-    )
-    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)])
 
 
 class TrackedRun:
@@ -359,16 +310,6 @@ class TrackedRun:
         self._notes.append(line)
         with mlflow_errors(self.uri, f"set the description of run {self.run_id}"):
             self.client.set_tag(self.run_id, MLFLOW_RUN_NOTE, "\n\n".join(self._notes))
-
-
-def headline(title: str, evaluation: Mapping[str, Any]) -> str:
-    """``title`` and the AUC per task of each split of ``evaluation`` (Markdown, one line per split)."""
-    lines = [f"**{title}**"]
-    for split, block in evaluation.items():
-        if isinstance(block, Mapping) and isinstance(block.get("tasks"), Mapping) and split != "popularity":
-            aucs = ", ".join(f"{t} {float(m['auc']):.4f}" for t, m in block["tasks"].items() if "auc" in m)
-            lines.append(f"- {split} AUC: {aucs}")
-    return "\n".join(lines)
 
 
 @dataclass
