@@ -8,8 +8,10 @@
 
 * params: the flattened job config (``JobConfig.flat``), the config hash, the FeatureSpec hash, the
   data window, the seed, the git commit and the versions of :data:`provenance.TRACKED_PACKAGES`;
-* per-epoch metrics at ``step = epoch``: every number of the trainer's epoch record
-  (``train_loss/<task>``, ``valid/<task>/auc|gauc|logloss|...``, ``valid/mean_auc``, throughput);
+* per-epoch metrics at ``step = epoch`` under ``Epoch/``: every number of the trainer's epoch record
+  (``Epoch/train_loss/<task>``, ``Epoch/valid/<task>/auc|gauc|logloss|...``, ``Epoch/valid/mean_auc``,
+  throughput such as ``Epoch/samples_per_s``); the MLflow UI orders chart sections by code point, so
+  the capital ``E`` puts the learning curves first, before ``diag/``, ``final/`` and ``served/``;
 * diagnostics of the ``apt`` optimizer at their step under ``diag/<key>``, buffered and sent with
   ``MlflowClient.log_batch``; ``apt`` computes them every ``mtl.diagnostics_every`` steps (0: never),
   ``TrackedRun(diagnostics_every=N)`` keeps those of steps divisible by N (default 1: all);
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # the trainer pulls in torch and apt; tracking and registry s
 FLUSH_AT = 1000  # metrics per log_batch call (MLflow's MAX_METRICS_PER_BATCH)
 PLOT_POINTS = 2048  # diagnostics kept in memory per key for the plots (MLflow keeps every logged one)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value; the full config is in config.yaml
+EPOCH_PREFIX = "Epoch/"
 DIAGNOSTICS_PREFIX = "diag/"
 FINAL_PREFIX = "final/"
 EVALUATION_SKIP = frozenset({"history", "seed", "tasks", "arch", "spec_hash"})
@@ -218,7 +221,8 @@ class TrackedRun:
     def log_epoch(self, epoch: int, record: Mapping[str, Any]) -> None:
         """Every number of an epoch record at ``step = epoch``; then flush (diagnostics included)."""
         now = _now_ms()
-        self._buffer.extend(Metric(k, v, now, epoch) for k, v in numeric_items(record, skip=frozenset({"epoch"})))
+        items = numeric_items(record, skip=frozenset({"epoch"}))
+        self._buffer.extend(Metric(EPOCH_PREFIX + k, v, now, epoch) for k, v in items)
         self.flush()
 
     def log_diagnostics(self, step: int, stats: Mapping[str, Any]) -> None:
