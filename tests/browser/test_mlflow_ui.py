@@ -1,5 +1,6 @@
 """The MLflow UI's run page of a job run, rendered by headless Chromium (Debian's ``chromium``), shows the
-run's datasets (names and digests) and its source tags; a screenshot is kept for a person to look at.
+run's datasets (names and digests) and its source tags, and its charts tab starts with the per-epoch
+curves; screenshots are kept for a person to look at.
 
 Not part of the default test run (it needs a browser): marked ``browser``, which ``pyproject.toml``
 deselects. Run it with::
@@ -112,3 +113,9 @@ def test_run_page_shows_datasets_and_source_tags(job_run: dict, ui: str, tmp_pat
     assert run.data.tags["mlflow.source.git.commit"][:7] in dom
     assert run.data.tags["mlflow.user"] in dom  # Created by
     assert "served (test, snapshot as of" in dom  # the description
+
+    charts_page = page.replace("?", "/model-metrics?")
+    _chromium(f"--screenshot={shots / 'mlflow_run_charts.png'}", charts_page)
+    charts = _chromium("--dump-dom", charts_page).stdout
+    sections = [charts.find(name) for name in ("Epoch/train_loss", "diag", "final", "served")]
+    assert -1 not in (sections[0], sections[2], sections[3]) and sections[0] < min(i for i in sections[1:] if i >= 0)
