@@ -5,8 +5,10 @@ AUC is lower than the champion's by more than ``gate.auc_tolerance`` and its mea
 tasks is not lower. The first version of a registered model becomes champion. The decision, the
 reason and the numbers are written on the challenger as ``aptrank.gate.*`` version tags.
 
-AUCs are read from the versions' ``aptrank.auc.<task>`` tags (written at registration). When the
-champion was evaluated on another window or split, its recorded numbers are not comparable: the
+AUCs are read from the versions' ``aptrank.auc.<task>`` tags (written at registration; a job's
+versions carry the *served* figures, the scorer model scored with the snapshot serving had,
+:mod:`pipeline.served_evaluation`, tag ``aptrank.eval_features=served``). When the champion was
+evaluated on another window or split, or measured with other features, its recorded numbers are not comparable: the
 caller passes ``rescore(champion_version, split, window) -> {task: auc}`` (e.g. scoring the
 champion's ONNX model on the challenger's test window), or the gate refuses to decide.
 """
@@ -21,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from aptrank.pipeline.mlflow_store import check_reachable, mlflow_errors
-from aptrank.pipeline.registry import CHAMPION, TAG_SPLIT, TAG_WINDOW, RegistryError, read_aucs
+from aptrank.pipeline.registry import CHAMPION, TAG_EVAL_FEATURES, TAG_SPLIT, TAG_WINDOW, RegistryError, read_aucs
 
 TAG_PREFIX = "aptrank.gate."
 Rescore = Callable[[ModelVersion, str, str], Mapping[str, float]]
@@ -110,7 +112,12 @@ def run_gate(
     champion_auc = None
     if champion is not None:
         split, window = challenger.tags.get(TAG_SPLIT, ""), challenger.tags.get(TAG_WINDOW, "")
-        same = (champion.tags.get(TAG_SPLIT), champion.tags.get(TAG_WINDOW)) == (split, window)
+        measured = challenger.tags.get(TAG_EVAL_FEATURES)
+        same = (champion.tags.get(TAG_SPLIT), champion.tags.get(TAG_WINDOW), champion.tags.get(TAG_EVAL_FEATURES)) == (
+            split,
+            window,
+            measured,
+        )
         if same:
             champion_auc = read_aucs(champion)
         elif rescore is not None:
@@ -118,9 +125,10 @@ def run_gate(
         else:
             raise GateError(
                 f"'{name}': champion version {champion_version} was evaluated on split "
-                f"'{champion.tags.get(TAG_SPLIT)}' window {champion.tags.get(TAG_WINDOW)}, challenger version "
-                f"{version} on split '{split}' window {window}; the gate compares on the same window: pass "
-                "rescore= to score the champion there"
+                f"'{champion.tags.get(TAG_SPLIT)}' window {champion.tags.get(TAG_WINDOW)} "
+                f"({champion.tags.get(TAG_EVAL_FEATURES) or 'point-in-time'} features), challenger version "
+                f"{version} on split '{split}' window {window} ({measured or 'point-in-time'} features); the gate "
+                "compares on the same window and features: pass rescore= to score the champion there"
             )
     promoted, reason = decide(challenger_auc, champion_auc, tolerance)
     decision = GateDecision(

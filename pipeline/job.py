@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from aptrank.pipeline.config import JobConfig
-
-FEATURE_ARTIFACT_PARTS = ("feature_spec.json", "vocab", "snapshot")  # what scorers need, not the splits
 
 
 class JobExit(IntEnum):
@@ -80,18 +77,6 @@ def export_step(run_dir: Path, features: Path, fold_rows: int | None = None) -> 
         raise JobError(f"export: {e}", JobExit.FAILURE) from e
 
 
-def scoring_bundle(features: Path, dest: Path) -> Path:
-    """The part of the ETL output the scorers need (spec, vocabularies, snapshot), for the registry."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in FEATURE_ARTIFACT_PARTS:
-        src = features / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part)
-        elif src.is_file():
-            shutil.copyfile(src, dest / part)
-    return dest
-
-
 def run_job(cfg: JobConfig, workdir: Path, log: Any = print, date: dt.date | None = None) -> JobOutcome:
     """Run the whole job under the config's lock; returns the exit code and the final summary.
     ``date``: the logical date of a scheduled run (incremental daily ETL, :func:`run_etl_step`)."""
@@ -116,6 +101,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
     from aptrank.pipeline.provenance import fingerprint
     from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
+    from aptrank.pipeline.scorer_model import build_scorer_model, follow_up_commands
+    from aptrank.pipeline.served_evaluation import gap_line, served_tags
     from aptrank.pipeline.tracking import TrackedRun
     from aptrank.pipeline.training import run_training
 
@@ -130,6 +117,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
         "tracking_uri": uri,
         "champion_uri": f"models:/{name}@champion",
     }
+    summary["follow_up"] = follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir)
     if existing is not None:
         log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
         tags = existing.tags
@@ -140,7 +128,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
                 "run_id": existing.run_id,
                 "created": False,
                 "model_uri": f"models:/{name}/{existing.version}",
-                "metrics": {"test_auc": read_aucs(existing)},
+                "metrics": {f"served_{cfg.gate.split}_auc": read_aucs(existing)},
                 "gate": {
                     k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
                 },
@@ -155,21 +143,27 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
         result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})
         log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
         onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
-        with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
-            bundle = scoring_bundle(features, Path(tmp) / "features")
-            tracked.log_result(result, extra_artifacts={"features": bundle})
-        log(f"[run] register '{name}' (alias challenger) and gate")
+        tracked.log_result(result)
+        log(f"[run] evaluate as served: {cfg.gate.split} split through the scorer model, snapshot at its start")
+        scorer, served = build_scorer_model(cfg, features, onnx_path, run_dir, cfg.gate.split)
+        tracked.log_served(served, cfg.gate.split, result.evaluation)
+        gap = gap_line(result.evaluation, served, cfg.gate.split)
+        log(f"[run] {cfg.gate.split} AUC point-in-time -> served: {gap}")
+        log(f"[run] register '{name}' (alias challenger) and gate on the served figure")
         reg = register_version(
             tracked.client,
             name,
             tracked.run_id,
-            onnx_path,
+            scorer,
             key=key,
-            evaluation=result.evaluation,
+            evaluation={cfg.gate.split: served},
             window=window,
             split=cfg.gate.split,
+            tags=served_tags(result.evaluation, served, cfg.gate.split),
         )
         decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
+    experiment_id = tracked.client.get_run(tracked.run_id).info.experiment_id
+    summary["follow_up"] = follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir, experiment_id)
     test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
     summary.update(
         {
@@ -180,6 +174,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
                 "test_auc": {t: m["auc"] for t, m in test.items()},
                 "test_gauc": {t: m["gauc"] for t, m in test.items()},
                 "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
+                f"served_{cfg.gate.split}_auc": {t: m["auc"] for t, m in served["tasks"].items()},
+                "served_snapshot_cutoff": served["snapshot_cutoff"],
                 "best_epoch": result.best_epoch,
             },
             "gate": {

@@ -3,8 +3,10 @@ adds a version with the alias ``challenger``; only the gate (:mod:`aptrank.pipel
 
 Order of a registration, so a failure never leaves a half-registered version behind:
 
-1. the model file is logged to the run: an ``.onnx`` file with ``mlflow.onnx.log_model`` (signature
-   and input example read from the graph's inputs), any other file as the run artifact ``model/``;
+1. the model is logged to the run: the job's scorer model (:class:`pipeline.scorer_model.ScorerModel`,
+   a ``python_function`` model over raw candidate rows, anything with a ``log(client, run_id)``
+   method); an ``.onnx`` file with ``mlflow.onnx.log_model`` (signature and input example read from
+   the graph's inputs); any other file as the run artifact ``model/``;
 2. the version is created with its evaluation tags (AUC per task, split, evaluation window) in one call;
 3. the alias ``challenger`` is set;
 4. last, the idempotency tag ``aptrank.input_key`` (:func:`version_key`) is set, so
@@ -16,11 +18,11 @@ call created it); the error says what was undone, or what could not be.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlflow
 import mlflow.artifacts
@@ -42,8 +44,18 @@ TAG_SPLIT = "aptrank.eval_split"
 TAG_WINDOW = "aptrank.eval_window"
 TAG_AUC = "aptrank.auc."  # + task name
 TAG_MEAN_AUC = "aptrank.mean_auc"
+TAG_EVAL_FEATURES = "aptrank.eval_features"
+"""What the AUC tags were measured with (``served``: the scorer model with the snapshot serving had,
+:mod:`pipeline.served_evaluation`; absent: the trainer's point-in-time features); the gate compares
+only versions measured the same way."""
 ONNX_PROVIDERS = ["CPUExecutionProvider"]  # serving scores on CPU onnxruntime (DESIGN.md, serving/)
 EXAMPLE_BATCH = 2
+
+
+class LoggableModel(Protocol):
+    """A model that logs itself to a run and returns (registry source URI, logged-model id)."""
+
+    def log(self, client: MlflowClient, run_id: str) -> tuple[str, str | None]: ...
 
 
 class RegistryError(TrackingError):
@@ -144,21 +156,35 @@ def log_model_file(client: MlflowClient, run_id: str, model_path: str | Path) ->
 
         model, example, signature = _onnx_example(path)
         reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
+    return log_logged_model(
+        client,
+        run_id,
+        lambda model_id: mlflow.onnx.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            run_id=run_id,
+            model_id=model_id,
+            signature=signature,
+            input_example=example,
+            pip_requirements=reqs,
+            onnx_execution_providers=ONNX_PROVIDERS,
+        ),
+    )
+
+
+def log_logged_model(client: MlflowClient, run_id: str, log: Callable[[str], Any]) -> tuple[str, str | None]:
+    """Create a logged model of the run's experiment (so it does not land in the process's default
+    experiment) and call ``log(model_id)`` (an ``mlflow.<flavor>.log_model`` call returning its
+    ``ModelInfo``); delete the logged model again if that fails. Returns (model URI, model id)."""
+    uri = client.tracking_uri
+    with mlflow_errors(uri, f"log the model of run {run_id}"):
+        run = client.get_run(run_id)
         logged = client.create_logged_model(
             run.info.experiment_id, name=MODEL_ARTIFACT, source_run_id=run_id, params=dict(run.data.params)
         )
         try:
             with fluent_uri(uri):
-                info = mlflow.onnx.log_model(
-                    model,
-                    name=MODEL_ARTIFACT,
-                    run_id=run_id,
-                    model_id=logged.model_id,
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=reqs,
-                    onnx_execution_providers=ONNX_PROVIDERS,
-                )
+                info = log(logged.model_id)
         except Exception:
             with suppress(Exception):
                 client.delete_logged_model(logged.model_id)
@@ -233,7 +259,7 @@ def register_version(
     client: MlflowClient,
     name: str,
     run_id: str,
-    model_path: str | Path,
+    model_path: str | Path | LoggableModel,
     *,
     key: str,
     evaluation: Mapping[str, Any],
@@ -249,6 +275,10 @@ def register_version(
     if existing is not None:
         return Registration(existing, created=False)
     version_tags = {**eval_tags(evaluation, split, window), **(tags or {})}
-    source, model_id = log_model_file(client, run_id, model_path)
+    if isinstance(model_path, str | Path):
+        source, model_id = log_model_file(client, run_id, model_path)
+    else:
+        check_reachable(client.tracking_uri)
+        source, model_id = model_path.log(client, run_id)
     version = create_version(client, name, run_id, source, key=key, tags=version_tags, model_id=model_id, alias=alias)
     return Registration(version, created=True)

@@ -8,14 +8,24 @@
 
 * params: the flattened job config (``JobConfig.flat``), the config hash, the FeatureSpec hash, the
   data window, the seed, the git commit and the versions of :data:`provenance.TRACKED_PACKAGES`;
-* per-epoch metrics at ``step = epoch``: every number of the trainer's epoch record
-  (``train_loss/<task>``, ``valid/<task>/auc|gauc|logloss|...``, ``valid/mean_auc``, throughput);
+* per-epoch metrics at ``step = epoch`` under ``Epoch/``: every number of the trainer's epoch record
+  (``Epoch/train_loss/<task>``, ``Epoch/valid/<task>/auc|gauc|logloss|...``, ``Epoch/valid/mean_auc``,
+  throughput such as ``Epoch/samples_per_s``); the MLflow UI orders chart sections by code point, so
+  the capital ``E`` puts the learning curves first, before ``diag/``, ``final/`` and ``served/``;
 * diagnostics of the ``apt`` optimizer at their step under ``diag/<key>``, buffered and sent with
   ``MlflowClient.log_batch``; ``apt`` computes them every ``mtl.diagnostics_every`` steps (0: never),
   ``TrackedRun(diagnostics_every=N)`` keeps those of steps divisible by N (default 1: all);
 * after training: ``final/<split>/<task>/<metric>``, ``final/delta_m_auc`` when present, and the
   artifacts ``config.yaml``, ``feature_spec.json``, the JSON reports of the run folder (``evaluation.json``,
   ``baselines.json``), ``checkpoint/best_model.pt`` and ``plots/*.png`` (:mod:`pipeline.plots`).
+
+MLflow conventions a user of the UI expects: the ETL's ``train``/``valid``/``test`` example sets are
+the run's inputs (``log_inputs``, each with the digest of its files and the ``mlflow.data.context``
+tag); the source tags (``mlflow.source.name`` = the command line, ``mlflow.source.type`` = JOB,
+``mlflow.user``, ``mlflow.source.git.commit``); the experiment typed for model training
+(``mlflow.experimentKind = custom_model_development``: the MLflow 3 UI opens on runs, not on the GenAI
+overview); a run description (``mlflow.note.content``) with the headline metrics, point-in-time and
+served (:meth:`TrackedRun.log_served`).
 
 The run ends FINISHED, FAILED (an exception left the block) or KILLED (Ctrl-C).
 """
@@ -33,10 +43,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.pipeline import plots
 from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.mlflow_conventions import EXPERIMENT_KIND, SPLITS, headline, source_tags, split_dataset
 from aptrank.pipeline.mlflow_store import (
     artifact_location,
     connect,
@@ -52,9 +64,13 @@ if TYPE_CHECKING:  # the trainer pulls in torch and apt; tracking and registry s
 FLUSH_AT = 1000  # metrics per log_batch call (MLflow's MAX_METRICS_PER_BATCH)
 PLOT_POINTS = 2048  # diagnostics kept in memory per key for the plots (MLflow keeps every logged one)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value; the full config is in config.yaml
+EPOCH_PREFIX = "Epoch/"
 DIAGNOSTICS_PREFIX = "diag/"
 FINAL_PREFIX = "final/"
 EVALUATION_SKIP = frozenset({"history", "seed", "tasks", "arch", "spec_hash"})
+SERVED_PREFIX = "served/"
+GAP_PREFIX = "served_gap/"
+
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
@@ -136,6 +152,7 @@ class TrackedRun:
         self.client = connect(self.uri)
         self._series: dict[str, Thinned] = {}
         self._buffer: list[Metric] = []
+        self._notes: list[str] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
@@ -159,19 +176,28 @@ class TrackedRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec_hash = FeatureSpec.read(self.features_dir).hash if self.features_dir is not None else None
         params = run_params(self.cfg, spec_hash, self.data_window)
-        tags = {"mlflow.source.git.commit": params["git.commit"], "aptrank.job": self.cfg.name, **self.extra_tags}
+        tags = {
+            "mlflow.source.git.commit": params["git.commit"],
+            **source_tags(),
+            "aptrank.job": self.cfg.name,
+            **self.extra_tags,
+        }
         exp_name = self.cfg.tracking.experiment
         with mlflow_errors(self.uri, f"start a run in experiment '{exp_name}'"):
             if self.run_id:
                 self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             else:
                 exp_id = ensure_experiment(self.client, exp_name, artifact_location(self.uri, self.workdir))
+                self.client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
                 self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
             self.client.log_batch(
                 self.run_id,
                 params=[Param(k, v) for k, v in params.items()],
                 tags=[RunTag(k, str(v)) for k, v in tags.items()],
             )
+            if self.features_dir is not None:
+                inputs = [split_dataset(self.features_dir, s, self.cfg.name) for s in SPLITS]
+                self.client.log_inputs(self.run_id, datasets=inputs)
         return self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
@@ -195,7 +221,8 @@ class TrackedRun:
     def log_epoch(self, epoch: int, record: Mapping[str, Any]) -> None:
         """Every number of an epoch record at ``step = epoch``; then flush (diagnostics included)."""
         now = _now_ms()
-        self._buffer.extend(Metric(k, v, now, epoch) for k, v in numeric_items(record, skip=frozenset({"epoch"})))
+        items = numeric_items(record, skip=frozenset({"epoch"}))
+        self._buffer.extend(Metric(EPOCH_PREFIX + k, v, now, epoch) for k, v in items)
         self.flush()
 
     def log_diagnostics(self, step: int, stats: Mapping[str, Any]) -> None:
@@ -264,7 +291,29 @@ class TrackedRun:
                 logged.append(self.log_artifact(png, "plots"))
         for folder, path in (extra_artifacts or {}).items():
             logged.append(self.log_artifact(path, folder))
+        self.describe(headline(f"{self.cfg.name}: {self.cfg.arch}, best epoch {result.best_epoch}", evaluation))
         return logged
+
+    def log_served(self, served: Mapping[str, Any], split: str, evaluation: Mapping[str, Any]) -> None:
+        """The evaluation as served (:mod:`pipeline.served_evaluation`) as ``served/<split>/...``
+        metrics, the gap to the point-in-time figures as ``served_gap/<split>/<task>/auc``, and a
+        line of the run description."""
+        now = _now_ms()
+        body = {k: v for k, v in served.items() if k != "snapshot_cutoff"}
+        self._buffer.extend(Metric(SERVED_PREFIX + k, v, now, 0) for k, v in numeric_items(body, (split,)))
+        pit = evaluation.get(split, {}).get("tasks", {})
+        for task, m in served["tasks"].items():
+            if task in pit and (gap := as_number(m["auc"] - pit[task]["auc"])) is not None:
+                self._buffer.append(Metric(f"{GAP_PREFIX}{split}/{task}/auc", gap, now, 0))
+        self.flush()
+        cutoff = served.get("snapshot_cutoff")
+        self.describe(headline(f"served ({split}, snapshot as of {cutoff})", {split: served}))
+
+    def describe(self, line: str) -> None:
+        """Add ``line`` to the run description (``mlflow.note.content``, shown on the run page)."""
+        self._notes.append(line)
+        with mlflow_errors(self.uri, f"set the description of run {self.run_id}"):
+            self.client.set_tag(self.run_id, MLFLOW_RUN_NOTE, "\n\n".join(self._notes))
 
 
 @dataclass

@@ -15,10 +15,12 @@ case $rc in
   *) echo "== the job failed (exit $rc)"; exit $rc ;;
 esac
 ABS_WORK="$(cd "$WORK" && pwd)"
+URI="sqlite:///$ABS_WORK/mlflow.db"
 cat <<EOT
-Look at it:
-  .venv/bin/mlflow ui --backend-store-uri sqlite:///$ABS_WORK/mlflow.db     # runs, plots, registry
-  cat $ABS_WORK/features/summary.json                                        # ETL: rows, rejects, label rates
-  .venv/bin/aptrank serve --model models:/kuairand-demo@champion             # online scorer (MLFLOW_TRACKING_URI=sqlite:///$ABS_WORK/mlflow.db)
+Look at it (each line runs as pasted; aptrank printed the same commands above):
+  .venv/bin/mlflow ui --backend-store-uri $URI --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
+  cat $ABS_WORK/features/summary.json                                          # ETL: rows, rejects, label rates
+  .venv/bin/aptrank serve --model models:/kuairand-demo@champion --tracking-uri $URI
+  MLFLOW_TRACKING_URI=$URI .venv/bin/mlflow models serve -m models:/kuairand-demo@champion --env-manager local --port 5001
 EOT
 exit $rc

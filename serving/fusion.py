@@ -5,15 +5,22 @@ weights every task of the model gets ``1/K`` (the mean probability). Tasks the w
 0. This linear fusion is the common production form of multi-task ranking scores (e.g. the
 "weighted sum of predicted engagement probabilities" of YouTube's MMoE ranker, Zhao et al.,
 RecSys 2019, section 4); both scorers use this one function, so batch and online scores agree.
+
+A registered scorer model carries its job's weights as ``fusion.json`` (:data:`FUSION_FILE`,
+``{"weights": {task: weight}}``) beside its ONNX graph, so scoring needs no job config.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+FUSION_FILE = "fusion.json"
 
 
 @dataclass(frozen=True)
@@ -70,3 +77,19 @@ def parse_weights(items: Sequence[str]) -> dict[str, float]:
         except ValueError as e:
             raise ValueError(f"--weight '{item}': '{text}' is not a number") from e
     return out
+
+
+def write_fusion(path: str | Path, weights: Mapping[str, float]) -> Path:
+    """Write ``weights`` as a fusion file (:data:`FUSION_FILE` layout)."""
+    p = Path(path)
+    p.write_text(json.dumps({"weights": {k: float(v) for k, v in weights.items()}}, sort_keys=True) + "\n")
+    return p
+
+
+def read_fusion(path: str | Path) -> dict[str, float]:
+    """The weights of a fusion file; a malformed one raises ``ValueError`` naming the file and the rule."""
+    try:
+        weights = json.loads(Path(path).read_text())["weights"]
+        return {str(k): float(v) for k, v in weights.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f'{path}: expected a fusion file {{"weights": {{task: number}}}} ({e})') from e

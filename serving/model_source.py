@@ -8,11 +8,18 @@
   When the version's run logged the ETL output under the artifact folder ``features/``
   (:data:`FEATURES_ARTIFACT`), it is downloaded too and scorers use it as their feature snapshot.
 
+A scorer model (:mod:`serving.pyfunc_model`: ``artifacts/model.onnx``, ``artifacts/features/``,
+``artifacts/fusion.json``), registered or a local folder, brings its own snapshot and fusion weights:
+the scorer needs nothing but the URI. A ``models:/`` URI needs a tracking URI (``--tracking-uri`` or
+``MLFLOW_TRACKING_URI``): without one the error says where it looked and how to point it, instead of
+MLflow silently opening a new empty ``./mlflow.db``.
+
 MLflow docs: https://mlflow.org/docs/latest/model-registry/ (aliases, ``models:/`` URIs).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +32,9 @@ if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient
 
 REGISTRY_PREFIX = "models:/"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+STORE_HINT_GLOBS = ("mlflow.db", "work/*/mlflow.db")
+"""Where a missing tracking URI is looked for, to name candidates in the error (cwd-relative)."""
 FEATURES_ARTIFACT = "features"
 _REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -58,10 +68,30 @@ class ModelSource:
             raise ModelLoadError(f"model URI '{self.uri}': expected models:/NAME@ALIAS or models:/NAME/VERSION")
         return m["name"], m["alias"], m["version"]
 
+    def _tracking(self) -> str:
+        """The tracking URI for a ``models:/`` URI: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``;
+        with neither, :class:`ModelLoadError` saying where it looked and how to point it."""
+        uri = self.tracking_uri or os.environ.get(TRACKING_ENV, "").strip()
+        if uri:
+            return uri
+        found = sorted(str(p.resolve()) for pattern in STORE_HINT_GLOBS for p in Path.cwd().glob(pattern))
+        hint = (
+            "; MLflow stores found here: " + ", ".join(f"sqlite:///{f}" for f in found)
+            if found
+            else f"; no mlflow.db under {Path.cwd()} or its work/*/"
+        )
+        raise ModelLoadError(
+            f"model URI '{self.uri}': no MLflow tracking URI (looked at --tracking-uri: not given, and "
+            f"{TRACKING_ENV}: not set){hint}. Point it at the job's store, e.g. --tracking-uri "
+            f"sqlite:///ABS/PATH/work/demo/mlflow.db or {TRACKING_ENV}=sqlite:///ABS/PATH/work/demo/mlflow.db "
+            "(aptrank run prints the exact command)"
+        )
+
     def _client(self) -> MlflowClient:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        uri = self._tracking()
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def _model_file(self) -> Path:
         p = Path(self.uri)
@@ -82,7 +112,7 @@ class ModelSource:
         try:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         except MlflowException as e:
-            tracking = self.tracking_uri or "default"
+            tracking = self._tracking()
             if _connection_failed(e):
                 raise TrackingUnreachableError(
                     f"model URI '{self.uri}': tracking server {tracking} is unreachable ({type(_root(e)).__name__})"
@@ -102,13 +132,15 @@ class ModelSource:
         """Download (registry: under ``dest``, required) or locate (file) the model."""
         if not self.is_registry:
             path = self._model_file()
-            return FetchedModel(path, f"sha256:{file_digest(path)[:12]}")
+            bundled = _bundled_features(Path(self.uri))
+            return FetchedModel(path, f"sha256:{file_digest(path)[:12]}", features_dir=bundled)
         if dest is None:
             raise ValueError(f"model URI '{self.uri}': a download folder is needed for a registry model")
         import mlflow
         from mlflow.exceptions import MlflowException
 
         name, version, run_id = self._registry_version()
+        tracking = self._tracking()
         dest.mkdir(parents=True, exist_ok=True)
         try:
             # The version's own storage URI, resolved with this client: a models:/ URI handed to
@@ -118,11 +150,13 @@ class ModelSource:
                 mlflow.artifacts.download_artifacts(
                     artifact_uri=location,
                     dst_path=str(dest / "model"),
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
+                    tracking_uri=tracking,
+                    registry_uri=tracking,
                 )
             )
-            features = self._download_features(run_id, dest) if run_id else None
+            features = _bundled_features(local)
+            if features is None and run_id:
+                features = self._download_features(run_id, dest)
         except (MlflowException, OSError) as e:
             raise ModelLoadError(f"model URI '{self.uri}': downloading version {version} failed: {e}") from e
         onnx_files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
@@ -143,8 +177,8 @@ class ModelSource:
                 run_id=run_id,
                 artifact_path=FEATURES_ARTIFACT,
                 dst_path=str(dest / "run"),
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
+                tracking_uri=self._tracking(),
+                registry_uri=self._tracking(),
             )
         )
 
@@ -166,3 +200,13 @@ def _connection_failed(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "Max retries exceeded" in str(error) or "Failed to establish a new connection" in str(error)
+
+
+def _bundled_features(model_dir: Path) -> Path | None:
+    """The snapshot a scorer model folder bundles (None: not a scorer model folder)."""
+    if not model_dir.is_dir():
+        return None
+    from aptrank.serving.pyfunc_model import bundled_files
+
+    files = bundled_files(model_dir)
+    return files.features if files is not None else None

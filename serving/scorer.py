@@ -6,6 +6,7 @@ whole ``Scorer`` objects, so a request always sees one consistent version. Torch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ import polars as pl
 from aptrank.serving.encoded import Encoded
 from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.features import CandidateFeatures
-from aptrank.serving.fusion import Fusion
+from aptrank.serving.fusion import FUSION_FILE, Fusion, read_fusion
 from aptrank.serving.onnx_model import OnnxModel, load_onnx
 
+log = logging.getLogger("aptrank.serve")
 PROBABILITY_PREFIX = "p_"
 SCORE_COLUMN = "score"
 
@@ -39,7 +41,11 @@ class Scorer:
     """A model, the features it was trained on, and the fusion weights."""
 
     def __init__(
-        self, model: OnnxModel, features: CandidateFeatures, weights: Mapping[str, float] | None = None
+        self,
+        model: OnnxModel,
+        features: CandidateFeatures,
+        weights: Mapping[str, float] | None = None,
+        weights_origin: str = "given",
     ) -> None:
         if model.spec.hash != features.spec.hash:
             raise ModelLoadError(
@@ -50,6 +56,7 @@ class Scorer:
         self.model = model
         self.features = features
         self.fusion = Fusion.build(model.task_names, weights)
+        self.weights_origin = weights_origin
 
     @property
     def version(self) -> str:
@@ -82,8 +89,31 @@ def load_scorer(
     features: CandidateFeatures | None = None,
 ) -> Scorer:
     """Open an ONNX model and the ETL output it was trained on (``features`` reuses an already
-    loaded snapshot when its FeatureSpec is the model's, as after a swap that kept the features)."""
+    loaded snapshot when its FeatureSpec is the model's, as after a swap that kept the features).
+
+    Fusion weights: ``weights`` when given (command line, job config), else the weights registered
+    with the model (the ``fusion.json`` beside a scorer model's ONNX file,
+    :mod:`serving.pyfunc_model`), else equal weights; the choice is logged."""
     model = load_onnx(model_path, threads=threads, version=version)
     if features is None or features.spec.hash != model.spec.hash:
         features = CandidateFeatures(features_dir)
-    return Scorer(model, features, weights)
+    chosen, origin = model_weights(model_path, weights)
+    scorer = Scorer(model, features, chosen, origin)
+    log.info("model %s: fusion weights %s (%s)", scorer.version, scorer.fusion.as_dict(), origin)
+    return scorer
+
+
+def model_weights(
+    model_path: str | Path, override: Mapping[str, float] | None
+) -> tuple[Mapping[str, float] | None, str]:
+    """(weights, where they come from): ``override`` if not empty, else the model's bundled
+    ``fusion.json``, else None (equal weights)."""
+    if override:
+        return override, "given on the command line or in the job config"
+    bundled = Path(model_path).with_name(FUSION_FILE)
+    if bundled.is_file():
+        try:
+            return read_fusion(bundled), f"registered with the model: {bundled.name}"
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from e
+    return None, "equal: the model bundles no weights and none were given"

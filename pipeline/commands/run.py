@@ -60,9 +60,10 @@ def register(app: typer.Typer) -> None:
             _finish(e.code, {"error": str(e)})
         except (LockHeldError, TrackingError) as e:
             _finish(JobExit.FAILURE, {"error": str(e)})
-        if outcome.code == JobExit.OK and outcome.summary.get("created", False):
-            uri = outcome.summary["tracking_uri"]
-            log(f"[run] done. Browse runs and the registry: .venv/bin/mlflow ui --backend-store-uri {uri}")
+        if outcome.code in (JobExit.OK, JobExit.GATE_REFUSED) and outcome.summary.get("follow_up"):
+            log("[run] done. Next (paste as is; aptrank and mlflow from the venv, e.g. .venv/bin):")
+            for what, command in outcome.summary["follow_up"].items():
+                log(f"  {what:>12}:  {command}")
         _finish(outcome.code, outcome.summary)
 
 

@@ -1,9 +1,12 @@
 """``aptrank score``: batch-score candidate rows with an ONNX model (a file or ``models:/NAME@ALIAS``).
 
 Output: every input column plus ``p_<task>`` per task and ``score`` (weighted fusion: ``--config``'s
-``scoring.weights``, overridden by ``--weight TASK=W``; default the mean). Rows that cannot be scored
-go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed as JSON).
-The feature snapshot is ``--features`` (the ETL output) or the model run's ``features/`` artifact.
+``scoring.weights``, overridden by ``--weight TASK=W``; without either, the weights registered with
+the model, else the mean; the weights used are printed on stderr at start). Rows that cannot be
+scored go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed
+as JSON). The feature snapshot is ``--features`` (the ETL output), else the one the model bundles
+(a registered scorer model), else the model run's ``features/`` artifact. A ``models:/`` URI needs
+``--tracking-uri`` or ``MLFLOW_TRACKING_URI``.
 
 Exit codes: 0 done; 2 bad input (model, features, candidates, weights: the message names which).
 """
@@ -56,9 +59,11 @@ def score_command(
         with load_scorer(
             model, features=features, tracking_uri=tracking_uri, weights=weights, threads=threads
         ) as opened:
+            scorer = opened.scorer
+            typer.echo(f"fusion weights {scorer.fusion.as_dict()} ({scorer.weights_origin})", err=True)
             frame = scan_candidates(source, input)
             report = score_chunks(
-                opened.scorer,
+                scorer,
                 iter_chunks(frame, chunk_rows),
                 output,
                 rejects,

@@ -1,14 +1,20 @@
 """`aptrank run`, the scheduled job, end to end as a real process: first model becomes champion,
-a rerun on the same inputs makes no new version, a worse challenger is refused (exit 3, champion
-unchanged), a better one is promoted, a concurrent run is refused by the lock, bad config exits 2."""
+its registered version is the whole scorer (the pasted follow-up command scores with the job's fusion
+weights and no config; pyfunc predict gives the same numbers), the run follows MLflow's conventions
+and carries the evaluation as served, a rerun on the same inputs makes no new version, a worse
+challenger is refused (exit 3, champion unchanged), a better one is promoted, a concurrent run is
+refused by the lock, bad config exits 2."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from tests.tiny import CLI
@@ -27,6 +33,8 @@ BASE = [
 WEAK = [*BASE, "train.max_steps_per_epoch=4"]
 WORSE = [*BASE, "train.max_steps_per_epoch=1", "mtl.lr=0.00001", "mtl.embedding_lr=0.00001"]
 STRONG = [*BASE, "train.max_steps_per_epoch=30"]
+FIRST: dict[str, dict] = {}
+"""The first run's summary, for the tests that look at what it registered."""
 
 
 def job(workdir: Path, features: Path | None, overrides: list[str]) -> tuple[int, dict]:
@@ -71,11 +79,74 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_first_run_with_etl_becomes_champion(workdir: Path) -> None:
     code, out = job(workdir, None, WEAK)
     assert code == 0, out
+    FIRST["out"] = out
     assert out["gate"]["decision"] == "promoted" and out["created"] is True
     assert out["model_uri"] == "models:/kuairand-demo/1" and out["champion_uri"] == "models:/kuairand-demo@champion"
     assert set(out["metrics"]["test_auc"]) == {"click", "like", "finish"}
     assert champion(workdir) == "1"
     assert (workdir / "features" / "summary.json").is_file()
+
+
+def test_pasted_follow_up_scores_with_the_jobs_weights_and_no_config(workdir: Path, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    out = FIRST["out"]
+    command = out["follow_up"]["score"]
+    assert "--tracking-uri sqlite:///" in command and "--config" not in command and "--weight" not in command
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # the console script `aptrank` of this checkout: the pasted text runs unchanged
+    shell = f'aptrank() {{ "{sys.executable}" -m aptrank.pipeline.cli "$@"; }}; {command}'
+    done = subprocess.run(
+        ["bash", "-c", shell], env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "{'click': 1.0, 'like': 2.0, 'finish': 1.0} (registered with the model" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    scored = pl.read_parquet(workdir / "scores.parquet")
+    fused = scored["p_click"].cast(pl.Float64) + 2 * scored["p_like"].cast(pl.Float64) + scored["p_finish"]
+    np.testing.assert_allclose(scored["score"].to_numpy(), fused.to_numpy(), rtol=0, atol=1e-6)
+
+    mlflow.set_tracking_uri(out["tracking_uri"])
+    try:
+        model = mlflow.pyfunc.load_model(out["champion_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    rows = scored.head(500)
+    raw = rows.select("user_id", "item_id", pl.col("ts").dt.replace_time_zone(None), "tab")  # MLflow: naive UTC
+    predicted = model.predict(raw.to_pandas())
+    for column in ("p_click", "p_like", "p_finish", "score"):
+        np.testing.assert_allclose(predicted[column].to_numpy(), rows[column].to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_run_follows_mlflow_conventions_and_records_the_served_evaluation(workdir: Path) -> None:
+    from mlflow import MlflowClient
+
+    out = FIRST["out"]
+    client = MlflowClient(out["tracking_uri"])
+    run = client.get_run(out["run_id"])
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["kuairand-demo-test", "kuairand-demo-train", "kuairand-demo-valid"]
+    digests = {d.dataset.digest for d in inputs.values()}
+    assert len(digests) == 3 and all(len(d) == 16 for d in digests)
+    assert {t.key: t.value for t in inputs["kuairand-demo-train"].tags} == {"mlflow.data.context": "train"}
+    assert json.loads(inputs["kuairand-demo-test"].dataset.profile)["num_rows"] > 0
+    tags = run.data.tags
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.name"].startswith("aptrank run --config")
+    assert tags["mlflow.user"] and tags["mlflow.source.git.commit"]
+    assert "served (test, snapshot as of" in tags["mlflow.note.content"]
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    metrics = run.data.metrics
+    version = client.get_model_version("kuairand-demo", "1")
+    served_auc = out["metrics"]["served_test_auc"]
+    for task in ("click", "like", "finish"):
+        assert metrics[f"served/test/{task}/auc"] == pytest.approx(served_auc[task], abs=1e-12)
+        assert float(version.tags[f"aptrank.auc.{task}"]) == pytest.approx(served_auc[task], abs=1e-12)
+        pit = metrics[f"final/test/{task}/auc"]
+        assert float(version.tags[f"aptrank.pit_auc.{task}"]) == pytest.approx(pit, abs=1e-12)
+        assert metrics[f"served_gap/test/{task}/auc"] == pytest.approx(served_auc[task] - pit, abs=1e-9)
+    assert version.tags["aptrank.eval_features"] == "served"
+    assert out["metrics"]["served_snapshot_cutoff"] < "2022-04-29T16:00:00.000Z"  # test_start, UTC
+    assert "workflowType=machine_learning" in out["follow_up"]["ui_page"]
 
 
 def test_rerun_on_same_inputs_makes_no_new_version(workdir: Path) -> None:

@@ -23,6 +23,7 @@ from aptrank.pipeline.registry import (
     CHALLENGER,
     CHAMPION,
     TAG_AUC,
+    TAG_EVAL_FEATURES,
     TAG_KEY,
     RegistryError,
     download_model,
@@ -61,6 +62,7 @@ def register(
     window: str = WINDOW,
     model: Path | None = None,
     alias: str = CHALLENGER,
+    tags: dict[str, str] | None = None,
 ) -> Any:
     """One tracked run of job ``name`` whose test AUCs are ``aucs``, registered with ``key``."""
     cfg = job_config(name, tracking={"uri": store["uri"], "experiment": "registry-tests"})
@@ -75,6 +77,7 @@ def register(
             evaluation=evaluation,
             window=window,
             alias=alias,
+            tags=tags,
         )
 
 
@@ -207,6 +210,20 @@ def test_gate_needs_same_window_or_rescore(store: dict[str, Any]) -> None:
     assert vnum(client.get_model_version_by_alias(name, CHAMPION)) == new
     again = run_gate(client, name, new, tolerance=TOL)
     assert again.promoted and again.reason == "already the champion"
+
+
+def test_gate_compares_served_figures_only_with_served_figures(store: dict[str, Any]) -> None:
+    client, name = store["client"], "served"
+    served = {TAG_EVAL_FEATURES: "served"}
+    run_gate(client, name, vnum(register(store, name, [0.70, 0.60, 0.65]).version), tolerance=TOL)  # point-in-time
+    first_served = vnum(register(store, name, [0.69, 0.60, 0.65], tags=served).version)
+    with pytest.raises(GateError, match="point-in-time features.*served features"):
+        run_gate(client, name, first_served, tolerance=TOL)
+    assert vnum(client.get_model_version_by_alias(name, CHAMPION)) == "1"
+    client.set_registered_model_alias(name, CHAMPION, first_served)  # promoted by hand, as the docs say
+    worse = vnum(register(store, name, [0.68, 0.60, 0.65], tags=served).version)
+    decision = run_gate(client, name, worse, tolerance=TOL)
+    assert not decision.promoted and decision.champion_auc["click"] == 0.69
 
 
 def test_registration_needs_the_gate_split(store: dict[str, Any]) -> None:

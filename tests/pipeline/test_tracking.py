@@ -111,12 +111,12 @@ def test_params(tracked: dict[str, Any]) -> None:
 def test_epoch_metrics_have_epoch_steps(tracked: dict[str, Any]) -> None:
     client, run_id, hist = tracked["client"], tracked["run"].run_id, tracked["result"].history
     for task in TASKS:
-        auc = client.get_metric_history(run_id, f"valid/{task}/auc")
+        auc = client.get_metric_history(run_id, f"Epoch/valid/{task}/auc")
         assert [(m.step, m.value) for m in auc] == [(e, r["valid"]["tasks"][task]["auc"]) for e, r in enumerate(hist)]
-        loss = client.get_metric_history(run_id, f"train_loss/{task}")
+        loss = client.get_metric_history(run_id, f"Epoch/train_loss/{task}")
         assert [m.value for m in sorted(loss, key=lambda m: m.step)] == [r["train_loss"][task] for r in hist]
-    assert [m.value for m in client.get_metric_history(run_id, "samples_per_s")] == [426.0, 427.0, 428.0]
-    assert client.get_metric_history(run_id, "epoch") == []
+    assert [m.value for m in client.get_metric_history(run_id, "Epoch/samples_per_s")] == [426.0, 427.0, 428.0]
+    assert client.get_metric_history(run_id, "Epoch/epoch") == []
 
 
 def test_diagnostics_logged_every_nth_step_in_batches(tracked: dict[str, Any]) -> None:

@@ -75,7 +75,7 @@ def test_real_training_tracked_registered_and_gated(
     assert sorted(m.step for m in cos) == list(range(0, EPOCHS * STEPS_PER_EPOCH, APT_EVERY))  # apt counts from 0
     assert all(-1.0 <= m.value <= 1.0 for m in cos)
     for task in tasks:
-        assert [m.step for m in client.get_metric_history(run.run_id, f"valid/{task}/auc")] == list(range(EPOCHS))
+        assert [m.step for m in client.get_metric_history(run.run_id, f"Epoch/valid/{task}/auc")] == list(range(EPOCHS))
         assert mlrun.data.metrics[f"final/test/{task}/auc"] == result.evaluation["test"]["tasks"][task]["auc"]
     assert mlrun.data.params["feature_spec.hash"] == result.evaluation["spec_hash"]
 

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"click": 1.0, "like": 2.0, "finish": 1.0}
 TINY = [*TINY_MMOE, "train.max_steps_per_epoch=5", "train.eval_batch_size=8192"]
 FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
+NAME = "aptrank-pyfunc"
+URI = f"models:/{NAME}@champion"
+"""The scorer model (serving.pyfunc_model) of the tiny training, registered as its champion."""
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +150,37 @@ def champion(registry: Registry, model_path: Path, run_dir: Path, etl_dir: Path)
     """``models:/aptrank-serving@champion`` -> version 1 of ``model_path``, snapshot in its run."""
     registry.register("aptrank-serving", model_path, run_dir, etl_dir)
     return "models:/aptrank-serving@champion"
+
+
+@pytest.fixture(scope="session")
+def raw_test(kuairand_dir: Path, etl_dir: Path) -> pl.DataFrame:
+    from aptrank.pipeline.scorer_model import raw_split_rows
+
+    return raw_split_rows("kuairand", kuairand_dir, etl_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def scorer_model(model_path: Path, etl_dir: Path, raw_test: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory):
+    from aptrank.data.spec import FeatureSpec
+    from aptrank.pipeline.scorer_model import ScorerModel, assemble, to_pandas_candidates
+
+    files = assemble(model_path, etl_dir, WEIGHTS, tmp_path_factory.mktemp("scorer-artifacts"))
+    return ScorerModel(files, to_pandas_candidates(raw_test.head(5), FeatureSpec.read(etl_dir)))
+
+
+@pytest.fixture(scope="session")
+def registered(registry: Registry, scorer_model, run_dir: Path) -> str:
+    """The scorer model registered by ``pipeline.registry.register_version`` as ``NAME@champion``
+    (its run carries no ``features/``: the model brings its own snapshot)."""
+    registry.register(NAME, scorer_model, run_dir, None)  # type: ignore[arg-type]
+    return URI
+
+
+@pytest.fixture(scope="session")
+def pyfunc(registered: str, registry: Registry):
+    import mlflow.pyfunc
+
+    from aptrank.pipeline.mlflow_store import fluent_uri
+
+    with fluent_uri(registry.uri):
+        return mlflow.pyfunc.load_model(registered)
