@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.serving.conftest import URI, WEIGHTS, Registry
-from tests.serving.serving_http import Client
+from tests.serving.online.serving_http import Client, ServeProcess
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,11 +59,9 @@ def test_predict_on_raw_rows_equals_aptrank_score_and_v1_rank(
     rows = candidates.filter(pl.col("user_id") == first["user_id"]).head(20)
     rows = rows.with_columns(pl.lit(first["ts"]).alias("ts"), pl.lit(first["tab"]).alias("tab"))
     direct = pyfunc.predict(_pandas(rows))
-    cmd = [*CLI, "serve", "--model", registered, "--tracking-uri", registry.uri, "--port", "0", "--poll-seconds", "0"]
-    proc = subprocess.Popen([*cmd, "--workers", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        port = _port_from(proc)
-        status, payload = Client(port).rank(
+    serve = ("--model", registered, "--tracking-uri", registry.uri, "--poll-seconds", "0")
+    with ServeProcess(*serve, workers=1) as server:
+        status, payload = Client(server.port).rank(
             {
                 "user_id": first["user_id"],
                 "item_ids": rows["item_id"].to_list(),
@@ -72,28 +69,11 @@ def test_predict_on_raw_rows_equals_aptrank_score_and_v1_rank(
                 "context": {"tab": first["tab"]},
             }
         )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     assert status == 200 and payload["weights"] == WEIGHTS
     by_item = {r["item_id"]: r for r in payload["results"]}
     for k, item in enumerate(rows["item_id"].to_list()):
         assert abs(by_item[item]["score"] - direct["score"].iloc[k]) <= 1e-6
         assert abs(by_item[item]["probabilities"]["like"] - direct["p_like"].iloc[k]) <= 1e-6
-
-
-def _port_from(proc: subprocess.Popen) -> int:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 90
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if match := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
-            return int(match.group(1))
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError("aptrank serve did not report its address:\n" + "".join(seen[-20:]))
 
 
 def test_signature_and_input_example_are_raw_columns_of_real_test_rows(
@@ -172,6 +152,8 @@ def test_mlflow_models_serve_answers_dataframe_records(
     rows = candidates.head(30)
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": registry.uri}
+    # mlflow models serve execs `uvicorn` from PATH: the venv's bin folder, as when the venv is activated
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     mlflow_cli = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered, "--env-manager", "local"]
     proc = subprocess.Popen(
         [*mlflow_cli, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -190,7 +172,8 @@ def test_mlflow_models_serve_answers_dataframe_records(
                         break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("mlflow models serve did not come up") from None
+                    said = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+                    raise AssertionError(f"mlflow models serve did not come up: {said[-3000:]}") from None
                 time.sleep(0.5)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",

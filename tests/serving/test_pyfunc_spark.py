@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,12 @@ RESULT_TYPE = "p_click float, p_like float, p_finish float, score double"
 def spark(monkeypatch_module: pytest.MonkeyPatch):
     from pyspark.sql import SparkSession
 
+    from aptrank.data.etl.spark import java_home
+
     monkeypatch_module.setenv("PYTHONPATH", str(ROOT))  # the Python workers import aptrank from this checkout
+    monkeypatch_module.setenv("PYSPARK_PYTHON", sys.executable)  # and run in this venv
+    if home := java_home():
+        monkeypatch_module.setenv("JAVA_HOME", home)
     session = (
         SparkSession.builder.master("local[1]")
         .appName("aptrank-pyfunc-test")
