@@ -204,6 +204,7 @@ class DailyJob(_Job):
             cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
             ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
             self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
+        day_digest = examples_digest(self.out)  # the day's rows only: the folder's digest would read all history
         retained, carry = s.retained, s.carry
         if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
             with self.stage("state"):
@@ -219,7 +220,7 @@ class DailyJob(_Job):
             "snapshot_cutoff": iso_utc(cutoff),
             "feature_spec_hash": spec.hash,
             "content_hash": content_hash(self.root, (SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR)),
-            "examples_digest": examples_digest(self.root),
+            "day_examples_digest": day_digest,
             "state_rows": {"retained": retained.height, **{f"carry_{e}": c.height for e, c in carry.items()}},
             "stage_seconds": self.timings,
             "stage_cpu_seconds": self.cpu,

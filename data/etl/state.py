@@ -21,7 +21,8 @@ as a full recompute over the whole history (tested in ``tests/data/test_etl_dail
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
-``feature_spec.json``, ``retained.parquet`` and ``carry_<entity>.parquet``. A state is used only
+``feature_spec.json``, ``retained.arrow`` and ``carry_<entity>.arrow`` (uncompressed Arrow IPC,
+memory-mapped when read: the state is rewritten every day at memory speed). A state is used only
 by the next day's run with the same config and vocabularies; anything else is refused with a
 :class:`StateError` that says how to backfill.
 """
@@ -45,10 +46,11 @@ from aptrank.data.etl.pit import WEIGHT
 from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: uncompressed Arrow IPC files (1: Parquet)."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
-RETAINED = "retained.parquet"
+RETAINED = "retained.arrow"
 KEEP_STATES = 2
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
 
@@ -56,6 +58,10 @@ KEEP_STATES = 2
 class StateError(ValueError):
     """A state that cannot be used for the requested day (other config or spec, a gap, a missing
     bootstrap); the message says what to run instead. The CLI exits with 2."""
+
+
+def carry_file(entity: str) -> str:
+    return f"carry_{entity}.arrow"
 
 
 def config_key(cfg: EtlConfig) -> str:
@@ -91,9 +97,9 @@ class DayState:
         folder = root / self.day.isoformat()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.retained.write_parquet(folder / RETAINED)
+        self.retained.write_ipc(folder / RETAINED, compression="uncompressed")
         for entity, frame in self.carry.items():
-            frame.write_parquet(folder / f"carry_{entity}.parquet")
+            frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
@@ -117,7 +123,7 @@ class DayState:
                 f"{folder / STATE_FILE}: state format version {meta.get('version')} is not {STATE_VERSION}; "
                 "rebuild the state with a full run (aptrank etl --date <first day> --bootstrap ...)"
             )
-        carry = {e: pl.read_parquet(folder / f"carry_{e}.parquet") for e in meta["entities"]}
+        carry = {e: pl.read_ipc(folder / carry_file(e), memory_map=True) for e in meta["entities"]}
         cutoff = dt.datetime.fromisoformat(meta["cutoff"].replace("Z", "+00:00"))
         return cls(
             dt.date.fromisoformat(meta["day"]),
@@ -125,7 +131,7 @@ class DayState:
             meta["config_key"],
             FeatureSpec.read(folder / SPEC_FILE),
             meta["vocab_hash"],
-            pl.read_parquet(folder / RETAINED),
+            pl.read_ipc(folder / RETAINED, memory_map=True),
             carry,
         )
 
