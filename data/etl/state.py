@@ -180,12 +180,15 @@ def fold(
     day's accepted events, in (ts, input row) order; entity keys, ``ts``, labels) split into what
     the next day's queries can still reach and running totals of the rest."""
     labels = [label_column(t) for t in cfg.task_names]
-    keep = pl.col("ts") >= pl.lit(cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))).dt.cast_time_unit("ms")
+    floor = cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
+    cut = int(rows["ts"].search_sorted(pl.Series([floor]).dt.cast_time_unit("ms")[0], "left"))
+    earlier, recent = rows.slice(0, cut), rows.slice(cut)  # recent: every window can still reach them
+    kept = pl.Series("_row", [], pl.UInt32)
     for h in cfg.features.history:
-        positive = pl.col(label_column(h.task)) == 1
-        keep = keep | (positive & (positive.cast(pl.UInt32).cum_sum(reverse=True).over("user_id") <= h.max_len))
-    flagged = rows.with_columns(keep.alias("_keep"))
-    retained, old = flagged.filter("_keep").drop("_keep"), flagged.filter(~pl.col("_keep"))
+        kept = kept.append(last_positives(earlier, recent, label_column(h.task), h.max_len))
+    keep = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(kept.implode())
+    retained = pl.concat([earlier.filter(keep), recent])
+    old = earlier.filter(~keep)
     out = {}
     for entity, key in present_entities(rows.columns).items():
         folded = (
@@ -197,6 +200,21 @@ def fold(
         total = pl.concat([p.select(key, *[pl.col(c).cast(pl.UInt32) for c in (WEIGHT, *labels)]) for p in parts])
         out[entity] = total.group_by(key).agg(pl.all().sum().cast(pl.UInt32)).sort(key)
     return retained, out
+
+
+def last_positives(earlier: pl.DataFrame, recent: pl.DataFrame, label: str, max_len: int) -> pl.Series:
+    """Rows of ``earlier`` (positions) that are among their user's last ``max_len`` positives of
+    ``label`` over ``earlier`` followed by ``recent``: the rows a history list can still reach. Only
+    the positives of ``earlier`` and the count of their users' positives in ``recent`` are read."""
+    mine = earlier.with_row_index("_row").filter(pl.col(label) == 1).select("_row", "user_id")
+    later = (
+        recent.filter((pl.col(label) == 1) & pl.col("user_id").is_in(mine["user_id"].unique().implode()))
+        .group_by("user_id")
+        .agg(pl.len().cast(pl.UInt32).alias("_later"))
+    )
+    after = pl.col("_row").cum_count(reverse=True).over("user_id") + pl.col("_later").fill_null(0)
+    ranked = mine.join(later, on="user_id", how="left", maintain_order="left")
+    return ranked.filter(after <= max_len)["_row"]
 
 
 def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
