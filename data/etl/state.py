@@ -21,7 +21,8 @@ as a full recompute over the whole history (tested in ``tests/data/test_etl_dail
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
-``feature_spec.json``, ``retained.arrow`` and ``carry_<entity>.arrow`` (uncompressed Arrow IPC,
+``feature_spec.json``, ``retained.arrow``, ``carry_<entity>.arrow`` and ``keys_<entity>.arrow`` (the
+snapshot's sorted distinct keys, so that a day adds its keys without rereading every event; uncompressed Arrow IPC,
 memory-mapped when read: the state is rewritten every day at memory speed). A state is used only
 by the next day's run with the same config and vocabularies; anything else is refused with a
 :class:`StateError` that says how to backfill.
@@ -47,7 +48,7 @@ from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
 STATE_VERSION = 2
-"""2: uncompressed Arrow IPC files (1: Parquet)."""
+"""2: uncompressed Arrow IPC files and the key lists (1: Parquet, no key lists)."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
 RETAINED = "retained.arrow"
@@ -62,6 +63,10 @@ class StateError(ValueError):
 
 def carry_file(entity: str) -> str:
     return f"carry_{entity}.arrow"
+
+
+def keys_file(entity: str) -> str:
+    return f"keys_{entity}.arrow"
 
 
 def config_key(cfg: EtlConfig) -> str:
@@ -91,6 +96,8 @@ class DayState:
     vocab_hash: str
     retained: pl.DataFrame
     carry: dict[str, pl.DataFrame]
+    keys: dict[str, pl.DataFrame]
+    """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
 
     def write(self, root: Path) -> Path:
         """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`."""
@@ -100,6 +107,8 @@ class DayState:
         self.retained.write_ipc(folder / RETAINED, compression="uncompressed")
         for entity, frame in self.carry.items():
             frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
+        for entity, frame in self.keys.items():
+            frame.write_ipc(folder / keys_file(entity), compression="uncompressed")
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
@@ -109,6 +118,7 @@ class DayState:
             "feature_spec_hash": self.spec.hash,
             "vocab_hash": self.vocab_hash,
             "entities": sorted(self.carry),
+            "key_lists": sorted(self.keys),
         }
         (folder / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         for old in state_days(root)[:-KEEP_STATES]:
@@ -133,6 +143,7 @@ class DayState:
             meta["vocab_hash"],
             pl.read_ipc(folder / RETAINED, memory_map=True),
             carry,
+            {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
         )
 
 
