@@ -74,7 +74,9 @@ def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:
     generate(log, GeneratorConfig(events=12_000, users=300, items=200, bad_rows=0.02, seed=2, days=3), progress=False)
     cfg = load_config(CONFIGS / "synthetic.yaml")
     cfg = dataclasses.replace(
-        cfg, splits=dataclasses.replace(cfg.splits, valid_start="2022-04-09", test_start="2022-04-10")
+        cfg,
+        splits=dataclasses.replace(cfg.splits, valid_start="2022-04-09", test_start="2022-04-10"),
+        validation=dataclasses.replace(cfg.validation, max_reject_rate=0.05),  # 2% bad rows: the bootstrap must pass
     )
     day = dt.date(2022, 4, 10)
     for engine in ("polars", "spark"):
