@@ -32,7 +32,7 @@ import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
 from aptrank.data.encodings import Encoding
-from aptrank.data.etl.config import EtlConfig, EtlConfigError, iso_utc
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_utc
 from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
@@ -51,7 +51,15 @@ from aptrank.data.etl.state import (
     state_for,
 )
 from aptrank.data.etl.summary import content_hash, write_summary
-from aptrank.data.etl.tables import SNAPSHOT_DIR, entity_keys, item_table, layout, user_table, write_snapshot
+from aptrank.data.etl.tables import (
+    SNAPSHOT_DIR,
+    TABLE_FILES,
+    entity_keys,
+    item_table,
+    layout,
+    user_table,
+    write_snapshot,
+)
 from aptrank.data.etl.vocab import VOCAB_DIR
 from aptrank.data.etl.workfiles import EVENTS, WorkFiles
 from aptrank.data.spec import FeatureSpec
@@ -112,7 +120,12 @@ class _BootstrapJob(_Job):
         cutoff = _parse_utc(result.spec.extras["snapshot"]["cutoff"])
         retained, carry = fold(events.select(keys), {}, cutoff, self.cfg)
         vocab = content_hash(self.out, (VOCAB_DIR,))
-        state = DayState(self.day, cutoff, config_key(self.cfg), result.spec, vocab, retained, carry)
+        known = {  # the snapshot's keys: its tables' key columns
+            e: pl.read_parquet(path, columns=[ENTITY_KEYS[e]])
+            for e, name in TABLE_FILES.items()
+            if (path := self.out / SNAPSHOT_DIR / name).is_file()
+        }
+        state = DayState(self.day, cutoff, config_key(self.cfg), result.spec, vocab, retained, carry, known)
         if result.passed:  # a bootstrap that failed its gate leaves no state to build on
             state.write(self.out / STATE_DIR)
         return result
@@ -188,9 +201,8 @@ class DailyJob(_Job):
         with self.stage("point-in-time"):
             keys = {}
             for e, key in present_entities(s.retained.columns).items():
-                if e in wanted:
-                    known = [s.retained.select(key), *([s.carry[e].select(key)] if e in s.carry else [])]
-                    seen = pl.concat([*known, events.select(key).collect()]).lazy()
+                if e in wanted:  # yesterday's keys, the day's and the side table's
+                    seen = pl.concat([s.keys[e].lazy(), events.select(key)])
                     keys[e] = entity_keys(seen, e, items, users)
             encodings = {c.name: c.encoding for c in self.spec.categorical}
             item = encodings["item"].load(self.root)
@@ -211,7 +223,7 @@ class DailyJob(_Job):
                 rows = events.select(s.retained.columns).collect().cast(dict(s.retained.schema))  # type: ignore[arg-type]
                 retained, carry = fold(pl.concat([s.retained, rows]), s.carry, cutoff, self.cfg)
                 self.publish(spec, ranges)
-                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry)
+                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
                 state.write(self.root / STATE_DIR)
         summary = {
             **accounting,
@@ -220,7 +232,6 @@ class DailyJob(_Job):
             "snapshot_cutoff": iso_utc(cutoff),
             "feature_spec_hash": spec.hash,
             "content_hash": content_hash(self.root, (SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR)),
-            "examples_digest": examples_digest(self.root),
             "state_rows": {"retained": retained.height, **{f"carry_{e}": c.height for e, c in carry.items()}},
             "stage_seconds": self.timings,
             "stage_cpu_seconds": self.cpu,

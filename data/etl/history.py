@@ -36,7 +36,7 @@ def length_column(h: HistoryConfig) -> str:
 
 
 def history_pointers(index: KeyTimeIndex, h: HistoryConfig) -> tuple[np.ndarray, pl.DataFrame]:
-    """The flat positive items (sorted order) and, per input row, ``_end_<name>`` and
+    """The flat positive items (sorted order) and, per query row of the index, ``_end_<name>`` and
     ``_len_<name>`` (Int32, Int64 from 2**31 rows; length 0 = empty list). The index's frame holds ``label_<task>`` and
     :data:`ITEM_INDEX`."""
     is_pos = index.column(label_column(h.task)) == 1
@@ -45,8 +45,8 @@ def history_pointers(index: KeyTimeIndex, h: HistoryConfig) -> tuple[np.ndarray,
     count = index.ws.get("history_count", index.rows + 1, dtype)
     count[0] = 0
     np.cumsum(is_pos, out=count[1:])
-    before = gather(count, index.hi, index.ws.get("history_before", index.rows, dtype))
-    length = gather(count, index.key_start, index.ws.get("history_length", index.rows, dtype))
+    before = gather(count, index.hi, index.ws.get("history_before", index.outputs, dtype))
+    length = gather(count, index.key_start, index.ws.get("history_length", index.outputs, dtype))
     np.subtract(before, length, out=length)
     np.minimum(length, h.max_len, out=length)
     before -= 1

@@ -135,13 +135,23 @@ def search_sorted_queries(values: np.ndarray, queries: np.ndarray) -> np.ndarray
 
 class KeyTimeIndex:
     """Rows of a frame (sorted by ``ts``) ordered by (key, ts, input row), with the positions
-    needed to sum any weight over 'same key, strictly earlier' windows."""
+    needed to sum any weight over 'same key, strictly earlier' windows. With ``first_query``, only
+    the rows from there on get answers; the rows before it (an incremental run's state) only count,
+    so the searches, sums and scatters grow with the query rows, not with the history."""
 
     def __init__(
-        self, frame: pl.DataFrame, key: str, windows: Sequence[str], workspace: Workspace | None = None
+        self,
+        frame: pl.DataFrame,
+        key: str,
+        windows: Sequence[str],
+        workspace: Workspace | None = None,
+        first_query: int = 0,
     ) -> None:
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
+        self.first_query = first_query
+        self.outputs = n - first_query
+        """Rows that get answers: those from ``first_query`` on (the rows before only count)."""
         self.frame = frame
         self._sorted: dict[str, np.ndarray] = {}
         bits = max(n - 1, 1).bit_length()  # input rows < 2**bits
@@ -160,7 +170,15 @@ class KeyTimeIndex:
         spans = [ms for ms in (window_ms(w) for w in windows) if ms is not None]
         t += np.multiply(block, (int(t.max()) if n else 0) + max(spans, default=0) + 2, out=block)
         self.hi = _run_starts(_changes(t, changed), positions, ws.get("hi", n, np.int64))
-        """First sorted row with the same key and ts: everything before it is strictly earlier."""
+        """Per query row (sorted order): the first sorted row with the same key and ts; everything
+        before it is strictly earlier."""
+        self.targets = self.order
+        """Per query row (sorted order): its output row."""
+        self.query_t = t
+        if first_query:  # answers only for the query rows: keep their sorted positions
+            queries = np.flatnonzero(self.order >= first_query)
+            self.targets = np.subtract(self.order[queries], first_query)
+            self.hi, self.key_start, self.query_t = self.hi[queries], self.key_start[queries], t[queries]
         with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
             self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
 
@@ -168,8 +186,8 @@ class KeyTimeIndex:
         ms = window_ms(window)
         if ms is None:
             return self.key_start
-        queries = self.ws.get(f"query:{window}", self.rows, np.int64)  # per window: searched in parallel
-        return search_sorted_queries(self.t, np.subtract(self.t, ms, out=queries))
+        queries = self.ws.get(f"query:{window}", self.outputs, np.int64)  # per window: searched in parallel
+        return search_sorted_queries(self.t, np.subtract(self.query_t, ms, out=queries))
 
     def column(self, name: str) -> np.ndarray:
         """A column of the frame in sorted order (a workspace buffer, gathered once)."""
@@ -180,22 +198,23 @@ class KeyTimeIndex:
         return self._sorted[name]
 
     def to_input_order(self, slot: str, sorted_values: np.ndarray) -> np.ndarray:
-        """Sorted-order values back in input order (the workspace buffer ``slot``). A scatter by
-        ``order``: cheaper than a gather by the inverse permutation (1.5x at 10M rows)."""
-        out = self.ws.get(f"out:{slot}", self.rows, sorted_values.dtype.type)
-        out[self.order] = sorted_values
+        """The query rows' sorted-order values back in input order (the workspace buffer ``slot``;
+        row 0 is row ``first_query``). A scatter by ``targets``: cheaper than a gather by the inverse
+        permutation (1.5x at 10M rows)."""
+        out = self.ws.get(f"out:{slot}", self.outputs, sorted_values.dtype.type)
+        out[self.targets] = sorted_values
         return out
 
     def window_sums(self, source: str, names: dict[str, str], slot: int = 0) -> dict[str, np.ndarray]:
-        """Sums of column ``source`` over each window (``names``: window -> output name), in input
-        order (workspace buffers ``<source>:<window>``). Calls with different ``slot`` use separate
-        scratch buffers, so they can run in parallel threads."""
-        ws, n = self.ws, self.rows
+        """Sums of column ``source`` over each window (``names``: window -> output name) for the query
+        rows, in input order (workspace buffers ``<source>:<window>``). Calls with different ``slot``
+        use separate scratch buffers, so they can run in parallel threads."""
+        ws, n, m = self.ws, self.rows, self.outputs
         prefix = ws.get(f"prefix{slot}", n + 1, np.uint32)
         prefix[0] = 0
         np.cumsum(self.column(source), dtype=np.uint32, out=prefix[1:])
-        upto = gather(prefix, self.hi, ws.get(f"upto{slot}", n, np.uint32))
-        part = ws.get(f"part{slot}", n, np.uint32)
+        upto = gather(prefix, self.hi, ws.get(f"upto{slot}", m, np.uint32))
+        part = ws.get(f"part{slot}", m, np.uint32)
         out = {}
         for window, name in names.items():
             np.subtract(upto, gather(prefix, self.lo[window], part), out=part)
@@ -211,9 +230,10 @@ def pit_counts(
     tasks: Sequence[str],
     index: KeyTimeIndex | None = None,
 ) -> pl.DataFrame:
-    """UInt32 counts (columns :func:`pit_columns`) for every row of ``frame``, which holds ``key``,
-    ``ts``, :data:`WEIGHT` and ``label_<task>`` and is sorted by ``ts``. Null keys get 0. The frame
-    shares memory with the index's workspace: copy what must outlive the next use of it."""
+    """UInt32 counts (columns :func:`pit_columns`) for every query row of ``frame`` (all rows, or
+    those from the index's ``first_query`` on), which holds ``key``, ``ts``, :data:`WEIGHT` and
+    ``label_<task>`` and is sorted by ``ts`` within each key. Null keys get 0. The frame shares
+    memory with the index's workspace: copy what must outlive the next use of it."""
     index = index or KeyTimeIndex(frame, key, windows)
     sources = list({WEIGHT: None, **{label_column(t): t for t in tasks}}.items())
     for source, _ in sources:  # gather the sorted columns once, before the threads share the cache

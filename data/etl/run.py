@@ -281,11 +281,11 @@ class _Job:
             skip = prior.height if prior is not None else 0  # rows before the events: earlier history
             frame = (rows if prior is None else pl.concat([prior.lazy(), rows], how="vertical_relaxed")).collect()
             wanted = histories if e == "user" else ()
-            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace)
+            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace, skip)
             if features.counts is not None:
-                c = features.counts
-                self.work.write(c.slice(skip, n), pit_file(e))
-                snapshot = {name: c[name].slice(skip + n).to_numpy().copy() for name in c.columns}
+                c = features.counts  # rows from `skip` on: the events, then the snapshot queries
+                self.work.write(c.slice(0, n), pit_file(e))
+                snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
                 counts[e] = pl.concat(
                     [frame.select(key).slice(skip + n), pl.DataFrame(snapshot)], how="horizontal", strict=True
                 )
@@ -294,8 +294,8 @@ class _Job:
                 for h in histories:
                     flat, ptr = features.histories[h.name]
                     self.work.history_items[h.name] = flat
-                    pointers.append(ptr.slice(skip, n))
-                    lists = lists.with_columns(lists_for(ptr.slice(skip + n), flat, h))
+                    pointers.append(ptr.slice(0, n))
+                    lists = lists.with_columns(lists_for(ptr.slice(n), flat, h))
                 self.work.write(pl.concat(pointers, how="horizontal", strict=True), POINTERS)
             del frame, features  # before the next entity's frame is built
         return counts, lists
@@ -308,10 +308,12 @@ class _Job:
         with_counts: bool,
         histories: Sequence[HistoryConfig],
         workspace: Workspace,
+        first_query: int,
     ) -> EntityFeatures:
-        """One entity's features over ``frame``, in this process (the Spark engine overrides this)."""
+        """One entity's features for the rows of ``frame`` from ``first_query`` on (the rows before:
+        earlier history that only counts), in this process (the Spark engine overrides this)."""
         windows = self.cfg.features.windows
-        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace)
+        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace, first_query)
 
     def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
         """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than

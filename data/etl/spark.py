@@ -134,6 +134,7 @@ class SparkEngine:
         with_counts: bool,
         histories: Sequence[HistoryConfig],
         workspace: Workspace,
+        first_query: int,
     ) -> EntityFeatures:
         spark, windows = spark_session(), self.cfg.features.windows
         folder = self.work.root / f"spark_{entity}"
@@ -155,6 +156,7 @@ class SparkEngine:
         shutil.rmtree(folder)
         if got.height != frame.height or not got[POSITION].equals(pl.Series(POSITION, range(frame.height))):
             raise RuntimeError(f"spark engine: {entity} pass returned {got.height} rows for {frame.height}")
+        got = got.slice(first_query)  # the rows before only count
         counts = got.select(pl.col(c).cast(pl.UInt32) for c in columns) if with_counts else None
         return EntityFeatures(counts, {h.name: pointers_from_lists(got[h.name], h) for h in histories})
 

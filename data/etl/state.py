@@ -21,7 +21,9 @@ as a full recompute over the whole history (tested in ``tests/data/test_etl_dail
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
-``feature_spec.json``, ``retained.parquet`` and ``carry_<entity>.parquet``. A state is used only
+``feature_spec.json``, ``retained.arrow``, ``carry_<entity>.arrow`` and ``keys_<entity>.arrow`` (the
+snapshot's sorted distinct keys, so that a day adds its keys without rereading every event; uncompressed Arrow IPC,
+memory-mapped when read: the state is rewritten every day at memory speed). A state is used only
 by the next day's run with the same config and vocabularies; anything else is refused with a
 :class:`StateError` that says how to backfill.
 """
@@ -44,10 +46,11 @@ from aptrank.data.etl.pit import WEIGHT
 from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: uncompressed Arrow IPC files and the key lists (1: Parquet, no key lists)."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
-RETAINED = "retained.parquet"
+RETAINED = "retained.arrow"
 KEEP_STATES = 2
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
 
@@ -55,6 +58,14 @@ KEEP_STATES = 2
 class StateError(ValueError):
     """A state that cannot be used for the requested day (other config or spec, a gap, a missing
     bootstrap); the message says what to run instead. The CLI exits with 2."""
+
+
+def carry_file(entity: str) -> str:
+    return f"carry_{entity}.arrow"
+
+
+def keys_file(entity: str) -> str:
+    return f"keys_{entity}.arrow"
 
 
 def config_key(cfg: EtlConfig) -> str:
@@ -84,15 +95,19 @@ class DayState:
     vocab_hash: str
     retained: pl.DataFrame
     carry: dict[str, pl.DataFrame]
+    keys: dict[str, pl.DataFrame]
+    """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
 
     def write(self, root: Path) -> Path:
         """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`."""
         folder = root / self.day.isoformat()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.retained.write_parquet(folder / RETAINED)
+        self.retained.write_ipc(folder / RETAINED, compression="uncompressed")
         for entity, frame in self.carry.items():
-            frame.write_parquet(folder / f"carry_{entity}.parquet")
+            frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
+        for entity, frame in self.keys.items():
+            frame.write_ipc(folder / keys_file(entity), compression="uncompressed")
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
@@ -102,6 +117,7 @@ class DayState:
             "feature_spec_hash": self.spec.hash,
             "vocab_hash": self.vocab_hash,
             "entities": sorted(self.carry),
+            "key_lists": sorted(self.keys),
         }
         (folder / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         for old in state_days(root)[:-KEEP_STATES]:
@@ -116,7 +132,7 @@ class DayState:
                 f"{folder / STATE_FILE}: state format version {meta.get('version')} is not {STATE_VERSION}; "
                 "rebuild the state with a full run (aptrank etl --date <first day> --bootstrap ...)"
             )
-        carry = {e: pl.read_parquet(folder / f"carry_{e}.parquet") for e in meta["entities"]}
+        carry = {e: pl.read_ipc(folder / carry_file(e), memory_map=True) for e in meta["entities"]}
         cutoff = dt.datetime.fromisoformat(meta["cutoff"].replace("Z", "+00:00"))
         return cls(
             dt.date.fromisoformat(meta["day"]),
@@ -124,8 +140,9 @@ class DayState:
             meta["config_key"],
             FeatureSpec.read(folder / SPEC_FILE),
             meta["vocab_hash"],
-            pl.read_parquet(folder / RETAINED),
+            pl.read_ipc(folder / RETAINED, memory_map=True),
             carry,
+            {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
         )
 
 
@@ -173,12 +190,15 @@ def fold(
     day's accepted events, in (ts, input row) order; entity keys, ``ts``, labels) split into what
     the next day's queries can still reach and running totals of the rest."""
     labels = [label_column(t) for t in cfg.task_names]
-    keep = pl.col("ts") >= pl.lit(cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))).dt.cast_time_unit("ms")
+    floor = cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
+    cut = int(rows["ts"].search_sorted(pl.Series([floor]).dt.cast_time_unit("ms")[0], "left"))
+    earlier, recent = rows.slice(0, cut), rows.slice(cut)  # recent: every window can still reach them
+    kept = pl.Series("_row", [], pl.UInt32)
     for h in cfg.features.history:
-        positive = pl.col(label_column(h.task)) == 1
-        keep = keep | (positive & (positive.cast(pl.UInt32).cum_sum(reverse=True).over("user_id") <= h.max_len))
-    flagged = rows.with_columns(keep.alias("_keep"))
-    retained, old = flagged.filter("_keep").drop("_keep"), flagged.filter(~pl.col("_keep"))
+        kept = kept.append(last_positives(earlier, recent, label_column(h.task), h.max_len))
+    keep = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(kept.implode())
+    retained = pl.concat([earlier.filter(keep), recent])
+    old = earlier.filter(~keep)
     out = {}
     for entity, key in present_entities(rows.columns).items():
         folded = (
@@ -190,6 +210,21 @@ def fold(
         total = pl.concat([p.select(key, *[pl.col(c).cast(pl.UInt32) for c in (WEIGHT, *labels)]) for p in parts])
         out[entity] = total.group_by(key).agg(pl.all().sum().cast(pl.UInt32)).sort(key)
     return retained, out
+
+
+def last_positives(earlier: pl.DataFrame, recent: pl.DataFrame, label: str, max_len: int) -> pl.Series:
+    """Rows of ``earlier`` (positions) that are among their user's last ``max_len`` positives of
+    ``label`` over ``earlier`` followed by ``recent``: the rows a history list can still reach. Only
+    the positives of ``earlier`` and the count of their users' positives in ``recent`` are read."""
+    mine = earlier.with_row_index("_row").filter(pl.col(label) == 1).select("_row", "user_id")
+    later = (
+        recent.filter((pl.col(label) == 1) & pl.col("user_id").is_in(mine["user_id"].unique().implode()))
+        .group_by("user_id")
+        .agg(pl.len().cast(pl.UInt32).alias("_later"))
+    )
+    after = pl.col("_row").cum_count(reverse=True).over("user_id") + pl.col("_later").fill_null(0)
+    ranked = mine.join(later, on="user_id", how="left", maintain_order="left")
+    return ranked.filter(after <= max_len)["_row"]
 
 
 def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:

@@ -17,11 +17,13 @@ import yaml
 from typer.testing import CliRunner
 
 from aptrank.data.adapters import SAMPLE_DIR
-from aptrank.data.etl.config import EtlConfig, config_from_dict, load_config
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, config_from_dict, load_config
 from aptrank.data.etl.daily import STATE_DIR, StateError, day_bounds, examples_digest, run_day, run_days
 from aptrank.data.etl.run import example_files, run_etl
 from aptrank.data.etl.splits import SPLITS
+from aptrank.data.etl.state import DayState
 from aptrank.data.etl.summary import content_hash
+from aptrank.data.etl.tables import SNAPSHOT_DIR, TABLE_FILES
 from aptrank.data.etl.validate import REASONS
 from aptrank.data.synthetic import GeneratorConfig, generate
 
@@ -211,3 +213,22 @@ def test_cli_date_backfill_and_refusal_exit_codes(app: typer.Typer, generated: P
     help_text = CliRunner().invoke(app, ["etl", "--help"], env={"COLUMNS": "400"}).output
     for option in ("--date", "--until", "--bootstrap", "--engine"):
         assert len(next(x for x in help_text.splitlines() if option in x).split(option, 1)[1].strip()) > 10
+
+
+def test_state_keeps_the_snapshot_keys_and_refuses_an_older_format(
+    generated: Path, booted: Path, tmp_path: Path
+) -> None:
+    """The state's key lists are the snapshot's keys (the next day adds its own to them); a state of
+    format 1 (Parquet files, no key lists) is refused with the rebuild command."""
+    shutil.copytree(booted, tmp_path / "out")
+    folder = tmp_path / "out" / STATE_DIR / str(BOOT + dt.timedelta(days=1))
+    state = DayState.read(folder)
+    assert set(state.keys) == {"user", "item", "author"}
+    for entity, keys in state.keys.items():
+        key = ENTITY_KEYS[entity]
+        snapshot = pl.read_parquet(tmp_path / "out" / SNAPSHOT_DIR / TABLE_FILES[entity], columns=[key])
+        assert keys.equals(snapshot) and keys[key].is_sorted() and keys[key].n_unique() == keys.height > 20
+    meta = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps({**meta, "version": 1}))
+    with pytest.raises(StateError, match=r"state\.json: state format version 1 is not 2; rebuild .* --bootstrap"):
+        run_day("canonical", generated, tmp_path / "out", _generated_cfg(), BOOT + dt.timedelta(days=2), _quiet)

@@ -186,3 +186,20 @@ def test_gather_lists_reads_backwards_from_end() -> None:
     got = gather_lists(items, np.array([2, -1, 3, 0]), np.array([3, 0, 2, 1]), "x")
     assert got.to_list() == [[7, 6, 5], [], [8, 7], [5]]
     assert got.dtype == pl.List(pl.Int64)
+
+
+@pytest.mark.parametrize("first_query", [1, 3, 7])
+def test_rows_before_first_query_only_count(first_query: int) -> None:
+    """With ``first_query`` the earlier rows count but get no answer: the answers are the hand-worked
+    values of the later rows (counts and history lists)."""
+    frame = labelled().with_columns(pl.lit(1, dtype=pl.UInt8).alias("_n"))
+    for entity, key in KEYS.items():
+        index = KeyTimeIndex(frame, key, ["1d", "7d", "all"], first_query=first_query)
+        got = pit_counts(frame, key, entity, ["1d", "7d", "all"], TASKS, index)
+        assert got.height == 8 - first_query
+        for w in ("1d", "7d", "all"):
+            cols = [f"{entity}_{w}_n", *(f"{entity}_{w}_{t}_pos" for t in TASKS)]
+            assert got.select(cols).rows() == EXPECTED[entity][w][first_query:], (entity, w)
+    h = HistoryConfig("clicked", "click", 2)
+    flat, ptr = history_pointers(KeyTimeIndex(frame, "user_id", ["all"], first_query=first_query), h)
+    assert lists_for(ptr, flat, h).to_list() == [[], [10], [], [10], [10], [10], [10], [10, 12]][first_query:]
