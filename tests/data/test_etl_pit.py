@@ -200,6 +200,6 @@ def test_rows_before_first_query_only_count(first_query: int) -> None:
         for w in ("1d", "7d", "all"):
             cols = [f"{entity}_{w}_n", *(f"{entity}_{w}_{t}_pos" for t in TASKS)]
             assert got.select(cols).rows() == EXPECTED[entity][w][first_query:], (entity, w)
-    h = HistoryConfig("clicked", "click", 2)
+    h = HistoryConfig(name="clicked", task="click", max_len=2)
     flat, ptr = history_pointers(KeyTimeIndex(frame, "user_id", ["all"], first_query=first_query), h)
     assert lists_for(ptr, flat, h).to_list() == [[], [10], [], [10], [10], [10], [10], [10, 12]][first_query:]
