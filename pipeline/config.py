@@ -51,6 +51,10 @@ class TrackingConfig:
 class GateConfig:
     auc_tolerance: float = 0.002
     split: str = "test"
+    # floors (issue #20): no version below them is promoted; default floor of a task = the popularity
+    # baseline's AUC on the same split + floor_margin; floors: {task: min AUC} overrides per task
+    floor_margin: float = 0.01
+    floors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

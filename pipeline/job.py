@@ -2,8 +2,10 @@
 
 Idempotent per data window: the registry version key is the hash of (config, ETL output
 fingerprint), and the ETL output is byte-identical for the same input and config, so a rerun on the
-same inputs finds the existing version and makes no new one. Exit codes (:class:`JobExit`):
-0 ok, 1 failure, 2 bad config or data, 3 the gate refused the challenger.
+same inputs finds the existing version, makes no new one and finishes the promotion steps a crash
+left undone (:mod:`aptrank.pipeline.promotion`). Exit codes (:class:`JobExit`): 0 ok, 1 failure
+(a diverging training included), 2 bad config or data, 3 the gate refused the challenger (a floor
+or the champion); a rerun of a refused version exits 3 again.
 """
 
 from __future__ import annotations
@@ -100,15 +102,28 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
     return outcome
 
 
+def gate_summary(decision: Any) -> dict[str, Any]:
+    """The ``gate`` block of the job's JSON summary."""
+    return {
+        "decision": "promoted" if decision.promoted else "refused",
+        "reason": decision.reason,
+        "champion_version": decision.champion_version,
+        "tolerance": decision.tolerance,
+        "floors": decision.floors,
+    }
+
+
 def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any = print) -> JobOutcome:
     """The job after its ETL: train on ``features`` as an MLflow run, export, register the version
-    (alias ``challenger``) and gate it; nothing new when this config and data already have a version.
+    and gate it (:mod:`aptrank.pipeline.promotion`); when this config and data already have a
+    version, finish the promotion steps a crash left undone instead of training again.
     The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
-    from aptrank.pipeline.gate import run_gate
     from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
+    from aptrank.pipeline.promotion import GateSettings, abandon_orphans, finish, register_and_gate
     from aptrank.pipeline.provenance import fingerprint
-    from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
+    from aptrank.pipeline.registry import find_version, read_aucs, registered_model_name, version_key
     from aptrank.pipeline.tracking import TrackedRun
+    from aptrank.pipeline.trainer import NonFiniteLossError
     from aptrank.pipeline.training import run_training
 
     t0 = time.perf_counter()
@@ -116,26 +131,31 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     key = version_key(cfg, fingerprint(features))
     uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
     client = connect(uri)
-    existing = find_version(client, name, key)
+    gate = GateSettings.of(cfg.gate)
     summary: dict[str, Any] = {
         "registered_model": name,
         "tracking_uri": uri,
         "champion_uri": f"models:/{name}@champion",
     }
+    orphans = abandon_orphans(client, name, key)
+    if orphans:
+        log(f"[run] abandoned version(s) {orphans} of '{name}': a crash stopped them before the gate")
+        summary["abandoned_versions"] = orphans
+    existing = find_version(client, name, key)
     if existing is not None:
-        log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
-        tags = existing.tags
+        promotion = finish(client, name, existing.version, gate)
+        done = f"finished step(s) {list(promotion.resumed)}" if promotion.resumed else "nothing to do"
+        log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; {done}")
         return JobOutcome(
-            JobExit.OK,
+            JobExit.OK if promotion.decision.promoted else JobExit.GATE_REFUSED,
             {
                 **summary,
                 "run_id": existing.run_id,
                 "created": False,
+                "resumed_steps": list(promotion.resumed),
                 "model_uri": f"models:/{name}/{existing.version}",
                 "metrics": {"test_auc": read_aucs(existing)},
-                "gate": {
-                    k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
-                },
+                "gate": gate_summary(promotion.decision),
             },
         )
     window = fingerprint(features, (cfg.gate.split,))
@@ -147,14 +167,19 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
             f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
             f"-> {run_dir}, MLflow run {tracked.run_id}"
         )
-        result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})
+        try:
+            result = run_training(
+                cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()}
+            )
+        except NonFiniteLossError as e:
+            raise JobError(f"training diverged: {e}", JobExit.FAILURE) from e
         log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
         onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
         with tempfile.TemporaryDirectory(prefix="aptrank-bundle-") as tmp:
             bundle = scoring_bundle(features, Path(tmp) / "features")
             tracked.log_result(result, extra_artifacts={"features": bundle})
         log(f"[run] register '{name}' (alias challenger) and gate")
-        reg = register_version(
+        promotion = register_and_gate(
             tracked.client,
             name,
             tracked.run_id,
@@ -163,26 +188,22 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
             evaluation=result.evaluation,
             window=window,
             split=cfg.gate.split,
+            gate=gate,
         )
-        decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
+    decision = promotion.decision
     test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
     summary.update(
         {
             "run_id": tracked.run_id,
-            "created": reg.created,
-            "model_uri": f"models:/{name}/{reg.version.version}",
+            "created": True,
+            "model_uri": f"models:/{name}/{promotion.version}",
             "metrics": {
                 "test_auc": {t: m["auc"] for t, m in test.items()},
                 "test_gauc": {t: m["gauc"] for t, m in test.items()},
                 "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
                 "best_epoch": result.best_epoch,
             },
-            "gate": {
-                "decision": "promoted" if decision.promoted else "refused",
-                "reason": decision.reason,
-                "champion_version": decision.champion_version,
-                "tolerance": decision.tolerance,
-            },
+            "gate": gate_summary(decision),
             "seconds": round(time.perf_counter() - t0, 1),
         }
     )
