@@ -36,6 +36,7 @@ from aptrank.pipeline.registry import (
     TAG_KEY,
     TAG_STEP,
     create_version,
+    digest_tags,
     eval_tags,
     log_model_file,
     read_aucs,
@@ -161,6 +162,7 @@ def register_and_gate(
     """Every step for a new training: log the model, create the version, then :func:`finish`."""
     tags = eval_tags(evaluation, split, window)
     source, model_id = log_model_file(client, run_id, model_path)
+    tags.update(digest_tags(client, source))
     step_done(name, None, "logged")
     created = create_version(client, name, run_id, source, key=key, tags=tags, model_id=model_id, alias=None)
     step_done(name, str(created.version), "created")

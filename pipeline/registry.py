@@ -4,10 +4,12 @@ adds a version with the alias ``challenger``; only the gate (:mod:`aptrank.pipel
 Order of a registration, so a failure never leaves a half-registered version behind:
 
 1. the model file is logged to the run: an ``.onnx`` file with ``mlflow.onnx.log_model`` (signature
-   and input example read from the graph's inputs), any other file as the run artifact ``model/``;
+   and input example read from the graph's inputs; refused when a weight is NaN/Inf), any other
+   file as the run artifact ``model/``;
 2. the version is created in one call with its evaluation tags (AUC per task and of the popularity
    baseline, split, evaluation window), the idempotency tag ``aptrank.input_key`` (:func:`version_key`)
-   and the step tags ``aptrank.step.logged`` and ``aptrank.step.created``;
+   the model's content digest ``aptrank.model_sha256`` (:func:`digest_tags`; scorers verify it) and
+   the step tags ``aptrank.step.logged`` and ``aptrank.step.created``;
 3. the alias ``challenger`` is set, then the step tag ``aptrank.step.challenger`` (the promotion
    does this step itself, so a crash test can stop between steps 2 and 3).
 
@@ -144,6 +146,14 @@ def log_model_file(client: MlflowClient, run_id: str, model_path: str | Path) ->
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file to register does not exist")
+    if path.suffix == ".onnx":
+        from aptrank.serving.errors import ModelLoadError
+        from aptrank.serving.model_integrity import check_finite
+
+        try:
+            check_finite(path)
+        except ModelLoadError as e:
+            raise RegistryError(f"registering run {run_id}: {e}") from e
     uri = client.tracking_uri
     check_reachable(uri)
     with mlflow_errors(uri, f"log model {path} to run {run_id}"):
@@ -176,6 +186,23 @@ def log_model_file(client: MlflowClient, run_id: str, model_path: str | Path) ->
                 client.delete_logged_model(logged.model_id)
             raise
         return info.model_uri, info.model_id
+
+
+def digest_tags(client: MlflowClient, source: str) -> dict[str, str]:
+    """``{aptrank.model_sha256: digest}`` of the logged ONNX model at ``source`` as the registry
+    stores it (read back, so the digest is of what scorers will download), or {} for other files."""
+    import tempfile
+
+    from aptrank.serving.model_integrity import TAG_SHA256, content_digest
+
+    uri = client.tracking_uri
+    with tempfile.TemporaryDirectory(prefix="aptrank-digest-") as tmp, mlflow_errors(uri, f"read back {source}"):
+        with fluent_uri(uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+        if len(found) != 1 or found[0].suffix != ".onnx":
+            return {}
+        return {TAG_SHA256: content_digest(found[0])}
 
 
 def download_model(client: MlflowClient, name: str, ref: str, dst: str | Path) -> Path:
@@ -266,5 +293,6 @@ def register_version(
         return Registration(existing, created=False)
     version_tags = {**eval_tags(evaluation, split, window), **(tags or {})}
     source, model_id = log_model_file(client, run_id, model_path)
+    version_tags.update(digest_tags(client, source))
     version = create_version(client, name, run_id, source, key=key, tags=version_tags, model_id=model_id, alias=alias)
     return Registration(version, created=True)

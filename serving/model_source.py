@@ -7,6 +7,9 @@
   URI (``get_model_version_download_uri``), so a swap never mixes two versions.
   When the version's run logged the ETL output under the artifact folder ``features/``
   (:data:`FEATURES_ARTIFACT`), it is downloaded too and scorers use it as their feature snapshot.
+  The download is checked against the version's ``aptrank.model_sha256`` tag and refused on a
+  mismatch (:mod:`aptrank.serving.model_integrity`, issue #20); ``load_onnx`` then checks a local
+  file's ``.sha256`` sidecar and refuses NaN/Inf weights.
 
 MLflow docs: https://mlflow.org/docs/latest/model-registry/ (aliases, ``models:/`` URIs).
 """
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aptrank.data.digests import file_digest
 from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.model_integrity import TAG_SHA256, verify_digest
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient
@@ -75,6 +79,11 @@ class ModelSource:
 
     def _registry_version(self) -> tuple[str, str, str | None]:
         """(name, version, run id) the URI points at now."""
+        mv = self._model_version()
+        return mv.name, str(mv.version), mv.run_id or None
+
+    def _model_version(self):
+        """The registry version the URI points at now."""
         from mlflow.exceptions import MlflowException
 
         name, alias, version = self._registry_parts()
@@ -83,7 +92,7 @@ class ModelSource:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         except MlflowException as e:
             raise ModelLoadError(f"model URI '{self.uri}' (tracking {self.tracking_uri or 'default'}): {e}") from e
-        return name, str(mv.version), mv.run_id or None
+        return mv
 
     def poll_key(self) -> str:
         """A cheap key that changes when the model behind the URI changes (no download)."""
@@ -103,7 +112,8 @@ class ModelSource:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        name, version, run_id = self._registry_version()
+        mv = self._model_version()
+        name, version, run_id = mv.name, str(mv.version), mv.run_id or None
         dest.mkdir(parents=True, exist_ok=True)
         try:
             # The version's own storage URI, resolved with this client: a models:/ URI handed to
@@ -126,6 +136,8 @@ class ModelSource:
                 f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
                 f"artifacts, found {[str(f) for f in onnx_files]}"
             )
+        if TAG_SHA256 in mv.tags:
+            verify_digest(onnx_files[0], mv.tags[TAG_SHA256], f"'{name}' version {version} tag {TAG_SHA256}")
         return FetchedModel(onnx_files[0], f"{name}/{version}", run_id, features)
 
     def _download_features(self, run_id: str, dest: Path) -> Path | None:

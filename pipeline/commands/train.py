@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
                     workdir if track else None,
                 )
             )
+        from aptrank.pipeline.checkpoint import CheckpointError
         from aptrank.pipeline.trainer import NonFiniteLossError
         from aptrank.pipeline.training import tracked_training
 
@@ -110,7 +111,7 @@ def register(app: typer.Typer) -> None:
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
-        except FileNotFoundError as e:
+        except (FileNotFoundError, CheckpointError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
         if int(os.environ.get("RANK", "0")) != 0:
