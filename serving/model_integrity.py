@@ -29,7 +29,7 @@ def _load(path: Path):
     try:
         return onnx.load(str(path))
     except Exception as e:  # onnx raises DecodeError, OSError, ValidationError for bad files
-        raise ModelLoadError(f"{path}: not a readable ONNX model ({e})") from e
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({e})") from e
 
 
 def non_finite_initializers(path: str | Path) -> list[str]:
