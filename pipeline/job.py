@@ -49,12 +49,13 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any) -> Path:
     from aptrank.data.adapters import SourceError
     from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
     from aptrank.data.etl.run import run_etl
+    from aptrank.data.etl.staged import run_staged
     from aptrank.data.schema import SchemaError
 
     out = workdir / "features"
     try:
         etl_cfg = load_config(cfg.data.etl_config) if cfg.data.etl_config else EtlConfig()
-        result = run_etl(cfg.data.source, cfg.data.input, out, etl_cfg, progress=log)
+        result = run_staged(lambda stage: run_etl(cfg.data.source, cfg.data.input, stage, etl_cfg, progress=log), out)
     except (EtlConfigError, SourceError, SchemaError, FileNotFoundError) as e:
         raise JobError(f"ETL: {e}", JobExit.BAD_INPUT) from e
     if not result.passed:
@@ -118,6 +119,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     and gate it (:mod:`aptrank.pipeline.promotion`); when this config and data already have a
     version, finish the promotion steps a crash left undone instead of training again.
     The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
+    from aptrank.data.etl.staged import GateFailedOutputError, require_passed
     from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
     from aptrank.pipeline.promotion import GateSettings, abandon_orphans, finish, register_and_gate
     from aptrank.pipeline.provenance import fingerprint
@@ -127,6 +129,10 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     from aptrank.pipeline.training import run_training
 
     t0 = time.perf_counter()
+    try:
+        require_passed(features)
+    except GateFailedOutputError as e:
+        raise JobError(str(e), JobExit.BAD_INPUT) from e
     name = registered_model_name(cfg)
     key = version_key(cfg, fingerprint(features))
     uri = resolve_tracking_uri(cfg.tracking.uri, workdir)

@@ -16,6 +16,7 @@ import typer
 from aptrank.data.adapters import SOURCES, SourceError
 from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
 from aptrank.data.etl.run import run_etl
+from aptrank.data.etl.staged import run_staged
 from aptrank.data.schema import SchemaError
 from aptrank.data.spec import SpecError
 
@@ -55,14 +56,17 @@ def etl_command(
             raise typer.BadParameter(f"{value} is not in [0, 1]", param_hint=name)
     try:
         cfg = load_config(config) if config is not None else EtlConfig()
-        result = run_etl(
-            source,
-            input,
+        result = run_staged(
+            lambda stage: run_etl(
+                source,
+                input,
+                stage,
+                cfg,
+                max_reject_rate=max_reject_rate,
+                max_duplicate_rate=max_duplicate_rate,
+                progress=None if quiet else (lambda msg: typer.echo(msg, err=True)),
+            ),
             out,
-            cfg,
-            max_reject_rate=max_reject_rate,
-            max_duplicate_rate=max_duplicate_rate,
-            progress=None if quiet else (lambda msg: typer.echo(msg, err=True)),
         )
     except (EtlConfigError, SourceError, SchemaError, SpecError) as err:
         typer.echo(f"error: {err}", err=True)
@@ -86,7 +90,7 @@ def etl_command(
     )
     if not result.passed:
         for failure in s["gates"]["failures"]:
-            typer.echo(f"error: {failure}; outputs kept in {out} for inspection", err=True)
+            typer.echo(f"error: {failure}; outputs kept in {out} for inspection, marked GATE_FAILED", err=True)
         raise typer.Exit(GATE_EXIT_CODE)
 
 
