@@ -57,6 +57,7 @@ class GateDecision:
     challenger_auc: dict[str, float] = field(default_factory=dict)
     champion_auc: dict[str, float] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
+    rescored: bool = False  # the champion's AUCs were recomputed on the challenger's window
 
     def tags(self) -> dict[str, str]:
         """The version tags that record this decision."""
@@ -65,6 +66,7 @@ class GateDecision:
             TAG_PREFIX + "reason": self.reason,
             TAG_PREFIX + "tolerance": repr(self.tolerance),
             TAG_PREFIX + "champion_version": self.champion_version or "none",
+            TAG_PREFIX + "champion_rescored": "true" if self.rescored else "false",
         }
         out.update({f"{TAG_PREFIX}challenger_auc.{t}": repr(v) for t, v in self.challenger_auc.items()})
         out.update({f"{TAG_PREFIX}champion_auc.{t}": repr(v) for t, v in self.champion_auc.items()})
@@ -160,7 +162,7 @@ def run_gate(
     if champion_version == version:
         return GateDecision(True, "already the champion", version, version, tolerance, challenger_auc, challenger_auc)
     limits = {} if floor_margin is None and floors is None else floors_for(challenger, floor_margin or 0.0, floors)
-    champion_auc = None
+    champion_auc, rescored = None, False
     if champion is not None:
         split, window = challenger.tags.get(TAG_SPLIT, ""), challenger.tags.get(TAG_WINDOW, "")
         same = (champion.tags.get(TAG_SPLIT), champion.tags.get(TAG_WINDOW)) == (split, window)
@@ -168,6 +170,7 @@ def run_gate(
             champion_auc = read_aucs(champion)
         elif rescore is not None:
             champion_auc = {t: float(v) for t, v in rescore(champion, split, window).items()}
+            rescored = True
         else:
             raise GateError(
                 f"'{name}': champion version {champion_version} was evaluated on split "
@@ -177,7 +180,15 @@ def run_gate(
             )
     promoted, reason = decide(challenger_auc, champion_auc, tolerance, limits)
     decision = GateDecision(
-        promoted, reason, version, champion_version, tolerance, challenger_auc, dict(champion_auc or {}), limits
+        promoted,
+        reason,
+        version,
+        champion_version,
+        tolerance,
+        challenger_auc,
+        dict(champion_auc or {}),
+        limits,
+        rescored,
     )
     with mlflow_errors(uri, f"record the gate decision on '{name}' version {version}"):
         for key, value in decision.tags().items():

@@ -103,6 +103,23 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print) -> JobOutcome:
     return outcome
 
 
+def champion_rescorer(name: str, tracking_uri: str, features: Path, log: Any) -> Any:
+    """The gate's ``rescore``: a champion evaluated on another window is evaluated on ``features``'
+    split as served (:func:`aptrank.pipeline.version_eval.evaluate_version`)."""
+    from aptrank.pipeline.gate import GateError
+    from aptrank.pipeline.version_eval import VersionEvalError, evaluate_version
+    from aptrank.serving.errors import ServingError
+
+    def rescore(champion: Any, split: str, window: str) -> dict[str, float]:
+        log(f"[run] champion version {champion.version} was evaluated on another window: rescoring it on {split}")
+        try:
+            return evaluate_version(f"models:/{name}/{champion.version}", tracking_uri, features, split)
+        except (VersionEvalError, ServingError) as e:
+            raise GateError(f"'{name}': rescoring champion version {champion.version} on {split} failed: {e}") from e
+
+    return rescore
+
+
 def gate_summary(decision: Any) -> dict[str, Any]:
     """The ``gate`` block of the job's JSON summary."""
     return {
@@ -111,6 +128,7 @@ def gate_summary(decision: Any) -> dict[str, Any]:
         "champion_version": decision.champion_version,
         "tolerance": decision.tolerance,
         "floors": decision.floors,
+        "champion_rescored": decision.rescored,
     }
 
 
@@ -147,9 +165,10 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     if orphans:
         log(f"[run] abandoned version(s) {orphans} of '{name}': a crash stopped them before the gate")
         summary["abandoned_versions"] = orphans
+    rescore = champion_rescorer(name, uri, features, log)
     existing = find_version(client, name, key)
     if existing is not None:
-        promotion = finish(client, name, existing.version, gate)
+        promotion = finish(client, name, existing.version, gate, rescore)
         done = f"finished step(s) {list(promotion.resumed)}" if promotion.resumed else "nothing to do"
         log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; {done}")
         return JobOutcome(
@@ -195,6 +214,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
             window=window,
             split=cfg.gate.split,
             gate=gate,
+            rescore=rescore,
         )
     decision = promotion.decision
     test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]

@@ -108,6 +108,7 @@ def recorded_decision(version: ModelVersion) -> GateDecision:
         challenger_auc=numbers(TAG_PREFIX + "challenger_auc.") or read_aucs(version),
         champion_auc=numbers(TAG_PREFIX + "champion_auc."),
         floors=numbers(TAG_PREFIX + "floor."),
+        rescored=tags.get(TAG_PREFIX + "champion_rescored") == "true",
     )
 
 

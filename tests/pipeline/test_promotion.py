@@ -127,6 +127,41 @@ def test_diverging_training_is_one_json_line_and_exit_1(tmp_path: Path, etl_dir:
     assert registry(tmp_path) == ({}, {})
 
 
+def test_day_two_challenger_is_gated_against_the_champion_rescored_on_its_window(
+    tmp_path: Path, etl_dir: Path, kuairand_dir: Path
+) -> None:
+    """Day 1 tests on Apr 29 (data up to Apr 30 excluded); day 2 is the shipped config (test Apr 30).
+    Day 2's challenger is compared with version 1 scored as served on Apr 30, not with its Apr 29 AUCs."""
+    import yaml
+
+    from aptrank.data.etl.config import config_from_dict
+    from aptrank.data.etl.run import run_etl
+    from aptrank.pipeline.version_eval import evaluate_version
+
+    raw = yaml.safe_load((ROOT / "configs" / "etl" / "kuairand.yaml").read_text())
+    raw["time_range"]["end"] = "2022-04-30"
+    raw["splits"] = {"valid_start": "2022-04-28", "test_start": "2022-04-29"}
+    day1 = tmp_path / "day1"
+    run_etl("kuairand", kuairand_dir, day1, config_from_dict(raw), max_reject_rate=1.0)
+    work, overrides = tmp_path / "work", [*FAST, "gate.floor_margin=-1"]
+    code, first = run_job(work, day1, overrides)
+    assert code == 0 and first["gate"]["decision"] == "promoted", first
+
+    code, second = run_job(work, etl_dir, overrides)
+    assert code in (0, 3), second  # gated either way: never "cannot compare windows" (exit 1)
+    assert second["gate"]["champion_version"] == "1" and second["gate"]["champion_rescored"] is True
+    versions, aliases = registry(work)
+    tags = versions["2"]
+    rescored = {t: float(tags[f"aptrank.gate.champion_auc.{t}"]) for t in ("click", "like", "finish")}
+    recorded = {t: float(versions["1"][f"aptrank.auc.{t}"]) for t in ("click", "like", "finish")}
+    served = evaluate_version(f"models:/{NAME}/1", f"sqlite:///{work}/mlflow.db", etl_dir, "test")
+    assert rescored == pytest.approx(served, abs=1e-12) and rescored != pytest.approx(recorded, abs=1e-6)
+    assert aliases["champion"] == ("2" if code == 0 else "1") and aliases["challenger"] == "2"
+
+    retry, again = run_job(work, etl_dir, overrides)
+    assert retry == code and again["created"] is False and again["resumed_steps"] == []
+
+
 def test_floor_refuses_below_and_missing_and_nan() -> None:
     floors = {"click": 0.67, "like": 0.63}
     assert below_floor({"click": 0.70, "like": 0.64}, floors) is None
