@@ -45,6 +45,7 @@ class TrackingConfig:
     uri: str | None = None  # default: sqlite in the work dir; MLFLOW_TRACKING_URI wins when set
     experiment: str = "aptrank"
     registered_model: str | None = None  # default: the job name
+    timeout_s: float = 30.0  # a remote MLflow call gives up within this (pipeline.mlflow_store.bound_requests)
 
 
 @dataclass(frozen=True)

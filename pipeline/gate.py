@@ -66,8 +66,9 @@ class GateDecision:
             TAG_PREFIX + "reason": self.reason,
             TAG_PREFIX + "tolerance": repr(self.tolerance),
             TAG_PREFIX + "champion_version": self.champion_version or "none",
-            TAG_PREFIX + "champion_rescored": "true" if self.rescored else "false",
         }
+        if self.rescored:
+            out[TAG_PREFIX + "champion_rescored"] = "true"
         out.update({f"{TAG_PREFIX}challenger_auc.{t}": repr(v) for t, v in self.challenger_auc.items()})
         out.update({f"{TAG_PREFIX}champion_auc.{t}": repr(v) for t, v in self.champion_auc.items()})
         out.update({f"{TAG_PREFIX}floor.{t}": repr(v) for t, v in self.floors.items()})

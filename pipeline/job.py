@@ -142,7 +142,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     from aptrank.pipeline.promotion import GateSettings, abandon_orphans, finish, register_and_gate
     from aptrank.pipeline.provenance import fingerprint
     from aptrank.pipeline.registry import find_version, read_aucs, registered_model_name, version_key
-    from aptrank.pipeline.tracking import TrackedRun
+    from aptrank.pipeline.tracking import TAG_SCHEDULED, TrackedRun, fail_stale_runs
     from aptrank.pipeline.trainer import NonFiniteLossError
     from aptrank.pipeline.training import run_training
 
@@ -154,13 +154,17 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     name = registered_model_name(cfg)
     key = version_key(cfg, fingerprint(features))
     uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
-    client = connect(uri)
+    client = connect(uri, cfg.tracking.timeout_s)
     gate = GateSettings.of(cfg.gate)
     summary: dict[str, Any] = {
         "registered_model": name,
         "tracking_uri": uri,
         "champion_uri": f"models:/{name}@champion",
     }
+    stale = fail_stale_runs(client, cfg.tracking.experiment, cfg.name)
+    if stale:
+        log(f"[run] closed {len(stale)} run(s) a killed job left RUNNING as FAILED: {stale}")
+        summary["failed_stale_runs"] = stale
     orphans = abandon_orphans(client, name, key)
     if orphans:
         log(f"[run] abandoned version(s) {orphans} of '{name}': a crash stopped them before the gate")
@@ -187,7 +191,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     run_dir = workdir / "runs" / key[:16]
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
-    with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
+    tags = {TAG_SCHEDULED: "true"}
+    with TrackedRun(cfg, workdir, features_dir=features, data_window=window, tags=tags) as tracked:
         log(
             f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "
             f"-> {run_dir}, MLflow run {tracked.run_id}"

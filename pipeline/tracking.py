@@ -17,7 +17,9 @@
   artifacts ``config.yaml``, ``feature_spec.json``, the JSON reports of the run folder (``evaluation.json``,
   ``baselines.json``), ``checkpoint/best_model.pt`` and ``plots/*.png`` (:mod:`pipeline.plots`).
 
-The run ends FINISHED, FAILED (an exception left the block) or KILLED (Ctrl-C).
+The run ends FINISHED, FAILED (an exception left the block) or KILLED (Ctrl-C). A run whose
+process was killed, or whose server died before it could be closed, stays RUNNING on the server;
+:func:`fail_stale_runs` closes a scheduled job's such runs as FAILED when the job next starts.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class TrackedRun:
         self.diagnostics_every = diagnostics_every
         self.run_id = run_id or ""
         self.uri = resolve_tracking_uri(cfg.tracking.uri, self.workdir)
-        self.client = connect(self.uri)
+        self.client = connect(self.uri, cfg.tracking.timeout_s)
         self._series: dict[str, Thinned] = {}
         self._buffer: list[Metric] = []
 
@@ -285,6 +287,25 @@ class Thinned:
                 del self.points[1::2]
                 self.stride *= 2
         self.seen += 1
+
+
+TAG_SCHEDULED = "aptrank.scheduled"  # on the runs of `aptrank run`, whose lock makes a RUNNING one stale
+
+
+def fail_stale_runs(client: Any, experiment: str, job: str) -> list[str]:
+    """Mark the RUNNING runs of scheduled job ``job`` in ``experiment`` FAILED; return their ids.
+    Call it only under the job's lock (:class:`aptrank.pipeline.lock.JobLock`): then none is live."""
+    with mlflow_errors(client.tracking_uri, f"close stale runs of job '{job}'"):
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        runs = client.search_runs(
+            [exp.experiment_id],
+            f"tags.`{TAG_SCHEDULED}` = 'true' and tags.`aptrank.job` = '{job}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    return [run.info.run_id for run in runs]
 
 
 def _now_ms() -> int:

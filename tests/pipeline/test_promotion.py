@@ -94,6 +94,13 @@ def test_sigkill_after_each_step_then_rerun_ends_with_one_gated_champion(tmp_pat
     versions, aliases = registry(tmp_path)
     assert list(versions) == ["1"] and aliases == {"challenger": "1", "champion": "1"}
     assert steps(versions["1"]) == {"logged", "created", "challenger", "gated", "champion"}
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()]
+    )
+    # the two trainings were killed; each was closed as FAILED by the next start (none stays RUNNING)
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]
 
 
 def test_rerun_after_a_kill_before_the_champion_alias_promotes(tmp_path: Path, etl_dir: Path) -> None:
