@@ -161,7 +161,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
         "tracking_uri": uri,
         "champion_uri": f"models:/{name}@champion",
     }
-    stale = fail_stale_runs(client, cfg.tracking.experiment, cfg.name)
+    lock_dir = str(workdir.resolve())
+    stale = fail_stale_runs(client, cfg.tracking.experiment, cfg.name, lock_dir)
     if stale:
         log(f"[run] closed {len(stale)} run(s) a killed job left RUNNING as FAILED: {stale}")
         summary["failed_stale_runs"] = stale
@@ -191,7 +192,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     run_dir = workdir / "runs" / key[:16]
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
-    tags = {TAG_SCHEDULED: "true"}
+    tags = {TAG_SCHEDULED: lock_dir}
     with TrackedRun(cfg, workdir, features_dir=features, data_window=window, tags=tags) as tracked:
         log(
             f"[run] train {cfg.arch} ({cfg.mtl.get('method', 'ew')}/{cfg.mtl.get('optimizer', 'adamw')}) "

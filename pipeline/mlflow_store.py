@@ -33,6 +33,7 @@ HEALTH_TIMEOUT_S = 5.0
 DEFAULT_TIMEOUT_S = 30.0
 HTTP_RETRIES = 2  # attempts = 3; urllib3 backoff with factor 1 sleeps about 1 s and 2 s between them
 REMOTE_SCHEMES: tuple[str, ...] = ("http://", "https://")
+SQLITE_PREFIX = "sqlite:///"
 
 
 class TrackingError(RuntimeError):
@@ -88,11 +89,34 @@ def bound_requests(timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
 
 def connect(uri: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> MlflowClient:
     """A client for tracking and registry on ``uri``, after checking a server is up; its requests
-    give up within ``timeout_s`` (:func:`bound_requests`, remote servers only)."""
+    give up within ``timeout_s`` (:func:`bound_requests`, remote servers only). A SQLite store is
+    opened (and, when new, migrated) under :func:`migration_lock`."""
     check_reachable(uri)
     if is_remote(uri):
         bound_requests(timeout_s)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith(SQLITE_PREFIX):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with migration_lock(uri), mlflow_errors(uri, "open the store"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # the tracking store creates/migrates its schema
+        client.search_registered_models(max_results=1)  # and so does the registry store, on first use
+    return client
+
+
+@contextmanager
+def migration_lock(uri: str) -> Iterator[None]:
+    """Hold ``<database>.migrate.lock`` (``flock(2)``, exclusive) for the block: jobs of different
+    configs starting at once on one fresh SQLite database migrate it one at a time instead of
+    racing on its schema (issue #20)."""
+    import fcntl
+
+    db = Path(uri.removeprefix(SQLITE_PREFIX))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".migrate.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(client: MlflowClient, name: str, location: str | None) -> str:

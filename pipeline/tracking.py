@@ -289,20 +289,23 @@ class Thinned:
         self.seen += 1
 
 
-TAG_SCHEDULED = "aptrank.scheduled"  # on the runs of `aptrank run`, whose lock makes a RUNNING one stale
+TAG_SCHEDULED = "aptrank.scheduled"  # on the runs of `aptrank run`: the job's lock folder (its work dir)
 
 
-def fail_stale_runs(client: Any, experiment: str, job: str) -> list[str]:
-    """Mark the RUNNING runs of scheduled job ``job`` in ``experiment`` FAILED; return their ids.
-    Call it only under the job's lock (:class:`aptrank.pipeline.lock.JobLock`): then none is live."""
+def fail_stale_runs(client: Any, experiment: str, job: str, lock_dir: str) -> list[str]:
+    """Mark the RUNNING runs of scheduled job ``job`` whose lock is in ``lock_dir`` FAILED; return
+    their ids. Call it only holding that lock (:class:`aptrank.pipeline.lock.JobLock`): then none
+    of them is live (jobs of the same config in other work dirs are left alone)."""
+    if "'" in lock_dir or "'" in job:
+        return []  # MLflow's filter grammar has no escapes; such runs are left for a person to close
     with mlflow_errors(client.tracking_uri, f"close stale runs of job '{job}'"):
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             return []
-        runs = client.search_runs(
-            [exp.experiment_id],
-            f"tags.`{TAG_SCHEDULED}` = 'true' and tags.`aptrank.job` = '{job}' and attributes.status = 'RUNNING'",
+        query = (
+            f"tags.`{TAG_SCHEDULED}` = '{lock_dir}' and tags.`aptrank.job` = '{job}' and attributes.status = 'RUNNING'"
         )
+        runs = client.search_runs([exp.experiment_id], query)
         for run in runs:
             client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
     return [run.info.run_id for run in runs]

@@ -67,7 +67,7 @@ def test_killed_server_is_a_clear_error_within_the_bound_and_the_run_ends_failed
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"tracking.uri={uri}", f"tracking.timeout_s={TIMEOUT_S}"])
     server = start_server(store, port)
     try:
-        tracked = TrackedRun(cfg, tmp_path / "work", features_dir=etl_dir, tags={TAG_SCHEDULED: "true"})
+        tracked = TrackedRun(cfg, tmp_path / "work", features_dir=etl_dir, tags={TAG_SCHEDULED: str(tmp_path)})
         with pytest.raises(TrackingError) as caught, tracked:
             stop(server)  # SIGKILL, mid-run
             t0 = time.monotonic()
@@ -82,7 +82,8 @@ def test_killed_server_is_a_clear_error_within_the_bound_and_the_run_ends_failed
         server = start_server(store, port)  # the server comes back; the run is still RUNNING there
         client = tracked.client
         assert client.get_run(tracked.run_id).info.status == "RUNNING"
-        assert fail_stale_runs(client, cfg.tracking.experiment, cfg.name) == [tracked.run_id]
+        assert fail_stale_runs(client, cfg.tracking.experiment, cfg.name, "/elsewhere") == []  # another lock's
+        assert fail_stale_runs(client, cfg.tracking.experiment, cfg.name, str(tmp_path)) == [tracked.run_id]
         assert client.get_run(tracked.run_id).info.status == "FAILED"
     finally:
         stop(server)
