@@ -66,6 +66,7 @@ class TrackingConfig(ConfigModel):
     uri: str | None = Field(None, description="default: sqlite in the work dir; MLFLOW_TRACKING_URI wins when set")
     experiment: str = "aptrank"
     registered_model: str | None = Field(None, description="default: the job name")
+    timeout_s: float = Field(30.0, description="a remote MLflow call gives up within this many seconds")
 
 
 class GateConfig(ConfigModel):
@@ -73,6 +74,10 @@ class GateConfig(ConfigModel):
 
     auc_tolerance: float = 0.002
     split: str = "test"
+    # floors (issue #20): no version below them is promoted; default floor of a task = the popularity
+    # baseline's AUC on the same split + floor_margin; floors: {task: min AUC} overrides per task
+    floor_margin: float = 0.01
+    floors: dict[str, float] = Field(default_factory=dict)
 
 
 class ScoringConfig(ConfigModel):

@@ -2,8 +2,10 @@
 
 Idempotent per data window: the registry version key is the hash of (config, ETL output
 fingerprint), and the ETL output is byte-identical for the same input and config, so a rerun on the
-same inputs finds the existing version and makes no new one. Exit codes (:class:`JobExit`):
-0 ok, 1 failure, 2 bad config or data, 3 the gate refused the challenger.
+same inputs finds the existing version, makes no new one and finishes the promotion steps a crash
+left undone (:mod:`aptrank.pipeline.promotion`). Exit codes (:class:`JobExit`): 0 ok, 1 failure
+(a diverging training included), 2 bad config or data, 3 the gate refused the challenger (a floor
+or the champion); a rerun of a refused version exits 3 again.
 """
 
 from __future__ import annotations
@@ -48,13 +50,16 @@ def run_etl_step(cfg: JobConfig, workdir: Path, log: Any, date: dt.date | None =
     from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
     from aptrank.data.etl.daily import StateError, run_scheduled
     from aptrank.data.etl.run import run_etl
+    from aptrank.data.etl.staged import run_staged
     from aptrank.data.schema import SchemaError
 
     out = workdir / ("features" if date is None else "daily")
     try:
         etl_cfg = load_config(cfg.data.etl_config) if cfg.data.etl_config else EtlConfig()
         if date is None:
-            result = run_etl(cfg.data.source, cfg.data.input, out, etl_cfg, progress=log)
+            result = run_staged(
+                lambda stage: run_etl(cfg.data.source, cfg.data.input, stage, etl_cfg, progress=log), out
+            )
         else:
             result = run_scheduled(cfg.data.source, cfg.data.input, out, etl_cfg, date, log)
     except (EtlConfigError, StateError, SourceError, SchemaError, FileNotFoundError) as e:
@@ -93,97 +98,148 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print, date: dt.date | Non
     return outcome
 
 
+def champion_rescorer(name: str, tracking_uri: str, features: Path, log: Any) -> Any:
+    """The gate's ``rescore``: a champion evaluated on another window is evaluated on ``features``'
+    split as served (:func:`aptrank.pipeline.version_eval.evaluate_version`)."""
+    from aptrank.pipeline.gate import GateError
+    from aptrank.pipeline.version_eval import VersionEvalError, evaluate_version
+    from aptrank.serving.errors import ServingError
+
+    def rescore(champion: Any, split: str, window: str) -> dict[str, float]:
+        log(f"[run] champion version {champion.version} was evaluated on another window: rescoring it on {split}")
+        try:
+            return evaluate_version(f"models:/{name}/{champion.version}", tracking_uri, features, split)
+        except (VersionEvalError, ServingError) as e:
+            raise GateError(f"'{name}': rescoring champion version {champion.version} on {split} failed: {e}") from e
+
+    return rescore
+
+
+def gate_summary(decision: Any) -> dict[str, Any]:
+    """The ``gate`` block of the job's JSON summary."""
+    return {
+        "decision": "promoted" if decision.promoted else "refused",
+        "reason": decision.reason,
+        "champion_version": decision.champion_version,
+        "tolerance": decision.tolerance,
+        "floors": decision.floors,
+        "champion_rescored": decision.rescored,
+    }
+
+
 def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any = print) -> JobOutcome:
-    """The job after its ETL: train on ``features`` as an MLflow run, export, register the version
-    (alias ``challenger``) and gate it; nothing new when this config and data already have a version.
-    The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
-    from aptrank.pipeline.gate import run_gate
+    """The job after its ETL: train on ``features`` as an MLflow run, export, build the scorer model
+    and evaluate it as served, register the version and gate it (:mod:`aptrank.pipeline.promotion`);
+    when this config and data already have a version, finish the promotion steps a crash left undone
+    instead of training again. The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
+    from aptrank.data.etl.staged import GateFailedOutputError, require_passed
     from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
+    from aptrank.pipeline.promotion import GateSettings, abandon_orphans, finish, register_and_gate
     from aptrank.pipeline.provenance import fingerprint
-    from aptrank.pipeline.registry import find_version, read_aucs, register_version, registered_model_name, version_key
+    from aptrank.pipeline.registry import find_version, read_aucs, registered_model_name, version_key
     from aptrank.pipeline.scorer_model import build_scorer_model, follow_up_commands
     from aptrank.pipeline.served_evaluation import gap_line, served_tags
-    from aptrank.pipeline.tracking import TrackedRun
+    from aptrank.pipeline.tracking import TAG_SCHEDULED, TrackedRun, fail_stale_runs
+    from aptrank.pipeline.trainer import NonFiniteLossError
     from aptrank.pipeline.training import run_training
 
     t0 = time.perf_counter()
+    try:
+        require_passed(features)
+    except GateFailedOutputError as e:
+        raise JobError(str(e), JobExit.BAD_INPUT) from e
     name = registered_model_name(cfg)
     key = version_key(cfg, fingerprint(features))
     uri = resolve_tracking_uri(cfg.tracking.uri, workdir)
-    client = connect(uri)
-    existing = find_version(client, name, key)
+    client = connect(uri, cfg.tracking.timeout_s)
+    gate = GateSettings.of(cfg.gate)
+    split = cfg.gate.split
     summary: dict[str, Any] = {
         "registered_model": name,
         "tracking_uri": uri,
         "champion_uri": f"models:/{name}@champion",
+        "follow_up": follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir),
     }
-    summary["follow_up"] = follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir)
+    lock_dir = str(workdir.resolve())
+    stale = fail_stale_runs(client, cfg.tracking.experiment, cfg.name, lock_dir)
+    if stale:
+        log(f"[run] closed {len(stale)} run(s) a killed job left RUNNING as FAILED: {stale}")
+        summary["failed_stale_runs"] = stale
+    orphans = abandon_orphans(client, name, key)
+    if orphans:
+        log(f"[run] abandoned version(s) {orphans} of '{name}': a crash stopped them before the gate")
+        summary["abandoned_versions"] = orphans
+    rescore = champion_rescorer(name, uri, features, log)
+    existing = find_version(client, name, key)
     if existing is not None:
-        log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; nothing to do")
-        tags = existing.tags
+        promotion = finish(client, name, existing.version, gate, rescore)
+        done = f"finished step(s) {list(promotion.resumed)}" if promotion.resumed else "nothing to do"
+        log(f"[run] inputs and config unchanged: version {existing.version} of '{name}' exists; {done}")
         return JobOutcome(
-            JobExit.OK,
+            JobExit.OK if promotion.decision.promoted else JobExit.GATE_REFUSED,
             {
                 **summary,
                 "run_id": existing.run_id,
                 "created": False,
+                "resumed_steps": list(promotion.resumed),
                 "model_uri": f"models:/{name}/{existing.version}",
-                "metrics": {f"served_{cfg.gate.split}_auc": read_aucs(existing)},
-                "gate": {
-                    k.split(".")[-1]: v for k, v in tags.items() if k.startswith("aptrank.gate.") and "auc" not in k
-                },
+                "metrics": {f"served_{split}_auc": read_aucs(existing)},
+                "gate": gate_summary(promotion.decision),
             },
         )
-    window = fingerprint(features, (cfg.gate.split,))
+    window = fingerprint(features, (split,))
     run_dir = workdir / "runs" / key[:16]
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a half-finished earlier attempt of this exact job
-    with TrackedRun(cfg, workdir, features_dir=features, data_window=window) as tracked:
+    with TrackedRun(cfg, workdir, features_dir=features, data_window=window, tags={TAG_SCHEDULED: lock_dir}) as tracked:
         log(f"[run] train {cfg.arch} ({cfg.mtl.method}/{cfg.mtl.optimizer}) -> {run_dir}, MLflow run {tracked.run_id}")
-        result = run_training(cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()})
+        try:
+            result = run_training(
+                cfg, features, run_dir, progress=False, trainer_kwargs={"callbacks": tracked.callbacks()}
+            )
+        except NonFiniteLossError as e:
+            raise JobError(f"training diverged: {e}", JobExit.FAILURE) from e
         log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
         onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
         tracked.log_result(result)
-        log(f"[run] evaluate as served: {cfg.gate.split} split through the scorer model, snapshot at its start")
-        scorer, served = build_scorer_model(cfg, features, onnx_path, run_dir, cfg.gate.split)
-        tracked.log_served(served, cfg.gate.split, result.evaluation)
-        gap = gap_line(result.evaluation, served, cfg.gate.split)
-        log(f"[run] {cfg.gate.split} AUC point-in-time -> served: {gap}")
+        log(f"[run] evaluate as served: {split} split through the scorer model, snapshot at its start")
+        scorer, served = build_scorer_model(cfg, features, onnx_path, run_dir, split)
+        tracked.log_served(served, split, result.evaluation)
+        log(f"[run] {split} AUC point-in-time -> served: {gap_line(result.evaluation, served, split)}")
         log(f"[run] register '{name}' (alias challenger) and gate on the served figure")
-        reg = register_version(
+        # the floors' reference: the popularity baseline on the same split (gate.floor_margin)
+        served_block = {**served, "popularity": result.evaluation[split]["popularity"]}
+        promotion = register_and_gate(
             tracked.client,
             name,
             tracked.run_id,
             scorer,
             key=key,
-            evaluation={cfg.gate.split: served},
+            evaluation={split: served_block},
             window=window,
-            split=cfg.gate.split,
-            tags=served_tags(result.evaluation, served, cfg.gate.split),
+            split=split,
+            gate=gate,
+            rescore=rescore,
+            tags=served_tags(result.evaluation, served, split),
         )
-        decision = run_gate(tracked.client, name, reg.version.version, tolerance=cfg.gate.auc_tolerance)
+    decision = promotion.decision
     experiment_id = tracked.client.get_run(tracked.run_id).info.experiment_id
     summary["follow_up"] = follow_up_commands(uri, name, cfg.data.source, cfg.data.input, workdir, experiment_id)
     test, popularity = result.evaluation["test"]["tasks"], result.evaluation["test"]["popularity"]
     summary.update(
         {
             "run_id": tracked.run_id,
-            "created": reg.created,
-            "model_uri": f"models:/{name}/{reg.version.version}",
+            "created": True,
+            "model_uri": f"models:/{name}/{promotion.version}",
             "metrics": {
                 "test_auc": {t: m["auc"] for t, m in test.items()},
                 "test_gauc": {t: m["gauc"] for t, m in test.items()},
                 "popularity_test_auc": {t: m["auc"] for t, m in popularity.items()},
-                f"served_{cfg.gate.split}_auc": {t: m["auc"] for t, m in served["tasks"].items()},
+                f"served_{split}_auc": {t: m["auc"] for t, m in served["tasks"].items()},
                 "served_snapshot_cutoff": served["snapshot_cutoff"],
                 "best_epoch": result.best_epoch,
             },
-            "gate": {
-                "decision": "promoted" if decision.promoted else "refused",
-                "reason": decision.reason,
-                "champion_version": decision.champion_version,
-                "tolerance": decision.tolerance,
-            },
+            "gate": gate_summary(decision),
             "seconds": round(time.perf_counter() - t0, 1),
         }
     )

@@ -6,14 +6,18 @@ Order of a registration, so a failure never leaves a half-registered version beh
 1. the model is logged to the run: the job's scorer model (:class:`pipeline.scorer_model.ScorerModel`,
    a ``python_function`` model over raw candidate rows, anything with a ``log(client, run_id)``
    method); an ``.onnx`` file with ``mlflow.onnx.log_model`` (signature and input example read from
-   the graph's inputs); any other file as the run artifact ``model/``;
-2. the version is created with its evaluation tags (AUC per task, split, evaluation window) in one call;
-3. the alias ``challenger`` is set;
-4. last, the idempotency tag ``aptrank.input_key`` (:func:`version_key`) is set, so
-   :func:`find_version` only ever finds complete versions.
+   the graph's inputs; refused when a weight is NaN/Inf); any other file as the run artifact ``model/``;
+2. the version is created in one call with its evaluation tags (AUC per task and of the popularity
+   baseline, split, evaluation window), the idempotency tag ``aptrank.input_key`` (:func:`version_key`)
+   the model's content digest ``aptrank.model_sha256`` (:func:`digest_tags`; scorers verify it) and
+   the step tags ``aptrank.step.logged`` and ``aptrank.step.created``;
+3. the alias ``challenger`` is set, then the step tag ``aptrank.step.challenger`` (the promotion
+   does this step itself, so a crash test can stop between steps 2 and 3).
 
-A failure in steps 2-4 deletes what was created (the version, and the registered model when this
-call created it); the error says what was undone, or what could not be.
+The step tags make a version's progress durable: :mod:`aptrank.pipeline.promotion` finishes the steps
+a killed job left undone (issue #20), so :func:`find_version` finds versions in any state. A failure
+raised in steps 2-3 deletes what was created (the version, and the registered model when this call
+created it); the error says what was undone, or what could not be.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ TAG_EVAL_FEATURES = "aptrank.eval_features"
 """What the AUC tags were measured with (``served``: the scorer model with the snapshot serving had,
 :mod:`pipeline.served_evaluation`; absent: the trainer's point-in-time features); the gate compares
 only versions measured the same way."""
+TAG_POPULARITY_AUC = "aptrank.popularity_auc."  # + task name: the floor's default reference
+TAG_STEP = "aptrank.step."  # + step name (pipeline.promotion.STEPS) -> "done"
+DONE = "done"
 ONNX_PROVIDERS = ["CPUExecutionProvider"]  # serving scores on CPU onnxruntime (DESIGN.md, serving/)
 EXAMPLE_BATCH = 2
 
@@ -94,14 +101,16 @@ def _name_filter(name: str) -> str:
 
 
 def find_version(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
-    """The complete version of ``name`` registered with ``key`` (newest if several), or None."""
+    """The version of ``name`` registered with ``key`` (newest if several), or None; its step tags
+    say how far its promotion got (:mod:`aptrank.pipeline.promotion`)."""
     with mlflow_errors(client.tracking_uri, f"search versions of '{name}'"):
         found = client.search_model_versions(f"{_name_filter(name)} and tags.`{TAG_KEY}` = {_quote(key)}")
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
 def eval_tags(evaluation: Mapping[str, Any], split: str, window: str) -> dict[str, str]:
-    """Version tags the gate reads: per-task AUC on ``split``, their mean, the split and window."""
+    """Version tags the gate reads: per-task AUC on ``split`` (and the popularity baseline's, when
+    evaluated), their mean, the split and window."""
     block = evaluation.get(split)
     if not isinstance(block, Mapping) or not isinstance(block.get("tasks"), Mapping) or not block["tasks"]:
         known = sorted(k for k, v in evaluation.items() if isinstance(v, Mapping) and "tasks" in v)
@@ -109,12 +118,16 @@ def eval_tags(evaluation: Mapping[str, Any], split: str, window: str) -> dict[st
     aucs = {task: float(m["auc"]) for task, m in block["tasks"].items()}
     tags = {TAG_SPLIT: split, TAG_WINDOW: window, TAG_MEAN_AUC: repr(float(np.mean(list(aucs.values()))))}
     tags.update({TAG_AUC + task: repr(v) for task, v in aucs.items()})
+    popularity = block.get("popularity")
+    if isinstance(popularity, Mapping):
+        tags.update({TAG_POPULARITY_AUC + task: repr(float(m["auc"])) for task, m in popularity.items()})
     return tags
 
 
-def read_aucs(version: ModelVersion) -> dict[str, float]:
-    """task -> AUC from the version's tags (NaN stays NaN)."""
-    return {k.removeprefix(TAG_AUC): float(v) for k, v in version.tags.items() if k.startswith(TAG_AUC)}
+def read_aucs(version: ModelVersion, prefix: str = TAG_AUC) -> dict[str, float]:
+    """task -> AUC from the version's tags (NaN stays NaN); ``prefix`` :data:`TAG_POPULARITY_AUC`
+    reads the popularity baseline's."""
+    return {k.removeprefix(prefix): float(v) for k, v in version.tags.items() if k.startswith(prefix)}
 
 
 def _onnx_example(path: Path) -> tuple[Any, dict[str, np.ndarray], Any]:
@@ -144,6 +157,14 @@ def log_model_file(client: MlflowClient, run_id: str, model_path: str | Path) ->
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file to register does not exist")
+    if path.suffix == ".onnx":
+        from aptrank.serving.errors import ModelLoadError
+        from aptrank.serving.model_integrity import check_finite
+
+        try:
+            check_finite(path)
+        except ModelLoadError as e:
+            raise RegistryError(f"registering run {run_id}: {e}") from e
     uri = client.tracking_uri
     check_reachable(uri)
     with mlflow_errors(uri, f"log model {path} to run {run_id}"):
@@ -192,6 +213,23 @@ def log_logged_model(client: MlflowClient, run_id: str, log: Callable[[str], Any
         return info.model_uri, info.model_id
 
 
+def digest_tags(client: MlflowClient, source: str) -> dict[str, str]:
+    """``{aptrank.model_sha256: digest}`` of the logged ONNX model at ``source`` as the registry
+    stores it (read back, so the digest is of what scorers will download), or {} for other files."""
+    import tempfile
+
+    from aptrank.serving.model_integrity import TAG_SHA256, content_digest
+
+    uri = client.tracking_uri
+    with tempfile.TemporaryDirectory(prefix="aptrank-digest-") as tmp, mlflow_errors(uri, f"read back {source}"):
+        with fluent_uri(uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+        if len(found) != 1 or found[0].suffix != ".onnx":
+            return {}
+        return {TAG_SHA256: content_digest(found[0])}
+
+
 def download_model(client: MlflowClient, name: str, ref: str, dst: str | Path) -> Path:
     """Download the files of version ``ref`` (an alias such as ``champion``, or a version number)
     of ``name`` into ``dst``; return the local folder (an MLflow model folder for ONNX versions:
@@ -215,8 +253,8 @@ def _undo(client: MlflowClient, name: str, version: ModelVersion | None, created
     except Exception as e:
         left = f"version {version.version}" if version is not None else f"registered model '{name}'"
         return (
-            f"{left} could not be removed ({e}); it has no {TAG_KEY} tag, so reruns ignore it: "
-            "delete it when the server is back"
+            f"{left} could not be removed ({e}); a rerun of the job finishes its promotion steps "
+            "(aptrank.pipeline.promotion), or delete it when the server is back"
         )
     return "nothing was left registered"
 
@@ -230,9 +268,9 @@ def create_version(
     key: str,
     tags: Mapping[str, str],
     model_id: str | None = None,
-    alias: str = CHALLENGER,
+    alias: str | None = CHALLENGER,
 ) -> ModelVersion:
-    """Steps 2-4 of the module docstring; on failure undo them and raise :class:`RegistryError`."""
+    """Steps 2-3 of the module docstring; on failure undo them and raise :class:`RegistryError`."""
     uri = client.tracking_uri
     check_reachable(uri)
     created_model = False
@@ -244,15 +282,28 @@ def create_version(
             if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
     version: ModelVersion | None = None
+    steps = {TAG_STEP + "logged": DONE, TAG_STEP + "created": DONE}
     try:
         with fluent_uri(uri):  # a SQL registry store resolves ``models:/<id>`` through the process-wide URI
-            version = client.create_model_version(name, source, run_id=run_id, tags=dict(tags), model_id=model_id)
-        client.set_registered_model_alias(name, alias, version.version)
-        client.set_model_version_tag(name, version.version, TAG_KEY, key)
+            version = client.create_model_version(
+                name, source, run_id=run_id, tags={**tags, TAG_KEY: key, **steps}, model_id=model_id
+            )
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, version.version)
+            client.set_model_version_tag(name, version.version, TAG_STEP + alias, DONE)
     except (MlflowException, OSError) as e:
         outcome = _undo(client, name, version, created_model)
         raise RegistryError(f"MLflow {uri}: registering run {run_id} as '{name}' failed: {e}; {outcome}") from e
     return client.get_model_version(name, version.version)
+
+
+def log_model(client: MlflowClient, run_id: str, model: str | Path | LoggableModel) -> tuple[str, str | None]:
+    """Step 1: log ``model`` to the run, a file (:func:`log_model_file`) or an object that logs
+    itself (the job's scorer model); returns (the version's source URI, the logged model id)."""
+    if isinstance(model, str | Path):
+        return log_model_file(client, run_id, model)
+    check_reachable(client.tracking_uri)
+    return model.log(client, run_id)
 
 
 def register_version(
@@ -275,10 +326,7 @@ def register_version(
     if existing is not None:
         return Registration(existing, created=False)
     version_tags = {**eval_tags(evaluation, split, window), **(tags or {})}
-    if isinstance(model_path, str | Path):
-        source, model_id = log_model_file(client, run_id, model_path)
-    else:
-        check_reachable(client.tracking_uri)
-        source, model_id = model_path.log(client, run_id)
+    source, model_id = log_model(client, run_id, model_path)
+    version_tags.update(digest_tags(client, source))
     version = create_version(client, name, run_id, source, key=key, tags=version_tags, model_id=model_id, alias=alias)
     return Registration(version, created=True)

@@ -31,8 +31,6 @@ class TrainedRun:
 
 
 def _local_run(run_dir: Path) -> TrainedRun:
-    import torch
-
     from aptrank.pipeline import checkpoint
 
     last, best = checkpoint.last_path(run_dir), checkpoint.best_path(run_dir)
@@ -40,7 +38,7 @@ def _local_run(run_dir: Path) -> TrainedRun:
         if not f.is_file():
             raise RunError(f"{f}: missing; a trained run folder holds {checkpoint.LAST} and {checkpoint.BEST}")
     state = checkpoint.load(last)
-    weights = torch.load(best, map_location="cpu", weights_only=True)
+    weights = checkpoint.load(best)
     features = state["config"].get("data", {}).get("features")
     return TrainedRun(
         state["config"], weights, state.get("spec_hash"), Path(features) if features else None, str(run_dir)
@@ -49,11 +47,11 @@ def _local_run(run_dir: Path) -> TrainedRun:
 
 def _mlflow_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun:
     import mlflow
-    import torch
     import yaml
     from mlflow.exceptions import MlflowException
 
     from aptrank.data.spec import FeatureSpec
+    from aptrank.pipeline import checkpoint
     from aptrank.serving.model_source import FEATURES_ARTIFACT
 
     def fetch(path: str) -> Path:
@@ -65,7 +63,7 @@ def _mlflow_run(run_id: str, tracking_uri: str | None, dest: Path) -> TrainedRun
 
     try:
         config = yaml.safe_load(fetch("config.yaml").read_text())
-        weights = torch.load(fetch("checkpoint/best_model.pt"), map_location="cpu", weights_only=True)
+        weights = checkpoint.load(fetch("checkpoint/best_model.pt"))
         spec_hash = FeatureSpec.read(fetch("feature_spec.json")).hash
     except (MlflowException, OSError) as e:
         raise RunError(f"MLflow run {run_id} (tracking {tracking_uri or 'default'}): {e}") from e

@@ -248,7 +248,7 @@ class Trainer:
     def finish(self, seconds: float) -> TrainResult:
         """Rank 0: reload the best epoch's weights, evaluate valid and test, write ``evaluation.json``."""
         model = self.replica if self.replica is not None else self.model
-        model.load_state_dict(torch.load(checkpoint.best_path(self.run_dir), weights_only=True))
+        model.load_state_dict(checkpoint.load(checkpoint.best_path(self.run_dir)))
         evaluation = {
             "seed": self.cfg.seed,
             "arch": self.cfg.arch,

@@ -136,12 +136,14 @@ def score_chunks(
     total_rows: int | None = None,
     progress: bool = False,
     workers: int = 1,
+    schema: pl.Schema | None = None,
 ) -> BatchReport:
     """Score every chunk with ``scorer``; write scored rows to ``output`` and rejects to ``rejects``.
 
     ``workers`` > 1 scores that many chunks at a time in threads while this thread reads the next
     chunk and writes finished ones in input order (at most ``workers + 1`` chunks in memory); the
-    output is the same file as with ``workers=1``."""
+    output is the same file as with ``workers=1``. With no chunk at all (an empty input) both files
+    are written with zero rows, in the columns of ``schema`` (the input's) plus the scoring's."""
     if workers < 1:
         raise ValueError(f"score: workers must be >= 1, got {workers}")
     out_sink, rej_sink = ParquetSink(Path(output)), ParquetSink(Path(rejects))
@@ -180,10 +182,11 @@ def score_chunks(
                 write(pending.popleft().result())
         while pending:
             write(pending.popleft().result())
-        template = first if first is not None else pl.DataFrame()
+        template = first if first is not None else pl.DataFrame(schema=schema)
         prob_cols = [pl.lit(None, dtype=pl.Float32).alias(c) for c in added[:-1]]
-        out_sink.commit(template.with_columns(*prob_cols, pl.lit(None, dtype=pl.Float64).alias(added[-1])))
-        rej_sink.commit(template.with_columns(pl.lit(None, dtype=pl.String).alias(REASON)))
+        score_col = pl.lit(None, dtype=pl.Float64).alias(added[-1])
+        out_sink.commit(template.with_columns(*prob_cols, score_col).head(0))  # a literal on no columns is 1 row
+        rej_sink.commit(template.with_columns(pl.lit(None, dtype=pl.String).alias(REASON)).head(0))
     except BaseException:
         for future in pending:
             future.cancel()

@@ -6,7 +6,8 @@
 * ``canonical``: Parquet or CSV already in canonical column names (``user_id``, ``item_id``, ``ts``,
   context columns; labels optional): a file, a folder of files (any depth), or the canonical
   adapter's layout (``events/`` or ``events.parquet``). Files are scanned with the adapters' own
-  :func:`data.adapters.base.scan`.
+  :func:`data.adapters.base.scan`; a CSV's ``ts`` (ISO-8601 text or epoch ms) is parsed to the
+  canonical timestamp (:func:`with_canonical_ts`).
 
 Rows are streamed with Polars' streaming engine (``LazyFrame.collect_batches``) so memory follows the
 chunk size, not the input size. A row that cannot be scored gets the first failing reason of
@@ -48,13 +49,26 @@ def _canonical_files(path: Path) -> list[Path]:
     raise SourceError(f"{path}: no candidate files (looked for events/**/*.parquet, events.parquet, *.parquet, *.csv)")
 
 
+def with_canonical_ts(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """``ts`` as the canonical ``Datetime(ms, UTC)``: CSV gives ISO-8601 strings (read as UTC when
+    they carry no offset) or epoch milliseconds; an unparseable value becomes null, so its row is
+    rejected as ``missing_ts`` instead of failing the run."""
+    dtype = frame.collect_schema().get("ts")
+    if dtype == pl.String:
+        parsed = pl.col("ts").str.to_datetime(time_unit="ms", time_zone="UTC", strict=False)
+        return frame.with_columns(parsed.alias("ts"))
+    if dtype is not None and dtype.is_integer():
+        return frame.with_columns(pl.from_epoch(pl.col("ts"), time_unit="ms").dt.replace_time_zone("UTC"))
+    return frame
+
+
 def scan_candidates(source: str, path: str | Path) -> pl.LazyFrame:
     """Lazy candidate rows of ``source`` at ``path`` in canonical column names."""
     p = Path(path)
     if source == "kuairand":
         return load_source(source, p).events
     if source == "canonical":
-        return scan(_canonical_files(p))
+        return with_canonical_ts(scan(_canonical_files(p)))
     raise SourceError(f"--source '{source}': unknown; known: {', '.join(SOURCES)}")
 
 

@@ -7,6 +7,9 @@
   URI (``get_model_version_download_uri``), so a swap never mixes two versions.
   When the version's run logged the ETL output under the artifact folder ``features/``
   (:data:`FEATURES_ARTIFACT`), it is downloaded too and scorers use it as their feature snapshot.
+  The download is checked against the version's ``aptrank.model_sha256`` tag and refused on a
+  mismatch (:mod:`aptrank.serving.model_integrity`, issue #20); ``load_onnx`` then checks a local
+  file's ``.sha256`` sidecar and refuses NaN/Inf weights.
 
 A scorer model (:mod:`serving.pyfunc_model`: ``artifacts/model.onnx``, ``artifacts/features/``,
 ``artifacts/fusion.json``), registered or a local folder, brings its own snapshot and fusion weights:
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from aptrank.data.digests import file_digest
 from aptrank.serving.errors import ModelLoadError, TrackingUnreachableError
+from aptrank.serving.model_integrity import TAG_SHA256, verify_digest
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient
@@ -105,6 +109,11 @@ class ModelSource:
 
     def _registry_version(self) -> tuple[str, str, str | None]:
         """(name, version, run id) the URI points at now."""
+        mv = self._model_version()
+        return mv.name, str(mv.version), mv.run_id or None
+
+    def _model_version(self):
+        """The registry version the URI points at now."""
         from mlflow.exceptions import MlflowException
 
         name, alias, version = self._registry_parts()
@@ -118,7 +127,7 @@ class ModelSource:
                     f"model URI '{self.uri}': tracking server {tracking} is unreachable ({type(_root(e)).__name__})"
                 ) from e
             raise ModelLoadError(f"model URI '{self.uri}' (tracking {tracking}): {str(e).splitlines()[0]}") from e
-        return name, str(mv.version), mv.run_id or None
+        return mv
 
     def poll_key(self) -> str:
         """A cheap key that changes when the model behind the URI changes (no download)."""
@@ -139,7 +148,8 @@ class ModelSource:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        name, version, run_id = self._registry_version()
+        mv = self._model_version()
+        name, version, run_id = mv.name, str(mv.version), mv.run_id or None
         tracking = self._tracking()
         dest.mkdir(parents=True, exist_ok=True)
         try:
@@ -165,6 +175,8 @@ class ModelSource:
                 f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
                 f"artifacts, found {[str(f) for f in onnx_files]}"
             )
+        if TAG_SHA256 in mv.tags:
+            verify_digest(onnx_files[0], mv.tags[TAG_SHA256], f"'{name}' version {version} tag {TAG_SHA256}")
         return FetchedModel(onnx_files[0], f"{name}/{version}", run_id, features)
 
     def _download_features(self, run_id: str, dest: Path) -> Path | None:

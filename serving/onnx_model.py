@@ -32,6 +32,7 @@ from aptrank.data.spec import (
     SpecError,
 )
 from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.model_integrity import check_finite, verify_digest, verify_sidecar
 
 PROVIDERS = ["CPUExecutionProvider"]
 PREDICT_ROWS = 128
@@ -79,12 +80,28 @@ class OnnxModel:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def load_onnx(path: str | Path, *, threads: int = 1, version: str | None = None) -> OnnxModel:
-    """Open ``path`` and check it is an aptrank ranker: metadata present, the embedded FeatureSpec
-    matches its hash, the task list is the spec's, and the inputs/output have the contract's names."""
+def load_onnx(
+    path: str | Path,
+    *,
+    threads: int = 1,
+    version: str | None = None,
+    expected_sha256: str | None = None,
+    allow_non_finite: bool = False,
+) -> OnnxModel:
+    """Open ``path`` and check it is an aptrank ranker: its content digest matches ``expected_sha256``
+    (else its ``.sha256`` sidecar, when present), no weight is NaN/Inf (``allow_non_finite``: only the
+    export's parity reload, which reports non-finite outputs itself), metadata present, the embedded
+    FeatureSpec matches its hash, the task list is the spec's, and the inputs/output have the
+    contract's names (:mod:`aptrank.serving.model_integrity`)."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"{p}: ONNX model file not found")
+    if expected_sha256 is not None:
+        verify_digest(p, expected_sha256, "the model registry")
+    else:
+        verify_sidecar(p)
+    if not allow_non_finite:
+        check_finite(p)
     try:
         session = ort.InferenceSession(str(p), sess_options=session_options(threads), providers=PROVIDERS)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs

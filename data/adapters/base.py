@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -72,9 +73,43 @@ def find_one(directory: Path, patterns: Sequence[str], what: str, required: bool
     return []
 
 
+def verify_parquet(paths: Sequence[Path]) -> None:
+    """Read every page of every file once with pyarrow, verifying page CRC-32 checksums where the
+    writer stored them (Parquet format spec, ``PageHeader.crc``), and check the files share one
+    schema; raise :class:`SourceError` naming the file for a truncated, empty, corrupt or
+    non-Parquet file (issue #20: Polars would otherwise fail later naming no file, or read a
+    corrupted page silently)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first: tuple[Path, pa.Schema] | None = None
+    for path in paths:
+        try:
+            reader = pq.ParquetFile(path, page_checksum_verification=True)
+            for group in range(reader.num_row_groups):
+                reader.read_row_group(group)
+        except (pa.ArrowException, OSError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SourceError(f"{path}: unreadable Parquet file ({reason})") from e
+        schema = reader.schema_arrow.remove_metadata()
+        if first is None:
+            first = (path, schema)
+        elif not schema.equals(first[1]):
+            raise SourceError(
+                f"{path}: schema differs from {first[0]} (files of one table need one schema): "
+                f"{_columns(schema)} vs {_columns(first[1])}"
+            )
+
+
+def _columns(schema: Any) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
 def scan(paths: Sequence[Path]) -> pl.LazyFrame:
-    """Lazily scan Parquet or CSV files (one format per call), concatenated in path order."""
+    """Lazily scan Parquet (after :func:`verify_parquet`) or CSV files (one format per call),
+    concatenated in path order."""
     if all(p.suffix == ".parquet" for p in paths):
+        verify_parquet(paths)
         return pl.scan_parquet([str(p) for p in paths], hive_partitioning=False)
     if all(p.suffix == ".csv" for p in paths):
         return pl.concat([pl.scan_csv(p, infer_schema_length=None) for p in paths], how="vertical")

@@ -77,6 +77,10 @@ class ValidationConfig(EtlSection):
     """Fail (exit 2) when validity rejects (every reason but duplicates) exceed this share of input."""
     max_duplicate_rate: float = 0.05
     """Fail (exit 2) when duplicate impressions exceed this share of input."""
+    plausible_after: DateText = "2000-01-01"
+    """Reject events before this date/datetime (config time zone) as ``implausible_ts``."""
+    max_future_skew_hours: float = 24.0
+    """Reject events later than the run's clock plus this many hours as ``implausible_ts``."""
 
 
 class SplitConfig(EtlSection):
@@ -200,6 +204,7 @@ def _check(cfg: EtlConfig, source: str) -> None:
         "time_range.end": cfg.time_range.end,
         "splits.valid_start": cfg.splits.valid_start,
         "splits.test_start": cfg.splits.test_start,
+        "validation.plausible_after": cfg.validation.plausible_after,
     }
     for key, value in times.items():
         if value is not None:
@@ -229,6 +234,8 @@ def _check(cfg: EtlConfig, source: str) -> None:
     for key in ("max_reject_rate", "max_duplicate_rate"):
         if not 0 <= getattr(v, key) <= 1:
             fail(f"validation.{key}", "must be in [0, 1]")
+    if not 0 <= v.max_future_skew_hours < float("inf"):
+        fail("validation.max_future_skew_hours", "must be a finite number of hours >= 0")
     _check_features(cfg.features, names, fail)
     o = cfg.output
     if min(o.row_group_size, o.chunk_rows, o.rows_per_file) < 1:

@@ -6,6 +6,10 @@ Rules, in this fixed order (the order decides the reason of a row that breaks se
 2. ``malformed_key``        an integer id is negative, or a string id is empty/blank;
 3. ``null_ts``              ts is null;
 4. ``ts_out_of_range``      ts outside the configured ``[time_range.start, time_range.end)``;
+4b. ``implausible_ts``      ts before ``validation.plausible_after`` (default 2000-01-01) or later
+                            than the run's clock plus ``validation.max_future_skew_hours`` (default
+                            24): a clock or encoding error, never a real impression (issue #20; a
+                            row from 2200 would otherwise move the snapshot cutoff to 2200);
 5. ``label_not_binary``     click, like or a binary_column task's column is not 0/1 (null included);
 6. ``negative_watch``       watch_ms < 0 (null watch time is allowed: it gives finish = 0);
 7. ``unknown_item``         the item has no row in the items table (when ``require_item_metadata``);
@@ -20,6 +24,8 @@ duplicates have their own ``max_duplicate_rate`` gate.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 from aptrank.data.etl.config import EtlConfig, EtlConfigError
@@ -29,6 +35,7 @@ REASONS: tuple[str, ...] = (
     "malformed_key",
     "null_ts",
     "ts_out_of_range",
+    "implausible_ts",
     "label_not_binary",
     "negative_watch",
     "unknown_item",
@@ -51,9 +58,14 @@ def binary_columns(cfg: EtlConfig) -> list[str]:
 
 
 def check_events(
-    events: pl.LazyFrame, items: pl.LazyFrame | None, cfg: EtlConfig, events_file: str = "events"
+    events: pl.LazyFrame,
+    items: pl.LazyFrame | None,
+    cfg: EtlConfig,
+    events_file: str = "events",
+    now: dt.datetime | None = None,
 ) -> pl.LazyFrame:
-    """``events`` with ``_row`` (input position) and ``reason`` (null = accepted) appended."""
+    """``events`` with ``_row`` (input position) and ``reason`` (null = accepted) appended;
+    ``now`` (default: the clock) is the run's time for the plausible-time rule."""
     schema = events.collect_schema()
     for col in binary_columns(cfg):
         if col not in schema:
@@ -69,6 +81,7 @@ def check_events(
     out_of_range = _out_of_range(cfg)
     if out_of_range is not None:
         rules.append(("ts_out_of_range", out_of_range))
+    rules.append(("implausible_ts", _implausible(cfg, now or dt.datetime.now(dt.UTC))))
     not_binary = pl.any_horizontal([~pl.col(c).is_in([0, 1]).fill_null(False) for c in binary_columns(cfg)])
     rules += [("label_not_binary", not_binary), ("negative_watch", pl.col("watch_ms") < 0)]
     if items is not None and items.collect_schema()["item_id"] != schema["item_id"]:
@@ -103,6 +116,14 @@ def _malformed(col: str, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.String:
         return pl.col(col).str.strip_chars() == ""
     return pl.col(col) < 0
+
+
+def _implausible(cfg: EtlConfig, now: dt.datetime) -> pl.Expr:
+    v = cfg.validation
+    earliest = cfg.local_time(v.plausible_after)
+    latest = now + dt.timedelta(hours=v.max_future_skew_hours)
+    ts = pl.col("ts")
+    return (ts < pl.lit(earliest).dt.cast_time_unit("ms")) | (ts > pl.lit(latest).dt.cast_time_unit("ms"))
 
 
 def _out_of_range(cfg: EtlConfig) -> pl.Expr | None:

@@ -5,7 +5,10 @@ dynamic batch axis, FeatureSpec and task list in the metadata) to a temporary fi
 reloaded with onnxruntime exactly as the scorers load it (:func:`aptrank.serving.onnx_model.load_onnx`),
 compared with the PyTorch model (:mod:`aptrank.models.export.parity`), and only then renamed onto
 ``out`` (``os.replace`` is atomic on one file system). A failed gate leaves ``out`` as it was and
-raises :class:`ParityError`.
+raises :class:`ParityError`; so does a graph with NaN/Inf weights even when its outputs on the
+parity rows are finite (issue #20). The content digest is written beside ``out`` as
+``<out>.sha256`` (:mod:`aptrank.serving.model_integrity`) before the rename, so a crash between the
+two leaves a model its scorers refuse rather than one they trust unchecked.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.export.fold import FOLD_MAX_ROWS
 from aptrank.models.export.graph import export_onnx
-from aptrank.models.export.parity import PARITY_TOLERANCE, ParityReport, check_parity
+from aptrank.models.export.parity import PARITY_TOLERANCE, ParityError, ParityReport, check_parity
+from aptrank.serving.errors import ModelLoadError
+from aptrank.serving.model_integrity import check_finite, content_digest, write_sidecar
 from aptrank.serving.onnx_model import load_onnx
 
 
@@ -51,7 +56,12 @@ def export_checked(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
         export_onnx(model, tmp, spec, FOLD_MAX_ROWS if fold_rows is None else fold_rows)
-        report = check_parity(model, load_onnx(tmp), rows, tolerance)
+        report = check_parity(model, load_onnx(tmp, allow_non_finite=True), rows, tolerance)
+        try:
+            check_finite(tmp)
+        except ModelLoadError as e:
+            raise ParityError(f"export refused: {e}") from e
+        write_sidecar(out, content_digest(tmp))
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -20,6 +20,7 @@ from aptrank.data.etl.config import EtlConfig, EtlConfigError, load_config
 from aptrank.data.etl.daily import StateError, run_days
 from aptrank.data.etl.engines import ENGINES
 from aptrank.data.etl.run import run_etl, with_gates
+from aptrank.data.etl.staged import run_staged
 from aptrank.data.schema import SchemaError
 from aptrank.data.spec import SpecError
 
@@ -85,7 +86,7 @@ def etl_command(
         gates = {"max_reject_rate": max_reject_rate, "max_duplicate_rate": max_duplicate_rate}
         cfg = cfg.model_copy(update={"engine": engine or cfg.engine})
         if days is None:
-            result = run_etl(source, input, out, cfg, **gates, progress=say)
+            result = run_staged(lambda stage: run_etl(source, input, stage, cfg, **gates, progress=say), out)
         else:
             cfg = with_gates(cfg, **gates)
             quiet_say = say or (lambda _msg: None)
@@ -115,7 +116,7 @@ def etl_command(
     )
     if not result.passed:
         for failure in s["gates"]["failures"]:
-            typer.echo(f"error: {failure}; outputs kept in {out} for inspection", err=True)
+            typer.echo(f"error: {failure}; outputs kept in {out} for inspection, marked GATE_FAILED", err=True)
         raise typer.Exit(GATE_EXIT_CODE)
 
 

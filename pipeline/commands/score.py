@@ -70,6 +70,7 @@ def score_command(
                 total_rows=count_rows(frame),
                 progress=progress,
                 workers=workers or len(os.sched_getaffinity(0)),
+                schema=frame.collect_schema(),
             )
     except (ServingError, SourceError, SchemaError, SpecError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -99,18 +99,21 @@ def register(app: typer.Typer) -> None:
                     workdir if track else None,
                 )
             )
+        from aptrank.data.etl.staged import GateFailedOutputError, require_passed
+        from aptrank.pipeline.checkpoint import CheckpointError
         from aptrank.pipeline.trainer import NonFiniteLossError
         from aptrank.pipeline.training import tracked_training
 
         out = run_dir or Path("work") / "train" / cfg.name
         try:
+            require_passed(features)
             result, mlflow_run = tracked_training(
                 cfg, features, out, workdir if track else None, resume=resume, baselines=baselines, progress=progress
             )
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
-        except FileNotFoundError as e:
+        except (FileNotFoundError, CheckpointError, GateFailedOutputError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
         if int(os.environ.get("RANK", "0")) != 0:

@@ -44,6 +44,7 @@ EXPECTED = {
     "malformed_key": [3, 4, 23],
     "null_ts": [5],
     "ts_out_of_range": [6, 7],
+    "implausible_ts": [],  # the time range rejects first; the plausible-time rule: test_trusted_inputs.py
     "label_not_binary": [8, 9, 10, 17, 22],
     "negative_watch": [11],
     "unknown_item": [12],

@@ -29,6 +29,7 @@ BASE = [
     "train.batch_size=1024",
     "train.threads=2",
     "gate.auc_tolerance=0.002",
+    "gate.floor_margin=-1",  # these few-step models compare with each other; floors: test_promotion.py
 ]
 WEAK = [*BASE, "train.max_steps_per_epoch=4"]
 WORSE = [*BASE, "train.max_steps_per_epoch=1", "mtl.lr=0.00001", "mtl.embedding_lr=0.00001"]
