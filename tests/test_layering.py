@@ -1,7 +1,8 @@
 """The rooms' may-import rules (docs/DESIGN.md, "Layout"), checked on the source tree with ``ast``:
 only the CLI imports ``aptrank.pipeline.commands`` (no command imports another, no library module a
 command); ``apt`` and ``data`` import no other room; ``models`` imports ``data`` (and its export,
-``serving.onnx_model``, to reload the graph as the scorers do); ``serving`` imports neither torch
+``serving.onnx_model``, ``serving.model_integrity`` and ``serving.errors``, to reload, check and
+stamp the graph as the scorers do); ``serving`` imports neither torch
 nor ``models`` nor ``pipeline``."""
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "models": ("aptrank.apt", "aptrank.pipeline", "aptrank.serving"),
     "serving": ("aptrank.apt", "aptrank.models", "aptrank.pipeline", "torch"),
 }
-# the one allowed crossing: the export reloads its graph exactly as the scorers do
-ALLOWED: dict[str, tuple[str, ...]] = {"models/export/": ("aptrank.serving.onnx_model",)}
+# the one allowed crossing: the export reloads its graph exactly as the scorers do, and checks and
+# stamps it (finite weights, SHA-256 sidecar) with the scorers' own integrity code
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "models/export/": ("aptrank.serving.onnx_model", "aptrank.serving.model_integrity", "aptrank.serving.errors")
+}
 
 
 def python_files() -> Iterator[Path]:
