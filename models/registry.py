@@ -58,7 +58,8 @@ def model_config(arch: str, sizes: Mapping[str, Any] | ModelConfig | None = None
         if not isinstance(sizes, section):
             raise ModelConfigError("model.arch", f"a {type(sizes).__name__} cannot build {arch!r}")
         return sizes
-    return section.parse({**own_sizes(arch, sizes or {}), "arch": arch}, prefix="model")
+    tagged = {"arch": arch} if "arch" in section.model_fields else {}  # an architecture without a section of its own
+    return section.parse({**own_sizes(arch, sizes or {}), **tagged}, prefix="model")
 
 
 def own_sizes(arch: str, sizes: Mapping[str, Any]) -> dict[str, Any]:
