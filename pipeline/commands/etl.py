@@ -1,9 +1,11 @@
 """``aptrank etl``: raw logs -> validated, labelled, point-in-time examples + FeatureSpec + snapshot.
 
-Exit codes: 0 ok; 1 bad input or config (the message names the file/column/key and the rule);
-2 a data-quality gate failed (``--max-reject-rate`` / ``--max-duplicate-rate``; all outputs are
-still written so the rejects can be inspected) or a daily run was refused (no state for the day
-before, a gap, or a state from another config/FeatureSpec: the message says how to backfill).
+Exit codes, as every command's: 0 ok; 2 bad input or config (the message names the
+file/column/key and the rule), a data-quality gate failed (``--max-reject-rate`` /
+``--max-duplicate-rate``; the outputs are swapped in marked ``GATE_FAILED``, so the rejects can be
+inspected and ``train`` refuses them) or a daily run was refused (no state for the day before, a
+gap, or a state from another config/FeatureSpec: the message says how to backfill); 1 any other
+failure.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aptrank.data.schema import SchemaError
 from aptrank.data.spec import SpecError
 
 GATE_EXIT_CODE = 2
+INPUT_EXIT_CODE = 2  # bad input or config, as for train, run, score and export
 
 
 def etl_command(
@@ -96,7 +99,7 @@ def etl_command(
         raise typer.Exit(GATE_EXIT_CODE) from None
     except (EtlConfigError, SourceError, SchemaError, SpecError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(INPUT_EXIT_CODE) from None
     s = result.summary
     typer.echo(
         json.dumps(

@@ -83,9 +83,9 @@ def test_bad_input_exits_1_naming_the_problem(app: typer.Typer, handmade: tuple[
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("features:\n  windowz: [1d]\n")
     result = _run(app, "--source", "canonical", "--input", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg))
-    assert result.exit_code == 1 and f"{cfg}: features.windowz: unknown key" in result.output
+    assert result.exit_code == 2 and f"{cfg}: features.windowz: unknown key" in result.output
     result = _run(app, "--source", "canonical", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
-    assert result.exit_code == 1 and "input path does not exist" in result.output
+    assert result.exit_code == 2 and "input path does not exist" in result.output
     result = _run(app, "--source", "csv", "--input", str(src), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "'csv' is not one of canonical, kuairand" in result.output
     out = str(tmp_path / "o")
