@@ -28,15 +28,15 @@ class VersionEvalError(ValueError):
 def raw_context(frame: pl.DataFrame, spec: object, features: Path, columns: list[str]) -> pl.DataFrame:
     """``frame`` with each context column mapped from its vocabulary index (as the ETL split stores
     it) back to the raw value; index 0 (out of vocabulary) becomes null."""
-    from aptrank.data.etl.encoding import load_vocab
+    from aptrank.data.encodings import Vocab
 
     by_name = {f.name: f for f in spec.categorical}  # type: ignore[attr-defined]
     out = []
     for column in columns:
         feature = by_name.get(column)
-        if feature is None or feature.encoding.get("kind") != "vocab":
+        if feature is None or not isinstance(feature.encoding, Vocab):
             raise VersionEvalError(f"{features}: context column '{column}' is not a vocabulary-encoded feature")
-        values = load_vocab(feature.encoding, features)
+        values = feature.encoding.load(features).lookup.values
         index = pl.Series(range(1, values.len() + 1), dtype=frame[column].dtype)
         out.append(pl.col(column).replace_strict(index, values, default=None, return_dtype=values.dtype))
     return frame.with_columns(out) if out else frame

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.tiny import TINY_MMOE
 
@@ -54,8 +55,10 @@ def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.Monk
     assert scored.height + rejected.height == 1000 and scored.height > 900
     probs = scored.select([f"p_{t}" for t in tasks]).to_numpy()
     assert ((probs > 0) & (probs < 1)).all()
-    # default fusion: the mean of the task probabilities
-    np.testing.assert_allclose(scored["score"].to_numpy(), probs.astype(np.float64).mean(axis=1), rtol=1e-6)
+    # the fusion weights registered with the model: the job config's scoring.weights, no config needed here
+    weights = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["scoring"]["weights"]
+    fused = probs.astype(np.float64) @ np.array([weights[t] for t in tasks], dtype=np.float64)
+    np.testing.assert_allclose(scored["score"].to_numpy(), fused, rtol=1e-6)
     # a pandas frame scores the same
     again = scope["scorer"].score(scope["candidates"].to_pandas())
     np.testing.assert_array_equal(np.asarray(again["score"]), scored["score"].to_numpy())

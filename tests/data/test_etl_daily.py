@@ -144,7 +144,8 @@ def test_generated_days_equal_full_recompute_each_day(generated: Path, tmp_path:
             )
     # the bad rows of the whole log were rejected once each, by the bootstrap or by their day
     assert rejects == full.summary["rejects_by_reason"]
-    assert set(rejects) == set(REASONS) and min(rejects.values()) > 100  # every kind, ~150 each
+    generated = {r: n for r, n in rejects.items() if r != "implausible_ts"}  # the generator makes every other kind
+    assert set(generated) == set(REASONS) - {"implausible_ts"} and min(generated.values()) > 100  # ~150 each
     state = json.loads((inc / STATE_DIR / str(LAST) / "state.json").read_text())
     assert state["day"] == str(LAST) and state["feature_spec_hash"] == full.spec.hash
     assert sorted(p.name for p in (inc / STATE_DIR).iterdir()) == [str(LAST - dt.timedelta(days=1)), str(LAST)]

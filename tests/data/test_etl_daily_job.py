@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(workdir: Path, date: str) -> tuple[int, dict]:
-    overrides = [*TINY_MMOE, "train.max_steps_per_epoch=4"]
+    overrides = [*TINY_MMOE, "train.max_steps_per_epoch=4", "gate.floor_margin=-1"]  # a 4-step model: no floor
     cmd = [*CLI, "run", "--config", str(ROOT / "configs" / "demo.yaml"), "--workdir", str(workdir), "--date", date]
     cmd += [x for o in overrides for x in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

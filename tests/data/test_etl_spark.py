@@ -59,7 +59,8 @@ def test_spark_engine_equals_polars_on_generated_bad_rows(tmp_path: Path) -> Non
         assert spark.summary[key] == embedded.summary[key]
     s = spark.summary
     assert s["accepted_rows"] + s["rejected_rows"] == s["input_rows"] == events.height
-    assert min(s["rejects_by_reason"].values()) > 0 and len(s["rejects_by_reason"]) >= 7
+    generated = {r: n for r, n in s["rejects_by_reason"].items() if r != "implausible_ts"}  # not made by the generator
+    assert min(generated.values()) > 0 and len(generated) >= 7
 
 
 def test_incremental_day_on_spark_equals_polars(tmp_path: Path) -> None:

@@ -148,10 +148,12 @@ def test_day_two_challenger_is_gated_against_the_champion_rescored_on_its_window
     raw = yaml.safe_load((ROOT / "configs" / "etl" / "kuairand.yaml").read_text())
     raw["time_range"]["end"] = "2022-04-30"
     raw["splits"] = {"valid_start": "2022-04-28", "test_start": "2022-04-29"}
-    day1 = tmp_path / "day1"
-    run_etl("kuairand", kuairand_dir, day1, config_from_dict(raw), max_reject_rate=1.0)
+    raw.setdefault("validation", {})["max_reject_rate"] = 1.0  # Apr 30 is out of day 1's time range
+    day1, day1_config = tmp_path / "day1", tmp_path / "etl-day1.yaml"
+    day1_config.write_text(yaml.safe_dump(raw))  # the job's evaluation as served reruns this ETL config
+    run_etl("kuairand", kuairand_dir, day1, config_from_dict(raw))
     work, overrides = tmp_path / "work", [*FAST, "gate.floor_margin=-1"]
-    code, first = run_job(work, day1, overrides)
+    code, first = run_job(work, day1, [*overrides, f"data.etl_config={day1_config}"])
     assert code == 0 and first["gate"]["decision"] == "promoted", first
 
     code, second = run_job(work, etl_dir, overrides)
