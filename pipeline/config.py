@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, model_validator
@@ -84,6 +84,11 @@ class ScoringConfig(ConfigModel):
     """How scores are made from the task probabilities, and the exported graph."""
 
     weights: dict[str, float] = Field(default_factory=dict, description="task -> weight of p_task in `score`")
+    engine: Literal["local", "spark"] = Field(
+        "local",
+        description="where `aptrank score --config` scores: local (threads in one process) or spark "
+        "(mlflow.pyfunc.spark_udf over the registered model, pyspark extra; docs/scaling.md); --engine wins",
+    )
     fold_rows: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description="the exported graph: rows per folded embedding table (models.export_fold, `aptrank export "

@@ -29,6 +29,18 @@ def fusion_weights(config: str | Path | None, weights: Sequence[str] | None) -> 
     return out
 
 
+def scoring_engine(config: str | Path | None, engine: str | None) -> str:
+    """Where ``aptrank score`` runs: ``engine`` (``--engine``) if given, else the job config's
+    ``scoring.engine``, else ``local``."""
+    if engine is not None:
+        return engine
+    if config is None:
+        return "local"
+    from aptrank.pipeline.config import load_config
+
+    return load_config(Path(config)).scoring.engine
+
+
 class ModelScorer:
     """A model version with its feature snapshot, ready to score candidate DataFrames (polars or
     pandas: ``user_id``, ``item_id``, ``ts`` and the FeatureSpec's context columns)."""

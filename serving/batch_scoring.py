@@ -97,6 +97,14 @@ class ScoredFrame:
     oov: dict[str, int]
 
 
+def check_added_columns(columns: list[str], added: list[str]) -> None:
+    """:class:`CandidateError` when the candidates already have a column that scoring adds
+    (``added``: ``p_<task>`` and ``score``; and ``reason`` of the rejects)."""
+    clash = [c for c in [*added, REASON] if c in columns]
+    if clash:
+        raise CandidateError(f"candidates already have column(s) {clash} that scoring adds; rename them")
+
+
 def score_frame(scorer: Scorer, chunk: pl.DataFrame) -> ScoredFrame:
     """Reject checks, feature lookup, model and fusion for one chunk (no shared state: chunks may be
     scored in parallel threads; the Polars, numpy and onnxruntime calls release the GIL)."""
@@ -170,9 +178,7 @@ def score_chunks(
     try:
         for chunk in chunks:
             if first is None:
-                clash = [c for c in [*added, REASON] if c in chunk.columns]
-                if clash:
-                    raise CandidateError(f"candidates already have column(s) {clash} that scoring adds; rename them")
+                check_added_columns(chunk.columns, added)
                 first = chunk.head(0)
             if pool is None:
                 write(score_frame(scorer, chunk))

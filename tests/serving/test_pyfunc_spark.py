@@ -3,46 +3,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import polars as pl
-import pytest
 
 from tests.serving.conftest import Registry
 
-ROOT = Path(__file__).resolve().parents[2]
 RESULT_TYPE = "p_click float, p_like float, p_finish float, score double"
-
-
-@pytest.fixture(scope="module")
-def spark(monkeypatch_module: pytest.MonkeyPatch):
-    from pyspark.sql import SparkSession
-
-    from aptrank.data.etl.spark import java_home
-
-    monkeypatch_module.setenv("PYTHONPATH", str(ROOT))  # the Python workers import aptrank from this checkout
-    monkeypatch_module.setenv("PYSPARK_PYTHON", sys.executable)  # and run in this venv
-    if home := java_home():
-        monkeypatch_module.setenv("JAVA_HOME", home)
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("aptrank-pyfunc-test")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def test_spark_udf_scores_equal_the_pyfunc(
