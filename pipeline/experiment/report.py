@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aptrank.pipeline.experiment.comparison import comparison_json, comparison_markdown
 from aptrank.pipeline.experiment.grid import GridSpec
 from aptrank.pipeline.experiment.observations import (
     ShareCurve,
@@ -41,7 +42,8 @@ class GridReport:
     mlflow: dict[str, str] = field(default_factory=dict)  # parent run id, tracking uri
 
     def by_dataset(self, dataset: str) -> list[CellRecord]:
-        return [r for r in self.records if r.cell.dataset == dataset]
+        """The records of one table (``dataset`` or ``dataset/variant``)."""
+        return [r for r in self.records if r.cell.table == dataset]
 
     @property
     def tables(self) -> list[DatasetTable]:
@@ -144,7 +146,11 @@ def results_json(
                 d: [{"method": m, "optimizer": o, **stat_json(s)} for (m, o), s in e.items()] for d, e in effect.items()
             },
         },
-        "cells": [{"id": r.cell.id, "run_id": r.run_id, "key": r.key, "seconds": r.seconds} for r in report.records],
+        "served_comparison": comparison_json(report.spec.reference, tables),
+        "cells": [
+            {"id": r.cell.id, "run_id": r.run_id, "key": r.key, "seconds": r.seconds, "served": r.served}
+            for r in report.records
+        ],
     }
 
 
@@ -162,14 +168,17 @@ def results_markdown(
         f"{int(rt['cells_reused'])} reused from an earlier run); {rt['cell_seconds_total']:.0f} s of cell "
         f"training and evaluation in all ({int(rt['cells'])} cells; {int(rt['workers'])} worker(s) now).",
         "",
-        f"Grid `{spec.source}`: datasets {list(spec.datasets)}, archs {list(spec.archs)}, methods "
-        f"{list(spec.methods)}, optimizers {list(spec.optimizers)}, APT {['on' if a else 'off' for a in spec.apt]}, "
-        f"seeds {list(spec.seeds)}; Δm% over {list(spec.delta_m_metrics)}. MLflow parent run "
+        f"Grid `{spec.source}`: datasets {list(spec.datasets)}, "
+        + (f"variants {list(spec.variants)}, " if spec.variants else "")
+        + f"archs {list(spec.archs)}, {_combos(spec)}, seeds {list(spec.seeds)}"
+        + (", LightGBM baselines" if spec.lightgbm else "")
+        + f"; Δm% over {list(spec.delta_m_metrics)}. MLflow parent run "
         f"`{report.mlflow.get('parent_run_id', '')}` in `{report.mlflow.get('tracking_uri', '')}`.",
         "",
     ]
     for t in tables:
         lines += [f"## Dataset `{t.dataset}`", "", render_table(t), "", LEGEND, ""]
+    lines += comparison_markdown(spec.reference, tables)
     lines += [
         "## Observations",
         "",
@@ -211,6 +220,14 @@ def results_markdown(
         lines += ["## Failed cells (rerun the command to retry them)", ""]
         lines += [f"- `{cell}`: {error}" for cell, error in report.failed.items()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _combos(spec: GridSpec) -> str:
+    if spec.configurations:
+        named = [f"{name(METHOD_NAMES, m)}+{name(OPTIMIZER_NAMES, o)}{'+APT' if a else ''}" for m, o, a in spec.combos]
+        return f"configurations {named}"
+    apt = ["on" if a else "off" for a in spec.apt]
+    return f"methods {list(spec.methods)}, optimizers {list(spec.optimizers)}, APT {apt}"
 
 
 def _image(file: str, plots: set[str]) -> list[str]:
