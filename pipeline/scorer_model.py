@@ -150,7 +150,7 @@ class ScorerModel:
         )
 
 
-def fusion_weights(cfg: Any, onnx_path: Path) -> dict[str, float]:
+def model_fusion_weights(cfg: Any, onnx_path: Path) -> dict[str, float]:
     """The config's ``scoring.weights`` checked against the exported model's tasks (equal when empty)."""
     from aptrank.serving.fusion import Fusion
     from aptrank.serving.onnx_model import load_onnx
@@ -167,7 +167,7 @@ def build_scorer_model(
     (:func:`pipeline.served_evaluation.evaluate_served`)."""
     from aptrank.pipeline.served_evaluation import evaluate_served
 
-    weights = fusion_weights(cfg, onnx_path)
+    weights = model_fusion_weights(cfg, onnx_path)
     files = assemble(onnx_path, features, weights, run_dir / SCORER_DIR)
     spec = FeatureSpec.read(features)
     rows = {s: raw_split_rows(cfg.data.source, cfg.data.input, features, s) for s in {split, EXAMPLE_SPLIT}}

@@ -107,7 +107,8 @@ def grid_cells(spec: GridSpec, tasks: dict[str, tuple[str, ...]]) -> list[Cell]:
 def cell_config(spec: GridSpec, cell: Cell, data: DataConfig | None = None) -> JobConfig:
     """The checked job config of ``cell``: the grid's ``job`` with the variant's job overrides and
     the cell's choices set; ``data``: the prepared dataset's source, input and (derived) ETL config
-    (default: as the grid declares them). A LightGBM cell's config is the first arch's EW/AdamW one (data and tracking)."""
+    (default: as the grid declares them). A LightGBM cell's config is the first arch's EW/AdamW one
+    (data and tracking)."""
     from aptrank.pipeline.experiment.variants import merged
 
     if cell.is_lightgbm:

@@ -84,7 +84,9 @@ class GridSpec(ConfigModel):
     baselines: bool = True
     lightgbm: bool = Field(False, description="LightGBM rows (one model per task) per dataset, variant and seed")
     lightgbm_params: LightGBMConfig = Field(default_factory=LightGBMConfig)
-    reference: RowRef = Field(default_factory=RowRef, description="the row the served-AUC comparison is against")
+    references: Annotated[tuple[RowRef, ...], AsTuple] = Field(
+        (RowRef(),), description="rows the served-AUC comparison sections are against (default: LightGBM)"
+    )
     delta_m_metrics: Annotated[tuple[str, ...], AsTuple] = ("auc",)
     workers: int = 1
     job: dict[str, Any] = Field(

@@ -146,7 +146,7 @@ def results_json(
                 d: [{"method": m, "optimizer": o, **stat_json(s)} for (m, o), s in e.items()] for d, e in effect.items()
             },
         },
-        "served_comparison": comparison_json(report.spec.reference, tables),
+        "served_comparison": [comparison_json(ref, tables) for ref in report.spec.references],
         "cells": [
             {"id": r.cell.id, "run_id": r.run_id, "key": r.key, "seconds": r.seconds, "served": r.served}
             for r in report.records
@@ -178,7 +178,8 @@ def results_markdown(
     ]
     for t in tables:
         lines += [f"## Dataset `{t.dataset}`", "", render_table(t), "", LEGEND, ""]
-    lines += comparison_markdown(spec.reference, tables)
+    for ref in spec.references:
+        lines += comparison_markdown(ref, tables)
     lines += [
         "## Observations",
         "",

@@ -98,13 +98,15 @@ def train_cell(job: CellJob) -> CellOutput:
 def served_evaluation(job: CellJob) -> dict[str, Any]:
     """The job's served evaluation of the trained cell on the test split (module docstring)."""
     from aptrank.pipeline.run_export import export_run
-    from aptrank.pipeline.scorer_model import fusion_weights
+    from aptrank.pipeline.scorer_model import model_fusion_weights
     from aptrank.pipeline.served_evaluation import evaluate_served
 
     assert job.served is not None
     onnx = job.run_dir / "model.onnx"
     export_run(job.run_dir, onnx, features=job.features, fold_rows=job.cfg.scoring.fold_rows)
-    return evaluate_served(job.cfg, job.features, onnx, fusion_weights(job.cfg, onnx), "test", snapshot=job.served)
+    return evaluate_served(
+        job.cfg, job.features, onnx, model_fusion_weights(job.cfg, onnx), "test", snapshot=job.served
+    )
 
 
 def train_lightgbm_cell(job: CellJob, params: LightGBMConfig, t0: float) -> CellOutput:
