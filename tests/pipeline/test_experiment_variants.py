@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from aptrank.pipeline.experiment import grid_from_dict, run_grid
 from aptrank.pipeline.experiment.report import RESULTS_JSON, RESULTS_MD
@@ -75,7 +76,7 @@ def test_each_distinct_etl_override_has_one_derived_config_and_output(grid: dict
     assert not (datasets / smooth / "served").exists()
 
 
-def test_cells_per_variant_job_overrides_and_served_evaluation(grid: dict[str, Any]) -> None:
+def test_cells_per_variant_job_overrides_and_served_evaluation(grid: dict[str, Any], tmp_path: Path) -> None:
     records, outcome = grid["records"], grid["outcome"]
     assert outcome.ok and len(records) == 6
     assert sorted(records) == sorted(
@@ -83,11 +84,15 @@ def test_cells_per_variant_job_overrides_and_served_evaluation(grid: dict[str, A
         for v in ("dated", "dated-wide", "smooth")
         for c in ("lightgbm/seed0", "mmoe/ew/adamw/apt-on/seed0")
     )
+    client = MlflowClient(f"sqlite:///{grid['work'] / 'mlflow.db'}")
     config = {
-        v: yaml.safe_load(next((grid["work"] / "cells" / "syn" / v / "mmoe").rglob("config.yaml")).read_text())
+        v: client.download_artifacts(
+            records[f"syn/{v}/mmoe/ew/adamw/apt-on/seed0"].run_id, "config.yaml", str(tmp_path / v)
+        )
         for v in ("dated", "dated-wide")
     }
-    assert config["dated"]["model"]["embedding_dim"] == 4 and config["dated-wide"]["model"]["embedding_dim"] == 6
+    dims = {v: yaml.safe_load(Path(p).read_text())["model"]["embedding_dim"] for v, p in config.items()}
+    assert dims == {"dated": 4, "dated-wide": 6}  # the variant's job override reached the trained cell
     for cell_id, record in records.items():
         assert set(record.test) == {"click", "like", "finish"}
         if cell_id.startswith("syn/smooth/"):
