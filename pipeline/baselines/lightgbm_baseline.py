@@ -8,8 +8,8 @@ Features, from exactly the arrays the neural models read (:func:`aptrank.data.te
 of the encoded example frame), so both evaluations see the same inputs as the rankers do:
 
 * every ``categorical`` column (vocabulary or hash index) as a LightGBM *categorical* feature
-  (Fisher's optimal-split grouping, LightGBM's ``categorical_feature``), except those with more
-  than ``max_categories`` ids (user, item, author), which enter as their index (see the key);
+  (Fisher's optimal-split grouping, LightGBM's ``categorical_feature``; optionally only those with
+  at most ``max_categories`` ids);
 * every ``dense`` column as is;
 * each ``sequence`` (history) feature as its valid length: trees cannot use an id list directly, and
   the history's content is already summarised by the ETL's dense point-in-time counts and rates.
@@ -53,12 +53,15 @@ class LightGBMConfig(ConfigModel):
     min_data_in_leaf: PositiveInt = 100
     feature_fraction: float = Field(0.8, gt=0.0, le=1.0)
     lambda_l2: float = Field(1.0, ge=0.0)
-    cat_smooth: float = Field(10.0, ge=0.0)
+    cat_smooth: float = Field(200.0, ge=0.0)
+    """Smoothing of the per-category label statistics (LightGBM's ``cat_smooth``, default 10 there):
+    tuned on the KuaiRand valid split, where 17k user and 5k item categories over 56k rows overfit
+    with the library's default (mean valid AUC 0.746 at 10, 0.766 at 50, 0.778 at 200, 0.777 at 500)."""
     threads: PositiveInt = 1
-    max_categories: PositiveInt = 1000
-    """Categorical features with more ids than this (user, item, author on KuaiRand) enter as their
-    vocabulary index, a plain number, instead of as categories: tuned on the KuaiRand valid split,
-    where 17k user categories over 56k rows overfit (early stopping after ~40 rounds)."""
+    max_categories: PositiveInt | None = None
+    """Categorical features with more ids than this enter as their vocabulary index, a plain number,
+    instead of as categories (None: every categorical feature is a category; on KuaiRand 1000 scored
+    0.758 mean valid AUC against 0.766 for all-categorical at the same smoothing)."""
 
 
 @dataclass(frozen=True)
