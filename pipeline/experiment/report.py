@@ -1,7 +1,7 @@
 """A grid's outputs: ``results.md`` (the exact command, runtime, one table per dataset, the
 observations with their plots), ``results.json`` (every number behind them) and the plots in
-``results/``; :func:`copy_to_docs` puts ``results.md`` and ``results/`` into the docs folder (the
-plot links are relative, so the copy needs no rewriting)."""
+``results/``; :func:`copy_to_docs` puts ``results.md`` as the grid's section into the docs folder's
+``results.md`` and the plots into ``results/<grid name>/``."""
 
 from __future__ import annotations
 
@@ -74,12 +74,31 @@ def write_report(report: GridReport, workdir: Path) -> list[Path]:
     return [workdir / RESULTS_MD, workdir / RESULTS_JSON, *plots]
 
 
-def copy_to_docs(workdir: Path, docs: Path) -> list[Path]:
-    """``results.md`` -> ``docs/results.md``, ``results/*.png`` -> ``docs/results/``."""
-    (docs / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
-    out = [Path(shutil.copyfile(workdir / RESULTS_MD, docs / RESULTS_MD))]
-    out += [Path(shutil.copyfile(p, docs / PLOTS_DIR / p.name)) for p in sorted((workdir / PLOTS_DIR).glob("*.png"))]
-    return out
+def copy_to_docs(workdir: Path, docs: Path, name: str) -> list[Path]:
+    """The grid's ``results.md`` as its section of ``docs/results.md`` (:func:`merge_section`: other
+    grids' sections and any hand-written text stay), ``results/*.png`` -> ``docs/results/<name>/``
+    (the section's plot links point there)."""
+    plots = docs / PLOTS_DIR / name
+    plots.mkdir(parents=True, exist_ok=True)
+    target = docs / RESULTS_MD
+    section = (workdir / RESULTS_MD).read_text().replace(f"]({PLOTS_DIR}/", f"]({PLOTS_DIR}/{name}/")
+    target.write_text(merge_section(target.read_text() if target.is_file() else "", name, section))
+    return [target, *(Path(shutil.copyfile(p, plots / p.name)) for p in sorted((workdir / PLOTS_DIR).glob("*.png")))]
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- grid {name}: begin (written by aptrank experiment --docs) -->", f"<!-- grid {name}: end -->"
+
+
+def merge_section(document: str, name: str, section: str) -> str:
+    """``document`` with grid ``name``'s section (between its markers) replaced by ``section``, or
+    ``section`` appended when the document has none yet."""
+    begin, end = section_markers(name)
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    if begin in document and end in document.split(begin, 1)[1]:
+        head, rest = document.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].removeprefix("\n")
+    return f"{document.rstrip()}\n\n{block}" if document.strip() else block
 
 
 # ---- JSON ---------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def run_grid(
             parent.log_outputs([p for p in outputs if p.suffix != ".png"])
             parent.log_outputs([p for p in outputs if p.suffix == ".png"], "plots")
         if docs is not None:
-            outputs += copy_to_docs(work, docs)
+            outputs += copy_to_docs(work, docs, spec.name)
     log(
         f"[experiment] done in {time.perf_counter() - t0:.0f} s: {work / 'results.md'}"
         + (f"; {len(failed)} cell(s) failed" if failed else "")
