@@ -154,8 +154,11 @@ def _check(spec: GridSpec) -> None:
         if spec.methods or spec.optimizers:
             raise GridError(src, "configurations", "give either 'configurations' or 'methods' x 'optimizers', not both")
         for i, c in enumerate(spec.configurations):
-            _members(src, f"configurations[{i}].method", (c.method,), sorted(METHODS))
-            _members(src, f"configurations[{i}].optimizer", (c.optimizer,), sorted(OPTIMIZERS))
+            for key, value, known in (("method", c.method, METHODS), ("optimizer", c.optimizer, OPTIMIZERS)):
+                if value not in known:
+                    raise GridError(
+                        src, f"configurations[{i}].{key}", f"unknown value {value!r}; known: {sorted(known)}"
+                    )
         _distinct(src, "configurations", tuple(spec.combos))
     else:
         _members(src, "methods", spec.methods, sorted(METHODS))

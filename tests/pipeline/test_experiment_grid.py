@@ -171,6 +171,9 @@ def test_explicit_configurations_replace_the_product() -> None:
         grid_from_dict({**raw, "configurations": [*raw["configurations"], raw["configurations"][0]]})
     assert info.value.key == "configurations" and "distinct" in str(info.value)
     with pytest.raises(GridError) as info:
+        grid_from_dict({**raw, "configurations": [{"method": "ew", "optimizer": "adam"}]})
+    assert info.value.key == "configurations[0].optimizer" and "unknown value 'adam'" in str(info.value)
+    with pytest.raises(GridError) as info:
         grid_from_dict({k: v for k, v in raw.items() if k != "configurations"})
     assert info.value.key == "methods" and "required key missing" in str(info.value)
 
