@@ -17,6 +17,7 @@ Paths in the file are relative to the current directory (as in ``configs/demo.ya
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,6 +173,8 @@ def _check(spec: GridSpec) -> None:
         raise GridError(src, "workers", f"must be >= 1, got {spec.workers}")
     if not spec.datasets:
         raise GridError(src, "datasets", "needs at least one dataset")
+    if spec.lightgbm and importlib.util.find_spec("lightgbm") is None:
+        raise GridError(src, "lightgbm", "LightGBM rows need the lightgbm package: pip install 'aptrank[baselines]'")
     for name in spec.variants:
         if not NAME_RULE.match(name):
             raise GridError(src, f"variants.{name}", f"variant name must match {NAME_RULE.pattern}")

@@ -219,3 +219,14 @@ def test_issue19_grid_waits_only_for_the_two_new_keys(tmp_path: Path) -> None:
     assert len(mtl) == 4 * 2 * 3 * 3 == 72
     assert sum(c.is_lightgbm for c in cells) == 4 * 3 and sum(c.is_baseline for c in cells) == 4 * 3 * 3
     assert ("mgda", "adamw", True) in spec.combos  # the current default, the acceptance's comparison
+
+
+def test_lightgbm_rows_without_the_package_are_refused_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real(name, *a))
+    with pytest.raises(GridError) as info:
+        grid_from_dict({**minimal(), "lightgbm": True}, "grid.yaml")
+    assert info.value.key == "lightgbm" and "aptrank[baselines]" in str(info.value)
+    assert grid_from_dict(minimal()).lightgbm is False  # a grid without LightGBM rows does not need it
