@@ -150,6 +150,14 @@ class ScorerModel:
         )
 
 
+def model_fusion_weights(cfg: Any, onnx_path: Path) -> dict[str, float]:
+    """The config's ``scoring.weights`` checked against the exported model's tasks (equal when empty)."""
+    from aptrank.serving.fusion import Fusion
+    from aptrank.serving.onnx_model import load_onnx
+
+    return Fusion.build(load_onnx(onnx_path).task_names, cfg.scoring.weights).as_dict()
+
+
 def build_scorer_model(
     cfg: Any, features: Path, onnx_path: Path, run_dir: Path, split: str = "test"
 ) -> tuple[ScorerModel, dict[str, Any]]:
@@ -158,10 +166,8 @@ def build_scorer_model(
     first real rows of the test split) and its evaluation on ``split`` as served
     (:func:`pipeline.served_evaluation.evaluate_served`)."""
     from aptrank.pipeline.served_evaluation import evaluate_served
-    from aptrank.serving.fusion import Fusion
-    from aptrank.serving.onnx_model import load_onnx
 
-    weights = Fusion.build(load_onnx(onnx_path).task_names, cfg.scoring.weights).as_dict()
+    weights = model_fusion_weights(cfg, onnx_path)
     files = assemble(onnx_path, features, weights, run_dir / SCORER_DIR)
     spec = FeatureSpec.read(features)
     rows = {s: raw_split_rows(cfg.data.source, cfg.data.input, features, s) for s in {split, EXAMPLE_SPLIT}}

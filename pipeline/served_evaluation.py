@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import tempfile
 import zoneinfo
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from aptrank.data.spec import FeatureSpec
-from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.config import DataConfig, JobConfig
 from aptrank.pipeline.scorer_model import ScorerModel, assemble, copy_features, raw_split_rows, to_pandas_candidates
 
 SNAPSHOT = "snapshot"
@@ -50,9 +51,20 @@ def _without_cutoff(spec: FeatureSpec) -> dict[str, Any]:
     return d
 
 
-def snapshot_as_of_split(cfg: JobConfig, features: Path, split: str, dest: Path) -> Path:
+@dataclass(frozen=True)
+class ServedSnapshot:
+    """An ETL output (``features``: training FeatureSpec and vocabularies, snapshot as of a split's
+    start) and that snapshot's ``cutoff``: what a scorer deployed at the split's start reads."""
+
+    features: Path
+    cutoff: str
+
+
+def snapshot_as_of_split(data: DataConfig, features: Path, split: str, dest: Path) -> ServedSnapshot:
     """An ETL output under ``dest``: the training FeatureSpec and vocabularies of ``features`` with
-    the snapshot as of the start of ``split`` (the ETL rerun on the events before it)."""
+    the snapshot as of the start of ``split`` (the ETL rerun on the events before it; ``data``: the
+    job's ``data`` section, whose source, input and ETL config made ``features``). Shared by the
+    job's served evaluation and the grid's (neural cells and the LightGBM baseline)."""
     from aptrank.data.etl.config import EtlConfig, load_config
     from aptrank.data.etl.run import run_etl
 
@@ -60,14 +72,14 @@ def snapshot_as_of_split(cfg: JobConfig, features: Path, split: str, dest: Path)
     start = spec.extras.get("splits", {}).get(f"{split}_start")
     if start is None:
         raise ServedEvaluationError(f"{features}/feature_spec.json: extras.splits has no '{split}_start'")
-    etl_cfg = load_config(cfg.data.etl_config) if cfg.data.etl_config else EtlConfig()
+    etl_cfg = load_config(data.etl_config) if data.etl_config else EtlConfig()
     local = dt.datetime.fromisoformat(start).astimezone(zoneinfo.ZoneInfo(etl_cfg.time_zone)).replace(tzinfo=None)
     cut = etl_cfg.model_copy(update={"time_range": etl_cfg.time_range.model_copy(update={"end": local.isoformat()})})
     etl_out = dest / "etl"
-    rerun = run_etl(cfg.data.source, cfg.data.input, etl_out, cut).spec
+    rerun = run_etl(data.source, data.input, etl_out, cut).spec
     if _without_cutoff(rerun) != _without_cutoff(spec):
         raise ServedEvaluationError(
-            f"the ETL of {cfg.data.source}:{cfg.data.input} with data.etl_config {cfg.data.etl_config} cut at "
+            f"the ETL of {data.source}:{data.input} with data.etl_config {data.etl_config} cut at "
             f"{start} gives another FeatureSpec than {features} (apart from the snapshot cutoff): the "
             "features were not made by this job's ETL config"
         )
@@ -77,7 +89,7 @@ def snapshot_as_of_split(cfg: JobConfig, features: Path, split: str, dest: Path)
         table.unlink()
     for table in (etl_out / SNAPSHOT).iterdir():
         (out / SNAPSHOT / table.name).write_bytes(table.read_bytes())
-    return out
+    return ServedSnapshot(out, str(rerun.extras["snapshot"]["cutoff"]))
 
 
 def evaluate_served(
@@ -87,10 +99,12 @@ def evaluate_served(
     weights: dict[str, float],
     split: str = "test",
     rows: pl.DataFrame | None = None,
+    snapshot: ServedSnapshot | None = None,
 ) -> dict[str, Any]:
     """Metrics of the scorer model on ``split`` as served (module docstring): ``rows``, ``tasks``
     (per task AUC, GAUC, logloss, calibration), ``mean_auc`` and the ``snapshot_cutoff``.
-    ``rows``: the split's raw rows when already read (:func:`raw_split_rows`)."""
+    ``rows``: the split's raw rows when already read (:func:`raw_split_rows`); ``snapshot``: the
+    split's snapshot when already made (:func:`snapshot_as_of_split`, e.g. once per grid dataset)."""
     import mlflow.pyfunc
 
     from aptrank.pipeline.evaluate import evaluate_predictions
@@ -99,12 +113,12 @@ def evaluate_served(
         rows = raw_split_rows(cfg.data.source, cfg.data.input, features, split)
     spec = FeatureSpec.read(features)
     with tempfile.TemporaryDirectory(prefix="aptrank-served-eval-") as tmp:
-        snapshot = snapshot_as_of_split(cfg, features, split, Path(tmp))
-        files = assemble(onnx_path, snapshot, weights, Path(tmp) / "artifacts")
+        if snapshot is None:
+            snapshot = snapshot_as_of_split(cfg.data, features, split, Path(tmp))
+        files = assemble(onnx_path, snapshot.features, weights, Path(tmp) / "artifacts")
         candidates = to_pandas_candidates(rows, spec)
         path = ScorerModel(files, candidates.head(5)).save(Path(tmp) / "model")
         predicted = mlflow.pyfunc.load_model(str(path)).predict(candidates)
-        cutoff = FeatureSpec.read(Path(tmp) / "etl").extras["snapshot"]["cutoff"]
     tasks = [c.removeprefix("p_") for c in predicted.columns if c.startswith("p_")]
     probs = predicted[[f"p_{t}" for t in tasks]].to_numpy()
     labels = rows.select(f"label_{t}" for t in tasks).to_numpy()
@@ -113,7 +127,7 @@ def evaluate_served(
         "rows": rows.height,
         "tasks": metrics,
         "mean_auc": float(np.nanmean([m["auc"] for m in metrics.values()])),
-        "snapshot_cutoff": cutoff,
+        "snapshot_cutoff": snapshot.cutoff,
     }
 
 

@@ -1,6 +1,7 @@
 """``aptrank experiment``: run a research grid (configs/grids/*.yaml) as MLflow child runs under one
 parent run; write ``results.md``, ``results.json`` and plots into the work dir (``--docs``: also
-into ``docs/results.md`` and ``docs/results/``). A rerun skips the cells already finished.
+the grid's section of ``docs/results.md``, other sections kept, and ``docs/results/<name>/``). A
+rerun skips the cells already finished.
 
 Exit codes: 0 ok, 1 some cells failed (their loss diverged; rerun to retry them) or a tracking /
 lock error, 2 a bad grid file or dataset.
@@ -29,7 +30,12 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option(min=1, help="Training processes (default: the grid's 'workers').")
         ] = None,
-        docs: Annotated[bool, typer.Option(help="Also copy results.md and the plots to docs/.")] = False,
+        docs: Annotated[
+            bool,
+            typer.Option(
+                help="Also write the grid's section of docs/results.md and its plots to docs/results/<name>/."
+            ),
+        ] = False,
     ) -> None:
         """Run (or resume) a research grid and write its tables and plots."""
         from aptrank.pipeline.experiment import GridError, load_grid, run_grid

@@ -1,4 +1,9 @@
-"""The research grid file (``configs/grids/*.yaml``): datasets x arch x method x optimizer x APT x seed.
+"""The research grid file (``configs/grids/*.yaml``): datasets x variants x arch x (method, optimizer,
+APT) x seed, plus the single-task and LightGBM baselines.
+
+(method, optimizer, APT) is the product ``methods`` x ``optimizers`` x ``apt``, or an explicit list
+``configurations`` (e.g. the best three of an earlier table) when the grid gives one instead.
+``variants`` (:mod:`aptrank.pipeline.experiment.variants`) are named job and ETL overrides.
 
 A grid file is read into a :class:`GridSpec` and checked completely before any work starts: unknown
 or missing keys, wrong types, unknown architectures / methods / optimizers, a dataset that names
@@ -12,6 +17,7 @@ Paths in the file are relative to the current directory (as in ``configs/demo.ya
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,11 +27,16 @@ from pydantic import Field, PrivateAttr
 from aptrank.config_model import AsTuple, ConfigModel, read_yaml_mapping
 from aptrank.data.synthetic import GeneratorConfig
 from aptrank.errors import ConfigError
-from aptrank.pipeline.experiment.cells import BASELINE_ARCH, check_job
+from aptrank.pipeline.baselines.lightgbm_baseline import LightGBMConfig
+from aptrank.pipeline.experiment.cells import BASELINE_ARCH, LIGHTGBM_ARCH, check_job
+from aptrank.pipeline.experiment.comparison import RowRef
+from aptrank.pipeline.experiment.variants import VariantDecl, variant_etl_raw
 
 #: Names become folder and lock-file names.
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-REQUIRED = ("name", "datasets", "archs", "methods", "optimizers", "seeds")
+REQUIRED = ("name", "datasets", "archs", "seeds")
+PRODUCT_KEYS = ("methods", "optimizers")
+"""Required unless ``configurations`` lists the (method, optimizer, APT) triples explicitly."""
 DELTA_M_METRICS = ("auc", "gauc", "logloss")
 
 
@@ -47,6 +58,14 @@ class DatasetDecl(ConfigModel):
     generator: GeneratorConfig | None = None
 
 
+class Configuration(ConfigModel):
+    """One explicit (method, optimizer, APT) of ``configurations``."""
+
+    method: str
+    optimizer: str
+    apt: bool = False
+
+
 class GridSpec(ConfigModel):
     """A parsed, checked grid file. ``job`` is the base job config (``pipeline.config`` sections)
     that every cell starts from; ``apt`` lists the APT settings to cross (false = off, true = on);
@@ -55,11 +74,20 @@ class GridSpec(ConfigModel):
     name: str
     datasets: dict[str, DatasetDecl]
     archs: Annotated[tuple[str, ...], AsTuple]
-    methods: Annotated[tuple[str, ...], AsTuple]
-    optimizers: Annotated[tuple[str, ...], AsTuple]
     seeds: Annotated[tuple[int, ...], AsTuple]
+    methods: Annotated[tuple[str, ...], AsTuple] = ()
+    optimizers: Annotated[tuple[str, ...], AsTuple] = ()
     apt: Annotated[tuple[bool, ...], AsTuple] = (False, True)
+    configurations: Annotated[tuple[Configuration, ...], AsTuple] = Field(
+        (), description="explicit (method, optimizer, apt) list instead of methods x optimizers x apt"
+    )
+    variants: dict[str, VariantDecl] = Field(default_factory=dict, description="name -> job and ETL overrides")
     baselines: bool = True
+    lightgbm: bool = Field(False, description="LightGBM rows (one model per task) per dataset, variant and seed")
+    lightgbm_params: LightGBMConfig = Field(default_factory=LightGBMConfig)
+    references: Annotated[tuple[RowRef, ...], AsTuple] = Field(
+        (RowRef(),), description="rows the served-AUC comparison sections are against (default: LightGBM)"
+    )
     delta_m_metrics: Annotated[tuple[str, ...], AsTuple] = ("auc",)
     workers: int = 1
     job: dict[str, Any] = Field(
@@ -72,6 +100,18 @@ class GridSpec(ConfigModel):
     def source(self) -> str:
         """The grid file (how errors name it)."""
         return self._source
+
+    @property
+    def combos(self) -> list[tuple[str, str, bool]]:
+        """Every (method, optimizer, APT) the grid trains, in order."""
+        if self.configurations:
+            return [(c.method, c.optimizer, c.apt) for c in self.configurations]
+        return [(m, o, a) for m in self.methods for o in self.optimizers for a in self.apt]
+
+    @property
+    def variant_names(self) -> list[str | None]:
+        """The variants in order; ``[None]`` (no overrides, pre-axis names) when the grid has none."""
+        return list(self.variants) or [None]
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -87,9 +127,10 @@ def grid_from_dict(raw: Any, source: str = "<grid>") -> GridSpec:
     """A checked :class:`GridSpec` from plain data (parsed YAML)."""
     if not isinstance(raw, dict):
         raise GridError(source, "<top level>", "must be a mapping")
-    missing = [k for k in REQUIRED if k not in raw]
+    required = REQUIRED if raw.get("configurations") else (*REQUIRED, *PRODUCT_KEYS)
+    missing = [k for k in required if k not in raw]
     if missing:
-        raise GridError(source, missing[0], f"required key missing (required: {', '.join(REQUIRED)})")
+        raise GridError(source, missing[0], f"required key missing (required: {', '.join(required)})")
     body = {k: v for k, v in raw.items() if not (k in ("job", "method_kwargs") and v is None)}
     try:
         spec = GridSpec.parse(body, source)
@@ -108,10 +149,21 @@ def _check(spec: GridSpec) -> None:
     src = spec.source
     if not NAME_RULE.match(spec.name):
         raise GridError(src, "name", f"{spec.name!r} must match {NAME_RULE.pattern}")
-    archs = sorted(a for a in ARCHITECTURES if a != BASELINE_ARCH)
+    archs = sorted(a for a in ARCHITECTURES if a not in (BASELINE_ARCH, LIGHTGBM_ARCH))
     _members(src, "archs", spec.archs, archs)
-    _members(src, "methods", spec.methods, sorted(METHODS))
-    _members(src, "optimizers", spec.optimizers, sorted(OPTIMIZERS))
+    if spec.configurations:
+        if spec.methods or spec.optimizers:
+            raise GridError(src, "configurations", "give either 'configurations' or 'methods' x 'optimizers', not both")
+        for i, c in enumerate(spec.configurations):
+            for key, value, known in (("method", c.method, METHODS), ("optimizer", c.optimizer, OPTIMIZERS)):
+                if value not in known:
+                    raise GridError(
+                        src, f"configurations[{i}].{key}", f"unknown value {value!r}; known: {sorted(known)}"
+                    )
+        _distinct(src, "configurations", tuple(spec.combos))
+    else:
+        _members(src, "methods", spec.methods, sorted(METHODS))
+        _members(src, "optimizers", spec.optimizers, sorted(OPTIMIZERS))
     _members(src, "delta_m_metrics", spec.delta_m_metrics, list(DELTA_M_METRICS))
     _distinct(src, "seeds", spec.seeds)
     _distinct(src, "apt", spec.apt)
@@ -121,8 +173,13 @@ def _check(spec: GridSpec) -> None:
         raise GridError(src, "workers", f"must be >= 1, got {spec.workers}")
     if not spec.datasets:
         raise GridError(src, "datasets", "needs at least one dataset")
+    if spec.lightgbm and importlib.util.find_spec("lightgbm") is None:
+        raise GridError(src, "lightgbm", "LightGBM rows need the lightgbm package: pip install 'aptrank[baselines]'")
+    for name in spec.variants:
+        if not NAME_RULE.match(name):
+            raise GridError(src, f"variants.{name}", f"variant name must match {NAME_RULE.pattern}")
     for name, decl in spec.datasets.items():
-        _check_dataset(src, name, decl)
+        _check_dataset(src, name, decl, spec.variants)
     check_job(spec)
 
 
@@ -140,9 +197,9 @@ def _distinct(src: str, key: str, values: tuple[Any, ...]) -> None:
         raise GridError(src, key, f"values must be distinct, got {list(values)}")
 
 
-def _check_dataset(src: str, name: str, d: DatasetDecl) -> None:
+def _check_dataset(src: str, name: str, d: DatasetDecl, variants: dict[str, VariantDecl]) -> None:
     from aptrank.data.adapters import SOURCES
-    from aptrank.data.etl.config import EtlConfigError
+    from aptrank.data.etl.config import EtlConfigError, config_from_dict
     from aptrank.data.etl.config import load_config as load_etl_config
 
     key = f"datasets.{name}"
@@ -161,3 +218,9 @@ def _check_dataset(src: str, name: str, d: DatasetDecl) -> None:
         load_etl_config(d.etl_config)
     except EtlConfigError as e:
         raise GridError(src, f"{key}.etl_config", str(e)) from e
+    for variant, decl in variants.items():
+        if decl.etl:
+            try:
+                config_from_dict(variant_etl_raw(d.etl_config, decl), f"{d.etl_config} + variants.{variant}.etl")
+            except EtlConfigError as e:
+                raise GridError(src, f"variants.{variant}.etl", str(e)) from e

@@ -21,7 +21,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from aptrank.pipeline.config import JobConfig
-from aptrank.pipeline.experiment.worker import CellJob, CellOutput
+from aptrank.pipeline.experiment.worker import LIGHTGBM_DIR, CellJob, CellOutput
 from aptrank.pipeline.mlflow_store import (
     artifact_location,
     connect,
@@ -120,7 +120,11 @@ def log_child(job: CellJob, output: CellOutput, workdir: Path, parent_id: str, t
             tracked.log_diagnostics(step, stats)
         for record in output.history:
             tracked.log_epoch(int(record["epoch"]), record)
+        boosters = job.run_dir / LIGHTGBM_DIR
         tracked.log_result(
-            TrainResult(job.run_dir, output.best_epoch, output.history, output.evaluation, output.train_seconds)
+            TrainResult(job.run_dir, output.best_epoch, output.history, output.evaluation, output.train_seconds),
+            checkpoint=boosters if job.cell.is_lightgbm else None,
         )
+        if output.served:
+            tracked.log_served(output.served, "test", output.evaluation)
     return tracked.run_id

@@ -1,7 +1,7 @@
 """A grid's outputs: ``results.md`` (the exact command, runtime, one table per dataset, the
 observations with their plots), ``results.json`` (every number behind them) and the plots in
-``results/``; :func:`copy_to_docs` puts ``results.md`` and ``results/`` into the docs folder (the
-plot links are relative, so the copy needs no rewriting)."""
+``results/``; :func:`copy_to_docs` puts ``results.md`` as the grid's section into the docs folder's
+``results.md`` and the plots into ``results/<grid name>/``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aptrank.pipeline.experiment.comparison import comparison_json, comparison_markdown
 from aptrank.pipeline.experiment.grid import GridSpec
 from aptrank.pipeline.experiment.observations import (
     ShareCurve,
@@ -41,7 +42,8 @@ class GridReport:
     mlflow: dict[str, str] = field(default_factory=dict)  # parent run id, tracking uri
 
     def by_dataset(self, dataset: str) -> list[CellRecord]:
-        return [r for r in self.records if r.cell.dataset == dataset]
+        """The records of one table (``dataset`` or ``dataset/variant``)."""
+        return [r for r in self.records if r.cell.table == dataset]
 
     @property
     def tables(self) -> list[DatasetTable]:
@@ -72,12 +74,31 @@ def write_report(report: GridReport, workdir: Path) -> list[Path]:
     return [workdir / RESULTS_MD, workdir / RESULTS_JSON, *plots]
 
 
-def copy_to_docs(workdir: Path, docs: Path) -> list[Path]:
-    """``results.md`` -> ``docs/results.md``, ``results/*.png`` -> ``docs/results/``."""
-    (docs / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
-    out = [Path(shutil.copyfile(workdir / RESULTS_MD, docs / RESULTS_MD))]
-    out += [Path(shutil.copyfile(p, docs / PLOTS_DIR / p.name)) for p in sorted((workdir / PLOTS_DIR).glob("*.png"))]
-    return out
+def copy_to_docs(workdir: Path, docs: Path, name: str) -> list[Path]:
+    """The grid's ``results.md`` as its section of ``docs/results.md`` (:func:`merge_section`: other
+    grids' sections and any hand-written text stay), ``results/*.png`` -> ``docs/results/<name>/``
+    (the section's plot links point there)."""
+    plots = docs / PLOTS_DIR / name
+    plots.mkdir(parents=True, exist_ok=True)
+    target = docs / RESULTS_MD
+    section = (workdir / RESULTS_MD).read_text().replace(f"]({PLOTS_DIR}/", f"]({PLOTS_DIR}/{name}/")
+    target.write_text(merge_section(target.read_text() if target.is_file() else "", name, section))
+    return [target, *(Path(shutil.copyfile(p, plots / p.name)) for p in sorted((workdir / PLOTS_DIR).glob("*.png")))]
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- grid {name}: begin (written by aptrank experiment --docs) -->", f"<!-- grid {name}: end -->"
+
+
+def merge_section(document: str, name: str, section: str) -> str:
+    """``document`` with grid ``name``'s section (between its markers) replaced by ``section``, or
+    ``section`` appended when the document has none yet."""
+    begin, end = section_markers(name)
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    if begin in document and end in document.split(begin, 1)[1]:
+        head, rest = document.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].removeprefix("\n")
+    return f"{document.rstrip()}\n\n{block}" if document.strip() else block
 
 
 # ---- JSON ---------------------------------------------------------------------------------------
@@ -144,7 +165,11 @@ def results_json(
                 d: [{"method": m, "optimizer": o, **stat_json(s)} for (m, o), s in e.items()] for d, e in effect.items()
             },
         },
-        "cells": [{"id": r.cell.id, "run_id": r.run_id, "key": r.key, "seconds": r.seconds} for r in report.records],
+        "served_comparison": [comparison_json(ref, tables) for ref in report.spec.references],
+        "cells": [
+            {"id": r.cell.id, "run_id": r.run_id, "key": r.key, "seconds": r.seconds, "served": r.served}
+            for r in report.records
+        ],
     }
 
 
@@ -162,14 +187,18 @@ def results_markdown(
         f"{int(rt['cells_reused'])} reused from an earlier run); {rt['cell_seconds_total']:.0f} s of cell "
         f"training and evaluation in all ({int(rt['cells'])} cells; {int(rt['workers'])} worker(s) now).",
         "",
-        f"Grid `{spec.source}`: datasets {list(spec.datasets)}, archs {list(spec.archs)}, methods "
-        f"{list(spec.methods)}, optimizers {list(spec.optimizers)}, APT {['on' if a else 'off' for a in spec.apt]}, "
-        f"seeds {list(spec.seeds)}; Δm% over {list(spec.delta_m_metrics)}. MLflow parent run "
+        f"Grid `{spec.source}`: datasets {list(spec.datasets)}, "
+        + (f"variants {list(spec.variants)}, " if spec.variants else "")
+        + f"archs {list(spec.archs)}, {_combos(spec)}, seeds {list(spec.seeds)}"
+        + (", LightGBM baselines" if spec.lightgbm else "")
+        + f"; Δm% over {list(spec.delta_m_metrics)}. MLflow parent run "
         f"`{report.mlflow.get('parent_run_id', '')}` in `{report.mlflow.get('tracking_uri', '')}`.",
         "",
     ]
     for t in tables:
         lines += [f"## Dataset `{t.dataset}`", "", render_table(t), "", LEGEND, ""]
+    for ref in spec.references:
+        lines += comparison_markdown(ref, tables)
     lines += [
         "## Observations",
         "",
@@ -211,6 +240,14 @@ def results_markdown(
         lines += ["## Failed cells (rerun the command to retry them)", ""]
         lines += [f"- `{cell}`: {error}" for cell, error in report.failed.items()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _combos(spec: GridSpec) -> str:
+    if spec.configurations:
+        named = [f"{name(METHOD_NAMES, m)}+{name(OPTIMIZER_NAMES, o)}{'+APT' if a else ''}" for m, o, a in spec.combos]
+        return f"configurations {named}"
+    apt = ["on" if a else "off" for a in spec.apt]
+    return f"methods {list(spec.methods)}, optimizers {list(spec.optimizers)}, APT {apt}"
 
 
 def _image(file: str, plots: set[str]) -> list[str]:

@@ -1,10 +1,10 @@
 """``run_grid``: build the datasets, train every cell not finished yet, log each as an MLflow child
 run under the grid's parent run, then write the tables and plots (:mod:`aptrank.pipeline.experiment.report`).
 
-Work dir layout: ``datasets/<name>/{raw,features}``, ``cells/<cell id>/`` (checkpoints, the
-trainer's ``evaluation.json``, the cell's ``result.json``), ``mlflow.db`` + ``mlartifacts/`` (the
-default store), ``parent_run.json``, ``results.md``, ``results.json``, ``results/*.png``,
-``locks/`` (one grid run per work dir at a time, :class:`aptrank.pipeline.lock.JobLock`).
+Work dir layout: ``datasets/<name>/{raw,features,served}`` (and ``<etl key>/`` per ETL variant),
+``cells/<cell id>/`` (checkpoints, the trainer's ``evaluation.json``, the cell's ``result.json``),
+``mlflow.db`` + ``mlartifacts/`` (the default store), ``parent_run.json``, ``results.md``, ``results.json``,
+``results/*.png``, ``locks/`` (one grid run per work dir at a time, :class:`aptrank.pipeline.lock.JobLock`).
 
 Resume: a cell whose ``result.json`` holds its current key (config hash + data fingerprint) is
 skipped; progress lines on ``log`` name each cell and the ETA (elapsed / cells done × cells left).
@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aptrank.pipeline.experiment.cells import Cell, cell_config, grid_cells
-from aptrank.pipeline.experiment.datasets import PreparedDataset, prepare_dataset
+from aptrank.pipeline.experiment.datasets import PreparedDataset, generate_dataset, prepare_dataset
 from aptrank.pipeline.experiment.grid import GridSpec
 from aptrank.pipeline.experiment.mlflow_runs import ParentRun, log_child
 from aptrank.pipeline.experiment.report import GridReport, copy_to_docs, write_report
 from aptrank.pipeline.experiment.store import CellRecord, cell_dir, kept_series, read_record, write_record
+from aptrank.pipeline.experiment.variants import etl_key
 from aptrank.pipeline.experiment.worker import CellJob, CellOutput, execute
 from aptrank.pipeline.lock import JobLock
 from aptrank.pipeline.provenance import canonical_hash
@@ -59,9 +60,12 @@ def run_grid(
     work.mkdir(parents=True, exist_ok=True)
     n_workers = workers or spec.workers
     with JobLock(work, spec.name):
-        data = {n: prepare_dataset(n, d, work / DATASETS_DIR, log) for n, d in spec.datasets.items()}
-        jobs = [_job(spec, work, data[c.dataset], c) for c in grid_cells(spec, {n: p.tasks for n, p in data.items()})]
-        done = {j.cell.id: rec for j in jobs if (rec := read_record(work, j.cell, j.key)) is not None}
+        data = prepare_tables(spec, work / DATASETS_DIR, log)
+        tasks = {t: p.tasks for t, p in data.items()}
+        jobs = [_job(spec, work, data[c.table], c) for c in grid_cells(spec, tasks)]
+        done = {
+            j.cell.id: rec for j in jobs if (rec := read_record(work, j.cell, j.key, j.served is not None)) is not None
+        }
         pending = [j for j in jobs if j.cell.id not in done]
         skipped = [j.cell.id for j in jobs if j.cell.id in done]
         log(
@@ -97,7 +101,7 @@ def run_grid(
                     "cell_seconds_total": sum(r.seconds for r in records),
                     "workers": n_workers,
                 },
-                {n: p.tasks for n, p in data.items()},
+                tasks,
                 records,
                 failed,
                 {"parent_run_id": parent.run_id, "tracking_uri": parent.uri},
@@ -106,7 +110,7 @@ def run_grid(
             parent.log_outputs([p for p in outputs if p.suffix != ".png"])
             parent.log_outputs([p for p in outputs if p.suffix == ".png"], "plots")
         if docs is not None:
-            outputs += copy_to_docs(work, docs)
+            outputs += copy_to_docs(work, docs, spec.name)
     log(
         f"[experiment] done in {time.perf_counter() - t0:.0f} s: {work / 'results.md'}"
         + (f"; {len(failed)} cell(s) failed" if failed else "")
@@ -114,15 +118,43 @@ def run_grid(
     return GridOutcome(report, outputs, [j.cell.id for j in pending if j.cell.id not in failed], skipped)
 
 
+def prepare_tables(spec: GridSpec, root: Path, log: Callable[[str], None]) -> dict[str, PreparedDataset]:
+    """Table name (:attr:`Cell.table`) -> its prepared dataset: each dataset generated once, its ETL
+    run once per distinct ETL variant (:func:`etl_key`) and shared by the variants that have it."""
+    out: dict[str, PreparedDataset] = {}
+    for name, decl in spec.datasets.items():
+        raw = generate_dataset(name, decl, root, log)
+        by_etl: dict[str, PreparedDataset] = {}
+        for v in spec.variant_names:
+            variant = spec.variants[v] if v is not None else None
+            key = etl_key(variant)
+            if key not in by_etl:
+                by_etl[key] = prepare_dataset(name, decl, root, log, variant, raw)
+            out[Cell(name, "", "", "", False, 0, None, v).table] = by_etl[key]
+    return out
+
+
 def _job(spec: GridSpec, work: Path, data: PreparedDataset, cell: Cell) -> CellJob:
-    cfg = cell_config(spec, cell)
-    return CellJob(cell, cfg, data.features, cell_dir(work, cell), version_key(cfg, data.fingerprint))
+    cfg = cell_config(spec, cell, data.data)
+    if cell.is_lightgbm:
+        key = canonical_hash(
+            {"lightgbm": spec.lightgbm_params.to_dict(), "seed": cell.seed, "inputs": data.fingerprint}
+        )
+        params = spec.lightgbm_params
+    else:
+        key, params = version_key(cfg, data.fingerprint), None
+    return CellJob(cell, cfg, data.features, cell_dir(work, cell), key, data.served, params)
+
+
+def _metrics(tasks: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    return {t: {m: as_number(v) for m, v in ms.items()} for t, ms in tasks.items()}
 
 
 def _record(work: Path, job: CellJob, output: CellOutput, run_id: str) -> CellRecord:
-    test = {t: {m: as_number(v) for m, v in ms.items()} for t, ms in output.evaluation["test"]["tasks"].items()}
+    test = _metrics(output.evaluation["test"]["tasks"])
+    served = _metrics(output.served.get("tasks", {}))
     record = CellRecord(
-        job.cell, job.key, run_id, test, output.best_epoch, output.seconds, kept_series(output.diagnostics)
+        job.cell, job.key, run_id, test, output.best_epoch, output.seconds, kept_series(output.diagnostics), served
     )
     write_record(work, record)
     return record
@@ -135,6 +167,8 @@ def _progress(i: int, n: int, cell: Cell, output: CellOutput, elapsed: float) ->
     else:
         aucs = [a for m in output.evaluation["test"]["tasks"].values() if (a := as_number(m.get("auc"))) is not None]
         what = f"{output.seconds:.1f} s, mean test AUC {sum(aucs) / max(len(aucs), 1):.4f}"
+        if output.served:
+            what += f" (served {output.served['mean_auc']:.4f})"
     return f"[experiment] {i}/{n} {cell.id}: {what}; ETA {_clock(eta)}"
 
 

@@ -1,5 +1,6 @@
-"""The grid's numbers: per dataset, one row per (arch, method, optimizer, APT) with mean ± std over
-seeds of every column (per-task test AUC and GAUC, Δm%), the best row per column, and which rows
+"""The grid's numbers: per dataset (and variant), one row per (arch, method, optimizer, APT) and one
+for LightGBM, with mean ± std over seeds of every column (per-task test AUC and GAUC with
+point-in-time features, per-task test AUC as served, Δm%), the best row per column, and which rows
 differ from EW (same arch, optimizer and APT) by more than two standard errors.
 
 * std is the sample standard deviation (ddof 1) over the seeds; SE = std/sqrt(n); with one seed
@@ -25,6 +26,7 @@ from aptrank.pipeline.experiment.store import CellRecord
 from aptrank.pipeline.ranking_metrics import delta_m
 
 TABLE_METRICS = ("auc", "gauc")
+SERVED_METRIC = "auc"
 DELTA_M = "delta_m"
 REFERENCE_METHOD = "ew"
 
@@ -58,9 +60,14 @@ class Stat:
 
 @dataclass(frozen=True)
 class Column:
-    label: str  # "click AUC", "Δm%"
+    label: str  # "click AUC", "click AUC served", "Δm%"
     task: str | None
     metric: str  # auc, gauc or delta_m
+    served: bool = False  # the served evaluation's figure (CellRecord.served) instead of the point-in-time one
+
+    def value(self, record: CellRecord) -> float | None:
+        """This column's metric in ``record`` (not Δm%)."""
+        return (record.served if self.served else record.test).get(self.task or "", {}).get(self.metric)
 
 
 @dataclass
@@ -85,8 +92,11 @@ class DatasetTable:
     rows: list[Row]
 
 
-def columns_for(tasks: Sequence[str]) -> list[Column]:
+def columns_for(tasks: Sequence[str], served: bool = False) -> list[Column]:
+    """Point-in-time AUC and GAUC per task, the served AUC per task when ``served``, then Δm%."""
     cols = [Column(f"{t} {m.upper()}", t, m) for m in TABLE_METRICS for t in tasks]
+    if served:
+        cols += [Column(f"{t} {SERVED_METRIC.upper()} served", t, SERVED_METRIC, True) for t in tasks]
     return [*cols, Column("Δm%", None, DELTA_M)]
 
 
@@ -104,7 +114,7 @@ def build_table(
     dataset: str, tasks: Sequence[str], records: Sequence[CellRecord], delta_m_metrics: Sequence[str]
 ) -> DatasetTable:
     """The table of one dataset from its records (in grid order; rows keep that order)."""
-    columns = columns_for(tasks)
+    columns = columns_for(tasks, served=any(r.served for r in records))
     groups: dict[tuple, list[CellRecord]] = {}
     by_task: dict[str, list[CellRecord]] = {}
     for r in records:
@@ -116,9 +126,9 @@ def build_table(
     baseline = None
     if by_task:
         stats = {
-            c.label: Stat.of([r.test.get(c.task, {}).get(c.metric) for r in by_task.get(c.task, [])])
+            c.label: Stat.of([c.value(r) for r in by_task.get(c.task, [])])
             for c in columns
-            if c.task is not None
+            if c.task is not None and not c.served
         }
         baseline = Row(
             BASELINE_ARCH, "-", BASELINE_OPTIMIZER, False, stats, [r.run_id for g in by_task.values() for r in g]
@@ -127,12 +137,7 @@ def build_table(
     for (_, arch, method, opt, apt), g in groups.items():
         stats = {
             c.label: Stat.of(
-                [
-                    run_delta_m(r, base_means, delta_m_metrics)
-                    if c.metric == DELTA_M
-                    else r.test.get(c.task or "", {}).get(c.metric)
-                    for r in g
-                ]
+                [run_delta_m(r, base_means, delta_m_metrics) if c.metric == DELTA_M else c.value(r) for r in g]
             )
             for c in columns
         }
@@ -146,7 +151,7 @@ def mark_best(rows: Sequence[Row], columns: Sequence[Column]) -> None:
     """Add each column's label to ``best`` of the row(s) with the highest mean (ties: equal up to
     float rounding, so a tie does not depend on the order the seeds were summed in)."""
     for c in columns:
-        means = [r.stats[c.label].mean for r in rows]
+        means = [r.stats[c.label].mean if c.label in r.stats else math.nan for r in rows]
         finite = [m for m in means if math.isfinite(m)]
         if finite:
             top = max(finite)

@@ -32,6 +32,7 @@ class CellRecord:
     best_epoch: int
     seconds: float
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    served: dict[str, dict[str, float | None]] = field(default_factory=dict)  # task -> served test metric
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -42,7 +43,14 @@ class CellRecord:
     def from_dict(cls, d: dict[str, Any]) -> CellRecord:
         series = {k: [(int(s), float(v)) for s, v in pts] for k, pts in d.get("series", {}).items()}
         return cls(
-            Cell(**d["cell"]), d["key"], d["run_id"], d["test"], int(d["best_epoch"]), float(d["seconds"]), series
+            Cell(**d["cell"]),
+            d["key"],
+            d["run_id"],
+            d["test"],
+            int(d["best_epoch"]),
+            float(d["seconds"]),
+            series,
+            d.get("served", {}),
         )
 
 
@@ -69,8 +77,9 @@ def write_record(workdir: Path, record: CellRecord) -> Path:
     return path
 
 
-def read_record(workdir: Path, cell: Cell, key: str) -> CellRecord | None:
-    """The cell's record when it finished with this ``key``; None when it must (re)run."""
+def read_record(workdir: Path, cell: Cell, key: str, served: bool = False) -> CellRecord | None:
+    """The cell's record when it finished with this ``key``; None when it must (re)run (also a
+    multi-task or LightGBM cell without the ``served`` evaluation it should have)."""
     path = cell_dir(workdir, cell) / RESULT_FILE
     if not path.is_file():
         return None
@@ -78,4 +87,6 @@ def read_record(workdir: Path, cell: Cell, key: str) -> CellRecord | None:
         record = CellRecord.from_dict(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError):
         return None  # unreadable: train it again
+    if not record.served and served and not cell.is_baseline:
+        return None
     return record if record.key == key and record.cell == cell else None

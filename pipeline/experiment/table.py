@@ -27,13 +27,20 @@ METHOD_NAMES = {
     "rlw": "RLW",
 }
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adatask": "AdaTask", "muon": "Muon", "adatask_muon": "AdaTask+Muon"}
-ARCH_NAMES = {"mmoe": "MMoE", "ple": "PLE", "shared_bottom": "Shared-Bottom", "single_task": "single-task"}
+ARCH_NAMES = {
+    "mmoe": "MMoE",
+    "ple": "PLE",
+    "shared_bottom": "Shared-Bottom",
+    "single_task": "single-task",
+    "lightgbm": "LightGBM",
+}
 MARKS = {1: "▲", -1: "▼"}
 DASH = "–"
 LEGEND = (
     "mean ± std over seeds; **bold**: best mean in the column; ▲ / ▼: above / below EW with the same "
     "arch, optimizer and APT by more than two standard errors; Δm%: against the single-task baselines "
-    "(first row)."
+    "(first row); AUC served: the test split scored through the exported model (LightGBM: the same "
+    "feature lookup) with the snapshot as of the end of the validation split."
 )
 
 
@@ -63,7 +70,8 @@ def format_cell(row: Row, column: Column) -> str:
 
 def render_row(row: Row, columns: list[Column]) -> str:
     method = DASH if row.method == "-" else name(METHOD_NAMES, row.method)
-    head = [name(ARCH_NAMES, row.arch), method, name(OPTIMIZER_NAMES, row.optimizer), "on" if row.apt else "off"]
+    optimizer = DASH if row.optimizer == "-" else name(OPTIMIZER_NAMES, row.optimizer)
+    head = [name(ARCH_NAMES, row.arch), method, optimizer, "on" if row.apt else "off"]
     return "| " + " | ".join([*head, *(format_cell(row, c) for c in columns)]) + " |"
 
 

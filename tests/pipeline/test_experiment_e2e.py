@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from aptrank.pipeline.experiment import grid_from_dict, run_grid
 from aptrank.pipeline.experiment.cells import Cell, baseline_cell, cell_config
 from aptrank.pipeline.experiment.mlflow_runs import ERROR_TAG, PARENT_TAG, log_child
+from aptrank.pipeline.experiment.report import merge_section
 from aptrank.pipeline.experiment.store import RESULT_FILE, cell_dir
 from aptrank.pipeline.experiment.worker import CellJob, CellOutput
 from aptrank.pipeline.mlflow_store import ENV_URI
@@ -170,10 +171,14 @@ def test_plots_and_docs(grid: dict[str, Any]) -> None:
     for name in ("instant_share.png", "task_dominance.png", "apt_effect.png"):
         image = matplotlib.image.imread(work / "results" / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-        assert (docs / "results" / name).read_bytes() == (work / "results" / name).read_bytes()
+        assert (docs / "results" / "tiny" / name).read_bytes() == (work / "results" / name).read_bytes()
     markdown = (docs / "results.md").read_text()
-    assert markdown == (work / "results.md").read_text()
-    assert "Command: `aptrank experiment tiny`" in markdown and "![apt_effect.png](results/apt_effect.png)" in markdown
+    section = (work / "results.md").read_text().replace("](results/", "](results/tiny/")
+    assert markdown == merge_section("", "tiny", section)
+    assert (
+        "Command: `aptrank experiment tiny`" in markdown
+        and "![apt_effect.png](results/tiny/apt_effect.png)" in markdown
+    )
     observations = json.loads((work / "results.json").read_text())["observations"]
     assert {(o["optimizer"], o["apt"]) for o in observations["instant_share"]} == {
         ("adatask", False),

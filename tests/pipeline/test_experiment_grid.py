@@ -125,6 +125,13 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         ("job.seed", 3, "job.seed", "set by the grid"),
         ("method_kwargs", {"imgrad": {"alpha": 0.8}}, "method_kwargs.imgrad", "not a method of this grid"),
         ("method_kwargs", {"pcgrad": {"alpha": 0.8}}, "job.mtl.method_kwargs.alpha", "unknown argument"),
+        ("configurations", [{"method": "ew", "optimizer": "adamw"}], "configurations", "not both"),
+        ("variants", {"a b": {}}, "variants.a b", "must match"),
+        ("variants", {"v": {"etl": {"features": {"smoothing": -1}}}}, "variants.v.etl", "features.smoothing"),
+        ("variants", {"v": {"etl": {"freshnes": "daily"}}}, "variants.v.etl", "freshnes: unknown key"),
+        ("variants", {"v": {"job": {"model": {"experts": 3}}}}, "variants.v.job.model.experts", "unknown key"),
+        ("variants", {"v": {"jobs": {}}}, "variants.v.jobs", "unknown key"),
+        ("lightgbm_params", {"num_leaves": 0}, "lightgbm_params.num_leaves", "must be > 0"),
     ],
 )
 def test_bad_grid_names_the_key(path: str, value: Any, key: str, words: str) -> None:
@@ -143,3 +150,83 @@ def test_cli_refuses_a_bad_grid_with_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "w").exists()  # refused before any work
     missing = CliRunner().invoke(app, ["experiment", "--grid", str(tmp_path / "none.yaml")])
     assert missing.exit_code == 2 and "grid file not found" in missing.output
+
+
+def test_explicit_configurations_replace_the_product() -> None:
+    raw = {k: v for k, v in minimal().items() if k not in ("methods", "optimizers")}
+    raw["configurations"] = [
+        {"method": "pcgrad", "optimizer": "adamw", "apt": True},
+        {"method": "ew", "optimizer": "muon"},
+    ]
+    spec = grid_from_dict(raw)
+    assert spec.combos == [("pcgrad", "adamw", True), ("ew", "muon", False)]
+    cells = [c for c in grid_cells(spec, {"syn": ("click",)}) if c.task is None]
+    assert [c.id for c in cells] == [
+        "syn/mmoe/pcgrad/adamw/apt-on/seed0",
+        "syn/mmoe/pcgrad/adamw/apt-on/seed1",
+        "syn/mmoe/ew/muon/apt-off/seed0",
+        "syn/mmoe/ew/muon/apt-off/seed1",
+    ]
+    with pytest.raises(GridError) as info:
+        grid_from_dict({**raw, "configurations": [*raw["configurations"], raw["configurations"][0]]})
+    assert info.value.key == "configurations" and "distinct" in str(info.value)
+    with pytest.raises(GridError) as info:
+        grid_from_dict({**raw, "configurations": [{"method": "ew", "optimizer": "adam"}]})
+    assert info.value.key == "configurations[0].optimizer" and "unknown value 'adam'" in str(info.value)
+    with pytest.raises(GridError) as info:
+        grid_from_dict({k: v for k, v in raw.items() if k != "configurations"})
+    assert info.value.key == "methods" and "required key missing" in str(info.value)
+
+
+def test_variants_merge_job_overrides_and_name_cells_and_tables() -> None:
+    raw = minimal()
+    raw["variants"] = {
+        "small": {},
+        "wide": {"job": {"model": {"embedding_dim": 12}, "mtl": {"apt": {"beta_min": 0.7}}}},
+    }
+    raw["lightgbm"] = True
+    spec = grid_from_dict(raw)
+    cells = grid_cells(spec, {"syn/small": ("click",), "syn/wide": ("click",)})
+    assert len(cells) == 2 * (1 * 2 + 2 + 2 * 2 * 2)  # per variant: baselines, LightGBM, MTL cells
+    assert cells[2].id == "syn/small/lightgbm/seed0" and cells[2].table == "syn/small"
+    wide = next(c for c in cells if c.variant == "wide" and c.method == "pcgrad" and c.apt)
+    assert wide.id == "syn/wide/mmoe/pcgrad/muon/apt-on/seed0"
+    small = cell_config(spec, next(c for c in cells if c.variant == "small" and c.method == "pcgrad" and c.apt))
+    wide_cfg = cell_config(spec, wide)
+    assert small.model.embedding_dim != 12 and wide_cfg.model.embedding_dim == 12
+    # a deep merge: the override keeps the grid's other keys of the same sections
+    assert wide_cfg.to_dict()["mtl"]["apt"] == {"momentum": True, "direction_preservation": True, "beta_min": 0.7}
+    assert wide_cfg.mtl.lr == small.mtl.lr == 0.01
+
+
+def test_issue19_grid_waits_only_for_the_two_new_keys(tmp_path: Path) -> None:
+    """configs/grids/kuairand-issue19.yaml is refused only for ``freshness`` (ETL) and ``tasks`` (job)
+    until they exist; without those overrides it is a valid 72-cell grid with LightGBM rows."""
+    path = ROOT / "configs" / "grids" / "kuairand-issue19.yaml"
+    try:
+        load_grid(path)
+    except GridError as e:
+        assert e.key in ("variants.indep-daily.etl", "variants.esmm-exact.job.tasks"), e
+    raw = yaml.safe_load(path.read_text())
+    for variant in raw["variants"].values():
+        if variant:
+            variant.get("etl", {}).pop("freshness", None)
+            variant.get("job", {}).pop("tasks", None)
+    spec = grid_from_dict(raw, str(path))
+    tasks = ("click", "like", "finish")
+    cells = grid_cells(spec, {f"kuairand/{v}": tasks for v in spec.variants})
+    mtl = [c for c in cells if c.task is None and not c.is_lightgbm]
+    assert len(mtl) == 4 * 2 * 3 * 3 == 72
+    assert sum(c.is_lightgbm for c in cells) == 4 * 3 and sum(c.is_baseline for c in cells) == 4 * 3 * 3
+    assert ("mgda", "adamw", True) in spec.combos  # the current default, the acceptance's comparison
+
+
+def test_lightgbm_rows_without_the_package_are_refused_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real(name, *a))
+    with pytest.raises(GridError) as info:
+        grid_from_dict({**minimal(), "lightgbm": True}, "grid.yaml")
+    assert info.value.key == "lightgbm" and "aptrank[baselines]" in str(info.value)
+    assert grid_from_dict(minimal()).lightgbm is False  # a grid without LightGBM rows does not need it

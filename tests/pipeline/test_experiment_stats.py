@@ -181,3 +181,19 @@ def test_kept_series_keeps_only_plot_keys() -> None:
         "adatask/rau/w/task0": [(0, 0.5)],
     }
     assert np.isclose(sum(v for _, v in kept_series(diags)["apt/instant_share"]), 1.2)
+
+
+def test_docs_section_is_replaced_in_place_and_other_text_kept() -> None:
+    from aptrank.pipeline.experiment.report import merge_section, section_markers
+
+    begin, end = section_markers("g19")
+    hand_written = "# Results\n\nThe research grid, edited by hand.\n"
+    first = merge_section(hand_written, "g19", "# Research grid `g19`\n\nv1\n")
+    assert first == f"{hand_written}\n{begin}\n# Research grid `g19`\n\nv1\n{end}\n"
+    after = first + "\n## Notes after the section\n"
+    second = merge_section(after, "g19", "# Research grid `g19`\n\nv2\n")
+    assert second.count(begin) == 1 and "v1" not in second and "v2" in second
+    assert second.startswith(hand_written) and second.endswith("\n## Notes after the section\n")
+    other = merge_section(second, "g20", "x\n")
+    assert other.startswith(second.rstrip()) and other.count("grid g20: begin") == 1
+    assert merge_section("", "g19", "only\n") == f"{begin}\nonly\n{end}\n"
