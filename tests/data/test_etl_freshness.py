@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import typer
+import yaml
 from etl_helpers import at, config, events_frame, handmade_items, handmade_users, write_canonical
+from typer.testing import CliRunner
 
 from aptrank.data.encodings import ITEM_AGE
 from aptrank.data.etl.config import EtlConfig
@@ -162,6 +165,12 @@ def test_day_floor_and_cutoff_follow_the_time_zone() -> None:
     assert floor.tolist() == [int(dt.datetime(2024, 3, 10, 5, tzinfo=dt.UTC).timestamp() * 1000)]
 
 
-def test_an_unknown_freshness_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"freshness"):
-        _cfg("hourly")
+def test_an_unknown_freshness_is_refused(app: typer.Typer, tmp_path: Path) -> None:
+    """One line naming the file and the key, exit 2 (bad config), no traceback."""
+    bad = tmp_path / "etl.yaml"
+    bad.write_text(yaml.safe_dump({**_cfg(None).model_dump(mode="json"), "freshness": "hourly"}))
+    source = _source(tmp_path / "log", ROWS)
+    args = ["etl", "--source", "canonical", "--input", str(source), "--out", str(tmp_path / "o"), "--config", str(bad)]
+    result = CliRunner().invoke(app, [*args, "--quiet"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {bad}: freshness: must be one of 'exact' or 'daily', got 'hourly'"
