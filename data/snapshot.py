@@ -1,6 +1,7 @@
 """Feature snapshot (``DIR/snapshot/``) and the scorers' torch-free feature lookup.
 
-The ETL writes one table per entity as of the data's end (cutoff = last accepted event + 1 ms),
+The ETL writes one table per entity as of the data's end (cutoff = last accepted event + 1 ms; with
+``freshness: daily`` the end of that event's day, :func:`data.etl.freshness.snapshot_cutoff`),
 produced by the same point-in-time code as the examples (:mod:`data.etl.pit`,
 :mod:`data.etl.history`):
 

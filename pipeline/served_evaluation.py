@@ -7,7 +7,9 @@ frozen at a cutoff. This second evaluation scores the split's real candidates (r
 scorer model the job registers (:mod:`serving.pyfunc_model`), bundled with the snapshot as of the
 split's start (for ``test``: the end of the validation split), which is what a model deployed at
 that moment would have scored with. The registered version bundles the snapshot as of the end of all
-data instead (production). The gap between the two figures is the cost of frozen features.
+data instead (production). The gap between the two figures is the cost of frozen features. With
+``freshness: daily`` in the ETL config (:mod:`data.etl.freshness`) the training features of the
+split's first day are that snapshot's values, so on a one-day split the two figures nearly coincide.
 
 The snapshot is the ETL's own (:func:`data.etl.run.run_etl` with ``time_range.end`` at the split's
 start); its FeatureSpec must equal the training one apart from the snapshot cutoff, which is

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from aptrank.config_model import AsTuple, ConfigModel, DateText, read_yaml_mapping
+from aptrank.data.etl.freshness import EXACT, Freshness
 from aptrank.data.spec import DEFAULT_TASKS, TaskLabel
 from aptrank.errors import ConfigError
 
@@ -163,6 +164,10 @@ class EtlConfig(EtlSection):
     splits: SplitConfig = Field(default_factory=SplitConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    freshness: Freshness = EXACT
+    """When entity features are looked at (:mod:`data.etl.freshness`): ``exact`` = strictly before each
+    impression; ``daily`` = as of the start of the impression's day (``time_zone``), what a snapshot
+    built at the end of the day before serves."""
     engine: Literal["polars", "spark"] = "polars"
     """Where the point-in-time features run: this process (Polars) or Spark (``data/etl/spark.py``)."""
 

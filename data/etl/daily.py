@@ -36,6 +36,7 @@ from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_
 from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
+from aptrank.data.etl.freshness import day_start, snapshot_cutoff
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
@@ -70,7 +71,7 @@ DAYS_DIR = "days"
 
 def day_bounds(cfg: EtlConfig, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of a calendar day in the config's time zone, as aware UTC datetimes."""
-    return cfg.local_time(day.isoformat()), cfg.local_time((day + dt.timedelta(days=1)).isoformat())
+    return day_start(day, cfg.time_zone), day_start(day + dt.timedelta(days=1), cfg.time_zone)
 
 
 def _check_daily_config(cfg: EtlConfig, day: dt.date) -> None:
@@ -195,7 +196,7 @@ class DailyJob(_Job):
             events = self.work.scan(EVENTS)
             ts = events.select("ts").collect().to_series()
         s = self.state
-        cutoff = ts[-1] + dt.timedelta(milliseconds=1) if n else s.cutoff
+        cutoff = snapshot_cutoff(ts[-1], self.cfg.freshness, self.cfg.time_zone) if n else s.cutoff
         wanted = [*plan.entities, *(["item"] if items is not None else [])]
         wanted += ["user"] if self.cfg.features.history else []
         with self.stage("point-in-time"):

@@ -39,11 +39,13 @@ def entity_features(
     with_counts: bool,
     workspace: Workspace | None = None,
     first_query: int = 0,
+    day_zone: str | None = None,
 ) -> EntityFeatures:
     """Counts and history pointers of the rows of ``frame`` from ``first_query`` on (sorted by ts;
-    see :func:`data.etl.pit.with_queries`; the rows before only count). Results may share the
+    see :func:`data.etl.pit.with_queries`; the rows before only count), each as of its ts or, with
+    ``day_zone`` (daily freshness), as of the start of its day there. Results may share the
     workspace's buffers."""
-    index = KeyTimeIndex(frame, key, windows, workspace, first_query)
+    index = KeyTimeIndex(frame, key, windows, workspace, first_query, day_zone)
     counts = pit_counts(frame, key, entity, windows, tasks, index) if with_counts else None
     return EntityFeatures(counts, {h.name: history_pointers(index, h) for h in histories})
 

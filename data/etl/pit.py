@@ -20,6 +20,10 @@ of the weights in that order, a window's sum is C[hi] - C[lo] where hi = the fir
 (ties excluded) and lo = the first row with T >= T_i - w (:func:`search_sorted_queries`) or the
 key's first row (``all``); a null key's row is alone in its block, so all its sums are 0. The sums
 go back to input order by a scatter. Everything is numpy on reusable buffers (:class:`Workspace`).
+
+Daily freshness (:mod:`data.etl.freshness`) moves each row's query time from its ts to the start
+of its day D0 (``KeyTimeIndex(day_zone=...)``): hi becomes the first row of the key with T >= the
+query's composite time and the windows end there; G then also covers the distance D0 - ts < 1 day.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from aptrank.data.etl.config import window_ms
+from aptrank.data.etl.freshness import day_floor_ms
 from aptrank.data.etl.labels import label_column
 
 THREADS = 2
@@ -137,7 +142,9 @@ class KeyTimeIndex:
     """Rows of a frame (sorted by ``ts``) ordered by (key, ts, input row), with the positions
     needed to sum any weight over 'same key, strictly earlier' windows. With ``first_query``, only
     the rows from there on get answers; the rows before it (an incremental run's state) only count,
-    so the searches, sums and scatters grow with the query rows, not with the history."""
+    so the searches, sums and scatters grow with the query rows, not with the history. With
+    ``day_zone`` (daily freshness, :mod:`data.etl.freshness`) every row is queried at the start of
+    its calendar day in that time zone instead of at its own ts: its windows are ``[D0 - w, D0)``."""
 
     def __init__(
         self,
@@ -146,6 +153,7 @@ class KeyTimeIndex:
         windows: Sequence[str],
         workspace: Workspace | None = None,
         first_query: int = 0,
+        day_zone: str | None = None,
     ) -> None:
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
@@ -166,19 +174,28 @@ class KeyTimeIndex:
         self.key_start = _run_starts(changed, positions, ws.get("key_start", n, np.int64))
         block = np.cumsum(changed, out=composite)  # the codes are no longer needed
         t = self.t = gather(frame["ts"].dt.epoch("ms").to_numpy(), self.order, ws.get("t", n, np.int64))
-        t -= t.min() if n else 0
+        query = day_floor_ms(t, day_zone) if day_zone is not None else None  # daily freshness
+        lag = int((t - query).max()) if query is not None and n else 0  # how far a query precedes its row
+        origin = t.min() if n else 0
+        t -= origin
         spans = [ms for ms in (window_ms(w) for w in windows) if ms is not None]
-        t += np.multiply(block, (int(t.max()) if n else 0) + max(spans, default=0) + 2, out=block)
-        self.hi = _run_starts(_changes(t, changed), positions, ws.get("hi", n, np.int64))
-        """Per query row (sorted order): the first sorted row with the same key and ts; everything
-        before it is strictly earlier."""
+        t += np.multiply(block, (int(t.max()) if n else 0) + max(spans, default=0) + lag + 2, out=block)
+        # hi, per query row (sorted order): the first sorted row with the same key at or after the
+        # query time (its ts, or with day_zone the start of its day); everything before it is earlier
+        if query is None:  # queried at its own ts: the first row with the same (key, ts)
+            self.hi = _run_starts(_changes(t, changed), positions, ws.get("hi", n, np.int64))
+            self.query_t = t
+        else:  # queried at the start of its day: the first row of its key at or after that instant
+            query -= origin
+            query += block
+            self.hi, self.query_t = search_sorted_queries(t, query), query
         self.targets = self.order
         """Per query row (sorted order): its output row."""
-        self.query_t = t
         if first_query:  # answers only for the query rows: keep their sorted positions
             queries = np.flatnonzero(self.order >= first_query)
             self.targets = np.subtract(self.order[queries], first_query)
-            self.hi, self.key_start, self.query_t = self.hi[queries], self.key_start[queries], t[queries]
+            self.hi, self.key_start = self.hi[queries], self.key_start[queries]
+            self.query_t = self.query_t[queries]
         with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
             self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
 

@@ -35,6 +35,7 @@ from aptrank.data.etl.engines import ENGINES, with_engine
 from aptrank.data.etl.entity import EntityFeatures, entity_features
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import FeaturePlan, plan_features
+from aptrank.data.etl.freshness import DAILY, snapshot_cutoff, spec_extras
 from aptrank.data.etl.history import ITEM_INDEX, lists_for
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column, label_column
@@ -110,6 +111,8 @@ class _Job:
         self.cpu: dict[str, float] = {}
         self.tasks = cfg.task_names
         self.labels = [label_column(t) for t in self.tasks]
+        self.day_zone = cfg.time_zone if cfg.freshness == DAILY else None
+        """Daily freshness: the rows' entity features as of the start of their day in this zone."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -155,7 +158,7 @@ class _Job:
                 pl.col(c).cast(pl.Float64).mean().alias(t) for t, c in zip(self.tasks, self.labels, strict=True)
             )
             prior = {t: float(v) for t, v in priors.collect().row(0, named=True).items()}
-            cutoff = ts[-1] + dt.timedelta(milliseconds=1)
+            cutoff = snapshot_cutoff(ts[-1], self.cfg.freshness, self.cfg.time_zone)
             wanted = [
                 *plan.entities,
                 *(["item"] if items is not None else []),
@@ -180,6 +183,7 @@ class _Job:
             stats = dense.fit(train_chunks, recipes)
             extras = {
                 "context": list(self.cfg.features.context),
+                **spec_extras(self.cfg.freshness),
                 "task_priors": prior,
                 "splits": bounds.to_dict(),
                 "snapshot": layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff),
@@ -313,7 +317,9 @@ class _Job:
         """One entity's features for the rows of ``frame`` from ``first_query`` on (the rows before:
         earlier history that only counts), in this process (the Spark engine overrides this)."""
         windows = self.cfg.features.windows
-        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace, first_query)
+        return entity_features(
+            frame, key, entity, windows, self.tasks, histories, with_counts, workspace, first_query, self.day_zone
+        )
 
     def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
         """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than

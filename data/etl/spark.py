@@ -95,16 +95,18 @@ def partition_features(
     tasks: Sequence[str],
     histories: Sequence[HistoryConfig],
     with_counts: bool,
+    day_zone: str | None,
 ) -> Any:
     """The ``mapInArrow`` function: a partition's rows (all rows of its keys) -> per row its
-    position, counts and history lists, from :func:`data.etl.entity.entity_features`."""
+    position, counts and history lists, from :func:`data.etl.entity.entity_features` (``day_zone``:
+    daily freshness, :mod:`data.etl.freshness`)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = pa.Table.from_batches(list(batches))
         if table.num_rows == 0:
             return
         frame = pl.from_arrow(table).sort(POSITION).with_columns(pl.col("ts").cast(TS_DTYPE))  # type: ignore[union-attr]
-        got = entity_features(frame, key, entity, windows, tasks, histories, with_counts)
+        got = entity_features(frame, key, entity, windows, tasks, histories, with_counts, day_zone=day_zone)
         out = frame.select(POSITION)
         if got.counts is not None:
             out = out.with_columns(got.counts.cast(pl.Int64))
@@ -126,6 +128,7 @@ class SparkEngine:
     cfg: EtlConfig
     tasks: list[str]
     work: WorkFiles
+    day_zone: str | None
 
     def entity_features(
         self,
@@ -150,7 +153,7 @@ class SparkEngine:
         columns = pit_columns(entity, windows, self.tasks) if with_counts else []
         fields = [f"{c} bigint" for c in (POSITION, *columns)] + [f"{h.name} array<bigint>" for h in histories]
         schema = ", ".join(fields)
-        run = partition_features(key, entity, windows, self.tasks, histories, with_counts)
+        run = partition_features(key, entity, windows, self.tasks, histories, with_counts, self.day_zone)
         source = spark.read.parquet(str(folder / "in.parquet"))
         source.repartition(key).mapInArrow(run, schema).write.parquet(str(folder / "out"))
         got = pl.read_parquet(folder / "out" / "*.parquet").sort(POSITION)

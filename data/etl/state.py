@@ -2,8 +2,9 @@
 
 The point-in-time features of an event at time t are sums over the same key's earlier events in
 ``[t - w, t)`` (``all``: every earlier event) and the user's last ``max_len`` positives. A day's
-events and the snapshot are queried at t >= the previous cutoff (last accepted event + 1 ms), so of
-the past they need exactly:
+events and the snapshot are queried at t >= the previous cutoff (last accepted event + 1 ms; with
+``freshness: daily`` they are queried at the start of the day, which is that cutoff,
+:mod:`data.etl.freshness`), so of the past they need exactly:
 
 * **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
   rows any sliding window can still reach) plus, per user and history, the user's last ``max_len``
@@ -88,7 +89,8 @@ def present_entities(columns: list[str]) -> dict[str, str]:
 class DayState:
     day: dt.date
     cutoff: dt.datetime
-    """Last accepted event up to and including ``day`` + 1 ms (aware UTC)."""
+    """The snapshot cutoff of ``day`` (aware UTC): its last accepted event + 1 ms, or with daily
+    freshness the end of that event's day (:func:`data.etl.freshness.snapshot_cutoff`)."""
     config_key: str
     spec: FeatureSpec
     """The FeatureSpec written that day (its vocabulary files are checked by ``vocab_hash``)."""

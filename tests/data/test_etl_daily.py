@@ -151,6 +151,25 @@ def test_generated_days_equal_full_recompute_each_day(generated: Path, tmp_path:
     assert sorted(p.name for p in (inc / STATE_DIR).iterdir()) == [str(LAST - dt.timedelta(days=1)), str(LAST)]
 
 
+def test_daily_freshness_days_equal_full_recompute(generated: Path, tmp_path: Path) -> None:
+    """``freshness: daily`` (data/etl/freshness.py): bootstrap, then one day at a time through the empty
+    day and the late arrivals, equals a full recompute; the snapshot's cutoff is the end of the last day."""
+    cfg = _generated_cfg().model_copy(update={"freshness": "daily"})
+    inc = tmp_path / "inc"
+    days = run_days("canonical", generated, inc, cfg, BOOT, LAST, bootstrap_first=True, say=_quiet)
+    assert len(days) == (LAST - BOOT).days + 1 and all(r.passed for r in days)
+    full = run_etl("canonical", _truncated(generated, LAST, cfg, tmp_path / "log"), tmp_path / "full", cfg)
+    _assert_same_outputs(inc, tmp_path / "full")
+    assert days[-1].spec.hash == full.spec.hash and full.spec.extras["freshness"] == "daily"
+    assert full.summary["snapshot_cutoff"] == days[-1].summary["snapshot_cutoff"]
+    assert full.summary["snapshot_cutoff"] == day_bounds(cfg, LAST)[1].isoformat().replace("+00:00", ".000Z")
+    empty = next(r for r in days if r.summary.get("day") == str(EMPTY))  # no events: the cutoff stays
+    assert empty.summary["snapshot_cutoff"] == day_bounds(cfg, EMPTY)[0].isoformat().replace("+00:00", ".000Z")
+    exact = _generated_cfg()
+    with pytest.raises(StateError, match="another ETL config"):  # an exact state does not feed a daily run
+        run_day("canonical", generated, inc, exact, LAST, _quiet)
+
+
 # ---- refusals and the CLI ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def booted(generated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
