@@ -69,9 +69,9 @@ class Prepared:
     torch_model: object
 
 
-def prepare_all(workdir: Path, config: Path = DEMO_CONFIG) -> Prepared:
+def prepare_all(workdir: Path, config: Path = DEMO_CONFIG, fold_rows: int | None = None) -> Prepared:
     """ETL on the KuaiRand sample + the job's model (``config``, the demo job by default) exported
-    through the parity gate."""
+    through the parity gate (``fold_rows``: the export's table folding, None = its default)."""
     from aptrank.data.adapters import SAMPLE_DIR
     from aptrank.data.etl.config import load_config as load_etl_config
     from aptrank.data.etl.run import run_etl
@@ -83,7 +83,7 @@ def prepare_all(workdir: Path, config: Path = DEMO_CONFIG) -> Prepared:
     spec = run_etl("kuairand", SAMPLE_DIR, features, load_etl_config(ETL_CONFIG)).spec
     cfg = load_config(config)
     model = build_model(cfg.arch, spec, {**cfg.model_options, "seed": cfg.seed}).eval()
-    result = export_checked(model, spec, workdir / "model.onnx", parity_rows(features, spec))
+    result = export_checked(model, spec, workdir / "model.onnx", parity_rows(features, spec), fold_rows=fold_rows)
     print(
         f"setup: ETL {features}, {cfg.arch} exported (parity max |diff| {result.parity.max_abs_diff:.2e} "
         f"on {result.parity.rows} rows)",

@@ -86,7 +86,7 @@ class ScoringConfig(ConfigModel):
     weights: dict[str, float] = Field(default_factory=dict, description="task -> weight of p_task in `score`")
     fold_rows: Annotated[int, Field(ge=0)] | None = Field(
         None,
-        description="the exported graph: rows per folded embedding table (models.export_fold, `aptrank export "
+        description="the exported graph: rows per folded embedding table (models.export.fold, `aptrank export "
         "--fold-rows`); null = the exporter's default, 0 = no folding",
     )
 
