@@ -83,7 +83,7 @@ class StackedTowers(nn.Module):
     with one batched product per layer (each task's weights a slice of one [T, out, in] tensor)
     where the training form runs T towers of per-task GEMMs, slices and a concatenation. The same
     arithmetic per task (Ma et al., KDD 2018, eq. 4's towers ``h^k``), fewer graph nodes: on the
-    demo MMoE's ONNX graph 12 nodes become 7 (``bench/score.py``). Rows are the product's columns
+    demo MMoE's ONNX graph 13 nodes become 8 (``bench/score.py``). Rows are the product's columns
     (``W @ x^T``): its row count is the layer's width whatever the batch, so onnxruntime adds every
     output in the same order for one candidate as for a batch (rows as the product's rows took
     another kernel for a single row and changed the last bits). Eval mode (dropout is identity); a
