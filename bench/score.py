@@ -36,8 +36,10 @@ rows (0.3 us/row at 128 rows). Those gathers read random 1 KB rows of the folded
 tenants and the second scoring thread. With a process streaming 64 MB on the other core the
 4096-row graph went from 3.10 to 3.66 us/row (+18%) and the unfolded one (2 MB of tables) from
 5.23 to 5.52 (+6%); the PyTorch path (~10 us/row of Python and TorchRec dispatch on small tables)
-barely moves, so the ratio moved with the neighbours' cache use: x3.25-3.61 on a quiet host,
-x2.18-2.63 on busy ones at the same load average inside the VM. Not the cause: onnxruntime's
+barely moves, so the ratio moves with the neighbours' cache use, the likeliest reason for
+x3.25-3.61 on a quiet host against x2.18-2.63 on busy ones at the same load average inside the VM
+(one streaming neighbour explains +18%; a busier host's share was not reproduced here, so this is
+the best-supported cause, not a proven one). Not the cause: onnxruntime's
 session settings (optimization level basic/extended/all, arena, memory pattern, denormals as
 zero: within 3%, noise), MLAS kernel dispatch (fp32 SGEMM takes the AVX-512F kernels on every
 machine of this kind; VNNI and AMX only serve int8/bf16 kernels, which the 1e-5 parity gate rules
