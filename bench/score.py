@@ -50,8 +50,9 @@ single-feature groups that 4096 allowed saved nothing), the sequence mean's sum 
 groups' sum as products with ones (one pass, the same bits at any batch size), and the towers as
 one batched product per layer (``models.layers.StackedTowers``). The graph: 49 -> 47 nodes,
 34 -> 7.4 MB; 3.43-3.67 -> 3.03-3.15 CPU us/row in the same run on the busy VM (load 15), and
-the whole path's rows per CPU-second +14% (ONNX) and +12% (pyfunc) against the PyTorch path's,
-which is unchanged (its training forward is not the export's).
+the whole path's rows per CPU-second +12-14% (ONNX) and +12-17% (pyfunc) in A/B runs at load
+6-10, the PyTorch path's unchanged (its training forward is not the export's): per CPU-second
+x2.70 and x2.61 against x2.49 and x2.30 before, so on a busy host x3 is still not met.
 
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
