@@ -105,8 +105,9 @@ class SpecEmbedding(nn.Module):
             width = sequence.shape[2]
             count = torch.minimum(sequence_lengths.clamp(min=0), t.sequence_max_len)  # [B, S]
             valid = torch.arange(width, device=sequence.device).view(1, 1, width) < count.unsqueeze(-1)
-            ids = torch.where(valid, sequence + t.sequence_offsets, t.zero_row)
-            summed = F.embedding(ids, t.table).sum(dim=2)  # [B, S, D]; past-the-length rows are 0
+            ids = torch.where(valid, sequence + t.sequence_offsets, t.zero_row).permute(2, 0, 1)  # [W, B, S]
+            gathered = F.embedding(ids, t.table).reshape(width, -1)  # past-the-length rows are 0
+            summed = (t.position_ones[:, :width] @ gathered).reshape(b, -1, self.embedding_dim)  # [B, S, D]
             parts.append((summed / count.clamp(min=1).unsqueeze(-1).to(summed.dtype)).reshape(b, -1))
         return torch.cat([*parts, dense], dim=1)
 
@@ -135,6 +136,11 @@ class FusedTables(nn.Module):
         )
         self.register_buffer("sequence_offsets", torch.tensor([offsets[s.table] for s in spec.sequence]).view(1, -1, 1))
         self.register_buffer("sequence_max_len", torch.tensor([s.max_len for s in spec.sequence]).view(1, -1))
+        # the sum over positions as a product with ones, positions first ([1, W] @ [W, B * S * D]):
+        # every output adds its W rows in the same order at any batch size, like the folded groups
+        # (models.export.fold), and it is one pass where onnxruntime's ReduceSum over the middle
+        # axis of [B, S, W, D] cost ~3x as long (bench/score.py)
+        self.register_buffer("position_ones", torch.ones(1, spec.max_sequence_len))
         self.zero_row = start
 
 

@@ -76,3 +76,35 @@ def start_with_linear(mlps: Sequence[nn.Module]) -> bool:
     """Whether every module of ``mlps`` is an :class:`MLP` whose first layer is a Linear (the
     condition for fusing their first layers into one GEMM at export)."""
     return all(isinstance(m, MLP) and len(m) > 0 and isinstance(m[0], nn.Linear) for m in mlps)
+
+
+class StackedTowers(nn.Module):
+    """The export form of same-shaped :class:`Tower` s: ``forward(x [B, T, H]) -> logits [B, T]``
+    with one batched product per layer (each task's weights a slice of one [T, out, in] tensor)
+    where the training form runs T towers of per-task GEMMs, slices and a concatenation. The same
+    arithmetic per task (Ma et al., KDD 2018, eq. 4's towers ``h^k``), fewer graph nodes: on the
+    demo MMoE's ONNX graph 13 nodes become 8 (``bench/score.py``). Rows are the product's columns
+    (``W @ x^T``): its row count is the layer's width whatever the batch, so onnxruntime adds every
+    output in the same order for one candidate as for a batch (rows as the product's rows took
+    another kernel for a single row and changed the last bits). Eval mode (dropout is identity); a
+    copy of the weights, made when built."""
+
+    def __init__(self, towers: Sequence[Tower]) -> None:
+        super().__init__()
+        layers = [[m for m in t.mlp if isinstance(m, nn.Linear)] + [t.out] for t in towers]
+        shapes = {tuple(tuple(layer.weight.shape) for layer in task) for task in layers}
+        if len(shapes) != 1:
+            raise ValueError(f"StackedTowers: the towers' layer shapes differ ({sorted(shapes)})")
+        self.depth = len(layers[0])
+        with torch.no_grad():
+            for i in range(self.depth):  # weights [T, out, in] and biases [T, out, 1] of layer i
+                self.register_buffer(f"weight{i}", torch.stack([task[i].weight for task in layers]))
+                self.register_buffer(f"bias{i}", torch.stack([task[i].bias.view(-1, 1) for task in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.permute(1, 2, 0)  # [T, H, B]: each task's rows as columns
+        for i in range(self.depth):
+            h = torch.baddbmm(getattr(self, f"bias{i}"), getattr(self, f"weight{i}"), h)
+            if i < self.depth - 1:
+                h = torch.relu(h)
+        return h.squeeze(1).transpose(0, 1)  # [T, 1, B] -> [B, T]

@@ -23,7 +23,7 @@ from torch import nn
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.config import HiddenSizes, ModelConfig, PositiveInt
-from aptrank.models.layers import Experts, Gate, stack_linears, start_with_linear
+from aptrank.models.layers import Experts, Gate, StackedTowers, stack_linears, start_with_linear
 
 
 class MMoEConfig(ModelConfig):
@@ -71,7 +71,7 @@ class FusedMMoEHead(nn.Module):
         self.first = stack_linears([*firsts, *gates])
         # after the first Linear: its ReLU (applied here to all experts at once), then the rest
         self.rest = nn.ModuleList(nn.Sequential(*list(e)[2:]) for e in experts)
-        self.towers = model.towers
+        self.towers = StackedTowers(model.towers)
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.first(embedded))
@@ -85,4 +85,4 @@ class FusedMMoEHead(nn.Module):
             experts = torch.stack([r(experts[:, i]) for i, r in enumerate(self.rest)], dim=1)
         gates = torch.softmax(h[:, width:].reshape(b, self.num_tasks, self.num_experts), dim=-1)
         mixed = torch.bmm(gates, experts)  # [B, T, H]: eq. 4 for every task at once
-        return torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], dim=1)
+        return self.towers(mixed)

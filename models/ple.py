@@ -24,7 +24,7 @@ from torch import nn
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.config import HiddenSizes, ModelConfig, PositiveInt
-from aptrank.models.layers import Experts, Gate, stack_linears, start_with_linear
+from aptrank.models.layers import Experts, Gate, StackedTowers, stack_linears, start_with_linear
 
 
 class PLEConfig(ModelConfig):
@@ -145,7 +145,7 @@ class FusedPLEHead(nn.Module):
         self.gate_sizes = [g.out_features for g in gates]
         self.task_experts, self.num_tasks = level.num_task_experts, len(level.task_gates)
         self.levels = model.levels[1:]
-        self.towers = model.towers
+        self.towers = StackedTowers(model.towers)
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.first(embedded))
@@ -166,4 +166,4 @@ class FusedPLEHead(nn.Module):
         for level in self.levels:
             assert shared_out is not None  # every level but the last emits a shared output
             task_inputs, shared_out, stacked = level(task_inputs, shared_out)
-        return torch.cat([tower(x) for tower, x in zip(self.towers, task_inputs, strict=True)], dim=1)
+        return self.towers(torch.stack(task_inputs, dim=1))

@@ -91,7 +91,7 @@ class ScoringConfig(ConfigModel):
     )
     fold_rows: Annotated[int, Field(ge=0)] | None = Field(
         None,
-        description="the exported graph: rows per folded embedding table (models.export_fold, `aptrank export "
+        description="the exported graph: rows per folded embedding table (models.export.fold, `aptrank export "
         "--fold-rows`); null = the exporter's default, 0 = no folding",
     )
 

@@ -20,9 +20,15 @@ against the PyTorch model to 1e-5 like every export.
 Groups are packed first-fit-decreasing by vocabulary size with ``prod V_f <= max_rows``; a feature
 with more than ``max_rows`` rows is not folded. On the demo MMoE (37 categorical features, 34 of
 them with <= 1,213 rows; first layer 665 -> 268), ``max_rows=4096`` gives 10 groups (29,738 rows,
-32 MB of float32; the ONNX file grows from 2.7 to 34 MB) and the GEMM's inputs go from 665 to 121.
-onnxruntime, one thread, real candidate rows: 3.1 -> 2.2 us per row; batch scoring of 2M candidates
-with 2 threads: 509-523k -> 626-658k rows/s (2048 rows per group: 649k, the same within noise).
+30 MB of float32; the ONNX file grows from 2.7 to 34 MB) and the GEMM's inputs go from 665 to 121;
+onnxruntime, one thread, real candidate rows: 3.1 -> 2.2 us per row on a quiet host. The default
+is ``max_rows=512``: 12 groups of 33 features (4,888 rows, 5 MB; GEMM inputs 137). A group row is
+a random 1 KB read, so the tables must stay in cache: 30 MB is the whole L3 of the 2-core cloud
+VM's CPU (32 MB, shared with the host's other tenants), and as soon as anything else uses that L3
+the 4096-row tables' gathers go to DRAM; the 512-row tables cost the same on a quiet core and
+5-10% less under cache pressure (``bench/score.py``'s docstring has the measurements). A feature
+alone in its group saves nothing (a 268-wide row read in place of a 16-wide one and 16 x 268
+multiply-adds), so the large single-feature groups that 4096 allows buy nothing for their 25 MB.
 An id must be inside its table (the feature lookup guarantees it): an out-of-range id would read
 another row of its group, where the unfolded graph read another table's row.
 """
@@ -37,7 +43,7 @@ from torch.nn import functional as F
 
 from aptrank.models.embedding import FusedTables, SpecEmbedding
 
-FOLD_MAX_ROWS = 4096
+FOLD_MAX_ROWS = 512
 """Default rows per folded group table (``aptrank export --fold-rows``; 0 turns folding off)."""
 EXACT_INDEX_LIMIT = 2**24
 """Integers below this are exact in float32: the bound on a group's rows (see ``group_rows``)."""

@@ -32,7 +32,7 @@ def export_command(
         int | None,
         typer.Option(
             help="fold categorical features with small tables into the first dense layer, up to this many "
-            "rows per folded table; 0 = off [default: models.export.fold.FOLD_MAX_ROWS, 4096]",
+            "rows per folded table; 0 = off [default: models.export.fold.FOLD_MAX_ROWS, 512]",
             show_default=False,
         ),
     ] = None,

@@ -9,7 +9,7 @@ from torch import nn
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.config import ModelConfigError
 from aptrank.models.feature_batch import FeatureBatch
-from aptrank.models.layers import MLP, Tower
+from aptrank.models.layers import MLP, StackedTowers, Tower
 from aptrank.models.ple import CGCLayer
 from aptrank.models.registry import ARCHITECTURES, build_model
 
@@ -175,3 +175,21 @@ def test_gradients_reach_every_parameter(spec: FeatureSpec, arch: str, small: di
         assert p.grad is not None, name
         grad = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
         assert bool(grad.abs().sum() > 0), f"{name} got a zero gradient"
+
+
+@pytest.mark.parametrize("hidden", [[], [8], [8, 4]])
+def test_stacked_towers_compute_each_tower_on_its_task_input(hidden: list[int]) -> None:
+    """The export form of the towers: task k's logit is tower k on x[:, k], for 0-2 hidden layers
+    (that onnxruntime scores a row the same alone as in a batch is
+    ``test_onnx_rows_score_the_same_bits_at_any_batch_size``)."""
+    torch.manual_seed(3)
+    towers = [Tower(6, hidden).eval() for _ in range(3)]
+    x = torch.randn(9, 3, 6)
+    stacked = StackedTowers(towers)
+    expected = torch.cat([_tower(t, x[:, k]) for k, t in enumerate(towers)], dim=1)
+    out = stacked(x)
+    assert out.shape == (9, 3)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.cat([stacked(x[i : i + 1]) for i in range(9)]), out, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="layer shapes differ"):
+        StackedTowers([Tower(6, [8]), Tower(6, [4])])

@@ -109,7 +109,7 @@ def test_group_rows_are_the_row_major_joint_index(mixed_spec: FeatureSpec, small
 
 def test_folding_on_for_every_architecture_and_off_on_request(spec: FeatureSpec, small: dict) -> None:
     mmoe = build_model("mmoe", spec, small).eval()
-    assert ExportModule(mmoe).fold is not None and FOLD_MAX_ROWS == 4096
+    assert ExportModule(mmoe).fold is not None and FOLD_MAX_ROWS == 512
     assert ExportModule(mmoe, fold_rows=0).fold is None
     assert ExportModule(mmoe, fold_rows=4).fold is None  # no table has <= 4 rows
     for arch in ARCHITECTURES:  # every architecture's export head starts with one Linear layer

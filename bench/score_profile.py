@@ -1,0 +1,140 @@
+"""Where the ONNX scoring path spends its time, per stage and per graph node (``bench/score.py``'s
+setup: the demo MMoE exported through the parity gate, the sample's real candidates).
+
+Per stage, in CPU microseconds per row on one thread (the process CPU time, so that jobs sharing
+the cores do not count): Parquet read, reject checks, feature lookup (``CandidateFeatures.encode``),
+onnxruntime (``OnnxModel.predict``), fusion and output columns, Parquet write. Per node: the
+onnxruntime profiler (``SessionOptions.enable_profiling``, https://onnxruntime.ai/docs/performance/
+tune-performance/profiling-tools.html) over the same rows, each node's share of the kernel time.
+Each ``--fold-rows`` value is exported and profiled in turn (the export's table folding,
+``models.export.fold``); the machine line is ``bench/score.py``'s. Writes
+``bench/results/score_profile.json``.
+
+    .venv/bin/python bench/score_profile.py [--rows 262144] [--fold-rows 512 4096] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from report import write_result
+from score import candidates_file, cpu_info, prepare_all
+
+CHUNK_ROWS = 131_072
+
+
+def stage_times(
+    model_path: Path, features: Path, weights: dict[str, float], source: Path, out: Path
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(CPU microseconds per row of each stage of ``serving.batch_scoring.score_frame`` + the write,
+    the first chunk's model inputs)."""
+    import polars as pl
+
+    from aptrank.serving.batch_scoring import ParquetSink
+    from aptrank.serving.candidates import iter_chunks, reject_reason, scan_candidates
+    from aptrank.serving.scorer import load_scorer
+
+    scorer = load_scorer(model_path, features, weights=weights, threads=1)
+    spent: collections.Counter[str] = collections.Counter()
+    clock = time.process_time()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.process_time()
+        spent[stage] += now - clock
+        clock = now
+
+    chunks = list(iter_chunks(scan_candidates("canonical", source), CHUNK_ROWS))
+    lap("parquet read")
+    sink, first = ParquetSink(out), None
+    for chunk in chunks:
+        clock = time.process_time()
+        reject_reason(chunk)
+        lap("reject checks")
+        encoded = scorer.features.encode(chunk)
+        first = encoded.arrays if first is None else first
+        lap("feature lookup")
+        probs = scorer.model.predict(encoded.arrays)
+        lap("onnxruntime")
+        cols = [pl.Series(f"p_{t}", probs[:, k]) for k, t in enumerate(scorer.task_names)]
+        scored = chunk.with_columns(*cols, pl.Series("score", scorer.fusion.score(probs)))
+        lap("fusion + columns")
+        sink.write(scored)
+        lap("parquet write")
+    sink.abort()
+    rows = sum(c.height for c in chunks)
+    assert first is not None, "no candidate rows"
+    return {k: v / rows * 1e6 for k, v in spent.items()}, first
+
+
+def node_times(model_path: Path, arrays: dict[str, np.ndarray], prefix: Path) -> tuple[float, dict[str, float]]:
+    """(CPU us per row unprofiled, each node's share of the profiled kernel time) for ``arrays``
+    run through the scorer's session settings, :data:`serving.onnx_model.PREDICT_ROWS` at a time."""
+    import onnxruntime as ort
+
+    from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, session_options
+
+    rows = int(arrays["categorical"].shape[0])
+    feeds = [{k: v[s : s + PREDICT_ROWS] for k, v in arrays.items()} for s in range(0, rows, PREDICT_ROWS)]
+    plain = ort.InferenceSession(str(model_path), session_options(1), providers=PROVIDERS)
+    for feed in feeds:  # warm-up
+        plain.run(None, feed)
+    t0 = time.process_time()
+    for feed in feeds:
+        plain.run(None, feed)
+    cpu_us = (time.process_time() - t0) / rows * 1e6
+    opts = session_options(1)
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(prefix)
+    profiled = ort.InferenceSession(str(model_path), opts, providers=PROVIDERS)
+    for feed in feeds:
+        profiled.run(None, feed)
+    events = json.loads(Path(profiled.end_profiling()).read_text())
+    spent: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            spent[f"{e['args']['op_name']} {e['name'].removesuffix('_kernel_time')}"] += e["dur"]
+    total = sum(spent.values()) or 1
+    return cpu_us, {k: v / total for k, v in spent.most_common()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=262_144)
+    parser.add_argument("--fold-rows", type=int, nargs="+", default=[512, 4096])
+    parser.add_argument("--top", type=int, default=12, help="nodes printed per graph")
+    args = parser.parse_args()
+    machine = cpu_info()
+    print(f"machine: {machine['cpu_model']}; SIMD {' '.join(machine['simd_flags'])}; ort {machine['onnxruntime']}")  # type: ignore[arg-type]
+    graphs: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="aptrank-bench-profile-") as tmp:
+        for fold_rows in args.fold_rows:
+            work = Path(tmp) / f"fold{fold_rows}"
+            work.mkdir()
+            prep = prepare_all(work, fold_rows=fold_rows)
+            source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
+            stages, arrays = stage_times(prep.model_path, prep.features, prep.weights, source, work / "out.parquet")
+            listed = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            print(f"fold_rows {fold_rows}: {listed} CPU us/row (total {sum(stages.values()):.2f})")
+            cpu_us, shares = node_times(prep.model_path, arrays, work / "ort")
+            print(f"  graph: {cpu_us:.2f} CPU us/row unprofiled; nodes by share of kernel time:")
+            for name, share in list(shares.items())[: args.top]:
+                print(f"    {share * 100:5.1f}%  {name}")
+            graphs[f"fold_rows={fold_rows}"] = {
+                "stages_cpu_us_per_row": stages,
+                "graph_cpu_us_per_row": cpu_us,
+                "node_shares": shares,
+            }
+    write_result(
+        "score_profile", {"benchmark": "score_profile", "rows": args.rows, "machine": machine, "graphs": graphs}
+    )
+
+
+if __name__ == "__main__":
+    main()
