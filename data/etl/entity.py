@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from aptrank.data.etl.config import HistoryConfig
 from aptrank.data.etl.history import end_column, history_pointers, length_column
 from aptrank.data.etl.pit import KeyTimeIndex, Workspace, pit_counts
+from aptrank.data.etl.prior import StatePrior
 
 
 @dataclass
@@ -39,11 +40,12 @@ def entity_features(
     with_counts: bool,
     workspace: Workspace | None = None,
     first_query: int = 0,
+    prior: StatePrior | None = None,
 ) -> EntityFeatures:
     """Counts and history pointers of the rows of ``frame`` from ``first_query`` on (sorted by ts;
-    see :func:`data.etl.pit.with_queries`; the rows before only count). Results may share the
-    workspace's buffers."""
-    index = KeyTimeIndex(frame, key, windows, workspace, first_query)
+    see :func:`data.etl.pit.with_queries`; the rows before only count), plus with ``prior`` the
+    daily state's share (:mod:`data.etl.prior`). Results may share the workspace's buffers."""
+    index = KeyTimeIndex(frame, key, windows, workspace, first_query, prior)
     counts = pit_counts(frame, key, entity, windows, tasks, index) if with_counts else None
     return EntityFeatures(counts, {h.name: history_pointers(index, h) for h in histories})
 

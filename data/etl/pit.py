@@ -27,12 +27,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from aptrank.data.etl.config import window_ms
 from aptrank.data.etl.labels import label_column
+
+if TYPE_CHECKING:
+    from aptrank.data.etl.prior import StatePrior
 
 THREADS = 2
 """Threads for the per-window searches and the per-source sums (numpy releases the GIL)."""
@@ -137,7 +141,9 @@ class KeyTimeIndex:
     """Rows of a frame (sorted by ``ts``) ordered by (key, ts, input row), with the positions
     needed to sum any weight over 'same key, strictly earlier' windows. With ``first_query``, only
     the rows from there on get answers; the rows before it (an incremental run's state) only count,
-    so the searches, sums and scatters grow with the query rows, not with the history."""
+    so the searches, sums and scatters grow with the query rows, not with the history. With
+    ``prior`` (an incremental day's state, :mod:`data.etl.prior`), every sum also counts the
+    state's rows of the same key, found by search: the frame then holds only the day's rows."""
 
     def __init__(
         self,
@@ -146,6 +152,7 @@ class KeyTimeIndex:
         windows: Sequence[str],
         workspace: Workspace | None = None,
         first_query: int = 0,
+        prior: StatePrior | None = None,
     ) -> None:
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
@@ -181,6 +188,13 @@ class KeyTimeIndex:
             self.hi, self.key_start, self.query_t = self.hi[queries], self.key_start[queries], t[queries]
         with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
             self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
+        self.prior = None
+        if prior is not None:  # the query rows' keys and times, in sorted order, searched in the state
+            if first_query:
+                raise ValueError("KeyTimeIndex: a state in front (first_query) or a state by search (prior), not both")
+            rows = self.targets
+            self.query_keys = frame[key].gather(rows)
+            self.prior = prior.attach(self.query_keys, frame["ts"].dt.epoch("ms").to_numpy()[rows], windows)
 
     def _window_start(self, window: str) -> np.ndarray:
         ms = window_ms(window)
@@ -218,6 +232,8 @@ class KeyTimeIndex:
         out = {}
         for window, name in names.items():
             np.subtract(upto, gather(prefix, self.lo[window], part), out=part)
+            if self.prior is not None:
+                part += self.prior.sums(source, window)
             out[name] = self.to_input_order(f"{source}:{window}", part)
         return out
 

@@ -34,23 +34,26 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, iso_utc, window_ms
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT
+from aptrank.data.etl.prior import StatePrior
 from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
-STATE_VERSION = 2
-"""2: uncompressed Arrow IPC files and the key lists (1: Parquet, no key lists)."""
+STATE_VERSION = 3
+"""3: retained rows per entity in (key, ts) order; 2: one retained file in ts order, uncompressed Arrow
+IPC and the key lists; 1: Parquet, no key lists."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
-RETAINED = "retained.arrow"
 KEEP_STATES = 2
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
 
@@ -62,6 +65,10 @@ class StateError(ValueError):
 
 def carry_file(entity: str) -> str:
     return f"carry_{entity}.arrow"
+
+
+def retained_file(entity: str) -> str:
+    return f"retained_{entity}.arrow"
 
 
 def keys_file(entity: str) -> str:
@@ -93,7 +100,8 @@ class DayState:
     spec: FeatureSpec
     """The FeatureSpec written that day (its vocabulary files are checked by ``vocab_hash``)."""
     vocab_hash: str
-    retained: pl.DataFrame
+    retained: dict[str, pl.DataFrame]
+    """Per entity: its retained rows (:func:`entity_rows`), in (key, ts, input row) order."""
     carry: dict[str, pl.DataFrame]
     keys: dict[str, pl.DataFrame]
     """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
@@ -103,9 +111,9 @@ class DayState:
         folder = root / self.day.isoformat()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.retained.write_ipc(folder / RETAINED, compression="uncompressed")
         for entity, frame in self.carry.items():
             frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
+            self.retained[entity].write_ipc(folder / retained_file(entity), compression="uncompressed")
         for entity, frame in self.keys.items():
             frame.write_ipc(folder / keys_file(entity), compression="uncompressed")
         self.spec.write(folder / SPEC_FILE)
@@ -140,7 +148,7 @@ class DayState:
             meta["config_key"],
             FeatureSpec.read(folder / SPEC_FILE),
             meta["vocab_hash"],
-            pl.read_ipc(folder / RETAINED, memory_map=True),
+            {e: pl.read_ipc(folder / retained_file(e), memory_map=True) for e in meta["entities"]},
             carry,
             {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
         )
@@ -183,26 +191,48 @@ def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
     return state
 
 
+def entity_rows(events: pl.DataFrame | pl.LazyFrame, entity: str, cfg: EtlConfig) -> pl.DataFrame:
+    """The retained-row columns of ``entity`` (its key, ``ts``, labels, and ``item_id`` for the user's
+    history lists) of ``events`` (in (ts, input row) order), null keys dropped (they count for no
+    key), in (key, ts, input row) order: a stable sort by key."""
+    key = ENTITY_KEYS[entity]
+    columns = [key, "ts", *[label_column(t) for t in cfg.task_names]]
+    columns += ["item_id"] if entity == "user" and cfg.features.history else []
+    rows = events.lazy().select(columns).filter(pl.col(key).is_not_null())
+    return rows.sort(key, maintain_order=True).collect()
+
+
+def add_day(retained: pl.DataFrame, day: pl.DataFrame, key: str) -> pl.DataFrame:
+    """``retained`` and the day's rows (both in (key, ts) order, every day row later than every
+    retained row) in (key, ts) order: a linear merge, yesterday's rows first within a key."""
+    return retained.merge_sorted(day.cast(dict(retained.schema)), key)  # type: ignore[arg-type]
+
+
 def fold(
-    rows: pl.DataFrame, carry: dict[str, pl.DataFrame], cutoff: dt.datetime, cfg: EtlConfig
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """The next state's retained rows and carry: ``rows`` (the previous retained rows followed by the
-    day's accepted events, in (ts, input row) order; entity keys, ``ts``, labels) split into what
-    the next day's queries can still reach and running totals of the rest."""
+    rows: dict[str, pl.DataFrame], carry: dict[str, pl.DataFrame], cutoff: dt.datetime, cfg: EtlConfig
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """The next state's retained rows and carry per entity: ``rows[entity]`` (the previous retained
+    rows and the day's accepted events of that entity, in (key, ts, input row) order, see
+    :func:`entity_rows`) split into what the next day's queries can still reach (every row at or
+    after ``cutoff - longest window``; for the user, also the last ``max_len`` positives per history)
+    and running totals per key of the rest, added to ``carry``. Everything stays in key order, so the
+    next day merges instead of sorting."""
     labels = [label_column(t) for t in cfg.task_names]
-    floor = cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
-    cut = int(rows["ts"].search_sorted(pl.Series([floor]).dt.cast_time_unit("ms")[0], "left"))
-    earlier, recent = rows.slice(0, cut), rows.slice(cut)  # recent: every window can still reach them
-    kept = pl.Series("_row", [], pl.UInt32)
-    for h in cfg.features.history:
-        kept = kept.append(last_positives(earlier, recent, label_column(h.task), h.max_len))
-    keep = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(kept.implode())
-    retained = pl.concat([earlier.filter(keep), recent])
-    old = earlier.filter(~keep)
-    out = {}
-    for entity, key in present_entities(rows.columns).items():
+    floor = pl.Series([cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))]).dt.cast_time_unit("ms")[0]
+    retained, out = {}, {}
+    for entity, frame in rows.items():
+        key = ENTITY_KEYS[entity]
+        old = (frame["ts"] < floor).to_numpy()
+        leaving = old.copy()
+        if entity == "user":  # the users' last positives stay rows: a history list can still reach them
+            earlier, recent = frame.filter(old), frame.filter(~old)
+            positions = np.flatnonzero(old)
+            for h in cfg.features.history:
+                leaving[positions[last_positives(earlier, recent, label_column(h.task), h.max_len).to_numpy()]] = False
+        mask = pl.Series(leaving)
+        retained[entity] = frame.filter(~mask)
         folded = (
-            old.filter(pl.col(key).is_not_null())
+            frame.filter(mask)
             .group_by(key)
             .agg(pl.len().alias(WEIGHT), *[pl.col(c).cast(pl.UInt32).sum() for c in labels])
         )
@@ -228,25 +258,28 @@ def last_positives(earlier: pl.DataFrame, recent: pl.DataFrame, label: str, max_
 
 
 def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
-    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`):
-    one carry row per key, then the retained events (weight 1). ``item_index``: the expression of the
-    encoded item id, for the user's history lists."""
+    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`)
+    in (key, ts) order: per key its carry row, then its retained events (weight 1). A linear merge of
+    two key-sorted files, so the point-in-time sort (:class:`data.etl.pit.KeyTimeIndex`) only has to
+    merge the day's rows into them. ``item_index``: the expression of the encoded item id, for the
+    user's history lists."""
     key = ENTITY_KEYS[entity]
     labels = [label_column(t) for t in cfg.task_names]
+    retained = state.retained[entity]
     floor = state.cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
-    if state.retained.height:
-        floor = min(floor, state.retained["ts"].min())  # type: ignore[type-var]
+    if retained.height:
+        floor = min(floor, retained["ts"].min())  # type: ignore[type-var]
     carry_ts = pl.lit(floor - dt.timedelta(milliseconds=1)).cast(TS_DTYPE).alias("ts")
     extra = [c for c in columns if c not in (key, "ts", WEIGHT, *labels)]
-    carry = state.carry.get(entity, pl.DataFrame(schema={key: state.retained.schema[key]}))
-    parts = [
+    carry = state.carry[entity]
+    rows = [
         carry.select(
             key,
             carry_ts,
             *[pl.col(c).cast(pl.UInt32) if c in carry else pl.lit(0, pl.UInt32).alias(c) for c in (WEIGHT, *labels)],
             *[pl.lit(0, pl.Int64).alias(c) for c in extra],
         ),
-        state.retained.select(
+        retained.select(
             key,
             pl.col("ts").cast(TS_DTYPE),
             pl.lit(1, pl.UInt32).alias(WEIGHT),
@@ -254,4 +287,29 @@ def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig,
             *[item_index.cast(pl.Int64).alias(c) for c in extra],
         ),
     ]
-    return pl.concat(parts).select(columns)
+    return rows[0].merge_sorted(rows[1], key).select(columns)  # on a tie the carry row (left) comes first
+
+
+def state_prior(
+    state: DayState, entity: str, cfg: EtlConfig, item_index: Any, histories: Sequence[HistoryConfig]
+) -> StatePrior:
+    """The state of ``entity`` for the day's point-in-time searches (:mod:`data.etl.prior`): the
+    retained rows' keys, ts and labels as they are stored (memory-mapped, in key order), the carry
+    and, per history, the retained positives with their encoded items (``item_index``)."""
+    key = ENTITY_KEYS[entity]
+    labels = [label_column(t) for t in cfg.task_names]
+    retained, carry = state.retained[entity], state.carry[entity]
+    positives = {}
+    for h in histories:
+        pos = retained.lazy().filter(pl.col(label_column(h.task)) == 1)
+        rows = pos.select(key, item_index.cast(pl.Int64).alias("_item")).collect()
+        positives[label_column(h.task)] = (rows[key], rows["_item"].to_numpy())
+    return StatePrior(
+        retained[key],
+        retained["ts"].dt.epoch("ms").to_numpy(),
+        {c: retained[c].to_numpy() for c in labels},
+        carry[key],
+        {c: carry[c].cast(pl.UInt32).to_numpy() for c in (WEIGHT, *labels)},
+        positives,
+        lambda columns: prior_rows(state, entity, columns, cfg, item_index),
+    )
