@@ -8,8 +8,9 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   be complete by then: vocabularies, task priors and dense statistics come from it and stay fixed;
 * **a day** reads the state of the day before and only the day's events (the rows of ``--input``
   whose ts falls on the day: a day partition or the whole log), validates them (rejects and summary
-  under ``days/<day>/``), computes their point-in-time features with the same code as the full run,
-  the state's rows put in front (:meth:`DailyJob.prior_rows`), adds the day's examples as
+  under ``days/<day>/``), computes their point-in-time features with the same code as the full run
+  over the day's rows, the state's share found by search (:meth:`DailyJob.prior_state`,
+  :mod:`data.etl.prior`), adds the day's examples as
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
@@ -38,7 +39,7 @@ from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
-from aptrank.data.etl.prior import StatePrior
+from aptrank.data.etl.prior import StatePrior, state_prior
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
 from aptrank.data.etl.state import (
@@ -51,7 +52,6 @@ from aptrank.data.etl.state import (
     present_entities,
     state_days,
     state_for,
-    state_prior,
 )
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import (

@@ -39,13 +39,12 @@ def entity_features(
     histories: Sequence[HistoryConfig],
     with_counts: bool,
     workspace: Workspace | None = None,
-    first_query: int = 0,
     prior: StatePrior | None = None,
 ) -> EntityFeatures:
-    """Counts and history pointers of the rows of ``frame`` from ``first_query`` on (sorted by ts;
-    see :func:`data.etl.pit.with_queries`; the rows before only count), plus with ``prior`` the
-    daily state's share (:mod:`data.etl.prior`). Results may share the workspace's buffers."""
-    index = KeyTimeIndex(frame, key, windows, workspace, first_query, prior)
+    """Counts and history pointers of the rows of ``frame`` (sorted by ts; see
+    :func:`data.etl.pit.with_queries`), with ``prior`` the daily state's share added
+    (:mod:`data.etl.prior`). Results may share the workspace's buffers."""
+    index = KeyTimeIndex(frame, key, windows, workspace, prior=prior)
     counts = pit_counts(frame, key, entity, windows, tasks, index) if with_counts else None
     return EntityFeatures(counts, {h.name: history_pointers(index, h) for h in histories})
 

@@ -15,14 +15,19 @@ the next state is written (:func:`data.etl.state.add_day`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from aptrank.data.etl.config import window_ms
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, window_ms
+from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT
+from aptrank.data.etl.state import DayState, longest_window_ms
+from aptrank.data.schema import TS_DTYPE
 
 
 @dataclass
@@ -41,7 +46,7 @@ class StatePrior:
     positives: dict[str, tuple[pl.Series, np.ndarray]] = field(default_factory=dict)
     """Per history label: the retained positives' users (sorted) and encoded items, in (user, ts) order."""
     rows: Callable[[list[str]], pl.DataFrame] | None = None
-    """The same state as point-in-time input rows (:func:`data.etl.state.prior_rows`), for engines
+    """The same state as point-in-time input rows (:func:`prior_rows`), for engines
     that put them in front of the day's rows instead (Spark)."""
     _prefix: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -121,4 +126,62 @@ class AttachedPrior:
         return out
 
 
-__all__ = ["AttachedPrior", "StatePrior"]
+def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
+    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`)
+    in (key, ts) order: per key its carry row, then its retained events (weight 1). A linear merge of
+    two key-sorted files, so the point-in-time sort (:class:`data.etl.pit.KeyTimeIndex`) only has to
+    merge the day's rows into them. ``item_index``: the expression of the encoded item id, for the
+    user's history lists."""
+    key = ENTITY_KEYS[entity]
+    labels = [label_column(t) for t in cfg.task_names]
+    retained = state.retained[entity]
+    floor = state.cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
+    if retained.height:
+        floor = min(floor, retained["ts"].min())  # type: ignore[type-var]
+    carry_ts = pl.lit(floor - dt.timedelta(milliseconds=1)).cast(TS_DTYPE).alias("ts")
+    extra = [c for c in columns if c not in (key, "ts", WEIGHT, *labels)]
+    carry = state.carry[entity]
+    rows = [
+        carry.select(
+            key,
+            carry_ts,
+            *[pl.col(c).cast(pl.UInt32) if c in carry else pl.lit(0, pl.UInt32).alias(c) for c in (WEIGHT, *labels)],
+            *[pl.lit(0, pl.Int64).alias(c) for c in extra],
+        ),
+        retained.select(
+            key,
+            pl.col("ts").cast(TS_DTYPE),
+            pl.lit(1, pl.UInt32).alias(WEIGHT),
+            *[pl.col(c).cast(pl.UInt32) for c in labels],
+            *[item_index.cast(pl.Int64).alias(c) for c in extra],
+        ),
+    ]
+    return rows[0].merge_sorted(rows[1], key).select(columns)  # on a tie the carry row (left) comes first
+
+
+def state_prior(
+    state: DayState, entity: str, cfg: EtlConfig, item_index: Any, histories: Sequence[HistoryConfig]
+) -> StatePrior:
+    """The state of ``entity`` for the day's point-in-time searches (:mod:`data.etl.prior`): the
+    retained rows' keys, ts and labels as they are stored (memory-mapped, in key order), the carry
+    and, per history, the retained positives with their encoded items (``item_index``)."""
+    key = ENTITY_KEYS[entity]
+    labels = [label_column(t) for t in cfg.task_names]
+    retained, carry = state.retained[entity], state.carry[entity]
+    positives = {}
+    for h in histories:
+        pos = retained.lazy().filter(pl.col(label_column(h.task)) == 1)
+        rows = pos.select(key, item_index.cast(pl.Int64).alias("_item")).collect()
+        positives[label_column(h.task)] = (rows[key], rows["_item"].to_numpy())
+    return StatePrior(
+        retained[key],
+        retained["ts"].dt.epoch("ms").to_numpy(),
+        {c: retained[c].to_numpy() for c in labels},
+        carry[key],
+        {c: carry[c].cast(pl.UInt32).to_numpy() for c in (WEIGHT, *labels)},
+        positives,
+        lambda columns: prior_rows(state, entity, columns, cfg, item_index),
+    )
+
+
+__all__ = ["AttachedPrior", "StatePrior", "prior_rows", "state_prior"]

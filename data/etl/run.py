@@ -313,7 +313,7 @@ class _Job:
         """One entity's features for the rows of ``frame``, with ``prior`` (history before them, which
         only counts) added, in this process (the Spark engine overrides this)."""
         windows = self.cfg.features.windows
-        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace, 0, prior)
+        return entity_features(frame, key, entity, windows, self.tasks, histories, with_counts, workspace, prior)
 
     def prior_state(self, entity: str, item: Encoding, histories: Sequence[HistoryConfig]) -> StatePrior | None:
         """History before the events (:mod:`data.etl.prior`): none in a full run; the incremental run

@@ -3,29 +3,30 @@
 The point-in-time features of an event at time t are sums over the same key's earlier events in
 ``[t - w, t)`` (``all``: every earlier event) and the user's last ``max_len`` positives. A day's
 events and the snapshot are queried at t >= the previous cutoff (last accepted event + 1 ms), so of
-the past they need exactly:
+the past they need exactly, per entity (user, item, author):
 
 * **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
-  rows any sliding window can still reach) plus, per user and history, the user's last ``max_len``
-  positives (the rows a history list can still reach), with their keys, ``ts`` and labels, in
-  (ts, input row) order;
-* **carry** (running totals): per entity key, the count and the label sums of every other accepted
-  event. A carry row is placed before every retained row and more than the longest window before
-  every query, so it adds to the ``all`` window only. Its label can equal 1 and so count as a history
-  positive, but only when the user has ``max_len`` or more retained positives after it, so it never
-  reaches a list (the last ``max_len``).
+  rows any sliding window can still reach) with its key, ``ts`` and labels, and for the user also
+  the item id and, per history, the user's last ``max_len`` positives (the rows a history list can
+  still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
+  them (:mod:`data.etl.prior`) and merges its own rows in (:func:`add_day`) instead of sorting;
+* **carry** (running totals): per key, the count and the label sums of every other accepted event
+  of that entity. No window but ``all`` reaches them, so the carry adds to the ``all`` window only.
 
-Feeding carry + retained rows ahead of the day's events through the same point-in-time code
-(:func:`data.etl.pit.pit_counts`, :func:`data.etl.history.history_pointers`) gives the same numbers
-as a full recompute over the whole history (tested in ``tests/data/test_etl_daily.py``).
+The day's queries then get, through the same point-in-time code (:class:`data.etl.pit.KeyTimeIndex`
+over the day's rows with a :class:`data.etl.prior.StatePrior`, or, for engines that want rows,
+:func:`data.etl.prior.prior_rows` in front of them), the same numbers as a full recompute over the whole history
+(tested in ``tests/data/test_etl_daily.py``). Size: the events of the longest window (7 days of
+events for a 7-day window) plus the users' older last positives plus one carry row per key: it
+grows with the daily volume and the window, not with the history.
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
-``feature_spec.json``, ``retained.arrow``, ``carry_<entity>.arrow`` and ``keys_<entity>.arrow`` (the
-snapshot's sorted distinct keys, so that a day adds its keys without rereading every event; uncompressed Arrow IPC,
-memory-mapped when read: the state is rewritten every day at memory speed). A state is used only
-by the next day's run with the same config and vocabularies; anything else is refused with a
-:class:`StateError` that says how to backfill.
+``feature_spec.json``, ``retained_<entity>.arrow``, ``carry_<entity>.arrow`` and
+``keys_<entity>.arrow`` (the snapshot's sorted distinct keys, so that a day adds its keys without
+rereading every event; uncompressed Arrow IPC, memory-mapped when read: the state is rewritten every
+day at memory speed). A state is used only by the next day's run with the same config and
+vocabularies; anything else is refused with a :class:`StateError` that says how to backfill.
 """
 
 from __future__ import annotations
@@ -34,19 +35,15 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, iso_utc, window_ms
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT
-from aptrank.data.etl.prior import StatePrior
-from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
 STATE_VERSION = 3
@@ -255,61 +252,3 @@ def last_positives(earlier: pl.DataFrame, recent: pl.DataFrame, label: str, max_
     after = pl.col("_row").cum_count(reverse=True).over("user_id") + pl.col("_later").fill_null(0)
     ranked = mine.join(later, on="user_id", how="left", maintain_order="left")
     return ranked.filter(after <= max_len)["_row"]
-
-
-def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
-    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`)
-    in (key, ts) order: per key its carry row, then its retained events (weight 1). A linear merge of
-    two key-sorted files, so the point-in-time sort (:class:`data.etl.pit.KeyTimeIndex`) only has to
-    merge the day's rows into them. ``item_index``: the expression of the encoded item id, for the
-    user's history lists."""
-    key = ENTITY_KEYS[entity]
-    labels = [label_column(t) for t in cfg.task_names]
-    retained = state.retained[entity]
-    floor = state.cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
-    if retained.height:
-        floor = min(floor, retained["ts"].min())  # type: ignore[type-var]
-    carry_ts = pl.lit(floor - dt.timedelta(milliseconds=1)).cast(TS_DTYPE).alias("ts")
-    extra = [c for c in columns if c not in (key, "ts", WEIGHT, *labels)]
-    carry = state.carry[entity]
-    rows = [
-        carry.select(
-            key,
-            carry_ts,
-            *[pl.col(c).cast(pl.UInt32) if c in carry else pl.lit(0, pl.UInt32).alias(c) for c in (WEIGHT, *labels)],
-            *[pl.lit(0, pl.Int64).alias(c) for c in extra],
-        ),
-        retained.select(
-            key,
-            pl.col("ts").cast(TS_DTYPE),
-            pl.lit(1, pl.UInt32).alias(WEIGHT),
-            *[pl.col(c).cast(pl.UInt32) for c in labels],
-            *[item_index.cast(pl.Int64).alias(c) for c in extra],
-        ),
-    ]
-    return rows[0].merge_sorted(rows[1], key).select(columns)  # on a tie the carry row (left) comes first
-
-
-def state_prior(
-    state: DayState, entity: str, cfg: EtlConfig, item_index: Any, histories: Sequence[HistoryConfig]
-) -> StatePrior:
-    """The state of ``entity`` for the day's point-in-time searches (:mod:`data.etl.prior`): the
-    retained rows' keys, ts and labels as they are stored (memory-mapped, in key order), the carry
-    and, per history, the retained positives with their encoded items (``item_index``)."""
-    key = ENTITY_KEYS[entity]
-    labels = [label_column(t) for t in cfg.task_names]
-    retained, carry = state.retained[entity], state.carry[entity]
-    positives = {}
-    for h in histories:
-        pos = retained.lazy().filter(pl.col(label_column(h.task)) == 1)
-        rows = pos.select(key, item_index.cast(pl.Int64).alias("_item")).collect()
-        positives[label_column(h.task)] = (rows[key], rows["_item"].to_numpy())
-    return StatePrior(
-        retained[key],
-        retained["ts"].dt.epoch("ms").to_numpy(),
-        {c: retained[c].to_numpy() for c in labels},
-        carry[key],
-        {c: carry[c].cast(pl.UInt32).to_numpy() for c in (WEIGHT, *labels)},
-        positives,
-        lambda columns: prior_rows(state, entity, columns, cfg, item_index),
-    )
