@@ -60,11 +60,23 @@ class StatePrior:
 
     def attach(self, keys: pl.Series, t: np.ndarray, windows: Sequence[str]) -> AttachedPrior:
         """Search positions for queries with ``keys`` at epoch-ms times ``t``: per query, its key's
-        block ``[start, end)`` in the retained rows, each finite window's first row and its carry row."""
+        block ``[start, end)`` in the retained rows, each finite window's first row and its carry row.
+        Keys are searched once per run of equal keys (the queries come in key order)."""
         keys = keys.cast(self.keys.dtype)
-        start = self.keys.search_sorted(keys, "left").to_numpy().astype(np.int64)
-        end = self.keys.search_sorted(keys, "right").to_numpy().astype(np.int64)
-        end = np.where(keys.is_null().to_numpy(), start, end)  # a null key has no rows
+        run = keys.rle_id().to_numpy().astype(np.int64)
+        distinct = keys.gather(np.searchsorted(run, np.arange(run[-1] + 1 if len(run) else 0)))
+        start = self.keys.search_sorted(distinct, "left").to_numpy().astype(np.int64)
+        end = self.keys.search_sorted(distinct, "right").to_numpy().astype(np.int64)
+        end = np.where(distinct.is_null().to_numpy(), start, end)  # a null key has no rows
+        pos = np.minimum(
+            self.carry_keys.search_sorted(distinct, "left").to_numpy().astype(np.int64), len(self.carry_keys)
+        )
+        inside = pos < len(self.carry_keys)
+        found = np.zeros(len(distinct), dtype=bool)
+        found[inside] = (
+            (self.carry_keys.gather(pos[inside]) == distinct.filter(pl.Series(inside))).fill_null(False).to_numpy()
+        )
+        start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
         lo = {}
         if len(self.ts):
             first, span = int(self.ts.min()), int(self.ts.max()) - int(self.ts.min()) + 2
@@ -77,13 +89,7 @@ class StatePrior:
                 if (ms := window_ms(w)) is not None:
                     since = query_block + np.clip(t - ms - first, 0, span - 1)
                     lo[w] = np.clip(np.searchsorted(composite, since), start, end)
-        pos = np.minimum(self.carry_keys.search_sorted(keys, "left").to_numpy().astype(np.int64), len(self.carry_keys))
-        found = np.zeros(len(keys), dtype=bool)
-        inside = pos < len(self.carry_keys)
-        found[inside] = (
-            (self.carry_keys.gather(pos[inside]) == keys.filter(pl.Series(inside))).fill_null(False).to_numpy()
-        )
-        return AttachedPrior(self, keys, start, end, lo, np.where(found, pos, -1))
+        return AttachedPrior(self, distinct, run, start, end, lo, carry_row)
 
 
 @dataclass
@@ -91,7 +97,10 @@ class AttachedPrior:
     """A :class:`StatePrior` searched for one set of queries (in the order they were given)."""
 
     state: StatePrior
-    keys: pl.Series
+    distinct: pl.Series
+    """The queries' keys, one per run of equal keys."""
+    run: np.ndarray
+    """Per query: its run (position in ``distinct``)."""
     start: np.ndarray
     end: np.ndarray
     lo: dict[str, np.ndarray]
@@ -111,8 +120,9 @@ class AttachedPrior:
     def history(self, label: str) -> tuple[np.ndarray, np.ndarray]:
         """Per query: the retained positives of users up to and including its user, and its user's own."""
         users, _ = self.state.positives[label]
-        upto = users.search_sorted(self.keys, "right").to_numpy().astype(np.int64)
-        return upto, upto - users.search_sorted(self.keys, "left").to_numpy().astype(np.int64)
+        upto = users.search_sorted(self.distinct, "right").to_numpy().astype(np.int64)
+        own = upto - users.search_sorted(self.distinct, "left").to_numpy().astype(np.int64)
+        return upto[self.run], own[self.run]
 
     def merged_items(self, label: str, day_users: pl.Series, day_items: np.ndarray) -> np.ndarray:
         """The retained positives and the day's (``day_users``/``day_items`` in (user, ts) order) as
