@@ -25,7 +25,7 @@ import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, window_ms
 from aptrank.data.etl.labels import label_column
-from aptrank.data.etl.pit import WEIGHT
+from aptrank.data.etl.pit import WEIGHT, search_sorted_queries
 from aptrank.data.etl.state import DayState, longest_window_ms
 from aptrank.data.schema import TS_DTYPE
 
@@ -67,7 +67,8 @@ class StatePrior:
         distinct = keys.gather(np.searchsorted(run, np.arange(run[-1] + 1 if len(run) else 0)))
         start = self.keys.search_sorted(distinct, "left").to_numpy().astype(np.int64)
         end = self.keys.search_sorted(distinct, "right").to_numpy().astype(np.int64)
-        end = np.where(distinct.is_null().to_numpy(), start, end)  # a null key has no rows
+        nulls = distinct.is_null().to_numpy()  # a null key has no rows; its queries sort last
+        start[nulls] = end[nulls] = len(self.ts)
         pos = np.minimum(
             self.carry_keys.search_sorted(distinct, "left").to_numpy().astype(np.int64), len(self.carry_keys)
         )
@@ -81,15 +82,24 @@ class StatePrior:
         if len(self.ts):
             first, span = int(self.ts.min()), int(self.ts.max()) - int(self.ts.min()) + 2
             composite = self.keys.rle_id().to_numpy().astype(np.int64)  # per row its key's block
-            query_block = composite[np.minimum(start, len(composite) - 1)] * span
+            after_last = int(composite[-1]) + 1  # the block of keys after every retained key
+            query_block = np.where(start < len(composite), composite[np.minimum(start, len(composite) - 1)], after_last)
+            query_block *= span  # a key without rows: the start of the next key's block, so `since` stays sorted
             composite *= span  # block * span + ts - first: sorted, as the rows are in (key, ts) order
             composite += self.ts
             composite -= first
+            present = start < end
             for w in windows:
                 if (ms := window_ms(w)) is not None:
-                    since = query_block + np.clip(t - ms - first, 0, span - 1)
-                    lo[w] = np.clip(np.searchsorted(composite, since), start, end)
+                    since = query_block + np.where(present, np.clip(t - ms - first, 0, span - 1), 0)
+                    sorted_ = _is_sorted(since)  # the block-wise search needs sorted queries
+                    hit = search_sorted_queries(composite, since) if sorted_ else np.searchsorted(composite, since)
+                    lo[w] = np.clip(hit, start, end)
         return AttachedPrior(self, distinct, run, start, end, lo, carry_row)
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
 
 
 @dataclass
