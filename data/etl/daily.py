@@ -8,8 +8,9 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   be complete by then: vocabularies, task priors and dense statistics come from it and stay fixed;
 * **a day** reads the state of the day before and only the day's events (the rows of ``--input``
   whose ts falls on the day: a day partition or the whole log), validates them (rejects and summary
-  under ``days/<day>/``), computes their point-in-time features with the same code as the full run,
-  the state's rows put in front (:meth:`DailyJob.prior_rows`), adds the day's examples as
+  under ``days/<day>/``), computes their point-in-time features with the same code as the full run
+  over the day's rows, the state's share found by search (:meth:`DailyJob.prior_state`,
+  :mod:`data.etl.prior`), adds the day's examples as
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,24 @@ import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
 from aptrank.data.encodings import Encoding
-from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, iso_utc
+from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, HistoryConfig, iso_utc
 from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.freshness import day_start, snapshot_cutoff
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
+from aptrank.data.etl.prior import StatePrior, state_prior
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
 from aptrank.data.etl.state import (
     DayState,
     StateError,
+    add_day,
     config_key,
+    entity_rows,
     fold,
     present_entities,
-    prior_rows,
     state_days,
     state_for,
 )
@@ -117,9 +120,9 @@ class _BootstrapJob(_Job):
     def run(self, tables: CanonicalTables) -> EtlResult:
         result = super().run(tables)
         events = self.work.frame(EVENTS)
-        keys = [*present_entities(events.columns).values(), "ts", *self.labels]
         cutoff = _parse_utc(result.spec.extras["snapshot"]["cutoff"])
-        retained, carry = fold(events.select(keys), {}, cutoff, self.cfg)
+        rows = {e: entity_rows(events, e, self.cfg) for e in present_entities(events.columns)}
+        retained, carry = fold(rows, {}, cutoff, self.cfg)
         vocab = content_hash(self.out, (VOCAB_DIR,))
         known = {  # the snapshot's keys: its tables' key columns
             e: pl.read_parquet(path, columns=[ENTITY_KEYS[e]])
@@ -175,8 +178,8 @@ class DailyJob(_Job):
         super().__init__(cfg, root / DAYS_DIR / day.isoformat(), say)
         self.root, self.state, self.spec, self.day = root, state, spec, day
 
-    def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
-        return prior_rows(self.state, entity, columns, self.cfg, item.polars_expr(pl.col("item_id")))
+    def prior_state(self, entity: str, item: Encoding, histories: Sequence[HistoryConfig]) -> StatePrior | None:
+        return state_prior(self.state, entity, self.cfg, item.polars_expr(pl.col("item_id")), histories)
 
     def run(self, tables: CanonicalTables) -> EtlResult:
         start, end = day_bounds(self.cfg, self.day)
@@ -201,8 +204,8 @@ class DailyJob(_Job):
         wanted += ["user"] if self.cfg.features.history else []
         with self.stage("point-in-time"):
             keys = {}
-            for e, key in present_entities(s.retained.columns).items():
-                if e in wanted:  # yesterday's keys, the day's and the side table's
+            for e, key in ENTITY_KEYS.items():
+                if e in s.retained and e in wanted:  # yesterday's keys, the day's and the side table's
                     seen = pl.concat([s.keys[e].lazy(), events.select(key)])
                     keys[e] = entity_keys(seen, e, items, users)
             encodings = {c.name: c.encoding for c in self.spec.categorical}
@@ -221,8 +224,8 @@ class DailyJob(_Job):
         retained, carry = s.retained, s.carry
         if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
             with self.stage("state"):
-                rows = events.select(s.retained.columns).collect().cast(dict(s.retained.schema))  # type: ignore[arg-type]
-                retained, carry = fold(pl.concat([s.retained, rows]), s.carry, cutoff, self.cfg)
+                rows = {e: add_day(r, entity_rows(events, e, self.cfg), ENTITY_KEYS[e]) for e, r in s.retained.items()}
+                retained, carry = fold(rows, s.carry, cutoff, self.cfg)
                 self.publish(spec, ranges)
                 state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
                 state.write(self.root / STATE_DIR)
@@ -233,7 +236,10 @@ class DailyJob(_Job):
             "snapshot_cutoff": iso_utc(cutoff),
             "feature_spec_hash": spec.hash,
             "content_hash": content_hash(self.root, (SPEC_FILE, VOCAB_DIR, SNAPSHOT_DIR)),
-            "state_rows": {"retained": retained.height, **{f"carry_{e}": c.height for e, c in carry.items()}},
+            "state_rows": {
+                **{f"retained_{e}": r.height for e, r in retained.items()},
+                **{f"carry_{e}": c.height for e, c in carry.items()},
+            },
             "stage_seconds": self.timings,
             "stage_cpu_seconds": self.cpu,
         }

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from aptrank.data.etl.config import HistoryConfig
 from aptrank.data.etl.history import end_column, history_pointers, length_column
 from aptrank.data.etl.pit import KeyTimeIndex, Workspace, pit_counts
+from aptrank.data.etl.prior import StatePrior
 
 
 @dataclass
@@ -40,12 +41,13 @@ def entity_features(
     workspace: Workspace | None = None,
     first_query: int = 0,
     day_zone: str | None = None,
+    prior: StatePrior | None = None,
 ) -> EntityFeatures:
     """Counts and history pointers of the rows of ``frame`` from ``first_query`` on (sorted by ts;
     see :func:`data.etl.pit.with_queries`; the rows before only count), each as of its ts or, with
-    ``day_zone`` (daily freshness), as of the start of its day there. Results may share the
-    workspace's buffers."""
-    index = KeyTimeIndex(frame, key, windows, workspace, first_query, day_zone)
+    ``day_zone`` (daily freshness), as of the start of its day there, with ``prior`` the daily
+    state's share added (:mod:`data.etl.prior`). Results may share the workspace's buffers."""
+    index = KeyTimeIndex(frame, key, windows, workspace, first_query, day_zone, prior)
     counts = pit_counts(frame, key, entity, windows, tasks, index) if with_counts else None
     return EntityFeatures(counts, {h.name: history_pointers(index, h) for h in histories})
 

@@ -38,16 +38,24 @@ def length_column(h: HistoryConfig) -> str:
 def history_pointers(index: KeyTimeIndex, h: HistoryConfig) -> tuple[np.ndarray, pl.DataFrame]:
     """The flat positive items (sorted order) and, per query row of the index, ``_end_<name>`` and
     ``_len_<name>`` (Int32, Int64 from 2**31 rows; length 0 = empty list). The index's frame holds ``label_<task>`` and
-    :data:`ITEM_INDEX`."""
+    :data:`ITEM_INDEX`. With the index's state (:mod:`data.etl.prior`), each user's retained
+    positives precede the day's in the flat array and count towards the lists."""
     is_pos = index.column(label_column(h.task)) == 1
     flat = index.column(ITEM_INDEX)[is_pos].astype(np.int64, copy=False)
-    dtype = np.int32 if index.rows < 2**31 else np.int64  # gathers move half the bytes
+    rows = index.rows + (len(index.prior.state.ts) if index.prior is not None else 0)
+    dtype = np.int32 if rows < 2**31 else np.int64  # gathers move half the bytes
     count = index.ws.get("history_count", index.rows + 1, dtype)
     count[0] = 0
     np.cumsum(is_pos, out=count[1:])
     before = gather(count, index.hi, index.ws.get("history_before", index.outputs, dtype))
     length = gather(count, index.key_start, index.ws.get("history_length", index.outputs, dtype))
     np.subtract(before, length, out=length)
+    if index.prior is not None:  # the user's retained positives come first in the user's block
+        label = label_column(h.task)
+        upto, own = index.prior.history(label)
+        before += upto.astype(dtype, copy=False)
+        length += own.astype(dtype, copy=False)
+        flat = index.prior.merged_items(label, index.query_keys.filter(pl.Series(is_pos)), flat)
     np.minimum(length, h.max_len, out=length)
     before -= 1
     end = index.to_input_order(end_column(h), before)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -38,6 +39,9 @@ import polars as pl
 from aptrank.data.etl.config import window_ms
 from aptrank.data.etl.freshness import day_floor_ms
 from aptrank.data.etl.labels import label_column
+
+if TYPE_CHECKING:
+    from aptrank.data.etl.prior import StatePrior
 
 THREADS = 2
 """Threads for the per-window searches and the per-source sums (numpy releases the GIL)."""
@@ -144,7 +148,9 @@ class KeyTimeIndex:
     the rows from there on get answers; the rows before it (an incremental run's state) only count,
     so the searches, sums and scatters grow with the query rows, not with the history. With
     ``day_zone`` (daily freshness, :mod:`data.etl.freshness`) every row is queried at the start of
-    its calendar day in that time zone instead of at its own ts: its windows are ``[D0 - w, D0)``."""
+    its calendar day in that time zone instead of at its own ts: its windows are ``[D0 - w, D0)``.
+    With ``prior`` (an incremental day's state, :mod:`data.etl.prior`), every sum also counts the
+    state's rows of the same key, found by search: the frame then holds only the day's rows."""
 
     def __init__(
         self,
@@ -154,6 +160,7 @@ class KeyTimeIndex:
         workspace: Workspace | None = None,
         first_query: int = 0,
         day_zone: str | None = None,
+        prior: StatePrior | None = None,
     ) -> None:
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
@@ -198,6 +205,16 @@ class KeyTimeIndex:
             self.query_t = self.query_t[queries]
         with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
             self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
+        self.prior = None
+        if prior is not None:  # the query rows' keys and times, in sorted order, searched in the state
+            if first_query:
+                raise ValueError("KeyTimeIndex: a state in front (first_query) or a state by search (prior), not both")
+            rows = self.targets
+            self.query_keys = frame[key].gather(rows)
+            query_ms = frame["ts"].dt.epoch("ms").to_numpy()[rows]
+            if day_zone is not None:  # daily freshness: the state is searched at the start of the day too
+                query_ms = day_floor_ms(query_ms, day_zone)
+            self.prior = prior.attach(self.query_keys, query_ms, windows)
 
     def _window_start(self, window: str) -> np.ndarray:
         ms = window_ms(window)
@@ -235,6 +252,8 @@ class KeyTimeIndex:
         out = {}
         for window, name in names.items():
             np.subtract(upto, gather(prefix, self.lo[window], part), out=part)
+            if self.prior is not None:
+                part += self.prior.sums(source, window)
             out[name] = self.to_input_order(f"{source}:{window}", part)
         return out
 

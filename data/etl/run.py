@@ -41,6 +41,7 @@ from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column, label_column
 from aptrank.data.etl.parts import PartWriter, file_groups
 from aptrank.data.etl.pit import Workspace, with_queries
+from aptrank.data.etl.prior import StatePrior
 from aptrank.data.etl.specbuild import build_spec
 from aptrank.data.etl.splits import SPLITS, resolve_boundaries, split_expr
 from aptrank.data.etl.summary import SUMMARY, content_hash, label_rates, write_summary
@@ -281,20 +282,19 @@ class _Job:
             extra = [item.polars_expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
             source = events.select(key, "ts", *self.labels, *extra)
             rows = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else [])
-            prior = self.prior_rows(e, rows.collect_schema().names(), item)
-            skip = prior.height if prior is not None else 0  # rows before the events: earlier history
-            frame = (rows if prior is None else pl.concat([prior.lazy(), rows], how="vertical_relaxed")).collect()
+            frame = rows.collect()
             wanted = histories if e == "user" else ()
-            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace, skip)
+            prior = self.prior_state(e, item, wanted)  # earlier history: none in a full run
+            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace, prior)
             if features.counts is not None:
-                c = features.counts  # rows from `skip` on: the events, then the snapshot queries
+                c = features.counts  # the events, then the snapshot queries
                 self.work.write(c.slice(0, n), pit_file(e))
                 snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
                 counts[e] = pl.concat(
-                    [frame.select(key).slice(skip + n), pl.DataFrame(snapshot)], how="horizontal", strict=True
+                    [frame.select(key).slice(n), pl.DataFrame(snapshot)], how="horizontal", strict=True
                 )
             if e == "user" and histories:
-                lists, pointers = frame.select(key).slice(skip + n), []
+                lists, pointers = frame.select(key).slice(n), []
                 for h in histories:
                     flat, ptr = features.histories[h.name]
                     self.work.history_items[h.name] = flat
@@ -312,18 +312,27 @@ class _Job:
         with_counts: bool,
         histories: Sequence[HistoryConfig],
         workspace: Workspace,
-        first_query: int,
+        prior: StatePrior | None,
     ) -> EntityFeatures:
-        """One entity's features for the rows of ``frame`` from ``first_query`` on (the rows before:
-        earlier history that only counts), in this process (the Spark engine overrides this)."""
+        """One entity's features for the rows of ``frame``, with ``prior`` (history before them, which
+        only counts) added, in this process (the Spark engine overrides this)."""
         windows = self.cfg.features.windows
         return entity_features(
-            frame, key, entity, windows, self.tasks, histories, with_counts, workspace, first_query, self.day_zone
+            frame,
+            key,
+            entity,
+            windows,
+            self.tasks,
+            histories,
+            with_counts,
+            workspace,
+            day_zone=self.day_zone,
+            prior=prior,
         )
 
-    def prior_rows(self, entity: str, columns: list[str], item: Encoding) -> pl.DataFrame | None:
-        """Rows that stand for history before the events (``columns``, sorted by ts, all earlier than
-        every event): none in a full run; the incremental run (:mod:`data.etl.daily`) returns its state."""
+    def prior_state(self, entity: str, item: Encoding, histories: Sequence[HistoryConfig]) -> StatePrior | None:
+        """History before the events (:mod:`data.etl.prior`): none in a full run; the incremental run
+        (:mod:`data.etl.daily`) returns its state."""
         return None
 
 

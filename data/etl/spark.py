@@ -39,6 +39,7 @@ from aptrank.data.etl.config import EtlConfig, HistoryConfig
 from aptrank.data.etl.entity import EntityFeatures, entity_features, pointers_from_lists
 from aptrank.data.etl.history import lists_for
 from aptrank.data.etl.pit import Workspace, pit_columns
+from aptrank.data.etl.prior import StatePrior
 from aptrank.data.etl.workfiles import WorkFiles
 from aptrank.data.schema import TS_DTYPE
 
@@ -138,9 +139,13 @@ class SparkEngine:
         with_counts: bool,
         histories: Sequence[HistoryConfig],
         workspace: Workspace,
-        first_query: int,
+        prior: StatePrior | None,
     ) -> EntityFeatures:
         spark, windows = spark_session(), self.cfg.features.windows
+        first_query = 0
+        if prior is not None and prior.rows is not None:  # the state's rows in front, they only count
+            state = prior.rows(frame.columns)
+            frame, first_query = pl.concat([state, frame], how="vertical_relaxed"), state.height
         folder = self.work.root / f"spark_{entity}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()

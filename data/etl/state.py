@@ -4,29 +4,30 @@ The point-in-time features of an event at time t are sums over the same key's ea
 ``[t - w, t)`` (``all``: every earlier event) and the user's last ``max_len`` positives. A day's
 events and the snapshot are queried at t >= the previous cutoff (last accepted event + 1 ms; with
 ``freshness: daily`` they are queried at the start of the day, which is that cutoff,
-:mod:`data.etl.freshness`), so of the past they need exactly:
+:mod:`data.etl.freshness`), so of the past they need exactly, per entity (user, item, author):
 
 * **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
-  rows any sliding window can still reach) plus, per user and history, the user's last ``max_len``
-  positives (the rows a history list can still reach), with their keys, ``ts`` and labels, in
-  (ts, input row) order;
-* **carry** (running totals): per entity key, the count and the label sums of every other accepted
-  event. A carry row is placed before every retained row and more than the longest window before
-  every query, so it adds to the ``all`` window only. Its label can equal 1 and so count as a history
-  positive, but only when the user has ``max_len`` or more retained positives after it, so it never
-  reaches a list (the last ``max_len``).
+  rows any sliding window can still reach) with its key, ``ts`` and labels, and for the user also
+  the item id and, per history, the user's last ``max_len`` positives (the rows a history list can
+  still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
+  them (:mod:`data.etl.prior`) and merges its own rows in (:func:`add_day`) instead of sorting;
+* **carry** (running totals): per key, the count and the label sums of every other accepted event
+  of that entity. No window but ``all`` reaches them, so the carry adds to the ``all`` window only.
 
-Feeding carry + retained rows ahead of the day's events through the same point-in-time code
-(:func:`data.etl.pit.pit_counts`, :func:`data.etl.history.history_pointers`) gives the same numbers
-as a full recompute over the whole history (tested in ``tests/data/test_etl_daily.py``).
+The day's queries then get, through the same point-in-time code (:class:`data.etl.pit.KeyTimeIndex`
+over the day's rows with a :class:`data.etl.prior.StatePrior`, or, for engines that want rows,
+:func:`data.etl.prior.prior_rows` in front of them), the same numbers as a full recompute over the whole history
+(tested in ``tests/data/test_etl_daily.py``). Size: the events of the longest window (7 days of
+events for a 7-day window) plus the users' older last positives plus one carry row per key: it
+grows with the daily volume and the window, not with the history.
 
 Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, cutoff, the config
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
-``feature_spec.json``, ``retained.arrow``, ``carry_<entity>.arrow`` and ``keys_<entity>.arrow`` (the
-snapshot's sorted distinct keys, so that a day adds its keys without rereading every event; uncompressed Arrow IPC,
-memory-mapped when read: the state is rewritten every day at memory speed). A state is used only
-by the next day's run with the same config and vocabularies; anything else is refused with a
-:class:`StateError` that says how to backfill.
+``feature_spec.json``, ``retained_<entity>.arrow``, ``carry_<entity>.arrow`` and
+``keys_<entity>.arrow`` (the snapshot's sorted distinct keys, so that a day adds its keys without
+rereading every event; uncompressed Arrow IPC, memory-mapped when read: the state is rewritten every
+day at memory speed). A state is used only by the next day's run with the same config and
+vocabularies; anything else is refused with a :class:`StateError` that says how to backfill.
 """
 
 from __future__ import annotations
@@ -37,21 +38,20 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT
-from aptrank.data.schema import TS_DTYPE
 from aptrank.data.spec import FeatureSpec
 
-STATE_VERSION = 2
-"""2: uncompressed Arrow IPC files and the key lists (1: Parquet, no key lists)."""
+STATE_VERSION = 3
+"""3: retained rows per entity in (key, ts) order; 2: one retained file in ts order, uncompressed Arrow
+IPC and the key lists; 1: Parquet, no key lists."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
-RETAINED = "retained.arrow"
 KEEP_STATES = 2
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
 
@@ -63,6 +63,10 @@ class StateError(ValueError):
 
 def carry_file(entity: str) -> str:
     return f"carry_{entity}.arrow"
+
+
+def retained_file(entity: str) -> str:
+    return f"retained_{entity}.arrow"
 
 
 def keys_file(entity: str) -> str:
@@ -95,7 +99,8 @@ class DayState:
     spec: FeatureSpec
     """The FeatureSpec written that day (its vocabulary files are checked by ``vocab_hash``)."""
     vocab_hash: str
-    retained: pl.DataFrame
+    retained: dict[str, pl.DataFrame]
+    """Per entity: its retained rows (:func:`entity_rows`), in (key, ts, input row) order."""
     carry: dict[str, pl.DataFrame]
     keys: dict[str, pl.DataFrame]
     """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
@@ -105,9 +110,9 @@ class DayState:
         folder = root / self.day.isoformat()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.retained.write_ipc(folder / RETAINED, compression="uncompressed")
         for entity, frame in self.carry.items():
             frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
+            self.retained[entity].write_ipc(folder / retained_file(entity), compression="uncompressed")
         for entity, frame in self.keys.items():
             frame.write_ipc(folder / keys_file(entity), compression="uncompressed")
         self.spec.write(folder / SPEC_FILE)
@@ -142,7 +147,7 @@ class DayState:
             meta["config_key"],
             FeatureSpec.read(folder / SPEC_FILE),
             meta["vocab_hash"],
-            pl.read_ipc(folder / RETAINED, memory_map=True),
+            {e: pl.read_ipc(folder / retained_file(e), memory_map=True) for e in meta["entities"]},
             carry,
             {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
         )
@@ -185,26 +190,48 @@ def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
     return state
 
 
+def entity_rows(events: pl.DataFrame | pl.LazyFrame, entity: str, cfg: EtlConfig) -> pl.DataFrame:
+    """The retained-row columns of ``entity`` (its key, ``ts``, labels, and ``item_id`` for the user's
+    history lists) of ``events`` (in (ts, input row) order), null keys dropped (they count for no
+    key), in (key, ts, input row) order: a stable sort by key."""
+    key = ENTITY_KEYS[entity]
+    columns = [key, "ts", *[label_column(t) for t in cfg.task_names]]
+    columns += ["item_id"] if entity == "user" and cfg.features.history else []
+    rows = events.lazy().select(columns).filter(pl.col(key).is_not_null())
+    return rows.sort(key, maintain_order=True).collect()
+
+
+def add_day(retained: pl.DataFrame, day: pl.DataFrame, key: str) -> pl.DataFrame:
+    """``retained`` and the day's rows (both in (key, ts) order, every day row later than every
+    retained row) in (key, ts) order: a linear merge, yesterday's rows first within a key."""
+    return retained.merge_sorted(day.cast(dict(retained.schema)), key)  # type: ignore[arg-type]
+
+
 def fold(
-    rows: pl.DataFrame, carry: dict[str, pl.DataFrame], cutoff: dt.datetime, cfg: EtlConfig
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """The next state's retained rows and carry: ``rows`` (the previous retained rows followed by the
-    day's accepted events, in (ts, input row) order; entity keys, ``ts``, labels) split into what
-    the next day's queries can still reach and running totals of the rest."""
+    rows: dict[str, pl.DataFrame], carry: dict[str, pl.DataFrame], cutoff: dt.datetime, cfg: EtlConfig
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """The next state's retained rows and carry per entity: ``rows[entity]`` (the previous retained
+    rows and the day's accepted events of that entity, in (key, ts, input row) order, see
+    :func:`entity_rows`) split into what the next day's queries can still reach (every row at or
+    after ``cutoff - longest window``; for the user, also the last ``max_len`` positives per history)
+    and running totals per key of the rest, added to ``carry``. Everything stays in key order, so the
+    next day merges instead of sorting."""
     labels = [label_column(t) for t in cfg.task_names]
-    floor = cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
-    cut = int(rows["ts"].search_sorted(pl.Series([floor]).dt.cast_time_unit("ms")[0], "left"))
-    earlier, recent = rows.slice(0, cut), rows.slice(cut)  # recent: every window can still reach them
-    kept = pl.Series("_row", [], pl.UInt32)
-    for h in cfg.features.history:
-        kept = kept.append(last_positives(earlier, recent, label_column(h.task), h.max_len))
-    keep = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(kept.implode())
-    retained = pl.concat([earlier.filter(keep), recent])
-    old = earlier.filter(~keep)
-    out = {}
-    for entity, key in present_entities(rows.columns).items():
+    floor = pl.Series([cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))]).dt.cast_time_unit("ms")[0]
+    retained, out = {}, {}
+    for entity, frame in rows.items():
+        key = ENTITY_KEYS[entity]
+        old = (frame["ts"] < floor).to_numpy()
+        leaving = old.copy()
+        if entity == "user":  # the users' last positives stay rows: a history list can still reach them
+            earlier, recent = frame.filter(old), frame.filter(~old)
+            positions = np.flatnonzero(old)
+            for h in cfg.features.history:
+                leaving[positions[last_positives(earlier, recent, label_column(h.task), h.max_len).to_numpy()]] = False
+        mask = pl.Series(leaving)
+        retained[entity] = frame.filter(~mask)
         folded = (
-            old.filter(pl.col(key).is_not_null())
+            frame.filter(mask)
             .group_by(key)
             .agg(pl.len().alias(WEIGHT), *[pl.col(c).cast(pl.UInt32).sum() for c in labels])
         )
@@ -227,33 +254,3 @@ def last_positives(earlier: pl.DataFrame, recent: pl.DataFrame, label: str, max_
     after = pl.col("_row").cum_count(reverse=True).over("user_id") + pl.col("_later").fill_null(0)
     ranked = mine.join(later, on="user_id", how="left", maintain_order="left")
     return ranked.filter(after <= max_len)["_row"]
-
-
-def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
-    """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`):
-    one carry row per key, then the retained events (weight 1). ``item_index``: the expression of the
-    encoded item id, for the user's history lists."""
-    key = ENTITY_KEYS[entity]
-    labels = [label_column(t) for t in cfg.task_names]
-    floor = state.cutoff - dt.timedelta(milliseconds=longest_window_ms(cfg))
-    if state.retained.height:
-        floor = min(floor, state.retained["ts"].min())  # type: ignore[type-var]
-    carry_ts = pl.lit(floor - dt.timedelta(milliseconds=1)).cast(TS_DTYPE).alias("ts")
-    extra = [c for c in columns if c not in (key, "ts", WEIGHT, *labels)]
-    carry = state.carry.get(entity, pl.DataFrame(schema={key: state.retained.schema[key]}))
-    parts = [
-        carry.select(
-            key,
-            carry_ts,
-            *[pl.col(c).cast(pl.UInt32) if c in carry else pl.lit(0, pl.UInt32).alias(c) for c in (WEIGHT, *labels)],
-            *[pl.lit(0, pl.Int64).alias(c) for c in extra],
-        ),
-        state.retained.select(
-            key,
-            pl.col("ts").cast(TS_DTYPE),
-            pl.lit(1, pl.UInt32).alias(WEIGHT),
-            *[pl.col(c).cast(pl.UInt32) for c in labels],
-            *[item_index.cast(pl.Int64).alias(c) for c in extra],
-        ),
-    ]
-    return pl.concat(parts).select(columns)

@@ -238,8 +238,9 @@ def test_cli_date_backfill_and_refusal_exit_codes(app: typer.Typer, generated: P
 def test_state_keeps_the_snapshot_keys_and_refuses_an_older_format(
     generated: Path, booted: Path, tmp_path: Path
 ) -> None:
-    """The state's key lists are the snapshot's keys (the next day adds its own to them); a state of
-    format 1 (Parquet files, no key lists) is refused with the rebuild command."""
+    """The state's key lists are the snapshot's keys (the next day adds its own to them), its
+    retained rows are per entity in (key, ts) order (what the day's searches need); a state of
+    format 2 (one retained file in ts order) is refused with the rebuild command."""
     shutil.copytree(booted, tmp_path / "out")
     folder = tmp_path / "out" / STATE_DIR / str(BOOT + dt.timedelta(days=1))
     state = DayState.read(folder)
@@ -248,7 +249,10 @@ def test_state_keeps_the_snapshot_keys_and_refuses_an_older_format(
         key = ENTITY_KEYS[entity]
         snapshot = pl.read_parquet(tmp_path / "out" / SNAPSHOT_DIR / TABLE_FILES[entity], columns=[key])
         assert keys.equals(snapshot) and keys[key].is_sorted() and keys[key].n_unique() == keys.height > 20
+        retained = state.retained[entity]
+        assert retained.height > 100 and retained[key].null_count() == 0
+        assert retained.equals(retained.sort(key, "ts", maintain_order=True))
     meta = json.loads((folder / "state.json").read_text())
-    (folder / "state.json").write_text(json.dumps({**meta, "version": 1}))
-    with pytest.raises(StateError, match=r"state\.json: state format version 1 is not 2; rebuild .* --bootstrap"):
+    (folder / "state.json").write_text(json.dumps({**meta, "version": 2}))
+    with pytest.raises(StateError, match=r"state\.json: state format version 2 is not 3; rebuild .* --bootstrap"):
         run_day("canonical", generated, tmp_path / "out", _generated_cfg(), BOOT + dt.timedelta(days=2), _quiet)

@@ -19,6 +19,7 @@ from etl_helpers import HANDMADE_ROWS, at, events_frame
 from aptrank.data.etl.config import HistoryConfig
 from aptrank.data.etl.history import ITEM_INDEX, gather_lists, history_pointers, lists_for
 from aptrank.data.etl.pit import KeyTimeIndex, pit_counts, with_queries
+from aptrank.data.etl.prior import StatePrior
 
 FINISH = [1, 0, 1, 0, 1, 1, 0, 1]
 AUTHORS = {10: 100, 11: 100, 12: 101}
@@ -203,3 +204,39 @@ def test_rows_before_first_query_only_count(first_query: int) -> None:
     h = HistoryConfig(name="clicked", task="click", max_len=2)
     flat, ptr = history_pointers(KeyTimeIndex(frame, "user_id", ["all"], first_query=first_query), h)
     assert lists_for(ptr, flat, h).to_list() == [[], [10], [], [10], [10], [10], [10], [10, 12]][first_query:]
+
+
+@pytest.mark.parametrize("split", [1, 3, 7])
+def test_state_by_search_equals_state_rows_in_front(split: int) -> None:
+    """An incremental day's index (:mod:`data.etl.prior`): the rows before ``split`` as a key-sorted
+    state (plus a carry row for user 1: 5 older events, 2 clicks, 1 finish) and only the later rows
+    in the frame give the hand-worked answers of the later rows, the carry added to the ``all``
+    window of user 1, and the same history lists."""
+    frame = labelled().with_columns(pl.lit(1, dtype=pl.UInt8).alias("_n"))
+    carry_user = {"_n": 5, "label_click": 2, "label_like": 0, "label_finish": 1}
+    day = frame.slice(split)
+    for entity, key in KEYS.items():
+        state = frame.slice(0, split).sort(key, maintain_order=True)
+        carry = carry_user if entity == "user" else dict.fromkeys(carry_user, 0)
+        clicks = state.filter(pl.col("label_click") == 1)
+        prior = StatePrior(
+            state[key],
+            state["ts"].dt.epoch("ms").to_numpy(),
+            {f"label_{t}": state[f"label_{t}"].to_numpy() for t in TASKS},
+            pl.Series(key, [1 if entity == "user" else 999]),
+            {c: np.array([v], dtype=np.uint32) for c, v in carry.items()},
+            {"label_click": (clicks["user_id"], clicks[ITEM_INDEX].to_numpy())},
+        )
+        index = KeyTimeIndex(day, key, ["1d", "7d", "all"], prior=prior)
+        got = pit_counts(day, key, entity, ["1d", "7d", "all"], TASKS, index)
+        for w in ("1d", "7d", "all"):
+            cols = [f"{entity}_{w}_n", *(f"{entity}_{w}_{t}_pos" for t in TASKS)]
+            extra = [tuple(carry.values()) if w == "all" and u == 1 else Z for u in day["user_id"]]
+            want = [
+                tuple(map(sum, zip(a, b, strict=True))) for a, b in zip(EXPECTED[entity][w][split:], extra, strict=True)
+            ]
+            assert got.select(cols).rows() == want, (entity, w)
+        if entity == "user":
+            h = HistoryConfig(name="clicked", task="click", max_len=2)
+            flat, ptr = history_pointers(index, h)
+            assert lists_for(ptr, flat, h).to_list() == [[], [10], [], [10], [10], [10], [10], [10, 12]][split:]
