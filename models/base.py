@@ -97,11 +97,11 @@ class MultiTaskModel(nn.Module, ABC):
 
     def export_head(self) -> nn.Module:
         """The dense part as the ONNX export runs it: ``forward(embedded) -> tower logits [B, K]``, the
-        same function as :meth:`head` (the export applies ``task_dag.probabilities`` after it). An architecture overrides this with a faster form (fused GEMMs);
-        when the returned module has a Linear ``first`` and a method ``after_first(h)`` (the rest of
-        the head from ``first``'s output), the export may fold small embedding tables into ``first``
-        (``models.export.fold``). Default: the model's own head. Build it after training: fused
-        forms hold copies of the weights."""
+        same function as :meth:`head` (the export applies ``task_dag.probabilities`` after it). An
+        architecture overrides this with a faster form (fused GEMMs); when the returned module has a
+        Linear ``first`` and a method ``after_first(h)`` (the rest of the head from ``first``'s
+        output), the export may fold small embedding tables into ``first`` (``models.export.fold``).
+        Default: the model's own head. Build it after training: fused forms hold copies of the weights."""
         return ModelHead(self)
 
     def param_roles(self) -> ParamRoles:

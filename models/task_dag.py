@@ -62,7 +62,8 @@ def check_acyclic(dependencies: Mapping[str, TaskDependency]) -> None:
             chain.append(node)
             node = dependencies[node].parent
         if node == task:
-            raise ModelConfigError(f"tasks.{task}.given", f"task dependencies form a cycle: {' -> '.join([*chain, task])}")
+            cycle = " -> ".join([*chain, task])
+            raise ModelConfigError(f"tasks.{task}.given", f"task dependencies form a cycle: {cycle}")
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:

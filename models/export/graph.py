@@ -6,11 +6,11 @@ recomputed with plain ops on the same table weights (``SpecEmbedding.forward_pla
 gives for export (``MultiTaskModel.export_head``: MMoE and PLE fused, Shared-Bottom with its
 bottom's first layer exposed) and a sigmoid; under task dependencies (``models.task_dag``, ESMM) a
 child's output is its sigmoid times its parent's probability, the product inside the graph, so every
-scorer reads entire-space ``p_<task>`` without knowing the dependencies. When the head starts with one Linear layer ``first``,
-the categorical features with small tables are folded into it (:mod:`aptrank.models.export.fold`).
-The fused tables, the fused heads and the folded layer are copies of the weights made when the
-module is built: build it after training. ``export_onnx`` writes it
-with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
+scorer reads entire-space ``p_<task>`` without knowing the dependencies. When the head starts with
+one Linear layer ``first``, the categorical features with small tables are folded into it
+(:mod:`aptrank.models.export.fold`). The fused tables, the fused heads and the folded layer are
+copies of the weights made when the module is built: build it after training. ``export_onnx`` writes
+it with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
 the FeatureSpec in the ONNX metadata, so scorers can check the features they are sent.
 """
 
