@@ -42,14 +42,15 @@ class TaskDependency(ConfigModel):
       p(task) = p(parent) * p(task | parent) (ESMM).
     * ``conditional_loss``: also train the conditional head on the parent-positive rows (binary
       cross-entropy of p(task | parent) against the task's label where the parent's label is 1),
-      added to the task's entire-space loss. Default measured on the demo job (docs/ALGORITHMS.md).
+      added to the task's entire-space loss. Default on: measured on the demo job, 2 seeds, it raised
+      the mean test AUC both point-in-time and served (docs/ALGORITHMS.md "Task dependencies").
     """
 
     model_config = ConfigDict(**ConfigModel.model_config, serialize_by_alias=True)
     error_class = ModelConfigError
 
     parent: str = Field(alias="given")  # ``given`` in the config; ConfigModel.given() is a method
-    conditional_loss: bool = False
+    conditional_loss: bool = True
 
 
 def check_acyclic(dependencies: Mapping[str, TaskDependency]) -> None:
