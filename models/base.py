@@ -9,6 +9,7 @@ path, the export path (``models.export``) and the task-aware optimizer's views
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -19,12 +20,16 @@ from aptrank.models.config import ModelConfig
 from aptrank.models.embedding import SpecEmbedding
 from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.layers import Tower
+from aptrank.models.task_dag import TaskDag, TaskDependency
 
 ParamRoles = dict[str, list[nn.Parameter] | list[list[nn.Parameter]]]
 
 
 class MultiTaskModel(nn.Module, ABC):
     """Embedding -> ``body`` (architecture) -> one ``Tower`` per task -> logits [B, K].
+
+    ``task_dag`` (:class:`~aptrank.models.task_dag.TaskDag`, set by :meth:`set_task_dependencies`)
+    turns the towers' logits into entire-space ones (ESMM); without dependencies it is the identity.
 
     Subclasses build their dense part in ``__init__`` after calling ``super().__init__`` and then
     call ``_add_towers(input_dim)``. Each architecture declares its ``model`` config section
@@ -40,6 +45,13 @@ class MultiTaskModel(nn.Module, ABC):
         self.task_names: list[str] = list(task_names)
         self.embedding = SpecEmbedding(spec, config.embedding_dim, sparse=config.sparse_embeddings)
         self.towers = nn.ModuleList()
+        self.task_dag = TaskDag(self.task_names, spec.task_names)
+
+    def set_task_dependencies(self, dependencies: Mapping[str, TaskDependency]) -> None:
+        """Use the job's ``tasks`` (child -> ``{given: parent}``): a child's tower then predicts
+        p(child | parent) and :meth:`forward` gives entire-space logits (``models.task_dag``).
+        Refuses a task or parent the FeatureSpec does not have (``ModelConfigError``)."""
+        self.task_dag = TaskDag(self.task_names, self.spec.task_names, dependencies)
 
     @property
     def label_columns(self) -> list[int]:
@@ -60,20 +72,22 @@ class MultiTaskModel(nn.Module, ABC):
         return [tower(x) for tower, x in zip(self.towers, tower_inputs, strict=True)], representation
 
     def head(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense part from the embedded input: (logits [B, K], representation)."""
+        """Dense part from the embedded input: (the towers' logits [B, K], representation)."""
         logits, representation = self.task_logits(embedded)
         return torch.cat(logits, dim=1), representation
 
     def forward_with_intermediates(self, batch: FeatureBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits [B, K], embedded [B, D], shared representation) on the training path."""
+        """(entire-space logits [B, K], embedded [B, D], shared representation) on the training path
+        (the towers' logits when the tasks have no dependencies)."""
         embedded = self.embedding(batch)
         logits, representation = self.head(embedded)
-        return logits, embedded, representation
+        return self.task_dag.entire_space_logits(logits), embedded, representation
 
     def forward_per_task(self, batch: FeatureBatch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(per-task logits [B, 1] each, embedded, representation): the training path when each task's
         loss is its own graph root, so a per-task backward pass runs through that task's tower only
-        (``apt.MultiTaskOptimizer.step`` with a list of losses)."""
+        (``apt.MultiTaskOptimizer.step`` with a list of losses). These are the towers' logits: a
+        child's is the conditional one; ``pipeline.objective.task_losses`` applies ``task_dag``."""
         embedded = self.embedding(batch)
         logits, representation = self.task_logits(embedded)
         return logits, embedded, representation
@@ -82,12 +96,12 @@ class MultiTaskModel(nn.Module, ABC):
         return self.forward_with_intermediates(batch)[0]
 
     def export_head(self) -> nn.Module:
-        """The dense part as the ONNX export runs it: ``forward(embedded) -> logits [B, K]``, the same
-        function as :meth:`head`. An architecture overrides this with a faster form (fused GEMMs);
-        when the returned module has a Linear ``first`` and a method ``after_first(h)`` (the rest of
-        the head from ``first``'s output), the export may fold small embedding tables into ``first``
-        (``models.export.fold``). Default: the model's own head. Build it after training: fused
-        forms hold copies of the weights."""
+        """The dense part as the ONNX export runs it: ``forward(embedded) -> tower logits [B, K]``, the
+        same function as :meth:`head` (the export applies ``task_dag.probabilities`` after it). An
+        architecture overrides this with a faster form (fused GEMMs); when the returned module has a
+        Linear ``first`` and a method ``after_first(h)`` (the rest of the head from ``first``'s
+        output), the export may fold small embedding tables into ``first`` (``models.export.fold``).
+        Default: the model's own head. Build it after training: fused forms hold copies of the weights."""
         return ModelHead(self)
 
     def param_roles(self) -> ParamRoles:

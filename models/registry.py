@@ -22,6 +22,7 @@ from aptrank.models.config import ModelConfig, ModelConfigError
 from aptrank.models.mmoe import MMoE
 from aptrank.models.ple import PLE
 from aptrank.models.shared_bottom import SharedBottom, SingleTask
+from aptrank.models.task_dag import TaskDependency
 
 ARCHITECTURES: dict[str, type[MultiTaskModel]] = {
     "single_task": SingleTask,
@@ -68,12 +69,22 @@ def own_sizes(arch: str, sizes: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sizes.items() if k in own or k not in SIZE_KEYS}
 
 
-def build_model(arch: str, spec: FeatureSpec, config: Mapping[str, Any] | ModelConfig | None = None) -> MultiTaskModel:
-    """A fresh model of architecture ``arch`` for ``spec`` (``config``: its section or shared sizes)."""
+def build_model(
+    arch: str,
+    spec: FeatureSpec,
+    config: Mapping[str, Any] | ModelConfig | None = None,
+    tasks: Mapping[str, TaskDependency] | None = None,
+) -> MultiTaskModel:
+    """A fresh model of architecture ``arch`` for ``spec`` (``config``: its section or shared sizes;
+    ``tasks``: the job's task dependencies, ``models.task_dag``; none = independent heads)."""
     cfg = model_config(arch, config)
     build: Callable[[FeatureSpec, Any], MultiTaskModel] = ARCHITECTURES[arch]
     if cfg.seed is None:
-        return build(spec, cfg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return build(spec, cfg)
+        model = build(spec, cfg)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = build(spec, cfg)
+    if tasks:
+        model.set_task_dependencies(tasks)
+    return model

@@ -24,6 +24,7 @@ from aptrank.errors import ConfigError
 from aptrank.models.config import ModelConfig, PositiveInt
 from aptrank.models.mmoe import MMoEConfig
 from aptrank.models.registry import DEFAULT_ARCH, ModelSection, model_config, own_sizes
+from aptrank.models.task_dag import TaskDependency, check_acyclic
 
 __all__ = ["ConfigError", "JobConfig", "build_config", "load_config"]
 
@@ -102,6 +103,11 @@ class JobConfig(ConfigModel):
     name: str = "aptrank"
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
+    tasks: dict[str, TaskDependency] = Field(
+        default_factory=dict,
+        description="task dependencies (ESMM): task -> {given: parent task}; the model outputs "
+        "p(task) = p(parent) * p(task | parent); tasks not listed are independent heads",
+    )
     model: ModelSection = Field(
         default_factory=lambda: MMoEConfig(arch="mmoe"),
         description="the section of the architecture named by `arch` (default mmoe)",
@@ -115,6 +121,11 @@ class JobConfig(ConfigModel):
     _source: str = PrivateAttr(DEFAULTS_SOURCE)
     _written: dict[str, Any] = PrivateAttr(default_factory=dict)
     """The ``model`` and ``mtl`` sections as the file wrote them (what :meth:`to_dict` reports)."""
+
+    @model_validator(mode="after")
+    def _acyclic_tasks(self) -> JobConfig:
+        check_acyclic(self.tasks)
+        return self
 
     @property
     def source_file(self) -> str:
@@ -151,11 +162,12 @@ class JobConfig(ConfigModel):
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data: every value of the sections owned here, and the ``model`` and
         ``mtl`` sections as written (what :func:`pipeline.provenance.config_hash` hashes; a grid's
-        shared model sizes included)."""
+        shared model sizes included). ``tasks`` only when it has dependencies, so a job without them
+        keeps its hash and logged params."""
         d = self.model_dump(mode="json", exclude={"model", "mtl"})
         d["model"] = copy.deepcopy(self._written.get("model", self.model.given()))
         d["mtl"] = copy.deepcopy(self._written.get("mtl", self.mtl.given()))
-        return {k: d[k] for k in type(self).model_fields}
+        return {k: d[k] for k in type(self).model_fields if k != "tasks" or self.tasks}
 
     def flat(self) -> dict[str, str]:
         """Dotted-key view (``train.batch_size`` -> "2048"), e.g. for MLflow params."""

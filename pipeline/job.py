@@ -18,7 +18,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.config import ConfigError, JobConfig
 
 
 class JobExit(IntEnum):
@@ -199,6 +199,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
             )
         except NonFiniteLossError as e:
             raise JobError(f"training diverged: {e}", JobExit.FAILURE) from e
+        except ConfigError as e:  # a rule that needs the FeatureSpec (tasks naming an unknown task)
+            raise JobError(f"{cfg.source_file}: {e}", JobExit.BAD_INPUT) from e
         log("[run] export ONNX (parity gate vs PyTorch on 10,000 test rows)")
         onnx_path = export_step(run_dir, features, cfg.scoring.fold_rows)
         tracked.log_result(result)

@@ -97,7 +97,7 @@ def build_trained_model(run: TrainedRun, features: Path) -> tuple[Any, Any]:
             f"({run.spec_hash[:12]}); pass the ETL output of that training (--features)"
         )
     cfg = build_config(run.config, run.source, shared_model_sizes=True)
-    model = build_model(cfg.arch, spec, cfg.model_seeded)
+    model = build_model(cfg.arch, spec, cfg.model_seeded, cfg.tasks)
     try:
         model.load_state_dict(run.state_dict)
     except RuntimeError as e:

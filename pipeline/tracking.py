@@ -72,6 +72,7 @@ FINAL_PREFIX = "final/"
 EVALUATION_SKIP = frozenset({"history", "seed", "tasks", "arch", "spec_hash"})
 SERVED_PREFIX = "served/"
 GAP_PREFIX = "served_gap/"
+TAG_TASK_DAG = "aptrank.task_dag"  # "click -> finish, click -> like" when the job has task dependencies
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
@@ -184,6 +185,8 @@ class TrackedRun:
             "aptrank.job": self.cfg.name,
             **self.extra_tags,
         }
+        if self.cfg.tasks:  # the task structure (ESMM); params hold it too, as tasks.<task>.given
+            tags[TAG_TASK_DAG] = ", ".join(f"{d.parent} -> {t}" for t, d in sorted(self.cfg.tasks.items()))
         exp_name = self.cfg.tracking.experiment
         with mlflow_errors(self.uri, f"start a run in experiment '{exp_name}'"):
             if self.run_id:

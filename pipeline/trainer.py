@@ -109,7 +109,7 @@ class Trainer:
         self.finished = False
 
     def _build(self) -> torch.nn.Module:
-        return build_model(self.cfg.arch, self.spec, self.cfg.model_seeded).to(self.device)
+        return build_model(self.cfg.arch, self.spec, self.cfg.model_seeded, self.cfg.tasks).to(self.device)
 
     def _eval_model(self) -> torch.nn.Module | None:
         """The model to evaluate on rank 0 (None on other ranks); collective when sharded."""
@@ -172,7 +172,7 @@ class Trainer:
         for full_batch in self.train_loader.epoch_batches(epoch):
             batch = self.parallel.shard(full_batch).to(self.device, non_blocking=True)
             task_logits, embedded, representation = self.model.forward_per_task(batch)
-            losses = task_losses(task_logits, batch.labels[:, cols])
+            losses = task_losses(task_logits, batch.labels[:, cols], self.model.task_dag)
             values = torch.stack([loss.detach() for loss in losses])
             stop = f"the run stops, the last good checkpoint is kept at {checkpoint.last_path(self.run_dir)}"
             if self.optimizer.config.nonfinite == "raise" and not bool(torch.isfinite(values).all()):

@@ -4,11 +4,13 @@
 recomputed with plain ops on the same table weights (``SpecEmbedding.forward_plain`` on
 :class:`~aptrank.models.embedding.FusedTables`), then the dense part in the form the architecture
 gives for export (``MultiTaskModel.export_head``: MMoE and PLE fused, Shared-Bottom with its
-bottom's first layer exposed) and a sigmoid. When the head starts with one Linear layer ``first``,
-the categorical features with small tables are folded into it (:mod:`aptrank.models.export.fold`).
-The fused tables, the fused heads and the folded layer are copies of the weights made when the
-module is built: build it after training. ``export_onnx`` writes it
-with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
+bottom's first layer exposed) and a sigmoid; under task dependencies (``models.task_dag``, ESMM) a
+child's output is its sigmoid times its parent's probability, the product inside the graph, so every
+scorer reads entire-space ``p_<task>`` without knowing the dependencies. When the head starts with
+one Linear layer ``first``, the categorical features with small tables are folded into it
+(:mod:`aptrank.models.export.fold`). The fused tables, the fused heads and the folded layer are
+copies of the weights made when the module is built: build it after training. ``export_onnx`` writes
+it with the dynamo-based ``torch.onnx.export`` (a dynamic batch axis shared by all inputs) and embeds
 the FeatureSpec in the ONNX metadata, so scorers can check the features they are sent.
 """
 
@@ -64,9 +66,11 @@ class ExportModule(nn.Module):
         dense: torch.Tensor,
     ) -> torch.Tensor:
         if self.fold is not None:
-            return torch.sigmoid(self.head.after_first(self.fold(categorical, sequence, sequence_lengths, dense)))
-        embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense, self.tables)
-        return torch.sigmoid(self.head(embedded))
+            logits = self.head.after_first(self.fold(categorical, sequence, sequence_lengths, dense))
+        else:
+            embedded = self.model.embedding.forward_plain(categorical, sequence, sequence_lengths, dense, self.tables)
+            logits = self.head(embedded)
+        return self.model.task_dag.probabilities(logits)  # sigmoid; times the parent's p under task dependencies
 
 
 def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold_rows: int = FOLD_MAX_ROWS) -> Path:

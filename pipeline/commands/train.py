@@ -113,6 +113,9 @@ def register(app: typer.Typer) -> None:
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
+        except ConfigError as e:  # a rule that needs the FeatureSpec (tasks naming an unknown task)
+            typer.echo(f"error: {cfg.source_file}: {e}", err=True)
+            raise typer.Exit(2) from e
         except (FileNotFoundError, CheckpointError, GateFailedOutputError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
