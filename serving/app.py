@@ -134,7 +134,7 @@ def create_app(service: RankService, workers: int = 1) -> Starlette:
 def build_service(settings: ServeSettings) -> RankService:
     """Load the first model (raises :class:`~serving.errors.ServingError` when it cannot be) and wrap it."""
     holder = ModelHolder(
-        ModelSource(settings.model, settings.tracking_uri),
+        ModelSource(settings.model, settings.tracking_uri, settings.allow_unverified_model),
         features_dir=settings.features,
         weights=settings.weights,
         threads=settings.threads,

@@ -27,6 +27,7 @@ class ServeSettings(BaseModel):
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1)
     workers: int = Field(1, ge=1, description="worker processes the server was started with (readiness)")
+    allow_unverified_model: bool = Field(False, description="load a model without a SHA-256 (logged warning)")
 
     def to_env(self) -> dict[str, str]:
         return {SETTINGS_ENV: self.model_dump_json()}
