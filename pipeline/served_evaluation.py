@@ -65,17 +65,28 @@ def snapshot_as_of_split(cfg: JobConfig, features: Path, split: str, dest: Path)
     cut = etl_cfg.model_copy(update={"time_range": etl_cfg.time_range.model_copy(update={"end": local.isoformat()})})
     etl_out = dest / "etl"
     rerun = run_etl(cfg.data.source, cfg.data.input, etl_out, cut).spec
-    if _without_cutoff(rerun) != _without_cutoff(spec):
+    if not same_but_cutoff(rerun, spec):
         raise ServedEvaluationError(
             f"the ETL of {cfg.data.source}:{cfg.data.input} with data.etl_config {cfg.data.etl_config} cut at "
             f"{start} gives another FeatureSpec than {features} (apart from the snapshot cutoff): the "
             "features were not made by this job's ETL config"
         )
-    out = dest / "features"
+    return with_snapshot_of(features, etl_out, dest / "features")
+
+
+def same_but_cutoff(a: FeatureSpec, b: FeatureSpec) -> bool:
+    """Whether two FeatureSpecs are equal apart from their snapshot cutoff (same features, vocabularies
+    and statistics: one's snapshot tables can stand in for the other's)."""
+    return _without_cutoff(a) == _without_cutoff(b)
+
+
+def with_snapshot_of(features: Path, snapshot_source: Path, out: Path) -> Path:
+    """A copy of the scorer part of ``features`` (its FeatureSpec, which binds it to its model) at
+    ``out`` whose snapshot tables are those of ``snapshot_source``."""
     copy_features(features, out)
     for table in (out / SNAPSHOT).iterdir():
         table.unlink()
-    for table in (etl_out / SNAPSHOT).iterdir():
+    for table in (snapshot_source / SNAPSHOT).iterdir():
         (out / SNAPSHOT / table.name).write_bytes(table.read_bytes())
     return out
 

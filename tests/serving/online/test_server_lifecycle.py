@@ -94,6 +94,30 @@ def test_a_killed_worker_is_respawned_and_readiness_follows_capacity(server: Ser
     assert client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
 
 
+def test_a_worker_killed_again_and_again_is_respawned_with_backoff_never_given_up(server: ServeProcess) -> None:
+    """The same worker SIGKILLed three times, each time soon after its respawn (granian alone stops
+    the whole server at the second): it is respawned each time, at least 1 s then 2 s later (the
+    backoff of serving.supervisor); the server never exits, the other worker answers throughout,
+    ``/readyz`` is 503 while a worker is missing, and 200 again with both."""
+    assert wait_ready(server.port, 90)
+    client, victim, waited, readiness = Client(server.port), server.worker_pids()[0], [], set()
+    for _ in range(3):
+        before = server.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        while not (new := [p for p in server.worker_pids() if p not in before]):
+            assert time.monotonic() - t0 < 60 and server.proc is not None and server.proc.poll() is None
+            assert client.request("GET", "/healthz")[0] == 200
+            readiness.add(client.request("GET", "/readyz"))
+            time.sleep(0.05)
+        waited.append(time.monotonic() - t0)
+        victim = new[0]
+    assert (503, "1 of 2 workers ready\n") in readiness
+    assert waited[1] >= 0.9 and waited[2] >= 1.9, waited
+    assert wait_ready(server.port, 90), "the worker was given up"
+    assert len(server.worker_pids()) == 2 and client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
+
+
 def test_connections_beyond_the_cap_wait_for_a_free_slot(server: ServeProcess) -> None:
     """400 silent sockets against 2 workers x 32 slots: the rest wait in the accept queue, so a new
     client is answered only once the header deadline (2 s) has dropped silent ones, and then it is.
