@@ -8,7 +8,8 @@ operator's ``kill -9``, a native crash on one request) takes the instance's capa
 :class:`BackoffServer` replaces that rule with capped exponential backoff, the policy of process
 supervisors (systemd ``RestartSec``/``RestartSteps``, Kubernetes' CrashLoopBackOff: 10 s doubling
 to 5 min): a worker that dies after a stable life (:attr:`RestartBackoff.stable_after_s`) is
-respawned at once; one that dies again sooner waits ``first_delay_s``, then twice as long each
+respawned at once (so is one's first death after the server started); one that dies again sooner
+after its respawn waits ``first_delay_s``, then twice as long each
 time, up to ``max_delay_s``, and is respawned for as long as the server runs. While a worker is
 missing, ``/readyz`` answers 503 ("1 of 2 workers ready", :func:`serving.app.readiness`), so a load
 balancer routes around the instance's lost capacity instead of the server pretending it is whole.
@@ -58,9 +59,6 @@ class BackoffServer(Server):  # type: ignore[misc, valid-type]
         self.backoff = backoff or RestartBackoff()
 
     def _serve_loop(self, spawn_target, target_loader) -> None:  # granian's signature
-        start = time.monotonic()
-        for worker in range(self.workers):
-            self.backoff.born(worker, start)
         due: dict[int, float] = {}  # worker index -> when to respawn it
         while True:
             wait = max(0.0, min(due.values()) - time.monotonic()) if due else None
@@ -75,7 +73,7 @@ class BackoffServer(Server):  # type: ignore[misc, valid-type]
                 delay = self.backoff.delay(worker, now)
                 if delay:
                     log.warning(
-                        "worker-%d died again within %g s of its respawn: respawning it in %g s (backoff)",
+                        "worker-%d died within %g s of its respawn: respawning it in %g s (backoff)",
                         worker + 1,
                         self.backoff.stable_after_s,
                         delay,
