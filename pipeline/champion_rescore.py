@@ -88,7 +88,7 @@ def champion_rescorer(cfg: JobConfig, name: str, tracking_uri: str, features: Pa
                 fetched = ModelSource(uri, tracking_uri).fetch(Path(tmp) / "champion")
                 if fetched.features_dir is None:
                     raise IncomparableError(f"no leak-free comparison: {uri} bundles no feature snapshot")
-                snapshot = snapshot_as_of_split(cfg, features, split, Path(tmp) / "as_of")
+                snapshot = snapshot_as_of_split(cfg.data, features, split, Path(tmp) / "as_of").features
                 what = f"champion version {champion.version}"
                 chosen, as_of = leak_free_features(fetched.features_dir, snapshot, start, Path(tmp) / "features", what)
                 log(f"[run] {what} scored with a snapshot as of {as_of.isoformat()} ({split} from {start.isoformat()})")

@@ -61,7 +61,7 @@ def test_champion_is_rescored_without_seeing_the_challengers_window(
     rescored = {t: float(tags[f"aptrank.gate.champion_auc.{t}"]) for t in TASKS}
     uri, tracking = f"models:/{NAME}/1", f"sqlite:///{work}/mlflow.db"
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.etl_config={noon_config}"])
-    as_of = snapshot_as_of_split(cfg, noon, "test", tmp_path / "as-of")
+    as_of = snapshot_as_of_split(cfg.data, noon, "test", tmp_path / "as-of").features
     fair = evaluate_version(uri, tracking, noon, "test", snapshot=with_snapshot_of(etl_dir, as_of, tmp_path / "fair"))
     leaky = evaluate_version(uri, tracking, noon, "test")  # the bundled snapshot, as of the end of Apr 30
     assert rescored == pytest.approx(fair, abs=1e-12) and rescored != pytest.approx(leaky, abs=1e-6)
