@@ -8,6 +8,7 @@ representation gradients). Depends on pydantic and :mod:`aptrank.errors` only, n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -210,13 +211,13 @@ class MTLConfig(ConfigModel):
 
 
 def _positive(key: str, v: float) -> None:
-    if not v > 0:
-        raise ConfigError(key, f"must be > 0, got {v!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise ConfigError(key, f"must be > 0 and finite, got {v!r}")
 
 
 def _nonneg(key: str, v: float) -> None:
-    if not v >= 0:
-        raise ConfigError(key, f"must be >= 0, got {v!r}")
+    if not (v >= 0 and math.isfinite(v)):
+        raise ConfigError(key, f"must be >= 0 and finite, got {v!r}")
 
 
 def _unit(key: str, v: float, what: str = "value") -> None:

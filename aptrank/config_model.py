@@ -17,6 +17,7 @@ model's place in the document. Depends on pydantic and :mod:`aptrank.errors` onl
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
@@ -34,6 +35,23 @@ def _list_to_tuple(value: Any) -> Any:
 
 def _date_to_text(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e6`` / ``3E-4`` as numbers (YAML 1.2 floats; YAML 1.1
+    wants a dot, ``1.0e+6``, and would hand the strict models the string ``'1e6'``)."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML the way every config file and ``--set`` value is read."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass
 
 
 AsTuple = BeforeValidator(_list_to_tuple)
@@ -89,7 +107,7 @@ def read_yaml_mapping(path: str | Path, what: str, error_class: type[ConfigError
     if not p.is_file():
         raise error_class("", f"{what} file not found", str(p))
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = parse_yaml(p.read_text())
     except yaml.YAMLError as e:
         raise error_class("", f"not valid YAML ({e})", str(p)) from e
     raw = {} if raw is None else raw

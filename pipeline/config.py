@@ -15,11 +15,10 @@ import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, PrivateAttr, model_validator
 
 from aptrank.apt.config import MTLConfig
-from aptrank.config_model import ConfigModel, read_yaml_mapping
+from aptrank.config_model import ConfigModel, parse_yaml, read_yaml_mapping
 from aptrank.errors import ConfigError
 from aptrank.models.config import ModelConfig, PositiveInt
 from aptrank.models.mmoe import MMoEConfig
@@ -210,7 +209,7 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     if "=" not in item:
         raise ConfigError("", f"--set '{item}': expected key=value (e.g. train.epochs=3)")
     key, text = item.split("=", 1)
-    value = yaml.safe_load(text) if text else None
+    value = parse_yaml(text) if text else None
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:

@@ -17,7 +17,9 @@ versions carry the *served* figures, the scorer model scored with the snapshot s
 :mod:`pipeline.served_evaluation`, tag ``aptrank.eval_features=served``). When the champion was
 evaluated on another window or split, or measured with other features, its recorded numbers are not comparable: the
 caller passes ``rescore(champion_version, split, window) -> {task: auc}`` (e.g. scoring the
-champion's ONNX model on the challenger's test window), or the gate refuses to decide.
+champion's ONNX model on the challenger's test window), or the gate refuses to decide. A rescore
+that finds no fair comparison (:class:`IncomparableError`: the champion could only be scored with
+features newer than the window, :mod:`pipeline.champion_rescore`) makes a recorded refusal.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ Rescore = Callable[[ModelVersion, str, str], Mapping[str, float]]
 
 class GateError(RegistryError):
     """The gate cannot decide (no comparable numbers); nothing was promoted."""
+
+
+class IncomparableError(GateError):
+    """``rescore`` found no fair way to score the champion on the challenger's window (e.g. only with
+    features newer than the window, :mod:`pipeline.champion_rescore`): the gate records a refusal
+    with this reason instead of comparing."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,7 @@ def run_gate(
     if champion_version == version:
         return GateDecision(True, "already the champion", version, version, tolerance, challenger_auc, challenger_auc)
     limits = {} if floor_margin is None and floors is None else floors_for(challenger, floor_margin or 0.0, floors)
-    champion_auc, rescored = None, False
+    champion_auc, rescored, incomparable = None, False, None
     if champion is not None:
         split, window = challenger.tags.get(TAG_SPLIT, ""), challenger.tags.get(TAG_WINDOW, "")
         measured = challenger.tags.get(TAG_EVAL_FEATURES)
@@ -178,8 +186,11 @@ def run_gate(
         if same:
             champion_auc = read_aucs(champion)
         elif rescore is not None:
-            champion_auc = {t: float(v) for t, v in rescore(champion, split, window).items()}
-            rescored = True
+            try:
+                champion_auc = {t: float(v) for t, v in rescore(champion, split, window).items()}
+                rescored = True
+            except IncomparableError as e:
+                incomparable = str(e)
         else:
             raise GateError(
                 f"'{name}': champion version {champion_version} was evaluated on split "
@@ -188,7 +199,9 @@ def run_gate(
                 f"{version} on split '{split}' window {window} ({measured or 'point-in-time'} features); the gate "
                 "compares on the same window and features: pass rescore= to score the champion there"
             )
-    promoted, reason = decide(challenger_auc, champion_auc, tolerance, limits)
+    promoted, reason = (
+        (False, incomparable) if incomparable else decide(challenger_auc, champion_auc, tolerance, limits)
+    )
     decision = GateDecision(
         promoted,
         reason,

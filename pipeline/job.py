@@ -98,23 +98,6 @@ def run_job(cfg: JobConfig, workdir: Path, log: Any = print, date: dt.date | Non
     return outcome
 
 
-def champion_rescorer(name: str, tracking_uri: str, features: Path, log: Any) -> Any:
-    """The gate's ``rescore``: a champion evaluated on another window is evaluated on ``features``'
-    split as served (:func:`aptrank.pipeline.version_eval.evaluate_version`)."""
-    from aptrank.pipeline.gate import GateError
-    from aptrank.pipeline.version_eval import VersionEvalError, evaluate_version
-    from aptrank.serving.errors import ServingError
-
-    def rescore(champion: Any, split: str, window: str) -> dict[str, float]:
-        log(f"[run] champion version {champion.version} was evaluated on another window: rescoring it on {split}")
-        try:
-            return evaluate_version(f"models:/{name}/{champion.version}", tracking_uri, features, split)
-        except (VersionEvalError, ServingError) as e:
-            raise GateError(f"'{name}': rescoring champion version {champion.version} on {split} failed: {e}") from e
-
-    return rescore
-
-
 def gate_summary(decision: Any) -> dict[str, Any]:
     """The ``gate`` block of the job's JSON summary."""
     return {
@@ -133,6 +116,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     when this config and data already have a version, finish the promotion steps a crash left undone
     instead of training again. The caller holds the config's lock (:class:`~aptrank.pipeline.lock.JobLock`)."""
     from aptrank.data.etl.staged import GateFailedOutputError, require_passed
+    from aptrank.pipeline.champion_rescore import champion_rescorer
     from aptrank.pipeline.mlflow_store import connect, resolve_tracking_uri
     from aptrank.pipeline.promotion import GateSettings, abandon_orphans, finish, register_and_gate
     from aptrank.pipeline.provenance import fingerprint
@@ -169,7 +153,7 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     if orphans:
         log(f"[run] abandoned version(s) {orphans} of '{name}': a crash stopped them before the gate")
         summary["abandoned_versions"] = orphans
-    rescore = champion_rescorer(name, uri, features, log)
+    rescore = champion_rescorer(cfg, name, uri, features, log)
     existing = find_version(client, name, key)
     if existing is not None:
         promotion = finish(client, name, existing.version, gate, rescore)

@@ -20,6 +20,7 @@ import polars as pl
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.serving.fusion import FUSION_FILE, write_fusion
+from aptrank.serving.model_integrity import sidecar
 from aptrank.serving.pyfunc_model import FEATURES_ARTIFACT, ONNX_ARTIFACT, ScorerFiles
 
 FEATURE_PARTS = ("feature_spec.json", "vocab", "snapshot")
@@ -50,10 +51,12 @@ def copy_features(features: str | Path, dest: str | Path) -> Path:
 def assemble(
     onnx_path: str | Path, features: str | Path, weights: Mapping[str, float], dest: str | Path
 ) -> ScorerFiles:
-    """Artifacts of a scorer model under ``dest`` (named as the model folder names them)."""
+    """Artifacts of a scorer model under ``dest`` (named as the model folder names them); the ONNX
+    graph's ``.sha256`` sidecar comes along, so the model's loader verifies it."""
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, out / ONNX_ARTIFACT)
+    shutil.copyfile(sidecar(onnx_path), sidecar(out / ONNX_ARTIFACT))  # the export's digest travels along
     return ScorerFiles(
         out / ONNX_ARTIFACT, copy_features(features, out / FEATURES_ARTIFACT), write_fusion(out / FUSION_FILE, weights)
     )

@@ -91,21 +91,30 @@ def load_scorer(
     tracking_uri: str | None = None,
     weights: Mapping[str, float] | None = None,
     threads: int = 1,
+    allow_unverified: bool = False,
 ) -> ModelScorer:
     """Open ``model`` (an ONNX file, ``models:/NAME@ALIAS`` or ``models:/NAME/N``) with its feature
     snapshot: ``features`` (an ETL output) or the one registered with the model's run. ``weights``:
-    fusion weights per task (default: the mean)."""
+    fusion weights per task (default: the mean). ``allow_unverified``: load a model that carries no
+    SHA-256 (:data:`aptrank.serving.model_integrity.ALLOW_UNVERIFIED_FLAG`), with a warning."""
     from aptrank.serving.errors import ServingError
     from aptrank.serving.model_source import ModelSource
     from aptrank.serving.scorer import load_scorer as open_scorer
 
     workspace = tempfile.TemporaryDirectory(prefix="aptrank-scorer-")
     try:
-        fetched = ModelSource(str(model), tracking_uri).fetch(Path(workspace.name))
+        fetched = ModelSource(str(model), tracking_uri, allow_unverified).fetch(Path(workspace.name))
         feats = features or fetched.features_dir
         if feats is None:
             raise ServingError(f"model {fetched.version}: no feature snapshot; pass --features DIR (ETL output)")
-        scorer = open_scorer(fetched.path, feats, weights=weights, threads=threads, version=fetched.version)
+        scorer = open_scorer(
+            fetched.path,
+            feats,
+            weights=weights,
+            threads=threads,
+            version=fetched.version,
+            allow_unverified=allow_unverified,
+        )
     except BaseException:
         workspace.cleanup()
         raise

@@ -79,19 +79,32 @@ def snapshot_as_of_split(data: DataConfig, features: Path, split: str, dest: Pat
     cut = etl_cfg.model_copy(update={"time_range": etl_cfg.time_range.model_copy(update={"end": local.isoformat()})})
     etl_out = dest / "etl"
     rerun = run_etl(data.source, data.input, etl_out, cut).spec
-    if _without_cutoff(rerun) != _without_cutoff(spec):
+    if not same_but_cutoff(rerun, spec):
         raise ServedEvaluationError(
             f"the ETL of {data.source}:{data.input} with data.etl_config {data.etl_config} cut at "
             f"{start} gives another FeatureSpec than {features} (apart from the snapshot cutoff): the "
             "features were not made by this job's ETL config"
         )
-    out = dest / "features"
+    return ServedSnapshot(
+        with_snapshot_of(features, etl_out, dest / "features"), str(rerun.extras["snapshot"]["cutoff"])
+    )
+
+
+def same_but_cutoff(a: FeatureSpec, b: FeatureSpec) -> bool:
+    """Whether two FeatureSpecs are equal apart from their snapshot cutoff (same features, vocabularies
+    and statistics: one's snapshot tables can stand in for the other's)."""
+    return _without_cutoff(a) == _without_cutoff(b)
+
+
+def with_snapshot_of(features: Path, snapshot_source: Path, out: Path) -> Path:
+    """A copy of the scorer part of ``features`` (its FeatureSpec, which binds it to its model) at
+    ``out`` whose snapshot tables are those of ``snapshot_source``."""
     copy_features(features, out)
     for table in (out / SNAPSHOT).iterdir():
         table.unlink()
-    for table in (etl_out / SNAPSHOT).iterdir():
+    for table in (snapshot_source / SNAPSHOT).iterdir():
         (out / SNAPSHOT / table.name).write_bytes(table.read_bytes())
-    return ServedSnapshot(out, str(rerun.extras["snapshot"]["cutoff"]))
+    return out
 
 
 def evaluate_served(

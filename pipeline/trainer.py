@@ -174,17 +174,16 @@ class Trainer:
             task_logits, embedded, representation = self.model.forward_per_task(batch)
             losses = task_losses(task_logits, batch.labels[:, cols], self.model.task_dag)
             values = torch.stack([loss.detach() for loss in losses])
-            stop = f"the run stops, the last good checkpoint is kept at {checkpoint.last_path(self.run_dir)}"
             if self.optimizer.config.nonfinite == "raise" and not bool(torch.isfinite(values).all()):
                 bad = [n for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
                 raise NonFiniteLossError(
-                    f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; {stop} (lower mtl.lr?)"
+                    f"epoch {epoch} step {steps}: non-finite loss for task(s) {bad}; {self._stop()} (lower mtl.lr?)"
                 )
             self.global_step += 1
             try:  # under mtl.nonfinite: skip, apt drops and counts bad steps, and raises after N in a row
                 metrics = self.optimizer.step(losses, embedded=embedded, representation=representation)
             except NonFiniteError as e:
-                raise NonFiniteLossError(f"epoch {epoch} step {steps}: {e}; {stop}") from e
+                raise NonFiniteLossError(f"epoch {epoch} step {steps}: {e}; {self._stop()}") from e
             if metrics.get("skipped"):
                 skipped += 1
                 continue
@@ -213,6 +212,13 @@ class Trainer:
             "skipped_steps": skipped,
         }
 
+    def _stop(self) -> str:
+        """What a diverged run leaves behind: the last good checkpoint, when an epoch ended before."""
+        last = checkpoint.last_path(self.run_dir)
+        if last.is_file():
+            return f"the run stops, the last good checkpoint is kept at {last}"
+        return "the run stops before its first epoch ended: no checkpoint was written"
+
     def fit(self) -> TrainResult:
         t0 = time.perf_counter()
         epochs = self.cfg.train.epochs
@@ -229,12 +235,13 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, record: dict[str, Any], eval_model: torch.nn.Module) -> None:
         """Rank 0: validation, early stopping, checkpoints, callbacks."""
+        model_state = eval_model.state_dict()
+        _check_finite_weights(model_state, epoch, self._stop())
         valid = evaluate_split(
             eval_model, self.spec, self.features_dir, "valid", self.device, self.cfg.train.eval_batch_size
         )
         record["valid"] = valid
         self.history.append(record)
-        model_state = eval_model.state_dict()
         if valid["mean_auc"] > self.best["mean_auc"]:
             self.best.update(epoch=epoch, mean_auc=valid["mean_auc"], bad_epochs=0)
             checkpoint.save_atomic(model_state, checkpoint.best_path(self.run_dir))
@@ -272,6 +279,14 @@ class Trainer:
         }
         (self.run_dir / EVALUATION_FILE).write_text(json.dumps(_jsonable(evaluation), indent=2, sort_keys=True))
         return TrainResult(self.run_dir, self.best["epoch"], self.history, evaluation, seconds)
+
+
+def _check_finite_weights(state: dict[str, torch.Tensor], epoch: int, stop: str) -> None:
+    """A finite gradient times a huge learning rate can overflow a weight: such weights are never
+    checkpointed (the loss check of the next step would only catch them if there were one)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteLossError(f"epoch {epoch}: non-finite weights in {bad[:3]}; {stop} (lower mtl.lr?)")
 
 
 def _jsonable(x: Any) -> Any:

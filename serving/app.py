@@ -15,7 +15,9 @@ workers at concurrency 8, 4 interleaved rounds of 1,000 requests: p50 5.30 -> 11
 requests/s, server CPU 1.20 -> 1.82 ms per request (load average ~19 on the 2 shared cores).
 
 The body is read as a stream and refused with 413 as soon as it exceeds ``max_body_bytes``
-(``Content-Length`` or chunked), so an oversize body never sits in memory. A request carrying both
+(``Content-Length`` or chunked), so an oversize body never sits in memory, and with 408 when it has
+not all arrived ``body_timeout_s`` after the handler began reading it (a client that sends its head
+at once and then the body a byte a second); both close the connection. A request carrying both
 ``Content-Length`` and ``Transfer-Encoding`` never reaches the app as such: hyper reads it by
 ``Transfer-Encoding`` alone and closes the connection after answering (RFC 9112 section 6.3), so
 bytes smuggled after it are never read as a request.
@@ -23,6 +25,7 @@ bytes smuggled after it are never read as a request.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -84,18 +87,28 @@ def create_app(service: RankService, workers: int = 1) -> Starlette:
         metrics.requests.labels(route, str(response.status_code)).inc()
         return response
 
-    async def rank(request: Request) -> Response:
+    async def read_body(request: Request) -> tuple[bytes, Reply | None]:
+        """The body, or the refusal that stopped reading it: 413 as soon as it is too large, 408
+        when it has not all arrived ``body_timeout_s`` after reading began (a client trickling it
+        would hold the connection's slot for as long as it likes: granian bounds the head only)."""
         declared = request.headers.get("content-length")
-        too_large = service.too_large(int(declared)) if declared and declared.isdigit() else None
+        if declared and declared.isdigit() and (too_large := service.too_large(int(declared))) is not None:
+            return b"", too_large
         body = bytearray()
-        if too_large is None:
-            async for chunk in request.stream():
-                body += chunk
-                if (too_large := service.too_large(len(body))) is not None:
-                    break
-        reply = too_large or service.rank(bytes(body))
-        response = _reply(reply)
-        if too_large is not None:  # the rest of the body is not read: do not reuse the connection
+        try:
+            async with asyncio.timeout(service.limits.body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if (too_large := service.too_large(len(body))) is not None:
+                        return b"", too_large
+        except TimeoutError:
+            return b"", service.too_slow(len(body))
+        return bytes(body), None
+
+    async def rank(request: Request) -> Response:
+        body, refused = await read_body(request)
+        response = _reply(refused or service.rank(body))
+        if refused is not None:  # the rest of the body is not read: do not reuse the connection
             response.headers["connection"] = "close"
         return counted(RANK_PATH, response)
 
@@ -134,7 +147,7 @@ def create_app(service: RankService, workers: int = 1) -> Starlette:
 def build_service(settings: ServeSettings) -> RankService:
     """Load the first model (raises :class:`~serving.errors.ServingError` when it cannot be) and wrap it."""
     holder = ModelHolder(
-        ModelSource(settings.model, settings.tracking_uri),
+        ModelSource(settings.model, settings.tracking_uri, settings.allow_unverified_model),
         features_dir=settings.features,
         weights=settings.weights,
         threads=settings.threads,
@@ -144,7 +157,7 @@ def build_service(settings: ServeSettings) -> RankService:
     except BaseException:
         holder.close()
         raise
-    return RankService(holder, Limits(settings.max_candidates, settings.max_body_bytes))
+    return RankService(holder, Limits(settings.max_candidates, settings.max_body_bytes, settings.body_timeout_s))
 
 
 def freeze_startup_heap() -> None:

@@ -82,6 +82,7 @@ class ModelHolder:
                 threads=self.threads,
                 version=fetched.version,
                 features=old.features if old else None,
+                allow_unverified=self.source.allow_unverified,
             )
             scorer.score(scorer.features.sample(WARMUP_ROWS))  # first run allocates; do it off the request path
         except BaseException:

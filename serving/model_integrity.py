@@ -7,12 +7,17 @@
   external data files back in, so an MLflow-logged model, whose weights live in a separate
   ``*.data`` file, has the same kind of digest as a single ``.onnx`` file). The export writes it
   beside the model as ``<model>.onnx.sha256``; the registry records it as the version tag
-  :data:`TAG_SHA256`; scorers verify it before loading, so tampered weights are refused.
+  :data:`TAG_SHA256`; scorers verify it before loading, so tampered weights are refused. A model
+  with no digest at all (no sidecar, no tag) is refused too, unless the scorer is started with
+  :data:`ALLOW_UNVERIFIED_FLAG` (logged as a warning). A registry download gets the tag written
+  as its sidecar, and a registered scorer model bundles ``model.onnx.sha256`` beside ``model.onnx``,
+  so ``mlflow.pyfunc.load_model`` verifies it too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,10 @@ from aptrank.serving.errors import ModelLoadError
 
 DIGEST_SUFFIX = ".sha256"
 TAG_SHA256 = "aptrank.model_sha256"
+ALLOW_UNVERIFIED_FLAG = "--allow-unverified-model"
+"""The scorers' opt-out for a model that carries no digest (e.g. an ONNX file exported elsewhere)."""
+
+log = logging.getLogger(__name__)
 
 
 def _load(path: Path):
@@ -89,8 +98,16 @@ def verify_digest(path: str | Path, expected: str, origin: str) -> None:
         )
 
 
-def verify_sidecar(path: str | Path) -> None:
-    """Verify ``path`` against its sidecar digest when it has one."""
+def verify_sidecar(path: str | Path, *, allow_unverified: bool = False) -> None:
+    """Verify ``path`` against its sidecar digest. Without a sidecar the model is refused, unless
+    ``allow_unverified`` (:data:`ALLOW_UNVERIFIED_FLAG`: a user's own ONNX file), which logs a warning."""
     side = sidecar(path)
     if side.is_file():
         verify_digest(path, side.read_text(), str(side))
+    elif allow_unverified:
+        log.warning("%s: no SHA-256 sidecar %s; loading it unverified (%s)", path, side.name, ALLOW_UNVERIFIED_FLAG)
+    else:
+        raise ModelLoadError(
+            f"{path}: refused: no SHA-256 recorded for it (no {side.name} beside it, no registry tag); "
+            f"re-export it with `aptrank export`, or pass {ALLOW_UNVERIFIED_FLAG} to load it unchecked"
+        )

@@ -1,15 +1,17 @@
 """Where a scorer's model comes from: a local ONNX file or an MLflow registry URI.
 
 * a file (or a folder holding exactly one ``*.onnx``, e.g. an MLflow model folder): the version is the
-  file's sha256; its poll key is (mtime, size), so replacing the file is seen cheaply;
+  file's sha256; its poll key is (mtime, size) of the file and of its ``.sha256`` sidecar, so
+  replacing either is seen cheaply;
 * ``models:/NAME@ALIAS`` (e.g. ``@champion``) or ``models:/NAME/VERSION``: the alias is resolved with
   ``MlflowClient.get_model_version_by_alias`` and that pinned version is downloaded from its storage
   URI (``get_model_version_download_uri``), so a swap never mixes two versions.
   When the version's run logged the ETL output under the artifact folder ``features/``
   (:data:`FEATURES_ARTIFACT`), it is downloaded too and scorers use it as their feature snapshot.
   The download is checked against the version's ``aptrank.model_sha256`` tag and refused on a
-  mismatch (:mod:`aptrank.serving.model_integrity`, issue #20); ``load_onnx`` then checks a local
-  file's ``.sha256`` sidecar and refuses NaN/Inf weights.
+  mismatch and written beside the download as its ``.sha256`` sidecar
+  (:mod:`aptrank.serving.model_integrity`, issue #20); ``load_onnx`` then checks the file against
+  its sidecar (a model with none is refused unless ``allow_unverified``) and refuses NaN/Inf weights.
 
 A scorer model (:mod:`serving.pyfunc_model`: ``artifacts/model.onnx``, ``artifacts/features/``,
 ``artifacts/fusion.json``), registered or a local folder, brings its own snapshot and fusion weights:
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from aptrank.data.digests import file_digest
 from aptrank.serving.errors import ModelLoadError, TrackingUnreachableError
-from aptrank.serving.model_integrity import TAG_SHA256, verify_digest
+from aptrank.serving.model_integrity import TAG_SHA256, sidecar, verify_digest, write_sidecar
 
 if TYPE_CHECKING:  # MLflow is imported only when a models:/ URI is used
     from mlflow import MlflowClient
@@ -61,6 +63,8 @@ class ModelSource:
 
     uri: str
     tracking_uri: str | None = None
+    allow_unverified: bool = False
+    """Load a model that carries no SHA-256 (no sidecar, no registry tag), with a warning."""
 
     @property
     def is_registry(self) -> bool:
@@ -134,8 +138,9 @@ class ModelSource:
         if self.is_registry:
             name, version, _ = self._registry_version()
             return f"{name}/{version}"
-        st = self._model_file().stat()
-        return f"{st.st_mtime_ns}:{st.st_size}"
+        path = self._model_file()
+        keys = [f"{st.st_mtime_ns}:{st.st_size}" for f in (path, sidecar(path)) if (st := _stat(f)) is not None]
+        return "/".join(keys)  # the sidecar too: a model replaced before its digest is retried after it
 
     def fetch(self, dest: Path | None) -> FetchedModel:
         """Download (registry: under ``dest``, required) or locate (file) the model."""
@@ -175,8 +180,9 @@ class ModelSource:
                 f"model URI '{self.uri}' version {version}: expected one .onnx file in its "
                 f"artifacts, found {[str(f) for f in onnx_files]}"
             )
-        if TAG_SHA256 in mv.tags:
+        if TAG_SHA256 in mv.tags:  # checked here, and kept as the download's sidecar for the loader
             verify_digest(onnx_files[0], mv.tags[TAG_SHA256], f"'{name}' version {version} tag {TAG_SHA256}")
+            write_sidecar(onnx_files[0], mv.tags[TAG_SHA256].strip().lower())
         return FetchedModel(onnx_files[0], f"{name}/{version}", run_id, features)
 
     def _download_features(self, run_id: str, dest: Path) -> Path | None:
@@ -193,6 +199,13 @@ class ModelSource:
                 registry_uri=self._tracking(),
             )
         )
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
 
 
 def _root(error: BaseException) -> BaseException:

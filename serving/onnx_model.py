@@ -87,19 +87,21 @@ def load_onnx(
     version: str | None = None,
     expected_sha256: str | None = None,
     allow_non_finite: bool = False,
+    allow_unverified: bool = False,
 ) -> OnnxModel:
     """Open ``path`` and check it is an aptrank ranker: its content digest matches ``expected_sha256``
-    (else its ``.sha256`` sidecar, when present), no weight is NaN/Inf (``allow_non_finite``: only the
-    export's parity reload, which reports non-finite outputs itself), metadata present, the embedded
-    FeatureSpec matches its hash, the task list is the spec's, and the inputs/output have the
-    contract's names (:mod:`aptrank.serving.model_integrity`)."""
+    (else its ``.sha256`` sidecar; with neither it is refused unless ``allow_unverified``), no weight
+    is NaN/Inf (``allow_non_finite``: only the export's parity reload, which reports non-finite
+    outputs itself), metadata present, the embedded FeatureSpec matches its hash, the task list is
+    the spec's, and the inputs/output have the contract's names
+    (:mod:`aptrank.serving.model_integrity`)."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"{p}: ONNX model file not found")
     if expected_sha256 is not None:
         verify_digest(p, expected_sha256, "the model registry")
     else:
-        verify_sidecar(p)
+        verify_sidecar(p, allow_unverified=allow_unverified)
     if not allow_non_finite:
         check_finite(p)
     try:

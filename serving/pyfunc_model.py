@@ -3,6 +3,7 @@
 Artifact layout of every registered version (``artifacts/`` of the MLflow model folder)::
 
     model.onnx        the parity-gated ONNX graph (encoded tensors -> task probabilities)
+    model.onnx.sha256 its content digest, verified before the graph is loaded (issue #20)
     features/         feature_spec.json, vocab/, snapshot/: the ETL output the model was trained on,
                       its snapshot as of the end of all data (what production scores with)
     fusion.json       {"weights": {task: weight}}: the job's ``scoring.weights``
@@ -29,6 +30,7 @@ import mlflow.pyfunc
 import polars as pl
 
 from aptrank.serving.fusion import FUSION_FILE, read_fusion
+from aptrank.serving.model_integrity import sidecar
 
 ONNX_ARTIFACT = "model.onnx"
 FEATURES_ARTIFACT = "features"
@@ -45,8 +47,11 @@ class ScorerFiles:
     fusion: Path
 
     def artifacts(self) -> dict[str, str]:
-        """The ``artifacts=`` mapping of ``mlflow.pyfunc.log_model`` / ``save_model``."""
-        return {ONNX_ARTIFACT: str(self.onnx), FEATURES_ARTIFACT: str(self.features), FUSION_FILE: str(self.fusion)}
+        """The ``artifacts=`` mapping of ``mlflow.pyfunc.log_model`` / ``save_model``; the graph's
+        ``.sha256`` sidecar, when present, is saved beside it (``artifacts/model.onnx.sha256``)."""
+        files = {ONNX_ARTIFACT: str(self.onnx), FEATURES_ARTIFACT: str(self.features), FUSION_FILE: str(self.fusion)}
+        digest = sidecar(self.onnx)
+        return {**files, digest.name: str(digest)} if digest.is_file() else files
 
 
 def bundled_files(model_dir: str | Path) -> ScorerFiles | None:

@@ -11,10 +11,12 @@ URI -> exit 2, tracking server unreachable -> exit 1), so the usual mistakes giv
 a worker's traceback. Workers are fresh interpreters (``spawn``: the Polars and onnxruntime thread
 pools this process started are not fork-safe), each loading its own model and polling the URI.
 
-Supervision is granian's: a worker that dies is respawned at once; one that dies again within a few
-seconds of its respawn is a crash loop and stops the server (exit 1), leaving the backoff to the
-process manager above (Docker's restart policy, Kubernetes' CrashLoopBackOff, systemd
-``RestartSec``). ``/readyz`` answers 503 while fewer workers than started are ready.
+Supervision (:mod:`serving.supervisor`): a worker that dies is respawned, at once after a stable
+life, with exponential backoff (1 s doubling to 30 s) when it keeps dying; the server never gives a
+worker up. ``/readyz`` answers 503 while fewer workers than started are ready, so the lost capacity
+is visible to the load balancer. A request body must arrive within ``body_timeout_s`` of the
+handler starting to read it (408, connection closed: :mod:`serving.app`); granian has a deadline
+for the request head only.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def serve(
     workers' Prometheus files live in a temporary folder removed at the end."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
-    from granian.server import Server
+
+    from aptrank.serving.supervisor import BackoffServer
 
     port = probe_port(host, port)
     for key, value in MLFLOW_STARTUP_ENV.items():
@@ -119,7 +122,7 @@ def serve(
         os.makedirs(os.path.join(run_dir, "prometheus"))
         os.environ.update({**settings.to_env(), MULTIPROC_ENV: os.path.join(run_dir, "prometheus")})
         multiprocessing.set_start_method("spawn", force=True)
-        server = Server(
+        server = BackoffServer(
             APP_FACTORY,
             address=host,
             port=port,
@@ -139,7 +142,5 @@ def serve(
         )
         announce(f"serving {version} on http://{host}:{port} (granian, {settings.workers} workers; docs at /docs)")
         server.serve()
-        if not server.interrupt_signal:  # granian returned without SIGINT/SIGTERM: its crash-loop stop
-            raise StartupError("workers kept crashing (a worker died again right after its respawn): stopped", 1)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

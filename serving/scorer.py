@@ -87,6 +87,7 @@ def load_scorer(
     threads: int = 1,
     version: str | None = None,
     features: CandidateFeatures | None = None,
+    allow_unverified: bool = False,
 ) -> Scorer:
     """Open an ONNX model and the ETL output it was trained on (``features`` reuses an already
     loaded snapshot when its FeatureSpec is the model's, as after a swap that kept the features).
@@ -94,7 +95,7 @@ def load_scorer(
     Fusion weights: ``weights`` when given (command line, job config), else the weights registered
     with the model (the ``fusion.json`` beside a scorer model's ONNX file,
     :mod:`serving.pyfunc_model`), else equal weights; the choice is logged."""
-    model = load_onnx(model_path, threads=threads, version=version)
+    model = load_onnx(model_path, threads=threads, version=version, allow_unverified=allow_unverified)
     if features is None or features.spec.hash != model.spec.hash:
         features = CandidateFeatures(features_dir)
     chosen, origin = model_weights(model_path, weights)

@@ -35,6 +35,8 @@ TEXT = "text/plain; charset=utf-8"
 class Limits:
     max_candidates: int = 1000
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 5.0
+    """seconds for a request body to arrive once its head has (408 after it; :mod:`serving.app`)"""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ class RankService:
                 413, f"request body of {content_length} bytes exceeds the limit of {self.limits.max_body_bytes} bytes"
             )
         return None
+
+    def too_slow(self, received: int) -> Reply:
+        """408 for a body that did not arrive within ``limits.body_timeout_s`` (``received`` bytes did)."""
+        return _error(
+            408, f"request body not received within {self.limits.body_timeout_s:g} s ({received} bytes arrived)"
+        )
 
     # ---- /v1/rank --------------------------------------------------------------------------
     def rank(self, body: bytes) -> Reply:

@@ -26,7 +26,9 @@ class ServeSettings(BaseModel):
     poll_seconds: float = Field(30.0, ge=0, description="model URI polling period (0: never)")
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1)
+    body_timeout_s: float = Field(5.0, gt=0, description="seconds for a request body to arrive (408 after)")
     workers: int = Field(1, ge=1, description="worker processes the server was started with (readiness)")
+    allow_unverified_model: bool = Field(False, description="load a model without a SHA-256 (logged warning)")
 
     def to_env(self) -> dict[str, str]:
         return {SETTINGS_ENV: self.model_dump_json()}

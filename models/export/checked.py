@@ -56,12 +56,13 @@ def export_checked(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
         export_onnx(model, tmp, spec, FOLD_MAX_ROWS if fold_rows is None else fold_rows)
-        report = check_parity(model, load_onnx(tmp, allow_non_finite=True), rows, tolerance)
+        digest = content_digest(tmp)
+        report = check_parity(model, load_onnx(tmp, expected_sha256=digest, allow_non_finite=True), rows, tolerance)
         try:
             check_finite(tmp)
         except ModelLoadError as e:
             raise ParityError(f"export refused: {e}") from e
-        write_sidecar(out, content_digest(tmp))
+        write_sidecar(out, digest)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -67,7 +67,10 @@ def register(app: typer.Typer) -> None:
         _finish(outcome.code, outcome.summary)
 
 
-def _finish(code: int, summary: dict) -> None:
+def _finish(code: int, summary: dict) -> NoReturn:
+    """The JSON summary line on stdout, after one ``error:`` line on stderr when the job failed; exit."""
+    if summary.get("error"):
+        typer.echo(f"error: {summary['error']}", err=True)
     sys.stdout.write(json.dumps({"exit_code": int(code), **summary}, default=str) + "\n")
     sys.stdout.flush()
     raise typer.Exit(int(code))

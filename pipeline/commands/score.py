@@ -6,7 +6,9 @@ the model, else the mean; the weights used are printed on stderr at start). Rows
 scored go to ``--rejects`` with a ``reason``; ``input_rows = scored_rows + rejected_rows`` (printed
 as JSON). The feature snapshot is ``--features`` (the ETL output), else the one the model bundles
 (a registered scorer model), else the model run's ``features/`` artifact. A ``models:/`` URI needs
-``--tracking-uri`` or ``MLFLOW_TRACKING_URI``.
+``--tracking-uri`` or ``MLFLOW_TRACKING_URI``. A model whose SHA-256 is missing (no ``.sha256``
+sidecar, no registry tag) or does not match is refused (exit 2); ``--allow-unverified-model`` loads
+one without a digest, with a warning.
 
 ``--engine spark`` (or ``scoring.engine: spark`` in ``--config``) scores on Spark with
 ``mlflow.pyfunc.spark_udf`` over a registered scorer model (:mod:`aptrank.pipeline.spark_scoring`):
@@ -59,6 +61,14 @@ def score_command(
     partition_by: Annotated[
         list[str] | None, typer.Option(help="spark: output partition column (repeatable), e.g. tab")
     ] = None,
+    allow_unverified_model: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified-model",
+            help="load a model that carries no SHA-256 (no .sha256 sidecar, no registry tag), with a warning; "
+            "a digest that does not match is refused all the same",
+        ),
+    ] = False,
 ) -> None:
     """Score candidates in chunks; write scores and rejects; print the counts as JSON."""
     from aptrank.data.adapters import SourceError
@@ -85,7 +95,12 @@ def score_command(
         if partition_by:
             raise ValueError("--partition-by: only with --engine spark (the local scorer writes one file)")
         with load_scorer(
-            model, features=features, tracking_uri=tracking_uri, weights=weights, threads=threads
+            model,
+            features=features,
+            tracking_uri=tracking_uri,
+            weights=weights,
+            threads=threads,
+            allow_unverified=allow_unverified_model,
         ) as opened:
             scorer = opened.scorer
             typer.echo(f"fusion weights {scorer.fusion.as_dict()} ({scorer.weights_origin})", err=True)

@@ -7,9 +7,13 @@ The model URI is polled every ``--poll-seconds`` by each worker; a new version (
 alias moved) is loaded beside the old one and swapped in without failing requests in flight. Workers
 poll independently, so they may switch up to one poll apart (each answer names its ``model_version``).
 
+A model whose SHA-256 is missing (no ``.sha256`` sidecar, no registry tag) or does not match is
+refused at start (exit 2); ``--allow-unverified-model`` loads one without a digest, with a warning.
+
 Exit codes: 0 stopped (Ctrl-C / SIGTERM, graceful); 2 bad input (an option, the model file or
-registry URI not found or not loadable); 1 failure (port in use, tracking server unreachable, the
-workers kept crashing). Errors are one line on stderr.
+registry URI not found or not loadable, a model without its SHA-256); 1 failure (port in use,
+tracking server unreachable). A worker that dies is respawned with backoff, never given up
+(:mod:`serving.supervisor`). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -45,9 +49,23 @@ def serve_command(
         float,
         typer.Option(help="seconds for a request head to arrive; idle keep-alive connections close after it", min=0.1),
     ] = 5.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds for a request body to arrive once its head has (408 and the connection closed)", min=0.1
+        ),
+    ] = 5.0,
     max_connections: Annotated[
         int, typer.Option(help="open connections per worker (more wait in the accept queue)", min=1)
     ] = 1024,
+    allow_unverified_model: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified-model",
+            help="load a model that carries no SHA-256 (no .sha256 sidecar, no registry tag), with a warning; "
+            "a digest that does not match is refused all the same",
+        ),
+    ] = False,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
     from aptrank.serving.runner import ConnectionLimits, StartupError, default_workers, serve
@@ -63,7 +81,9 @@ def serve_command(
         poll_seconds=poll_seconds,
         max_candidates=max_candidates,
         max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout,
         workers=workers or default_workers(),
+        allow_unverified_model=allow_unverified_model,
     )
     limits = ConnectionLimits(header_timeout_s=header_timeout, max_connections=max_connections)
     try:

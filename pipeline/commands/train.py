@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -111,14 +111,11 @@ def register(app: typer.Typer) -> None:
                 cfg, features, out, workdir if track else None, resume=resume, baselines=baselines, progress=progress
             )
         except NonFiniteLossError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
+            _fail(1, f"training diverged: {e}", out)
         except ConfigError as e:  # a rule that needs the FeatureSpec (tasks naming an unknown task)
-            typer.echo(f"error: {cfg.source_file}: {e}", err=True)
-            raise typer.Exit(2) from e
+            _fail(2, f"{cfg.source_file}: {e}", out)
         except (FileNotFoundError, CheckpointError, GateFailedOutputError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
+            _fail(2, str(e), out)
         if int(os.environ.get("RANK", "0")) != 0:
             return
         summary = {
@@ -129,3 +126,11 @@ def register(app: typer.Typer) -> None:
             "mlflow_run_id": mlflow_run,
         }
         sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def _fail(code: int, message: str, run_dir: Path) -> NoReturn:
+    """One ``error:`` line on stderr, the JSON summary line on stdout (``exit_code``, ``error``), exit."""
+    typer.echo(f"error: {message}", err=True)
+    sys.stdout.write(json.dumps({"exit_code": code, "error": message, "run_dir": str(run_dir)}) + "\n")
+    sys.stdout.flush()
+    raise typer.Exit(code)

@@ -3,8 +3,9 @@
 The crash test SIGKILLs ``aptrank run`` (a real child process, real SQLite MLflow store) right after
 each promotion step and reruns it: every rerun finishes what the kill left undone, and the end state
 is exactly one gated version holding ``champion``. Floors refuse a constant model as the first
-version (exit 3, kept as a refused challenger), and a rerun of it exits 3 again. A diverging training
-ends with one JSON line and exit 1."""
+version (exit 3, kept as a refused challenger), and a rerun of it exits 3 again. An infinite learning
+rate is refused when the config loads (one JSON line, exit 2; a diverging training, exit 1:
+test_diverging_run.py)."""
 
 from __future__ import annotations
 
@@ -127,10 +128,10 @@ def test_constant_model_is_refused_by_the_floor_even_as_first_version(tmp_path: 
     assert code == 3 and again["created"] is False and again["gate"]["decision"] == "refused"
 
 
-def test_diverging_training_is_one_json_line_and_exit_1(tmp_path: Path, etl_dir: Path) -> None:
+def test_an_infinite_lr_is_one_json_line_and_exit_2_and_registers_nothing(tmp_path: Path, etl_dir: Path) -> None:
     code, out = run_job(tmp_path, etl_dir, [*FAST, "mtl.lr=.inf"])
-    assert code == 1, out
-    assert out["exit_code"] == 1 and "non-finite" in out["error"]
+    assert code == 2, out
+    assert out["exit_code"] == 2 and out["error"].endswith("mtl.lr: must be > 0 and finite, got inf")
     assert registry(tmp_path) == ({}, {})
 
 

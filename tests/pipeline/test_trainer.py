@@ -187,3 +187,21 @@ def test_skipped_non_finite_steps_are_counted_and_stop_the_run_after_n_in_a_row(
     with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0: 3 steps in a row skipped .*'like'"):
         trainer.fit()
     assert trainer.optimizer.skipped_steps == 3
+
+
+def test_non_finite_weights_are_never_checkpointed(etl_dir: Path, tmp_path: Path) -> None:
+    """NaN weights with every step skipped (so no loss check fires): the epoch's end refuses them,
+    and the last checkpoint stays the finite one of the epoch before."""
+    cfg = _cfg("train.epochs=3", "seed=1", "mtl.nonfinite=skip", "mtl.max_skipped_in_a_row=100000")
+    trainer: Trainer
+
+    def poison(epoch: int, record: dict) -> None:
+        with torch.no_grad():
+            trainer.model.towers[1].out.weight.fill_(float("nan"))
+
+    trainer = Trainer(cfg, etl_dir, tmp_path / "w", TrainCallbacks(on_epoch_end=poison), progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: non-finite weights in \['towers\.1\.out\.weight'\]"):
+        trainer.fit()
+    state = checkpoint.load(checkpoint.last_path(tmp_path / "w"))
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pytest
 
+from tests.serving.model_files import signed
 from tests.tiny import TINY_MMOE
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def other_model_path(model_path: Path, tmp_path_factory: pytest.TempPathFactory)
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
     out = tmp_path_factory.mktemp("onnx1") / "model.onnx"
     onnx.save(proto, str(out))
-    return out
+    return signed(out)
 
 
 @pytest.fixture(scope="session")

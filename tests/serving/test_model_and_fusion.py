@@ -14,6 +14,7 @@ from aptrank.data.spec import FeatureSpec
 from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.fusion import Fusion, parse_weights
 from aptrank.serving.onnx_model import load_onnx
+from tests.serving.model_files import signed
 
 
 def test_loaded_model_carries_spec_tasks_and_digest(model_path: Path, etl_dir: Path) -> None:
@@ -34,7 +35,7 @@ def _rewrite(src: Path, dst: Path, **meta: str | None) -> Path:
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(dst))
-    return dst
+    return signed(dst)
 
 
 def test_load_refuses_missing_or_incomplete_models(model_path: Path, tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_load_refuses_missing_or_incomplete_models(model_path: Path, tmp_path: P
         load_onnx(tmp_path / "nope.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
-        load_onnx(tmp_path / "junk.onnx")
+        load_onnx(tmp_path / "junk.onnx", allow_unverified=True)
     with pytest.raises(ModelLoadError, match=r"metadata lacks \['task_names'\]"):
         load_onnx(_rewrite(model_path, tmp_path / "a.onnx", task_names=None))
     with pytest.raises(ModelLoadError, match="feature_spec_hash"):

@@ -5,8 +5,10 @@ mismatch is refused (local sidecar and registry tag), and a crafted checkpoint r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from aptrank.serving.holder import ModelHolder
 from aptrank.serving.model_integrity import content_digest, non_finite_initializers, sidecar
 from aptrank.serving.model_source import ModelSource
 from aptrank.serving.onnx_model import load_onnx
+from tests.serving.model_files import copy_model, signed
+from tests.tiny import CLI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rewrite_weight(src: Path, dst: Path, value: float) -> str:
@@ -56,6 +62,7 @@ def test_tampered_weights_are_refused_by_the_sidecar_digest(model_path: Path, tm
 def test_nan_weights_are_refused_at_load(model_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "nan.onnx"
     name = rewrite_weight(model_path, bad, float("nan"))
+    signed(bad)  # a digest that matches: refused for the weights alone
     assert non_finite_initializers(bad) == [name]
     expected = rf"nan\.onnx: refused: non-finite \(NaN/Inf\) weights in initializer\(s\) {name}"
     with pytest.raises(ModelLoadError, match=expected):
@@ -66,12 +73,13 @@ def test_hot_swap_to_an_inf_model_is_refused_and_the_old_one_keeps_serving(
     model_path: Path, etl_dir: Path, tmp_path: Path
 ) -> None:
     live = tmp_path / "live.onnx"
-    shutil.copyfile(model_path, live)
+    copy_model(model_path, live)
     holder = ModelHolder(ModelSource(str(live)), features_dir=etl_dir)
     assert holder.refresh()
     before = holder.scorer.version
     rewrite_weight(model_path, tmp_path / "inf.onnx", float("inf"))
-    os.replace(tmp_path / "inf.onnx", live)
+    os.replace(signed(tmp_path / "inf.onnx"), live)  # its own digest: refused for the weights alone
+    os.replace(sidecar(tmp_path / "inf.onnx"), sidecar(live))
     os.utime(live, ns=(1, 1))  # a new poll key even within the file system's mtime resolution
     assert holder.refresh() is False
     assert holder.scorer.version == before and holder.metrics.value("model_swap_failures_total") == 1
@@ -139,3 +147,57 @@ def test_crafted_checkpoint_is_refused_by_train_resume(run_dir: Path, etl_dir: P
     result = CliRunner().invoke(app, [*args, "--set", "model.arch=mmoe", "--set", "train.threads=1"])
     assert result.exit_code == 2, result.output
     assert "last.pt: refused: not a plain-data checkpoint" in result.output and not marker.exists()
+
+
+def score_args(model: Path, etl_dir: Path, kuairand_dir: Path, out: Path) -> list[str]:
+    files = ["--model", str(model), "--features", str(etl_dir), "--input", str(kuairand_dir), "--output", str(out)]
+    return ["score", "--no-progress", "--source", "kuairand", *files]
+
+
+def test_a_model_without_its_digest_is_refused_unless_the_user_opts_out(
+    model_path: Path, etl_dir: Path, kuairand_dir: Path, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.onnx"
+    shutil.copyfile(model_path, bare)  # e.g. brought from elsewhere: no bare.onnx.sha256
+    refused = CliRunner().invoke(app, score_args(bare, etl_dir, kuairand_dir, tmp_path / "a.parquet"))
+    assert refused.exit_code == 2 and not (tmp_path / "a.parquet").exists()
+    assert refused.output.strip().splitlines() == [
+        f"error: {bare}: refused: no SHA-256 recorded for it (no bare.onnx.sha256 beside it, no registry tag); "
+        "re-export it with `aptrank export`, or pass --allow-unverified-model to load it unchecked"
+    ]
+    opted = CliRunner().invoke(
+        app, [*score_args(bare, etl_dir, kuairand_dir, tmp_path / "b.parquet"), "--allow-unverified-model"]
+    )
+    assert opted.exit_code == 0, opted.output
+    assert json.loads(opted.stdout.strip().splitlines()[-1])["scored_rows"] > 0
+    tampered = tmp_path / "tampered.onnx"
+    rewrite_weight(model_path, tampered, 0.5)
+    shutil.copyfile(sidecar(model_path), sidecar(tampered))
+    args = [*score_args(tampered, etl_dir, kuairand_dir, tmp_path / "c.parquet"), "--allow-unverified-model"]
+    mismatch = CliRunner().invoke(app, args)  # the opt-out covers a missing digest, never a wrong one
+    assert mismatch.exit_code == 2 and "refused: SHA-256" in mismatch.output
+
+
+def test_serve_refuses_a_model_without_its_digest_at_start(model_path: Path, etl_dir: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.onnx"
+    shutil.copyfile(model_path, bare)
+    args = [*CLI, "serve", "--model", str(bare), "--features", str(etl_dir), "--port", "0", "--workers", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(lines) == 1 and "no SHA-256 recorded for it" in lines[0] and "--allow-unverified-model" in lines[0]
+
+
+def test_the_registered_scorer_model_carries_its_digest_and_pyfunc_verifies_it(scorer_model, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    folder = scorer_model.save(tmp_path / "scorer")
+    onnx_file = folder / "artifacts" / "model.onnx"
+    assert sidecar(onnx_file).read_text().strip() == content_digest(onnx_file)
+    mlflow.pyfunc.load_model(str(folder))  # untouched: loads
+    rewrite_weight(onnx_file, onnx_file, 0.25)
+    with pytest.raises(ModelLoadError, match=r"model\.onnx: refused: SHA-256 .* does not match"):
+        mlflow.pyfunc.load_model(str(folder))
+    sidecar(onnx_file).unlink()
+    with pytest.raises(ModelLoadError, match=r"model\.onnx: refused: no SHA-256 recorded for it"):
+        mlflow.pyfunc.load_model(str(folder))

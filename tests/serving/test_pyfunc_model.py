@@ -106,7 +106,8 @@ def test_signature_and_input_example_are_raw_columns_of_real_test_rows(
     assert frame["user_id"].to_list() == first["user_id"].to_list()
     assert frame["item_id"].to_list() == first["item_id"].to_list()
     assert frame["tab"].to_list() == first["tab"].to_list()
-    assert sorted(p.name for p in (local / "artifacts").iterdir()) == ["features", "fusion.json", "model.onnx"]
+    artifacts = sorted(p.name for p in (local / "artifacts").iterdir())
+    assert artifacts == ["features", "fusion.json", "model.onnx", "model.onnx.sha256"]
     assert json.loads((local / "artifacts" / "fusion.json").read_text()) == {"weights": WEIGHTS}
 
 

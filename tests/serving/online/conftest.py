@@ -14,6 +14,7 @@ from aptrank.serving.service import Limits
 
 LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)
 HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,8 @@ def server(model_path: Path, etl_dir: Path) -> Iterator[ServeProcess]:
     weights = [a for task, w in WEIGHTS.items() for a in ("--weight", f"{task}={w}")]
     limits = ["--max-candidates", str(LIMITS.max_candidates), "--max-body-bytes", str(LIMITS.max_body_bytes)]
     args = ["--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0", *weights, *limits]
-    with ServeProcess(*args, "--header-timeout", str(HEADER_TIMEOUT_S)) as proc:
+    timeouts = ["--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S)]
+    with ServeProcess(*args, *timeouts) as proc:
         yield proc
         code = proc.stop()
     assert code == 0  # SIGTERM: graceful stop

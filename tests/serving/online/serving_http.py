@@ -4,6 +4,7 @@ cases answered with 422 naming the field, and the model-swap-under-load driver."
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -93,10 +94,14 @@ class ServeProcess:
         return self
 
     def worker_pids(self) -> list[int]:
-        """The worker processes (granian spawns them with multiprocessing)."""
+        """The live worker processes (granian spawns them with multiprocessing)."""
         assert self.proc is not None
-        children = psutil.Process(self.proc.pid).children(recursive=True)
-        return [c.pid for c in children if "spawn_main" in " ".join(c.cmdline())]
+        pids = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):  # a killed one not yet reaped
+                if "spawn_main" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+        return pids
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` parsed by prometheus_client's parser: sample name{labels} -> value."""

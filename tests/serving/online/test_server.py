@@ -27,6 +27,7 @@ from aptrank.serving.model_source import ModelSource
 from aptrank.serving.onnx_model import OnnxModel
 from aptrank.serving.scorer import Scorer
 from aptrank.serving.service import Limits, RankService
+from tests.serving.model_files import copy_model
 
 LIMITS = Limits(max_candidates=300, max_body_bytes=20_000)  # as the server of conftest.py
 
@@ -243,7 +244,7 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
     model_path: Path, other_model_path: Path, etl_dir: Path, tmp_path: Path
 ) -> None:
     served = tmp_path / "served.onnx"
-    served.write_bytes(model_path.read_bytes())
+    copy_model(model_path, served)
     holder = ModelHolder(ModelSource(str(served)), features_dir=etl_dir)
     try:
         assert holder.refresh() and holder.scorer is not None
@@ -251,7 +252,7 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
         served.write_bytes(b"half-copied garbage")
         assert not holder.refresh()
         assert holder.scorer.version == first and holder.metrics.value("model_swap_failures_total") == 1
-        served.write_bytes(other_model_path.read_bytes())
+        copy_model(other_model_path, served)
         assert holder.refresh() and holder.scorer.version != first
         assert holder.metrics.value("model_swaps_total") == 1
     finally:

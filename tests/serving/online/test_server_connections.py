@@ -1,5 +1,6 @@
 """Connection-level behaviour of ``aptrank serve`` (granian) against a real server process: request
-smuggling (``Content-Length`` with ``Transfer-Encoding``), a slowloris client trickling its head, idle
+smuggling (``Content-Length`` with ``Transfer-Encoding``), a slowloris client trickling its head or its
+body, idle
 keep-alive connections (bounded memory, closed after the header timeout), 500 idle sockets while a
 client measures latency, and unread pipelined requests (bounded memory)."""
 
@@ -17,6 +18,7 @@ import psutil
 from serving_http import Client, ServeProcess, body_of, rows_of
 
 HEADER_TIMEOUT_S = 2.0  # as the server of conftest.py
+BODY_TIMEOUT_S = 2.0  # as the server of conftest.py
 MB = 1 << 20
 
 
@@ -85,6 +87,43 @@ def test_a_trickled_head_is_dropped_while_others_are_answered(server: ServeProce
         for s in socks:
             s.close()
     assert all(closed), f"{closed.count(False)} of 50 trickling connections still open"
+    assert np.percentile(times, 99) < 1000
+
+
+def test_a_trickled_body_gets_408_within_the_deadline_while_others_are_answered(
+    server: ServeProcess, candidates: pl.DataFrame
+) -> None:
+    """The head arrives at once, then the body a byte a second: the client gets 408 once the body
+    deadline passes and the connection is closed (its slot freed); a normal client is answered meanwhile."""
+    body = json.dumps(body_of(rows_of(candidates, 20))).encode()
+    head = b"POST /v1/rank HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n".encode()
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=BODY_TIMEOUT_S + 5) as sock:
+
+        def trickle() -> None:
+            for i in range(len(body)):
+                if stop.wait(1.0):
+                    return
+                with contextlib.suppress(OSError):
+                    sock.send(body[i : i + 1])
+
+        sock.sendall(head)
+        t0 = time.monotonic()
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            times = latencies_ms(server.port, body_of(rows_of(candidates, 20)), 20)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # until the server closes
+            elapsed = time.monotonic() - t0
+        finally:
+            stop.set()
+            thread.join()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout" and b"connection: close" in rest.lower(), answer
+    detail = json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+    assert detail.startswith(f"request body not received within {BODY_TIMEOUT_S:g} s (")
+    assert BODY_TIMEOUT_S - 0.1 <= elapsed < BODY_TIMEOUT_S + 3, f"answered after {elapsed:.2f} s"
     assert np.percentile(times, 99) < 1000
 
 
