@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aptrank.pipeline.commands.options import AllowUnverifiedModel
+
 if TYPE_CHECKING:
     from aptrank.serving.batch_scoring import BatchReport
 
@@ -61,14 +63,7 @@ def score_command(
     partition_by: Annotated[
         list[str] | None, typer.Option(help="spark: output partition column (repeatable), e.g. tab")
     ] = None,
-    allow_unverified_model: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unverified-model",
-            help="load a model that carries no SHA-256 (no .sha256 sidecar, no registry tag), with a warning; "
-            "a digest that does not match is refused all the same",
-        ),
-    ] = False,
+    allow_unverified_model: AllowUnverifiedModel = False,
 ) -> None:
     """Score candidates in chunks; write scores and rejects; print the counts as JSON."""
     from aptrank.data.adapters import SourceError

@@ -24,6 +24,7 @@ from typing import Annotated
 
 import typer
 
+from aptrank.pipeline.commands.options import AllowUnverifiedModel
 from aptrank.pipeline.scoring import fusion_weights
 
 INPUT_EXIT_CODE = 2
@@ -58,14 +59,7 @@ def serve_command(
     max_connections: Annotated[
         int, typer.Option(help="open connections per worker (more wait in the accept queue)", min=1)
     ] = 1024,
-    allow_unverified_model: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unverified-model",
-            help="load a model that carries no SHA-256 (no .sha256 sidecar, no registry tag), with a warning; "
-            "a digest that does not match is refused all the same",
-        ),
-    ] = False,
+    allow_unverified_model: AllowUnverifiedModel = False,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
     from aptrank.serving.runner import ConnectionLimits, StartupError, default_workers, serve
