@@ -123,7 +123,8 @@ def train_and_register(cfg: JobConfig, features: Path, workdir: Path, log: Any =
     from aptrank.pipeline.registry import find_version, read_aucs, registered_model_name, version_key
     from aptrank.pipeline.scorer_model import build_scorer_model, follow_up_commands
     from aptrank.pipeline.served_evaluation import gap_line, served_tags
-    from aptrank.pipeline.tracking import TAG_SCHEDULED, TrackedRun, fail_stale_runs
+    from aptrank.pipeline.stale_runs import TAG_SCHEDULED, fail_stale_runs
+    from aptrank.pipeline.tracking import TrackedRun
     from aptrank.pipeline.trainer import NonFiniteLossError
     from aptrank.pipeline.training import run_training
 

@@ -18,7 +18,8 @@ import pytest
 
 from aptrank.pipeline.config import load_config
 from aptrank.pipeline.mlflow_store import TrackingError
-from aptrank.pipeline.tracking import TAG_SCHEDULED, TrackedRun, fail_stale_runs
+from aptrank.pipeline.stale_runs import TAG_SCHEDULED, fail_stale_runs
+from aptrank.pipeline.tracking import TrackedRun
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 8.0
