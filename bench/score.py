@@ -54,6 +54,20 @@ the whole path's rows per CPU-second +12-14% (ONNX) and +12-17% (pyfunc) in A/B 
 6-10, the PyTorch path's unchanged (its training forward is not the export's): per CPU-second
 x2.70 and x2.61 against x2.49 and x2.30 before, so on a busy host x3 is still not met.
 
+With the PLE demo model (``bench/score_profile.py``: the three task mixes were a slice, concat and
+einsum each, 13.6% of the kernel time with their concats) the export mixes all tasks in one batched
+product (``models.ple.FusedPLEHead.gate_weights``: each task's gate weights placed on its own and
+the shared experts, exact zeros elsewhere): graph 3.86-4.08 -> 3.53-3.72 CPU us/row, interleaved on
+the same rows (load 6); the whole path on a busy host (load 6-7, before and after in turn): ONNX
+196.6k -> 230.6k rows/CPU-s, pyfunc 184.9k -> 218.8k, PyTorch 80.1k and 85.1k, per CPU-second x2.45
+-> x2.71 and x2.31 -> x2.57 (x3 on a quiet host needs ~264k). Tried and not kept (within noise):
+256-8192 rows per onnxruntime call (1024 and more are slower: the [groups, rows, 329] gather of the
+folded tables leaves the cache), scoring a chunk's lookup and model in 32,768-row blocks (on one
+thread the lookup's fresh ~170 MB of arrays per chunk cost 0.34 us/row of page-fault system time,
+0.05 in blocks; with two workers the rows per CPU-second stayed within noise, 193-227k against
+205-229k), the first layer's bias folded into the tables so that one Gemm adds the folded sum (-1%,
+noise).
+
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
 """

@@ -9,8 +9,11 @@ shared output of level j-1, and every level but the last also has a shared gate 
 whose output feeds the next level's shared experts. A one-level PLE is exactly a CGC.
 
 Export form (:class:`FusedPLEHead`): as MMoE's, the first level's experts' first layers, its task
-gates and its shared gate all read the embedded input, so they are one GEMM; the level's gate mixes
-(eqs. 1-3) follow on the split columns, then the further levels and the towers as in the model.
+gates and its shared gate all read the embedded input, so they are one GEMM; the level's task gate
+mixes (eqs. 1-3) follow as one batched product over all of the level's experts, each task's gate
+weights placed on its own and the shared experts and exact zeros elsewhere (so one ``bmm`` as in
+MMoE's eq. 4 replaces a slice, concat and einsum per task), then the further levels and the towers
+as in the model.
 """
 
 from __future__ import annotations
@@ -144,25 +147,35 @@ class FusedPLEHead(nn.Module):
         self.num_experts, self.hidden = len(experts), experts[0][0].out_features
         self.gate_sizes = [g.out_features for g in gates]
         self.task_experts, self.num_tasks = level.num_task_experts, len(level.task_gates)
+        # own_mask[k, j]: 1 where task k's own expert block is block j of the task experts, else 0
+        self.register_buffer("own_mask", torch.eye(self.num_tasks).reshape(1, self.num_tasks, self.num_tasks, 1))
         self.levels = model.levels[1:]
         self.towers = StackedTowers(model.towers)
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.first(embedded))
 
+    def gate_weights(self, task_gates: torch.Tensor) -> torch.Tensor:
+        """Task gates [B, K, m_t + m_s] (own experts first, as :meth:`CGCLayer.forward` mixes them)
+        as weights over all the level's experts [B, K, K*m_t + m_s]: task k's own weights on its
+        block, 0 on the other tasks' blocks (products with an exact 0/1 mask), its shared weights last."""
+        b, k, m = task_gates.shape[0], self.num_tasks, self.task_experts
+        own = (task_gates[:, :, None, :m] * self.own_mask).reshape(b, k, k * m)
+        return torch.cat([own, task_gates[:, :, m:]], dim=2)
+
     def after_first(self, h: torch.Tensor) -> torch.Tensor:
         """The rest of the head from the output of :attr:`first`."""
-        b, width, m = h.shape[0], self.num_experts * self.hidden, self.task_experts
+        b, width = h.shape[0], self.num_experts * self.hidden
         stacked = torch.relu(h[:, :width]).reshape(b, self.num_experts, self.hidden)
         if any(len(r) for r in self.rest):
             stacked = torch.stack([r(stacked[:, i]) for i, r in enumerate(self.rest)], dim=1)
-        logits = torch.split(h[:, width:], self.gate_sizes, dim=1)
-        shared = stacked[:, self.num_tasks * m :]
-        task_inputs = [
-            Gate.mix(torch.softmax(logits[k], dim=-1), torch.cat([stacked[:, k * m : (k + 1) * m], shared], dim=1))
-            for k in range(self.num_tasks)
-        ]
-        shared_out = Gate.mix(torch.softmax(logits[-1], dim=-1), stacked) if len(logits) > self.num_tasks else None
+        k, gates_width = self.num_tasks, self.num_tasks * self.gate_sizes[0]
+        task_gates = torch.softmax(h[:, width : width + gates_width].reshape(b, k, self.gate_sizes[0]), dim=-1)
+        mixed = torch.bmm(self.gate_weights(task_gates), stacked)  # [B, K, H]: eqs. 1-3 for every task at once
+        if not len(self.levels):
+            return self.towers(mixed)
+        shared_out = Gate.mix(torch.softmax(h[:, width + gates_width :], dim=-1), stacked)
+        task_inputs = list(mixed.unbind(1))
         for level in self.levels:
             assert shared_out is not None  # every level but the last emits a shared output
             task_inputs, shared_out, stacked = level(task_inputs, shared_out)

@@ -118,13 +118,16 @@ def test_folding_on_for_every_architecture_and_off_on_request(spec: FeatureSpec,
         ExportModule(mmoe, fold_rows=-1)
 
 
-def test_onnx_rows_score_the_same_bits_at_any_batch_size(mixed_spec: FeatureSpec, small: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["mmoe", "ple"])
+def test_onnx_rows_score_the_same_bits_at_any_batch_size(
+    mixed_spec: FeatureSpec, small: dict, tmp_path: Path, arch: str
+) -> None:
     """Online requests (often one candidate) and batch files must give identical scores: a row's
     probabilities do not depend on the rows scored with it (onnxruntime's ReduceSum broke this for
-    one row, the product with ones does not)."""
+    one row, the product with ones does not; PLE's task mixes are one batched product)."""
     flags = tuple(CategoricalFeature(f"flag{i}", f"flag{i}", 3) for i in range(8))
     wide = dataclasses.replace(mixed_spec, categorical=mixed_spec.categorical + flags)
-    model = build_model("mmoe", wide, small).eval()
+    model = build_model(arch, wide, small).eval()
     session = ort.InferenceSession(str(export_onnx(model, tmp_path / "m.onnx", wide, fold_rows=4)))
     assert len(ExportModule(model, fold_rows=4).fold.groups) == 11  # ReduceSum's order differs from 8
     batch = FeatureBatch.random(wide, 40, torch.Generator().manual_seed(5))
