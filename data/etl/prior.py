@@ -50,6 +50,8 @@ class StatePrior:
     that put them in front of the day's rows instead (Spark)."""
     _prefix: dict[str, np.ndarray] = field(default_factory=dict)
 
+    _blocks: tuple[np.ndarray, int, int] | None = None
+
     def prefix(self, source: str) -> np.ndarray:
         """Prefix sums (length rows + 1) of a label over the retained rows; :data:`WEIGHT` is 1 per row."""
         if source not in self._prefix:
@@ -57,6 +59,28 @@ class StatePrior:
             np.cumsum(self.labels[source], dtype=np.uint32, out=out[1:])
             self._prefix[source] = out
         return self._prefix[source]
+
+    def blocks(self) -> tuple[np.ndarray, int, int]:
+        """Per retained row the composite time ``block * span + ts - first`` (sorted, as the rows are in
+        (key, ts) order; ``block`` = the row's key's rank), with ``first`` the earliest ts and ``span``
+        the ts range + 2, so that each key's rows occupy their own range. Computed once per state."""
+        if self._blocks is None:
+            composite = self.keys.rle_id().to_numpy().astype(np.int64)
+            first = int(self.ts.min()) if len(self.ts) else 0
+            span = int(self.ts.max()) - first + 2 if len(self.ts) else 2
+            composite *= span
+            composite += self.ts
+            composite -= first
+            self._blocks = composite, first, span
+        return self._blocks
+
+    def prepare(self) -> None:
+        """Everything that depends on the state alone (:meth:`blocks`, every label's :meth:`prefix`):
+        one linear pass each, which :class:`data.etl.pit.KeyTimeIndex` runs in a thread of its own while
+        it sorts the day's rows (numpy and Polars release the GIL)."""
+        self.blocks()
+        for source in self.labels:
+            self.prefix(source)
 
     def attach(self, keys: pl.Series, t: np.ndarray, windows: Sequence[str]) -> AttachedPrior:
         """Search positions for queries with ``keys`` at epoch-ms times ``t``: per query, its key's
@@ -80,14 +104,11 @@ class StatePrior:
         start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
         lo = {}
         if len(self.ts):
-            first, span = int(self.ts.min()), int(self.ts.max()) - int(self.ts.min()) + 2
-            composite = self.keys.rle_id().to_numpy().astype(np.int64)  # per row its key's block
-            after_last = int(composite[-1]) + 1  # the block of keys after every retained key
-            query_block = np.where(start < len(composite), composite[np.minimum(start, len(composite) - 1)], after_last)
+            composite, first, span = self.blocks()
+            after_last = int(composite[-1]) // span + 1  # the block of keys after every retained key
+            first_row = composite[np.minimum(start, len(composite) - 1)] // span  # the block of the key's first row
+            query_block = np.where(start < len(composite), first_row, after_last)
             query_block *= span  # a key without rows: the start of the next key's block, so `since` stays sorted
-            composite *= span  # block * span + ts - first: sorted, as the rows are in (key, ts) order
-            composite += self.ts
-            composite -= first
             present = start < end
             for w in windows:
                 if (ms := window_ms(w)) is not None:
