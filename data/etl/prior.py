@@ -25,7 +25,7 @@ import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, window_ms
 from aptrank.data.etl.labels import label_column
-from aptrank.data.etl.pit import WEIGHT, search_sorted_queries
+from aptrank.data.etl.pit import WEIGHT, key_codes, search_sorted_queries
 from aptrank.data.etl.state import DayState, longest_window_ms
 from aptrank.data.schema import TS_DTYPE
 
@@ -65,9 +65,9 @@ class StatePrior:
         (key, ts) order; ``block`` = the row's key's rank), with ``first`` the earliest ts and ``span``
         the ts range + 2, so that each key's rows occupy their own range. Computed once per state."""
         if self._blocks is None:
-            composite = self.keys.rle_id().to_numpy().astype(np.int64)
             first = int(self.ts.min()) if len(self.ts) else 0
             span = int(self.ts.max()) - first + 2 if len(self.ts) else 2
+            composite = key_codes(self.keys, np.iinfo(np.int64).max // span - 1)  # the key's rank, or key - min
             composite *= span
             composite += self.ts
             composite -= first
@@ -101,21 +101,24 @@ class StatePrior:
         found[inside] = (
             (self.carry_keys.gather(pos[inside]) == distinct.filter(pl.Series(inside))).fill_null(False).to_numpy()
         )
-        start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
         lo = {}
-        if len(self.ts):
+        if len(self.ts):  # per distinct key the block of its first row (or the one after the last key's)
             composite, first, span = self.blocks()
-            after_last = int(composite[-1]) // span + 1  # the block of keys after every retained key
-            first_row = composite[np.minimum(start, len(composite) - 1)] // span  # the block of the key's first row
-            query_block = np.where(start < len(composite), first_row, after_last)
-            query_block *= span  # a key without rows: the start of the next key's block, so `since` stays sorted
-            present = start < end
-            for w in windows:
-                if (ms := window_ms(w)) is not None:
-                    since = query_block + np.where(present, np.clip(t - ms - first, 0, span - 1), 0)
-                    sorted_ = _is_sorted(since)  # the block-wise search needs sorted queries
-                    hit = search_sorted_queries(composite, since) if sorted_ else np.searchsorted(composite, since)
-                    lo[w] = np.clip(hit, start, end)
+            after_last = int(composite[-1]) // span + 1
+            rows = len(composite)
+            key_block = np.where(start < rows, composite[np.minimum(start, rows - 1)] // span, after_last)
+            # a key without rows: the start of the next key's block, so `since` stays sorted
+            query_block, present = key_block[run] * span, (start < end)[run]
+        start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
+        for w in windows if len(self.ts) else ():
+            if (ms := window_ms(w)) is not None:
+                offset = np.subtract(t, ms + first)
+                np.minimum(np.maximum(offset, 0, out=offset), span - 1, out=offset)
+                offset[~present] = 0
+                since = np.add(offset, query_block, out=offset)
+                sorted_ = _is_sorted(since)  # the block-wise search needs sorted queries
+                hit = search_sorted_queries(composite, since) if sorted_ else np.searchsorted(composite, since)
+                lo[w] = np.minimum(np.maximum(hit, start, out=hit), end, out=hit)
         return AttachedPrior(self, distinct, run, start, end, lo, carry_row)
 
 
