@@ -140,12 +140,18 @@ class AttachedPrior:
     lo: dict[str, np.ndarray]
     carry_row: np.ndarray
     """Per query: its key's carry row, -1 when it has none."""
+    _upto: dict[str, np.ndarray] = field(default_factory=dict)
 
     def sums(self, source: str, window: str) -> np.ndarray:
         """Per query: the sum of ``source`` over its key's state rows in the window (UInt32)."""
-        prefix = None if source == WEIGHT else self.state.prefix(source)
         lo = self.lo.get(window, self.start)  # `all`: the key's whole block
-        out = (self.end - lo).astype(np.uint32) if prefix is None else prefix[self.end] - prefix[lo]
+        if source == WEIGHT:
+            out = (self.end - lo).astype(np.uint32)
+        else:  # the prefix at the block's end is the same for every window: gathered once per source
+            prefix = self.state.prefix(source)
+            if source not in self._upto:
+                self._upto[source] = prefix[self.end]
+            out = self._upto[source] - prefix[lo]
         if window_ms(window) is None and len(self.state.carry_keys):
             has = self.carry_row >= 0
             out[has] += self.state.carry[source][self.carry_row[has]]
