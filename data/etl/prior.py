@@ -16,6 +16,7 @@ the next state is written (:func:`data.etl.state.add_day`).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ class StatePrior:
     _prefix: dict[str, np.ndarray] = field(default_factory=dict)
 
     _blocks: tuple[np.ndarray, int, int] | None = None
+    _preparing: threading.Lock = field(default_factory=threading.Lock)
 
     def prefix(self, source: str) -> np.ndarray:
         """Prefix sums (length rows + 1) of a label over the retained rows; :data:`WEIGHT` is 1 per row."""
@@ -77,10 +79,12 @@ class StatePrior:
     def prepare(self) -> None:
         """Everything that depends on the state alone (:meth:`blocks`, every label's :meth:`prefix`):
         one linear pass each, which :class:`data.etl.pit.KeyTimeIndex` runs in a thread of its own while
-        it sorts the day's rows (numpy and Polars release the GIL)."""
-        self.blocks()
-        for source in self.labels:
-            self.prefix(source)
+        it sorts the day's rows (numpy and Polars release the GIL), or the daily job ahead of time;
+        whichever thread comes second waits for the first."""
+        with self._preparing:
+            self.blocks()
+            for source in self.labels:
+                self.prefix(source)
 
     def attach(self, keys: pl.Series, t: np.ndarray, windows: Sequence[str]) -> AttachedPrior:
         """Search positions for queries with ``keys`` at epoch-ms times ``t``: per query, its key's
