@@ -8,9 +8,11 @@ entity's retained rows in (key, ts) order, so the second part is two binary sear
 and window into them (the key's block, then the window's first row) and a difference of prefix
 sums; the ``all`` window adds the key's carry row (running totals of the rows no window reaches).
 History lists (:mod:`data.etl.history`) add the user's retained positives in front of the day's.
-The work per day grows with the day's rows (and one linear prefix pass per label over the state),
-not with a sort of the history: the sorted merge suggested in issue #17 happens once per day, when
-the next state is written (:func:`data.etl.state.add_day`).
+The work per day grows with the day's rows (and one linear pass per label over the state, plus one
+for the keys' block times), not with a sort of the history: the sorted merge suggested in issue #17
+happens once per day, when the next state is written (:func:`data.etl.state.add_day`). Those linear
+passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
+beside the sort of the day's rows and, for the later entities, ahead of their turn.
 """
 
 from __future__ import annotations
