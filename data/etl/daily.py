@@ -179,27 +179,9 @@ class DailyJob(_Job):
     ) -> None:
         super().__init__(cfg, root / DAYS_DIR / day.isoformat(), say)
         self.root, self.state, self.spec, self.day = root, state, spec, day
-        self.prefetch: ThreadPoolExecutor | None = None
-        self.priors: dict[str, StatePrior] = {}
 
     def prior_state(self, entity: str, item: Encoding, histories: Sequence[HistoryConfig]) -> StatePrior | None:
-        """The state of ``entity`` (:mod:`data.etl.prior`); the first call also starts, in a thread of its own,
-        the linear passes over the later entities' states (:meth:`StatePrior.prepare`), so that they
-        run while this entity's day rows are indexed and summed."""
-        expr = item.polars_expr(pl.col("item_id"))
-        if self.prefetch is None:
-            f = self.cfg.features
-            later = [e for e in self.state.retained if e != entity and (e in f.entities or (e == "user" and f.history))]
-            self.prefetch = ThreadPoolExecutor(1)
-            for e in later:
-                self.priors[e] = state_prior(
-                    self.state, e, self.cfg, expr, self.cfg.features.history if e == "user" else ()
-                )
-                self.prefetch.submit(self.priors[e].prepare)
-        prior = self.priors.pop(entity, None)
-        if prior is None or (entity == "user" and list(histories) != list(self.cfg.features.history)):
-            prior = state_prior(self.state, entity, self.cfg, expr, histories)
-        return prior
+        return state_prior(self.state, entity, self.cfg, item.polars_expr(pl.col("item_id")), histories)
 
     def run(self, tables: CanonicalTables) -> EtlResult:
         start, end = day_bounds(self.cfg, self.day)
@@ -230,12 +212,7 @@ class DailyJob(_Job):
                     keys[e] = entity_keys(seen, e, items, users)
             encodings = {c.name: c.encoding for c in self.spec.categorical}
             item = encodings["item"].load(self.root)
-            try:
-                counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
-            finally:
-                if self.prefetch is not None:
-                    self.prefetch.shutdown(cancel_futures=True)
-                self.priors.clear()
+            counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
         with self.stage("snapshot"):
             columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
             body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}

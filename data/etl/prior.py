@@ -18,7 +18,6 @@ beside the sort of the day's rows and, for the later entities, ahead of their tu
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +53,6 @@ class StatePrior:
     _prefix: dict[str, np.ndarray] = field(default_factory=dict)
 
     _blocks: tuple[np.ndarray, int, int] | None = None
-    _preparing: threading.Lock = field(default_factory=threading.Lock)
 
     def prefix(self, source: str) -> np.ndarray:
         """Prefix sums (length rows + 1) of a label over the retained rows; :data:`WEIGHT` is 1 per row."""
@@ -81,12 +79,10 @@ class StatePrior:
     def prepare(self) -> None:
         """Everything that depends on the state alone (:meth:`blocks`, every label's :meth:`prefix`):
         one linear pass each, which :class:`data.etl.pit.KeyTimeIndex` runs in a thread of its own while
-        it sorts the day's rows (numpy and Polars release the GIL), or the daily job ahead of time;
-        whichever thread comes second waits for the first."""
-        with self._preparing:
-            self.blocks()
-            for source in self.labels:
-                self.prefix(source)
+        it sorts the day's rows (numpy and Polars release the GIL)."""
+        self.blocks()
+        for source in self.labels:
+            self.prefix(source)
 
     def attach(self, keys: pl.Series, t: np.ndarray, windows: Sequence[str]) -> AttachedPrior:
         """Search positions for queries with ``keys`` at epoch-ms times ``t``: per query, its key's
