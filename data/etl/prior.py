@@ -12,7 +12,9 @@ The work per day grows with the day's rows (and one linear pass per label over t
 for the keys' block times), not with a sort of the history: the sorted merge suggested in issue #17
 happens once per day, when the next state is written (:func:`data.etl.state.add_day`). Those linear
 passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
-beside the sort of the day's rows and, for the later entities, ahead of their turn.
+beside the sort of the day's rows. (Preparing every entity's state ahead, in one more thread, was
+tried and measured slower on the shared 2-core VM: one thread more than cores, and every entity's
+buffers alive at once.)
 """
 
 from __future__ import annotations
