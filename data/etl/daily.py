@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.freshness import day_start, snapshot_cutoff
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
+from aptrank.data.etl.pit import THREADS
 from aptrank.data.etl.prior import StatePrior, state_prior
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
@@ -224,7 +226,9 @@ class DailyJob(_Job):
         retained, carry = s.retained, s.carry
         if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
             with self.stage("state"):
-                rows = {e: add_day(r, entity_rows(events, e, self.cfg), ENTITY_KEYS[e]) for e, r in s.retained.items()}
+                with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
+                    merged = pool.map(self.merged_rows, s.retained, [events] * len(s.retained))
+                    rows = dict(zip(s.retained, merged, strict=True))
                 retained, carry = fold(rows, s.carry, cutoff, self.cfg)
                 self.publish(spec, ranges)
                 state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
@@ -247,6 +251,10 @@ class DailyJob(_Job):
         for failure in summary["gates"]["failures"]:
             self.say(f"[etl] GATE FAILED: {failure}")
         return EtlResult(self.root, summary, spec)
+
+    def merged_rows(self, entity: str, events: pl.LazyFrame) -> pl.DataFrame:
+        """The state's retained rows of ``entity`` with the day's merged in (:func:`data.etl.state.add_day`)."""
+        return add_day(self.state.retained[entity], entity_rows(events, entity, self.cfg), ENTITY_KEYS[entity])
 
     def publish(self, spec: FeatureSpec, ranges: dict[str, Any]) -> None:
         """Move the day's part files, snapshot and FeatureSpec into the cumulative folder."""

@@ -162,6 +162,32 @@ class KeyTimeIndex:
         day_zone: str | None = None,
         prior: StatePrior | None = None,
     ) -> None:
+        if prior is not None and first_query:
+            raise ValueError("KeyTimeIndex: a state in front (first_query) or a state by search (prior), not both")
+        with ThreadPoolExecutor(1) as background:  # the state's own passes, while the day's rows are sorted
+            prepared = background.submit(prior.prepare) if prior is not None else None
+            self._index(frame, key, windows, workspace, first_query, day_zone)
+            if prepared is not None:
+                prepared.result()
+        self.prior = None
+        if prior is not None:  # the query rows' keys and times, in sorted order, searched in the state
+            rows = self.targets
+            self.query_keys = frame[key].gather(rows)
+            query_ms = frame["ts"].dt.epoch("ms").to_numpy()[rows]
+            if day_zone is not None:  # daily freshness: the state is searched at the start of the day too
+                query_ms = day_floor_ms(query_ms, day_zone)
+            self.prior = prior.attach(self.query_keys, query_ms, windows)
+
+    def _index(
+        self,
+        frame: pl.DataFrame,
+        key: str,
+        windows: Sequence[str],
+        workspace: Workspace | None,
+        first_query: int,
+        day_zone: str | None,
+    ) -> None:
+        """The day's own rows: sort order, key blocks, query times and each window's first row."""
         ws = self.ws = workspace or Workspace()
         n = self.rows = frame.height
         self.first_query = first_query
@@ -205,16 +231,6 @@ class KeyTimeIndex:
             self.query_t = self.query_t[queries]
         with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in searchsorted
             self.lo = dict(zip(windows, pool.map(self._window_start, windows), strict=True))
-        self.prior = None
-        if prior is not None:  # the query rows' keys and times, in sorted order, searched in the state
-            if first_query:
-                raise ValueError("KeyTimeIndex: a state in front (first_query) or a state by search (prior), not both")
-            rows = self.targets
-            self.query_keys = frame[key].gather(rows)
-            query_ms = frame["ts"].dt.epoch("ms").to_numpy()[rows]
-            if day_zone is not None:  # daily freshness: the state is searched at the start of the day too
-                query_ms = day_floor_ms(query_ms, day_zone)
-            self.prior = prior.attach(self.query_keys, query_ms, windows)
 
     def _window_start(self, window: str) -> np.ndarray:
         ms = window_ms(window)

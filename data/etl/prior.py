@@ -8,9 +8,13 @@ entity's retained rows in (key, ts) order, so the second part is two binary sear
 and window into them (the key's block, then the window's first row) and a difference of prefix
 sums; the ``all`` window adds the key's carry row (running totals of the rows no window reaches).
 History lists (:mod:`data.etl.history`) add the user's retained positives in front of the day's.
-The work per day grows with the day's rows (and one linear prefix pass per label over the state),
-not with a sort of the history: the sorted merge suggested in issue #17 happens once per day, when
-the next state is written (:func:`data.etl.state.add_day`).
+The work per day grows with the day's rows (and one linear pass per label over the state, plus one
+for the keys' block times), not with a sort of the history: the sorted merge suggested in issue #17
+happens once per day, when the next state is written (:func:`data.etl.state.add_day`). Those linear
+passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
+beside the sort of the day's rows. (Preparing every entity's state ahead, in one more thread, was
+tried and measured slower on the shared 2-core VM: one thread more than cores, and every entity's
+buffers alive at once.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, window_ms
 from aptrank.data.etl.labels import label_column
-from aptrank.data.etl.pit import WEIGHT, search_sorted_queries
+from aptrank.data.etl.pit import WEIGHT, key_codes, search_sorted_queries
 from aptrank.data.etl.state import DayState, longest_window_ms
 from aptrank.data.schema import TS_DTYPE
 
@@ -50,6 +54,8 @@ class StatePrior:
     that put them in front of the day's rows instead (Spark)."""
     _prefix: dict[str, np.ndarray] = field(default_factory=dict)
 
+    _blocks: tuple[np.ndarray, int, int] | None = None
+
     def prefix(self, source: str) -> np.ndarray:
         """Prefix sums (length rows + 1) of a label over the retained rows; :data:`WEIGHT` is 1 per row."""
         if source not in self._prefix:
@@ -57,6 +63,28 @@ class StatePrior:
             np.cumsum(self.labels[source], dtype=np.uint32, out=out[1:])
             self._prefix[source] = out
         return self._prefix[source]
+
+    def blocks(self) -> tuple[np.ndarray, int, int]:
+        """Per retained row the composite time ``block * span + ts - first`` (sorted, as the rows are in
+        (key, ts) order; ``block`` = the row's key's rank), with ``first`` the earliest ts and ``span``
+        the ts range + 2, so that each key's rows occupy their own range. Computed once per state."""
+        if self._blocks is None:
+            first = int(self.ts.min()) if len(self.ts) else 0
+            span = int(self.ts.max()) - first + 2 if len(self.ts) else 2
+            composite = key_codes(self.keys, np.iinfo(np.int64).max // span - 1)  # the key's rank, or key - min
+            composite *= span
+            composite += self.ts
+            composite -= first
+            self._blocks = composite, first, span
+        return self._blocks
+
+    def prepare(self) -> None:
+        """Everything that depends on the state alone (:meth:`blocks`, every label's :meth:`prefix`):
+        one linear pass each, which :class:`data.etl.pit.KeyTimeIndex` runs in a thread of its own while
+        it sorts the day's rows (numpy and Polars release the GIL)."""
+        self.blocks()
+        for source in self.labels:
+            self.prefix(source)
 
     def attach(self, keys: pl.Series, t: np.ndarray, windows: Sequence[str]) -> AttachedPrior:
         """Search positions for queries with ``keys`` at epoch-ms times ``t``: per query, its key's
@@ -77,24 +105,24 @@ class StatePrior:
         found[inside] = (
             (self.carry_keys.gather(pos[inside]) == distinct.filter(pl.Series(inside))).fill_null(False).to_numpy()
         )
-        start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
         lo = {}
-        if len(self.ts):
-            first, span = int(self.ts.min()), int(self.ts.max()) - int(self.ts.min()) + 2
-            composite = self.keys.rle_id().to_numpy().astype(np.int64)  # per row its key's block
-            after_last = int(composite[-1]) + 1  # the block of keys after every retained key
-            query_block = np.where(start < len(composite), composite[np.minimum(start, len(composite) - 1)], after_last)
-            query_block *= span  # a key without rows: the start of the next key's block, so `since` stays sorted
-            composite *= span  # block * span + ts - first: sorted, as the rows are in (key, ts) order
-            composite += self.ts
-            composite -= first
-            present = start < end
-            for w in windows:
-                if (ms := window_ms(w)) is not None:
-                    since = query_block + np.where(present, np.clip(t - ms - first, 0, span - 1), 0)
-                    sorted_ = _is_sorted(since)  # the block-wise search needs sorted queries
-                    hit = search_sorted_queries(composite, since) if sorted_ else np.searchsorted(composite, since)
-                    lo[w] = np.clip(hit, start, end)
+        if len(self.ts):  # per distinct key the block of its first row (or the one after the last key's)
+            composite, first, span = self.blocks()
+            after_last = int(composite[-1]) // span + 1
+            rows = len(composite)
+            key_block = np.where(start < rows, composite[np.minimum(start, rows - 1)] // span, after_last)
+            # a key without rows: the start of the next key's block, so `since` stays sorted
+            query_block, present = key_block[run] * span, (start < end)[run]
+        start, end, carry_row = start[run], end[run], np.where(found, pos, -1)[run]
+        for w in windows if len(self.ts) else ():
+            if (ms := window_ms(w)) is not None:
+                offset = np.subtract(t, ms + first)
+                np.minimum(np.maximum(offset, 0, out=offset), span - 1, out=offset)
+                offset[~present] = 0
+                since = np.add(offset, query_block, out=offset)
+                sorted_ = _is_sorted(since)  # the block-wise search needs sorted queries
+                hit = search_sorted_queries(composite, since) if sorted_ else np.searchsorted(composite, since)
+                lo[w] = np.minimum(np.maximum(hit, start, out=hit), end, out=hit)
         return AttachedPrior(self, distinct, run, start, end, lo, carry_row)
 
 
@@ -116,12 +144,18 @@ class AttachedPrior:
     lo: dict[str, np.ndarray]
     carry_row: np.ndarray
     """Per query: its key's carry row, -1 when it has none."""
+    _upto: dict[str, np.ndarray] = field(default_factory=dict)
 
     def sums(self, source: str, window: str) -> np.ndarray:
         """Per query: the sum of ``source`` over its key's state rows in the window (UInt32)."""
-        prefix = None if source == WEIGHT else self.state.prefix(source)
         lo = self.lo.get(window, self.start)  # `all`: the key's whole block
-        out = (self.end - lo).astype(np.uint32) if prefix is None else prefix[self.end] - prefix[lo]
+        if source == WEIGHT:
+            out = (self.end - lo).astype(np.uint32)
+        else:  # the prefix at the block's end is the same for every window: gathered once per source
+            prefix = self.state.prefix(source)
+            if source not in self._upto:
+                self._upto[source] = prefix[self.end]
+            out = self._upto[source] - prefix[lo]
         if window_ms(window) is None and len(self.state.carry_keys):
             has = self.carry_row >= 0
             out[has] += self.state.carry[source][self.carry_row[has]]

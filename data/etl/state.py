@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
 from aptrank.data.etl.labels import label_column
-from aptrank.data.etl.pit import WEIGHT
+from aptrank.data.etl.pit import THREADS, WEIGHT
 from aptrank.data.spec import FeatureSpec
 
 STATE_VERSION = 3
@@ -89,6 +90,10 @@ def present_entities(columns: list[str]) -> dict[str, str]:
     return {e: k for e, k in ENTITY_KEYS.items() if k in columns}
 
 
+def _write_uncompressed(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_ipc(path, compression="uncompressed")
+
+
 @dataclass
 class DayState:
     day: dt.date
@@ -110,11 +115,11 @@ class DayState:
         folder = root / self.day.isoformat()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        for entity, frame in self.carry.items():
-            frame.write_ipc(folder / carry_file(entity), compression="uncompressed")
-            self.retained[entity].write_ipc(folder / retained_file(entity), compression="uncompressed")
-        for entity, frame in self.keys.items():
-            frame.write_ipc(folder / keys_file(entity), compression="uncompressed")
+        files = [(frame, folder / carry_file(e)) for e, frame in self.carry.items()]
+        files += [(frame, folder / retained_file(e)) for e, frame in self.retained.items()]
+        files += [(frame, folder / keys_file(e)) for e, frame in self.keys.items()]
+        with ThreadPoolExecutor(THREADS) as pool:  # Polars writes without the GIL
+            list(pool.map(_write_uncompressed, *zip(*files, strict=True)))
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
