@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.tiny import TINY_MMOE
+from tests.tiny import TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES_LINE = 'overrides = ["train.epochs=1"]'
@@ -32,7 +32,7 @@ def readme_example() -> str:
 def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = readme_example()
     assert OVERRIDES_LINE in code, f"README example: expected the line {OVERRIDES_LINE!r} (the test shrinks the model)"
-    code = code.replace(OVERRIDES_LINE, f"overrides = {TINY_MMOE!r}")
+    code = code.replace(OVERRIDES_LINE, f"overrides = {TINY_DEMO!r}")
     # the example runs from the repository root: give the temp dir its data sample and configs
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "samples").symlink_to(ROOT / "data" / "samples")

@@ -1,5 +1,6 @@
-"""What several test modules share: the overrides of a tiny MMoE job on the shipped sample, and the
-command line that runs the ``aptrank`` CLI in a child process."""
+"""What several test modules share: the overrides of a tiny MMoE job and of a tiny job of the demo's
+architecture (PLE, ``configs/demo.yaml``) on the shipped sample, and the command line that runs the
+``aptrank`` CLI in a child process."""
 
 from __future__ import annotations
 
@@ -15,4 +16,14 @@ TINY_MMOE = [
     "train.batch_size=256",
     "train.threads=1",
 ]
+TINY_DEMO = [
+    "model.embedding_dim=4",
+    "model.expert_hidden=[8]",
+    "model.tower_hidden=[4]",
+    "model.ple_shared_experts=1",
+    "train.epochs=1",
+    "train.batch_size=256",
+    "train.threads=1",
+]
+"""``configs/demo.yaml`` shrunk: its architecture (PLE, one level) with tiny sizes, one epoch."""
 CLI = [sys.executable, "-m", "aptrank.pipeline.cli"]

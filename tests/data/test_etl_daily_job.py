@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import CLI, TINY_MMOE
+from tests.tiny import CLI, TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(workdir: Path, date: str) -> tuple[int, dict]:
-    overrides = [*TINY_MMOE, "train.max_steps_per_epoch=4", "gate.floor_margin=-1"]  # a 4-step model: no floor
+    overrides = [*TINY_DEMO, "train.max_steps_per_epoch=4", "gate.floor_margin=-1"]  # a 4-step model: no floor
     cmd = [*CLI, "run", "--config", str(ROOT / "configs" / "demo.yaml"), "--workdir", str(workdir), "--date", date]
     cmd += [x for o in overrides for x in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -122,7 +122,7 @@ def test_etl_and_generator_sections_refuse_wrong_types_at_load(tmp_path: Path) -
 
 def test_sections_are_typed_and_parsed_once(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "demo.yaml")
-    assert isinstance(cfg.mtl, MTLConfig) and isinstance(cfg.model, MMoEConfig) and cfg.arch == "mmoe"
+    assert isinstance(cfg.mtl, MTLConfig) and isinstance(cfg.model, PLEConfig) and cfg.arch == "ple"
     assert cfg.mtl.method == "mgda" and cfg.mtl.apt.momentum is True and cfg.model.expert_hidden == (64,)
     assert cfg.mtl_seeded.seed == cfg.seed == 7 and cfg.model_seeded.seed == 7  # unset: the job's seed
     own = load_config(None, ["seed=3", "mtl.seed=5", "model.seed=6"])

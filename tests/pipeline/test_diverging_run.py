@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import CLI, TINY_MMOE
+from tests.tiny import CLI, TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 """The demo job: MGDA + AdamW + APT momentum; at ``lr: 1e6`` its shared gradient overflows within steps."""
-SMALL = [*TINY_MMOE, "mtl.method=mgda", "train.max_steps_per_epoch=10"]
+SMALL = [*TINY_DEMO, "mtl.method=mgda", "train.max_steps_per_epoch=10"]
 
 
 def cli(args: list[str], overrides: list[str]) -> tuple[int, list[str], dict]:

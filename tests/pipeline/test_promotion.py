@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from aptrank.pipeline.gate import below_floor, decide
-from tests.tiny import CLI, TINY_MMOE
+from tests.tiny import CLI, TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "kuairand-demo"
-FAST = [*TINY_MMOE, "train.max_steps_per_epoch=3", "scoring.fold_rows=0"]
+FAST = [*TINY_DEMO, "train.max_steps_per_epoch=3", "scoring.fold_rows=0"]
 
 
 def run_job(workdir: Path, features: Path, overrides: list[str], kill_after: str | None = None) -> tuple[int, dict]:

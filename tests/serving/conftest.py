@@ -78,14 +78,19 @@ def model_path(run_dir: Path, etl_dir: Path, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def other_model_path(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second version of ``model_path``: every tower's output bias raised by 0.5 in the ONNX graph
-    (same FeatureSpec and metadata, different scores)."""
+    (same FeatureSpec and metadata, different scores): ``towers.K.out.bias``, or the export's stacked
+    towers' last bias, one [T, 1, 1] tensor (:class:`aptrank.models.layers.StackedTowers`)."""
     import onnx
     from onnx import numpy_helper
 
     proto = onnx.load(str(model_path))
+    raised = 0
     for init in proto.graph.initializer:
-        if init.name.endswith(".out.bias"):
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+        value = numpy_helper.to_array(init)
+        if init.name.endswith(".out.bias") or ("bias" in init.name and value.ndim == 3 and value.shape[1:] == (1, 1)):
+            init.CopyFrom(numpy_helper.from_array(value + 0.5, init.name))
+            raised += 1
+    assert raised, f"no tower output bias among {[i.name for i in proto.graph.initializer]}"
     out = tmp_path_factory.mktemp("onnx1") / "model.onnx"
     onnx.save(proto, str(out))
     return signed(out)

@@ -94,6 +94,34 @@ def answered(client: Client, path: str) -> tuple[int, Any]:
             time.sleep(0.02)
 
 
+def test_connections_beyond_the_cap_wait_for_a_free_slot(server: ServeProcess) -> None:
+    """400 silent sockets against 2 workers x 32 slots: the rest wait in the accept queue, so a new
+    client is answered only once the header deadline (2 s) has dropped silent ones, and then it is.
+    (100 sockets were answered at once in one run: granian admits somewhat more than the nominal
+    slots, so the test stays well beyond them.)"""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(400)]
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        status = Client(server.port).request("GET", "/healthz")[0]
+        waited = time.monotonic() - t0
+    finally:
+        for s in idle:
+            s.close()
+    assert status == 200 and waited > 1.0, f"answered after {waited:.2f} s"
+    assert Client(server.port).request("GET", "/healthz")[0] == 200
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error: ") and text in lines[-1], lines
+
+
 def test_a_killed_worker_is_respawned_and_readiness_follows_capacity(server: ServeProcess) -> None:
     client = Client(server.port)
     victim = server.worker_pids()[0]
@@ -131,34 +159,6 @@ def test_a_worker_killed_again_and_again_is_respawned_with_backoff_never_given_u
     assert waited[1] >= 0.9 and waited[2] >= 1.9, waited
     assert wait_ready(server.port, 90), "the worker was given up"
     assert len(server.worker_pids()) == 2 and client.rank({"user_id": 712, "item_ids": [5239]})[0] == 200
-
-
-def test_connections_beyond_the_cap_wait_for_a_free_slot(server: ServeProcess) -> None:
-    """400 silent sockets against 2 workers x 32 slots: the rest wait in the accept queue, so a new
-    client is answered only once the header deadline (2 s) has dropped silent ones, and then it is.
-    (100 sockets were answered at once in one run: granian admits somewhat more than the nominal
-    slots, so the test stays well beyond them.)"""
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(400)]
-    try:
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        status = Client(server.port).request("GET", "/healthz")[0]
-        waited = time.monotonic() - t0
-    finally:
-        for s in idle:
-            s.close()
-    assert status == 200 and waited > 1.0, f"answered after {waited:.2f} s"
-    assert Client(server.port).request("GET", "/healthz")[0] == 200
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr and lines[-1].startswith("error: ") and text in lines[-1], lines
 
 
 def test_start_up_errors_are_one_line_with_their_exit_code(model_path: Path, etl_dir: Path, tmp_path: Path) -> None:
