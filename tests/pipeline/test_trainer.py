@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from aptrank.pipeline import checkpoint
-from aptrank.pipeline.config import ConfigError, load_config
+from aptrank.pipeline.config import ConfigError, JobConfig, load_config
 from aptrank.pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
 from tests.tiny import CLI
 
@@ -68,17 +68,29 @@ def test_same_seed_same_metrics_other_seed_differs(etl_dir: Path, tmp_path: Path
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(etl_dir: Path, tmp_path: Path) -> None:
-    cfg = _cfg("train.epochs=3", "seed=1")
+    trainer = _poisoned_trainer(_cfg("train.epochs=3", "seed=1"), etl_dir, tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0: non-finite loss for task\(s\) \['like'\]"):
+        trainer.fit()
+    _assert_last_checkpoint_is_finite_epoch_0(tmp_path / "nan")
+
+
+def _poisoned_trainer(cfg: JobConfig, etl_dir: Path, out: Path, skipped_before: int | None = None) -> Trainer:
+    """A trainer whose ``like`` tower weights turn NaN at every epoch's end (``skipped_before``: the
+    skipped-step count the epoch record must show then)."""
     trainer: Trainer
 
     def poison(epoch: int, record: dict) -> None:
+        if skipped_before is not None:
+            assert record["skipped_steps"] == skipped_before
         with torch.no_grad():
             trainer.model.towers[1].out.weight.fill_(float("nan"))
 
-    trainer = Trainer(cfg, etl_dir, tmp_path / "nan", TrainCallbacks(on_epoch_end=poison), progress=False)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0: non-finite loss for task\(s\) \['like'\]"):
-        trainer.fit()
-    state = checkpoint.load(checkpoint.last_path(tmp_path / "nan"))
+    trainer = Trainer(cfg, etl_dir, out, TrainCallbacks(on_epoch_end=poison), progress=False)
+    return trainer
+
+
+def _assert_last_checkpoint_is_finite_epoch_0(out: Path) -> None:
+    state = checkpoint.load(checkpoint.last_path(out))
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
@@ -176,14 +188,7 @@ def test_baselines_give_delta_m(etl_dir: Path, tmp_path: Path) -> None:
 
 def test_skipped_non_finite_steps_are_counted_and_stop_the_run_after_n_in_a_row(etl_dir: Path, tmp_path: Path) -> None:
     cfg = _cfg("train.epochs=3", "seed=1", "mtl.nonfinite=skip", "mtl.max_skipped_in_a_row=3")
-    trainer: Trainer
-
-    def poison(epoch: int, record: dict) -> None:
-        assert record["skipped_steps"] == 0
-        with torch.no_grad():
-            trainer.model.towers[1].out.weight.fill_(float("nan"))
-
-    trainer = Trainer(cfg, etl_dir, tmp_path / "skip", TrainCallbacks(on_epoch_end=poison), progress=False)
+    trainer = _poisoned_trainer(cfg, etl_dir, tmp_path / "skip", skipped_before=0)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0: 3 steps in a row skipped .*'like'"):
         trainer.fit()
     assert trainer.optimizer.skipped_steps == 3
@@ -193,15 +198,7 @@ def test_non_finite_weights_are_never_checkpointed(etl_dir: Path, tmp_path: Path
     """NaN weights with every step skipped (so no loss check fires): the epoch's end refuses them,
     and the last checkpoint stays the finite one of the epoch before."""
     cfg = _cfg("train.epochs=3", "seed=1", "mtl.nonfinite=skip", "mtl.max_skipped_in_a_row=100000")
-    trainer: Trainer
-
-    def poison(epoch: int, record: dict) -> None:
-        with torch.no_grad():
-            trainer.model.towers[1].out.weight.fill_(float("nan"))
-
-    trainer = Trainer(cfg, etl_dir, tmp_path / "w", TrainCallbacks(on_epoch_end=poison), progress=False)
+    trainer = _poisoned_trainer(cfg, etl_dir, tmp_path / "w")
     with pytest.raises(NonFiniteLossError, match=r"epoch 1: non-finite weights in \['towers\.1\.out\.weight'\]"):
         trainer.fit()
-    state = checkpoint.load(checkpoint.last_path(tmp_path / "w"))
-    assert state["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    _assert_last_checkpoint_is_finite_epoch_0(tmp_path / "w")
