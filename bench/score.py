@@ -211,7 +211,7 @@ class PyfuncScorer:
     """The registered scorer model (``mlflow.pyfunc.load_model``) behind the ``Scorer`` interface
     that :func:`serving.batch.score_chunks` calls: each chunk goes through ``predict`` as a pandas
     frame of the raw columns (``ts`` naive UTC, as MLflow's datetime type takes it). The pyfunc does
-    not report missing-row or OOV counts, so its ``Encoded`` is empty."""
+    not report missing-row or OOV counts, so its ``LookupCounts`` holds only the rows."""
 
     def __init__(self, model: object, task_names: tuple[str, ...], context: list[str]) -> None:
         self.model = model
@@ -223,15 +223,14 @@ class PyfuncScorer:
         return [f"p_{t}" for t in self.task_names] + ["score"]
 
     def score(self, chunk: pl.DataFrame) -> object:
-        from aptrank.serving.encoded import Encoded
+        from aptrank.serving.encoded import LookupCounts
         from aptrank.serving.scorer import Scored
 
         frame = chunk.select(self.columns).with_columns(pl.col("ts").dt.replace_time_zone(None)).to_pandas()
         out = self.model.predict(frame)  # type: ignore[attr-defined]
         names = self.output_columns()
         probs = out[names[:-1]].to_numpy(np.float32)
-        empty = Encoded({"categorical": np.zeros((len(out), 0), np.int64)}, {}, ())
-        return Scored(probs, out[names[-1]].to_numpy(np.float64), empty)
+        return Scored(probs, out[names[-1]].to_numpy(np.float64), LookupCounts(len(out)))
 
 
 def pyfunc_scorer(prep: Prepared, source: Path, work: Path, task_names: tuple[str, ...]) -> PyfuncScorer:

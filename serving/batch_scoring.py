@@ -130,8 +130,8 @@ def score_frame(scorer: Scorer, chunk: pl.DataFrame) -> ScoredFrame:
         chunk.height,
         out if all_finite else out.filter(pl.Series(finite)),
         bad,
-        scored.encoded.missing_rows,
-        scored.encoded.oov,
+        scored.lookup.missing_rows,
+        scored.lookup.oov,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,3 +39,24 @@ class Encoded:
             {k: v[start:stop] for k, v in self.missing.items()},
             self.categorical_names,
         )
+
+    def counts(self) -> LookupCounts:
+        """What a scorer reports of these candidates: rows, missing rows and OOV counts."""
+        return LookupCounts(self.rows, self.missing_rows, self.oov)
+
+
+@dataclass(frozen=True)
+class LookupCounts:
+    """Per scored batch: candidates, per entity those without a snapshot row, per categorical
+    feature those encoded to the OOV row (the sums over the batch's blocks, ``+``)."""
+
+    rows: int = 0
+    missing_rows: dict[str, int] = field(default_factory=dict)
+    oov: dict[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: LookupCounts) -> LookupCounts:
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
+
+        missing = add(self.missing_rows, other.missing_rows)
+        return LookupCounts(self.rows + other.rows, missing, add(self.oov, other.oov))

@@ -164,7 +164,7 @@ class RankService:
             {"item_id": request.item_ids[i], "score": s, "probabilities": dict(zip(tasks, p, strict=True))}
             for i, s, p in zip(order.tolist(), scores, probs, strict=True)
         ]
-        enc = scored.encoded
+        enc = scored.lookup
         missing, oov = enc.missing_rows, enc.oov
         self.metrics.candidates.inc(enc.rows)
         self.metrics.add_counts(self.metrics.missing_rows, missing)

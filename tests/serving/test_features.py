@@ -60,6 +60,26 @@ def test_batch_composition_does_not_change_a_row(features: CandidateFeatures, ca
             assert np.array_equal(one.arrays[name][0], whole.arrays[name][i])
 
 
+@pytest.mark.parametrize("unknowns", [False, True], ids=["all-known", "with-unknowns"])
+def test_blocks_are_the_whole_encoding_sliced(
+    features: CandidateFeatures, candidates: pl.DataFrame, unknowns: bool
+) -> None:
+    frame = _with_unknowns(candidates) if unknowns else candidates
+    whole = features.encode(frame)
+    blocks = list(features.encode_blocks(frame, 1024))
+    assert [b.rows for b in blocks] == [1024, 1024, frame.height - 2048]
+    for name in INPUT_NAMES:
+        assert np.array_equal(np.concatenate([b.arrays[name] for b in blocks]), whole.arrays[name]), name
+    total = blocks[0].counts() + blocks[1].counts() + blocks[2].counts()
+    assert total == whole.counts()
+    assert total.missing_rows["user"] == (2 if unknowns else 0)
+    empty = list(features.encode_blocks(frame.head(0), 1024))
+    assert [b.counts() for b in empty] == [features.encode(frame.head(0)).counts()]
+    assert empty[0].counts().missing_rows == {"user": 0, "item": 0, "author": 0}
+    with pytest.raises(ValueError, match="block_rows must be >= 1"):
+        next(features.encode_blocks(frame, 0))
+
+
 def test_features_are_split_by_what_they_read(features: CandidateFeatures) -> None:
     sides = features.sides
     assert {sides[f] for f in ("user", "user_clicked_items", "user_7d_click_rate", "register_days")} == {USER}

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import polars as pl
 import pytest
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.fusion import Fusion, parse_weights
 from aptrank.serving.onnx_model import load_onnx
+from aptrank.serving.scorer import SCORE_BLOCK_ROWS, Scorer
 from tests.serving.model_files import signed
 
 
@@ -50,6 +52,21 @@ def test_load_refuses_missing_or_incomplete_models(model_path: Path, tmp_path: P
         load_onnx(_rewrite(model_path, tmp_path / "b.onnx", feature_spec_hash="0" * 64))
     with pytest.raises(ModelLoadError, match="must be tasks of the FeatureSpec"):
         load_onnx(_rewrite(model_path, tmp_path / "c.onnx", task_names=json.dumps(["click", "share"])))
+
+
+def test_a_chunk_is_scored_in_blocks_with_the_same_bits(scorer: Scorer, candidates: pl.DataFrame) -> None:
+    """Above ``SCORE_BLOCK_ROWS`` the scorer encodes and runs the model block by block: the same
+    probabilities, scores and lookup counts as one encoding of the whole frame."""
+    frame = pl.concat([candidates] * (2 * SCORE_BLOCK_ROWS // candidates.height + 1)).head(2 * SCORE_BLOCK_ROWS + 5)
+    scored = scorer.score(frame)
+    whole = scorer.features.encode(frame)
+    expected = scorer.model.predict(whole.arrays)
+    assert scored.probabilities.shape == (frame.height, len(scorer.task_names))
+    assert np.array_equal(scored.probabilities, expected)
+    assert np.array_equal(scored.score, scorer.fusion.score(expected))
+    assert scored.lookup == whole.counts() and scored.lookup.rows == frame.height
+    empty = scorer.score(frame.head(0))
+    assert empty.probabilities.shape == (0, len(scorer.task_names)) and empty.lookup.rows == 0
 
 
 def test_fusion_is_the_weighted_sum() -> None:
