@@ -68,6 +68,23 @@ thread the lookup's fresh ~170 MB of arrays per chunk cost 0.34 us/row of page-f
 205-229k), the first layer's bias folded into the tables so that one Gemm adds the folded sum (-1%,
 noise).
 
+Around the graph (issue #15, PLE demo): the scorer used to encode a whole 131,072-row chunk at
+once, and its input arrays (~1.3 KB a row, each one 21-42 MB, above glibc's 32 MB mmap threshold)
+were fresh pages on every chunk: on one thread, lookup then model per chunk, the lookup took 0.30
+user + 0.64-1.12 system CPU us/row (0.012 minor faults a row); in 16,384-row blocks
+(``serving.scorer.SCORE_BLOCK_ROWS``, ``CandidateFeatures.encode_blocks``) 0.37 user + 0.00-0.01
+system, the same bits (the model calls are the same 128-row calls). The request side's log1p went
+from ``math.log1p`` per element (0.18 us/row) to Polars' own vectorised log1p (bit-equal by
+construction). The PyTorch baseline runs the same pipeline, so it gains the page-fault time too.
+What is left is the graph (3.3-3.5 of ~4.3 CPU us/row on one thread): the first GEMM's 137 x 329
+multiply-adds a row take 0.7-0.8 us, near an AVX-512 core's fp32 peak (an estimate), and folding
+the four large tables too (``fold_rows=20000``: the 17k-row user table alone) makes the tables
+225 MB and the graph slower (3.94-3.98 against 3.35-3.48 us). The next step is the per-user
+pre-pooled history (the sequence gather, its index arithmetic and sum, and 32 of the GEMM's 137
+inputs: ~0.6-0.8 us/row), which changes the graph's inputs (a user row in place of the history),
+so contract 5, the parity rows (training examples have point-in-time histories, not the
+snapshot's) and the online path with it.
+
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
 """

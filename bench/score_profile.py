@@ -1,8 +1,8 @@
 """Where the ONNX scoring path spends its time, per stage and per graph node (``bench/score.py``'s
-setup: the demo MMoE exported through the parity gate, the sample's real candidates).
+setup: the demo model, PLE, exported through the parity gate, the sample's real candidates).
 
 Per stage, in CPU microseconds per row on one thread (the process CPU time, so that jobs sharing
-the cores do not count): Parquet read, reject checks, feature lookup (``CandidateFeatures.encode``),
+the cores do not count): Parquet read, reject checks, feature lookup (``CandidateFeatures.encode_blocks``),
 onnxruntime (``OnnxModel.predict``), fusion and output columns, Parquet write. Per node: the
 onnxruntime profiler (``SessionOptions.enable_profiling``, https://onnxruntime.ai/docs/performance/
 tune-performance/profiling-tools.html) over the same rows, each node's share of the kernel time.
@@ -33,12 +33,13 @@ def stage_times(
     model_path: Path, features: Path, weights: dict[str, float], source: Path, out: Path
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(CPU microseconds per row of each stage of ``serving.batch_scoring.score_frame`` + the write,
-    the first chunk's model inputs)."""
+    the first chunk's model inputs); the lookup and the model alternate by blocks of
+    ``SCORE_BLOCK_ROWS`` rows, as in ``Scorer.score``."""
     import polars as pl
 
     from aptrank.serving.batch_scoring import ParquetSink
     from aptrank.serving.candidates import iter_chunks, reject_reason, scan_candidates
-    from aptrank.serving.scorer import load_scorer
+    from aptrank.serving.scorer import SCORE_BLOCK_ROWS, load_scorer
 
     scorer = load_scorer(model_path, features, weights=weights, threads=1)
     spent: collections.Counter[str] = collections.Counter()
@@ -57,11 +58,15 @@ def stage_times(
         clock = time.process_time()
         reject_reason(chunk)
         lap("reject checks")
-        encoded = scorer.features.encode(chunk)
-        first = encoded.arrays if first is None else first
-        lap("feature lookup")
-        probs = scorer.model.predict(encoded.arrays)
-        lap("onnxruntime")
+        blocks, parts = [], []
+        for encoded in scorer.features.encode_blocks(chunk, SCORE_BLOCK_ROWS):  # as Scorer.score does
+            lap("feature lookup")
+            parts.append(scorer.model.predict(encoded.arrays))
+            blocks.append(encoded.arrays)
+            lap("onnxruntime")
+        probs = np.concatenate(parts)
+        first = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]} if first is None else first
+        clock = time.process_time()  # the first chunk's copy above is the profiler's, not the scorer's
         cols = [pl.Series(f"p_{t}", probs[:, k]) for k, t in enumerate(scorer.task_names)]
         scored = chunk.with_columns(*cols, pl.Series("score", scorer.fusion.score(probs)))
         lap("fusion + columns")
