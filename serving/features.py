@@ -265,13 +265,11 @@ class CandidateFeatures:
         return Encoded(arrays, self._missing(u, i), self.categorical_names)
 
     def encode_blocks(self, candidates: pl.DataFrame, block_rows: int) -> Iterator[Encoded]:
-        """:meth:`encode` of ``candidates`` as consecutive blocks of at most ``block_rows`` rows
-        (the same arrays, sliced). When every user and item has a snapshot row (the common case)
-        each block is encoded on its own, so a large chunk never holds its whole arrays at once:
-        on the 2-vCPU VM, 131,072-row arrays (each one above glibc's 32 MB mmap threshold) were
-        fresh pages on every chunk, 0.6-1.1 CPU us/row of page-fault time (``bench/score.py``),
-        where 16,384-row blocks reuse the allocator's memory. Otherwise the chunk is encoded
-        whole, so the rows without a snapshot row pay the ETL lookup's fixed cost once."""
+        """:meth:`encode` of ``candidates`` as consecutive blocks of at most ``block_rows`` rows (the
+        same arrays, sliced). When every user and item has a snapshot row (the common case) each
+        block is encoded on its own, so a chunk never holds its whole arrays at once (why:
+        ``serving.scorer.SCORE_BLOCK_ROWS``); otherwise the chunk is encoded whole, so the rows
+        without a snapshot row pay the ETL lookup's fixed cost once."""
         if block_rows < 1:
             raise ValueError(f"encode_blocks: block_rows must be >= 1, got {block_rows}")
         self._check(candidates)

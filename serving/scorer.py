@@ -23,14 +23,12 @@ from aptrank.serving.onnx_model import PREDICT_ROWS, OnnxModel, load_onnx
 log = logging.getLogger("aptrank.serve")
 PROBABILITY_PREFIX = "p_"
 SCORE_COLUMN = "score"
-
-
 SCORE_BLOCK_ROWS = 128 * PREDICT_ROWS
 """Candidates encoded and run through the model at a time (:meth:`CandidateFeatures.encode_blocks`):
 the block's input arrays (~1.3 KB a row) stay below glibc's mmap threshold and are reused, where a
-whole 131,072-row chunk's arrays were fresh pages every chunk (0.6-1.1 CPU us/row of page-fault
-time, 15-25% of the ONNX path). A multiple of ``PREDICT_ROWS``: the model calls, so the scores, are
-the same as for the whole chunk."""
+whole 131,072-row chunk's arrays were fresh pages every chunk (2-vCPU VM, two workers: 0.9-1.4
+CPU us/row of system time, 0.14-0.20 in blocks; ``bench/score.py``). A multiple of
+``PREDICT_ROWS``: the model calls, so the scores, are the same as for the whole chunk."""
 
 
 @dataclass(frozen=True)
