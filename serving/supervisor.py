@@ -34,8 +34,12 @@ listeners alive at that moment. Two consequences, measured with 2 workers
 With the shared socket there is one accept queue that outlives every worker: a dying worker loses
 only the connections it had accepted, new ones are never refused while the server runs (they wait
 until a worker accepts them), and beyond ``workers x max_connections`` a new client waits its turn
-behind every queued one, whichever workers are up. The cost: every worker's accept loop watches the
-same socket (each new connection may wake both; one accepts it).
+behind every queued one, whichever workers are up; gunicorn and uvicorn's ``--workers`` share a
+socket bound by the parent alike. The cost: every worker's accept loop watches the same socket and
+whichever wakes first accepts, so connections are not hashed evenly. Measured, 8 keep-alive clients
+onto 2 idle workers: opened one after another, 7/1 or 8/0 in 5 of 8 tries (with ``SO_REUSEPORT``:
+1 of 8, the rest 6/2 to 4/4); opened at once and sending requests, 6/2 to 4/4 in 14 of 16 tries
+(``SO_REUSEPORT``: 7 of 8). ``bench/serve_load.py`` (c=8) is the check on latency.
 """
 
 from __future__ import annotations
