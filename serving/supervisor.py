@@ -13,15 +13,45 @@ after its respawn waits ``first_delay_s``, then twice as long each
 time, up to ``max_delay_s``, and is respawned for as long as the server runs. While a worker is
 missing, ``/readyz`` answers 503 ("1 of 2 workers ready", :func:`serving.app.readiness`), so a load
 balancer routes around the instance's lost capacity instead of the server pretending it is whole.
+
+One listening socket, the server process's, is shared by every worker
+(:meth:`BackoffServer._init_shared_socket`), as granian 2.7 did on Linux and 2.8 does elsewhere.
+granian 2.8 on Linux gives each worker a listener of its own (``SO_REUSEPORT``, granian PR #897),
+bound when the worker starts serving, and the kernel hashes each new connection to one of the
+listeners alive at that moment. Two consequences, measured with 2 workers
+(``tests/serving/online/test_server_respawn.py`` fails on both without the shared socket):
+
+* A worker reports ready (``/readyz`` 200) once its model is loaded; its listener followed 0.02 to
+  0.75 s later (shared 2-core machine). Silent sockets opened in between all queued at the other
+  worker, and once the respawned worker listened, with all its 32 slots free, a new client hashed
+  to it was answered at once: why the cap "did not hold" when its test ran after the worker kills.
+* A worker's listener dies with it: the connections in its accept queue are reset (unless the
+  ``net.ipv4.tcp_migrate_req`` sysctl is 1), and when it was the only listener (the other worker
+  respawned but not listening yet, which ``ss -ltnp`` then shows as one LISTEN line), new
+  connections were refused until one listened: the ~0.1 s of refusals the lifecycle tests met
+  after a kill; with both workers killed, for seconds (2,342 refused connects in the test).
+
+With the shared socket there is one accept queue that outlives every worker: a dying worker loses
+only the connections it had accepted, new ones are never refused while the server runs (they wait
+until a worker accepts them), and beyond ``workers x max_connections`` a new client waits its turn
+behind every queued one, whichever workers are up; gunicorn and uvicorn's ``--workers`` share a
+socket bound by the parent alike. The cost: every worker's accept loop watches the same socket and
+whichever wakes first accepts, so connections are not hashed evenly. Measured, 8 keep-alive clients
+onto 2 idle workers: opened one after another, 7/1 or 8/0 in 5 of 8 tries (with ``SO_REUSEPORT``:
+1 of 8, the rest 6/2 to 4/4); opened at once and sending requests, 6/2 to 4/4 in 14 of 16 tries
+(``SO_REUSEPORT``: 7 of 8). ``bench/serve_load.py`` (c=8) is the check on latency.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 
+from granian.net import SocketSpec
 from granian.server import Server
 
 log = logging.getLogger("aptrank.serve")
@@ -57,6 +87,21 @@ class BackoffServer(Server):  # type: ignore[misc, valid-type]
     def __init__(self, *args: object, backoff: RestartBackoff | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.backoff = backoff or RestartBackoff()
+
+    def _init_shared_socket(self) -> None:
+        """Bind and listen here, in the server process, and hand the socket to every worker (module
+        docstring): granian's own path off Linux (``AbstractServer._init_shared_socket`` with
+        ``MPServer``'s inheritable ``_sso``, passed to spawned workers by file descriptor), plus the
+        ``listen`` that granian leaves to the workers on Linux."""
+        if self.bind_uds or sys.platform != "linux":
+            super()._init_shared_socket()
+            return
+        self._ssp = None  # workers then take the shared socket (granian's ``(spec, holder)`` pair)
+        self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
+        self._sfd = self._shd.get_fd()
+        self._sso = socket.socket(fileno=self._sfd)
+        self._sso.set_inheritable(True)
+        self._sso.listen(self.backlog)
 
     def _serve_loop(self, spawn_target, target_loader) -> None:  # granian's signature
         due: dict[int, float] = {}  # worker index -> when to respawn it

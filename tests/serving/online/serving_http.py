@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -148,6 +149,35 @@ def wait_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) 
             pass
         time.sleep(0.2)
     return False
+
+
+def assert_clients_wait_beyond_the_cap(port: int, silent: int = 400, clients: int = 8, wait_s: float = 1.0) -> None:
+    """``silent`` sockets that never send a byte (far beyond the workers' connection slots), then,
+    1 s later, ``clients`` new clients, whose connections the kernel places as it likes: none is
+    answered within ``wait_s`` while the silent sockets are open (they hold every slot, the rest
+    queue ahead), and every one is answered 200 once they close. Order, not latency, is asserted."""
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(silent)]
+    answers: list[tuple[int, float]] = []
+
+    def ask() -> None:
+        status = Client(port).request("GET", "/healthz")[0]
+        answers.append((status, time.monotonic()))
+
+    threads = [threading.Thread(target=ask) for _ in range(clients)]
+    try:
+        time.sleep(1.0)  # every worker that is up is listening by now, whatever /readyz said
+        for t in threads:
+            t.start()
+        time.sleep(wait_s)
+        unanswered_until = time.monotonic()
+    finally:
+        for s in idle:
+            s.close()
+    for t in threads:
+        t.join(timeout=60)
+    assert [status for status, _ in answers] == [200] * clients, answers
+    early = [round(unanswered_until - at, 2) for _, at in answers if at <= unanswered_until]
+    assert not early, f"{len(early)} of {clients} clients beyond the cap answered, up to {max(early)} s early"
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:
