@@ -7,6 +7,7 @@ evaluation, equal to the job's own served evaluation of the cell's exported mode
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,32 @@ def test_report_has_variant_tables_lightgbm_rows_and_the_comparison(grid: dict[s
         assert v["delta"] == pytest.approx(record.served[task]["auc"] - lgbm.served[task]["auc"], abs=1e-12)
         assert v["mark"] == 0  # one seed: no standard error, no mark
     assert row["beats"] is False
+
+
+def test_valid_ranking_script_orders_rows_by_the_runs_validation_auc(grid: dict[str, Any]) -> None:
+    """scripts/grid_valid_ranking.py (how a search picks its winner) in a real process: one line per
+    row, multi-task rows by their MLflow ``final/valid/mean_auc`` (highest first), LightGBM (no
+    validation figures) last; a folder without a grid run is refused with exit code 2."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "scripts" / "grid_valid_ranking.py")]
+    out = subprocess.run([*script, str(grid["work"])], capture_output=True, text=True, env=env, check=True).stdout
+    lines = [line.split(" | ") for line in out.splitlines() if line.startswith("| syn/")]
+    client = MlflowClient(f"sqlite:///{grid['work'] / 'mlflow.db'}")
+    records = grid["records"]
+    valid = {
+        v: client.get_run(records[f"syn/{v}/mmoe/ew/adamw/apt-on/seed0"].run_id).data.metrics["final/valid/mean_auc"]
+        for v in ("dated", "dated-wide", "smooth")
+    }
+    expected = [f"syn/{v}/mmoe/ew/adamw/apt-on" for v in sorted(valid, key=lambda v: -valid[v])]
+    assert [cells[0].removeprefix("| ") for cells in lines[:3]] == expected
+    for cells in lines[:3]:
+        variant = cells[0].split("/")[1]
+        assert cells[1] == "1" and float(cells[2].split(" ± ")[0]) == pytest.approx(valid[variant], abs=5e-5)
+    lightgbm_rows = sorted(f"| syn/{v}/lightgbm" for v in ("dated", "dated-wide", "smooth"))
+    assert sorted(cells[0] for cells in lines[3:]) == lightgbm_rows
+    assert all(cells[2] == "–" for cells in lines[3:])
+    bad = subprocess.run([*script, str(grid["work"] / "cells")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "parent_run.json" in bad.stderr

@@ -1,0 +1,79 @@
+"""Rank a grid's rows by their validation AUC: how a hyper-parameter search picks its winner.
+
+The grid report (``aptrank experiment``) shows test figures only; choosing a setting by them would
+fit the test day. Each cell's MLflow child run also holds the validation metrics of its best epoch
+(``final/valid/<task>/auc``, ``final/valid/mean_auc``: the epoch that early stopping kept, chosen on
+the same split). This prints one line per row (table, arch, method, optimizer, APT), sorted by the
+mean over seeds of the validation mean AUC, with the per-task validation AUC and, for reference,
+the served test AUC (mean ± std over seeds, :class:`aptrank.pipeline.experiment.stats.Stat`).
+Single-task baselines are left out; LightGBM, which logs no validation figures, comes last:
+
+    .venv/bin/python scripts/grid_valid_ranking.py WORKDIR
+
+WORKDIR is the grid's ``--workdir`` (its ``parent_run.json`` names the MLflow store and parent run).
+Exit code 2 when WORKDIR holds no grid run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from aptrank.pipeline.experiment.cells import BASELINE_ARCH
+from aptrank.pipeline.experiment.mlflow_runs import PARENT_FILE, PARENT_TAG
+from aptrank.pipeline.experiment.stats import Stat
+from aptrank.pipeline.experiment.table import format_stat
+from aptrank.pipeline.mlflow_store import connect
+
+CELL_TAG = "aptrank.cell"
+TASKS = ("click", "like", "finish")
+VALID_MEAN = "final/valid/mean_auc"
+
+
+def row_of(cell_id: str) -> str:
+    """A cell id without its ``/seedN`` tail: the row its seeds are aggregated into."""
+    return cell_id.rsplit("/seed", 1)[0]
+
+
+def collect(workdir: Path) -> dict[str, dict[str, list[float | None]]]:
+    """row -> metric key -> one value per seed (None where the run lacks it)."""
+    parent = json.loads((workdir / PARENT_FILE).read_text())
+    client = connect(parent["tracking_uri"])
+    runs = client.search_runs(
+        client.get_run(parent["run_id"]).info.experiment_id,
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent['run_id']}' and attributes.status = 'FINISHED'",
+        max_results=10_000,
+    )
+    keys = [VALID_MEAN, *(f"final/valid/{t}/auc" for t in TASKS), *(f"served/test/{t}/auc" for t in TASKS)]
+    rows: dict[str, dict[str, list[float | None]]] = {}
+    for run in runs:
+        metrics = rows.setdefault(row_of(run.data.tags[CELL_TAG]), {k: [] for k in keys})
+        for key in keys:
+            metrics[key].append(run.data.metrics.get(key))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not (Path(argv[0]) / PARENT_FILE).is_file():
+        print(f"usage: grid_valid_ranking.py WORKDIR (a grid work dir with {PARENT_FILE})", file=sys.stderr)
+        return 2
+    rows = collect(Path(argv[0]))
+
+    def rank(item: tuple[str, dict[str, list[float | None]]]) -> float:
+        mean = Stat.of(item[1][VALID_MEAN]).mean
+        return -mean if math.isfinite(mean) else math.inf  # rows without validation figures last
+
+    ranked = sorted(((r, m) for r, m in rows.items() if f"/{BASELINE_ARCH}/" not in r), key=rank)
+    head = ["row", "seeds", "valid mean AUC", *(f"valid {t}" for t in TASKS), *(f"served test {t}" for t in TASKS)]
+    print("| " + " | ".join(head) + " |")
+    print("|---|---:|" + "---:|" * (len(head) - 2))
+    for row, metrics in ranked:
+        cells = [format_stat(Stat.of(values), 4) for values in metrics.values()]
+        print(f"| {row} | {len(metrics[VALID_MEAN])} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
