@@ -82,7 +82,10 @@ def test_folded_layer_equals_the_first_layer_on_the_embedding(
         torch.testing.assert_close(module(*batch.inputs()), torch.sigmoid(model(batch)), rtol=0, atol=1e-6)
     vocab = [f.num_embeddings for f in mixed_spec.categorical]
     assert fold.groups == fold_groups(vocab, max_rows)
-    assert fold.folded.shape == (sum(math.prod(vocab[c] for c in g) for g in fold.groups), fold.bias.shape[0])
+    assert fold.folded.shape == (
+        sum(math.prod(vocab[c] for c in g) for g in fold.groups),
+        module.head.first.out_features,
+    )
     kept = [c for c in range(len(vocab)) if all(c not in g for g in fold.groups)]
     assert fold.keep_columns.tolist() == kept
     if kept:  # the GEMM reads only the unfolded features' embeddings, the sequences and the dense
