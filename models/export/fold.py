@@ -107,6 +107,9 @@ class FoldedFirstLayer(nn.Module):
         self.groups = fold_groups(vocab, max_rows)
         if not self.groups:
             raise ValueError(f"FoldedFirstLayer: no categorical feature has <= {max_rows} rows to fold")
+        total = sum(math.prod(vocab[c] for c in g) for g in self.groups)
+        if total > EXACT_INDEX_LIMIT:  # group_rows' float32 indexes would not be exact
+            raise ValueError(f"FoldedFirstLayer: {total} folded rows in all, more than 2**24")
         self.embedding = embedding
         folded = {c for g in self.groups for c in g}
         keep = [c for c in range(len(vocab)) if c not in folded]
@@ -141,8 +144,6 @@ class FoldedFirstLayer(nn.Module):
             offsets.append(offsets[-1] + parts[-1].shape[0])
         self.register_buffer("folded", torch.cat(parts).to(first.weight.dtype))
         self.register_buffer("joint", joint)
-        if offsets[-1] > EXACT_INDEX_LIMIT:
-            raise ValueError(f"FoldedFirstLayer: {offsets[-1]} folded rows, more than float32 indexes exactly (2**24)")
         self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.float32).view(-1, 1))
         # the sum over groups as a product with ones: onnxruntime's ReduceSum adds in another order
         # for a single row than for a batch (from 8 groups up), the product adds every column in the
