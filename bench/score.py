@@ -88,6 +88,20 @@ inputs: ~0.6-0.8 us/row), which changes the graph's inputs (a user row in place 
 so contract 5, the parity rows (training examples have point-in-time histories, not the
 snapshot's) and the online path with it.
 
+Graph trims (PLE demo; onnxruntime's profiler, per-node medians over 256 calls of 128 rows; one
+thread): the gates as masked softmax logits over all experts (``models.ple.over_all_experts``), the
+sequence lengths clamped by one ``Clip`` in float, the group offsets and the folded sum as ``Gemm``
+addends (``models.export.fold``): 53 -> 43 graph nodes (51 -> 41 after onnxruntime's fusions),
+kernel time 3.62 -> 3.34 us/row, one call of one row 35.9 -> 31.9 CPU us (6.3 of it Python's
+binding); interleaved A/B, 60 rounds of 16k real rows (load 4-5): 3.44 -> 3.26 CPU us/row median,
+per-round ratio 0.947 (IQR 0.934-0.963); ``bench/score_profile.py``'s onnxruntime stage 3.44-3.89
+-> 3.19-3.37 in three interleaved pairs. Re-measured and not changed: rows per call (64 x1.08, 256
+x1.00, 512 x1.05, 1024 x1.20 against 128: ``serving.onnx_model.PREDICT_ROWS``) and the session
+settings on this graph (ratios to the scorer's own, same A/B: EXTENDED in place of ALL 1.01, an
+offline-optimized model loaded with optimizations off 1.00, spinning on 1.01: noise). What remains
+is the first GEMM (26% of the kernel time), the folded gather (15%), the sequence gather (11%),
+the group sum and the gate mix (7% each), the per-user pre-pooled history above.
+
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
 """

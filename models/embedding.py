@@ -103,12 +103,18 @@ class SpecEmbedding(nn.Module):
             parts.append(F.embedding(categorical + t.categorical_offsets, t.table).reshape(b, -1))
         if self.spec.sequence:
             width = sequence.shape[2]
-            count = torch.minimum(sequence_lengths.clamp(min=0), t.sequence_max_len)  # [B, S]
-            valid = torch.arange(width, device=sequence.device).view(1, 1, width) < count.unsqueeze(-1)
+            # lengths as float [B, S, 1], so that the count compares with the positions and divides
+            # the sum as it is: exact below 2**24, and a larger length is clamped to max_len anyway
+            lengths = sequence_lengths.unsqueeze(-1).to(t.table.dtype)
+            if t.common_max_len is not None:  # one Clip node
+                count = lengths.clamp(0, t.common_max_len)
+            else:
+                count = torch.minimum(lengths.clamp(min=0), t.sequence_max_len)
+            valid = t.positions[:, :, :width] < count  # [B, S, W]
             ids = torch.where(valid, sequence + t.sequence_offsets, t.zero_row).permute(2, 0, 1)  # [W, B, S]
             gathered = F.embedding(ids, t.table).reshape(width, -1)  # past-the-length rows are 0
             summed = (t.position_ones[:, :width] @ gathered).reshape(b, -1, self.embedding_dim)  # [B, S, D]
-            parts.append((summed / count.clamp(min=1).unsqueeze(-1).to(summed.dtype)).reshape(b, -1))
+            parts.append((summed / count.clamp(min=1)).reshape(b, -1))
         return torch.cat([*parts, dense], dim=1)
 
 
@@ -135,7 +141,12 @@ class FusedTables(nn.Module):
             torch.tensor([offsets[spec.categorical[c].table] for c in columns], dtype=torch.int64),
         )
         self.register_buffer("sequence_offsets", torch.tensor([offsets[s.table] for s in spec.sequence]).view(1, -1, 1))
-        self.register_buffer("sequence_max_len", torch.tensor([s.max_len for s in spec.sequence]).view(1, -1))
+        max_lens = [s.max_len for s in spec.sequence]
+        self.register_buffer("sequence_max_len", torch.tensor(max_lens, dtype=torch.float32).view(1, -1, 1))
+        self.common_max_len = max_lens[0] if len(set(max_lens)) == 1 else None  # None also without sequences
+        """The sequence features' max_len when they share one (a scalar bound: lengths are clamped
+        by one ``Clip`` node in place of a clamp and a ``Min``), else None."""
+        self.register_buffer("positions", torch.arange(spec.max_sequence_len, dtype=torch.float32).view(1, 1, -1))
         # the sum over positions as a product with ones, positions first ([1, W] @ [W, B * S * D]):
         # every output adds its W rows in the same order at any batch size, like the folded groups
         # (models.export.fold), and it is one pass where onnxruntime's ReduceSum over the middle

@@ -9,11 +9,13 @@ shared output of level j-1, and every level but the last also has a shared gate 
 whose output feeds the next level's shared experts. A one-level PLE is exactly a CGC.
 
 Export form (:class:`FusedPLEHead`): as MMoE's, the first level's experts' first layers, its task
-gates and its shared gate all read the embedded input, so they are one GEMM; the level's task gate
-mixes (eqs. 1-3) follow as one batched product over all of the level's experts, each task's gate
-weights placed on its own and the shared experts and exact zeros elsewhere (so one ``bmm`` as in
-MMoE's eq. 4 replaces a slice, concat and einsum per task), then the further levels and the towers
-as in the model.
+gates and its shared gate all read the embedded input, so they are one GEMM; the level's gate
+mixes (eqs. 1-3) follow as one softmax and one batched product over all of the level's experts:
+each task's gate computes logits over all of them (:func:`over_all_experts`: its own rows on its
+own and the shared experts, a -1e30 logit on the other tasks' experts, whose softmax weight is an
+exact 0), so one ``Softmax`` and one ``bmm`` as in MMoE's eq. 4 replace a slice, concat and
+einsum per task (then a 0/1 mask product, 53 -> 45 nodes with the sequence trims on the demo
+graph, ``bench/score.py``), then the further levels and the towers as in the model.
 """
 
 from __future__ import annotations
@@ -142,26 +144,19 @@ class FusedPLEHead(nn.Module):
         gates = [g.linear for g in level.task_gates]
         if level.shared_gate is not None:
             gates.append(level.shared_gate.linear)
-        self.first = stack_linears([*(e[0] for e in experts), *gates])
-        self.rest = nn.ModuleList(nn.Sequential(*list(e)[2:]) for e in experts)
         self.num_experts, self.hidden = len(experts), experts[0][0].out_features
-        self.gate_sizes = [g.out_features for g in gates]
-        self.task_experts, self.num_tasks = level.num_task_experts, len(level.task_gates)
-        # own_mask[k, j]: 1 where task k's own expert block is block j of the task experts, else 0
-        self.register_buffer("own_mask", torch.eye(self.num_tasks).reshape(1, self.num_tasks, self.num_tasks, 1))
+        self.num_tasks = len(level.task_gates)
+        task_gates = [
+            over_all_experts(g, k, level.num_task_experts, self.num_experts)
+            for k, g in enumerate(gates[: self.num_tasks])
+        ]
+        self.first = stack_linears([*(e[0] for e in experts), *task_gates, *gates[self.num_tasks :]])
+        self.rest = nn.ModuleList(nn.Sequential(*list(e)[2:]) for e in experts)
         self.levels = model.levels[1:]
         self.towers = StackedTowers(model.towers)
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.first(embedded))
-
-    def gate_weights(self, task_gates: torch.Tensor) -> torch.Tensor:
-        """Task gates [B, K, m_t + m_s] (own experts first, as :meth:`CGCLayer.forward` mixes them)
-        as weights over all the level's experts [B, K, K*m_t + m_s]: task k's own weights on its
-        block, 0 on the other tasks' blocks (products with an exact 0/1 mask), its shared weights last."""
-        b, k, m = task_gates.shape[0], self.num_tasks, self.task_experts
-        own = (task_gates[:, :, None, :m] * self.own_mask).reshape(b, k, k * m)
-        return torch.cat([own, task_gates[:, :, m:]], dim=2)
 
     def after_first(self, h: torch.Tensor) -> torch.Tensor:
         """The rest of the head from the output of :attr:`first`."""
@@ -169,14 +164,38 @@ class FusedPLEHead(nn.Module):
         stacked = torch.relu(h[:, :width]).reshape(b, self.num_experts, self.hidden)
         if any(len(r) for r in self.rest):
             stacked = torch.stack([r(stacked[:, i]) for i, r in enumerate(self.rest)], dim=1)
-        k, gates_width = self.num_tasks, self.num_tasks * self.gate_sizes[0]
-        task_gates = torch.softmax(h[:, width : width + gates_width].reshape(b, k, self.gate_sizes[0]), dim=-1)
-        mixed = torch.bmm(self.gate_weights(task_gates), stacked)  # [B, K, H]: eqs. 1-3 for every task at once
+        # every gate over all the level's experts (the shared gate, when there is one, last): one
+        # softmax and one batched product, eqs. 1-3 for every task at once
+        gates = torch.softmax(h[:, width:].reshape(b, -1, self.num_experts), dim=-1)
+        mixed = torch.bmm(gates, stacked)  # [B, K (+ 1), H]
         if not len(self.levels):
             return self.towers(mixed)
-        shared_out = Gate.mix(torch.softmax(h[:, width + gates_width :], dim=-1), stacked)
-        task_inputs = list(mixed.unbind(1))
+        task_inputs: list[torch.Tensor] = list(mixed[:, : self.num_tasks].unbind(1))
+        shared_out: torch.Tensor | None = mixed[:, self.num_tasks]
         for level in self.levels:
             assert shared_out is not None  # every level but the last emits a shared output
             task_inputs, shared_out, stacked = level(task_inputs, shared_out)
         return self.towers(torch.stack(task_inputs, dim=1))
+
+
+MASKED_GATE_LOGIT = -1e30
+"""The logit of an expert outside a task's gate: finite (weights are checked for NaN/Inf), and so far
+below any logit that its softmax weight is an exact 0 in float32 (PyTorch and onnxruntime alike)."""
+
+
+def over_all_experts(gate: nn.Linear, task: int, task_experts: int, num_experts: int) -> nn.Linear:
+    """Task ``task``'s gate (logits over its own ``task_experts`` experts, then the shared ones, as
+    :meth:`CGCLayer.forward` mixes them) as logits over all ``num_experts`` of the level in the
+    order of its ``stacked`` output: its rows on its own block and the shared block, zero weights
+    and :data:`MASKED_GATE_LOGIT` on the other tasks' blocks, so that its softmax is the gate's
+    softmax with exact zeros elsewhere (a copy of the weights)."""
+    own = range(task * task_experts, (task + 1) * task_experts)
+    shared = range(num_experts - (gate.out_features - task_experts), num_experts)
+    columns = torch.tensor([*own, *shared])
+    wide = nn.Linear(gate.in_features, num_experts)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.bias.fill_(MASKED_GATE_LOGIT)
+        wide.weight[columns] = gate.weight
+        wide.bias[columns] = gate.bias
+    return wide

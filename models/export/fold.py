@@ -10,7 +10,9 @@ their sum over the cartesian product of the vocabularies is one table of ``prod 
     P_g[j_1, ..., j_k] = sum_{m <= k} W_{f_m} e_{f_m}(j_m)        (row-major joint index)
 
 The layer then reads one N-wide row per group instead of multiplying the group's ``k * D`` inputs
-by N outputs; the remaining features (large vocabularies, sequences, dense) keep the GEMM. The same
+by N outputs; the remaining features (large vocabularies, sequences, dense) keep the GEMM, whose
+addend is the groups' sum (the layer's bias is added to the first group's table, in float64 with
+its products), so the graph has one ``Gemm`` and no ``Add`` for it. The same
 identity as folding batch normalisation into the preceding layer for inference (Jacob et al.,
 "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference",
 CVPR 2018, sec. 3.2): exact in real arithmetic, and in float only the summation order changes
@@ -105,6 +107,9 @@ class FoldedFirstLayer(nn.Module):
         self.groups = fold_groups(vocab, max_rows)
         if not self.groups:
             raise ValueError(f"FoldedFirstLayer: no categorical feature has <= {max_rows} rows to fold")
+        total = sum(math.prod(vocab[c] for c in g) for g in self.groups)
+        if total > EXACT_INDEX_LIMIT:  # group_rows' float32 indexes would not be exact
+            raise ValueError(f"FoldedFirstLayer: {total} folded rows in all, more than 2**24")
         self.embedding = embedding
         folded = {c for g in self.groups for c in g}
         keep = [c for c in range(len(vocab)) if c not in folded]
@@ -114,12 +119,12 @@ class FoldedFirstLayer(nn.Module):
         weight = first.weight.detach().to(torch.float64)  # [N, D_in]
         columns = [j for c in keep for j in range(c * dim, (c + 1) * dim)]
         columns += range(len(vocab) * dim, weight.shape[1])  # sequences, then dense
-        self.rest = nn.Linear(len(columns), weight.shape[0]) if columns else None
-        self.register_buffer("bias", first.bias.detach().clone())
+        # no bias of its own: the layer's bias is in the first group's table, so that the folded
+        # sum is the addend of the remaining columns' GEMM (one Gemm node, no Add)
+        self.rest = nn.Linear(len(columns), weight.shape[0], bias=False) if columns else None
         if self.rest is not None:
             with torch.no_grad():
                 self.rest.weight.copy_(weight[:, columns].to(first.weight.dtype))
-                self.rest.bias.copy_(first.bias.detach())
 
         tables = embedding.table_weights()
         parts, offsets = [], [0]
@@ -133,11 +138,13 @@ class FoldedFirstLayer(nn.Module):
                 tables[spec.categorical[c].table].detach().to(torch.float64) @ weight[:, c * dim : (c + 1) * dim].T
                 for c in group
             ]
+            if g == 0:  # the layer's bias, in float64 with the first group's products
+                products.append(first.bias.detach().to(torch.float64).view(1, -1))
             parts.append(group_table(products))
             offsets.append(offsets[-1] + parts[-1].shape[0])
         self.register_buffer("folded", torch.cat(parts).to(first.weight.dtype))
         self.register_buffer("joint", joint)
-        self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.int64).view(-1, 1))
+        self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.float32).view(-1, 1))
         # the sum over groups as a product with ones: onnxruntime's ReduceSum adds in another order
         # for a single row than for a batch (from 8 groups up), the product adds every column in the
         # same order at any width, so a candidate scores the same bits online (one request) and in a
@@ -147,12 +154,13 @@ class FoldedFirstLayer(nn.Module):
 
     def group_rows(self, categorical: torch.Tensor) -> torch.Tensor:
         """Row of each group's table in ``folded``, groups first [G, B]: the members' joint index
-        plus the group's offset. The joint index is one float32 matrix product, which is exact: a
-        folded id and its stride are below ``max_rows <= 2**24``, so every product and partial sum
-        is an integer below 2**24, and an unfolded id (maybe larger, then rounded) is multiplied by
-        an exact 0. Groups first, so that the gathered rows [G, B, N] are summed over G by one
+        plus the group's offset, one float32 matrix product with the offsets as its addend (one
+        ``Gemm`` node), which is exact: a folded id and its stride are below ``max_rows <= 2**24``
+        and the rows of all groups are at most 2**24, so every product and partial sum is an
+        integer below 2**24, and an unfolded id (maybe larger, then rounded) is multiplied by an
+        exact 0. Groups first, so that the gathered rows [G, B, N] are summed over G by one
         matrix-vector product over a [G, B * N] matrix."""
-        return F.linear(self.joint, categorical.to(self.joint.dtype)).to(torch.int64) + self.group_offsets
+        return F.linear(self.joint, categorical.to(self.joint.dtype), self.group_offsets).to(torch.int64)
 
     def forward(
         self, categorical: torch.Tensor, sequence: torch.Tensor, sequence_lengths: torch.Tensor, dense: torch.Tensor
@@ -160,8 +168,8 @@ class FoldedFirstLayer(nn.Module):
         gathered = F.embedding(self.group_rows(categorical), self.folded)  # [G, B, N]
         folded = (self.ones @ gathered.reshape(len(self.groups), -1)).reshape(categorical.shape[0], -1)
         if self.rest is None:  # every input column was a folded feature
-            return folded + self.bias
+            return folded
         rest = self.embedding.forward_plain(
             categorical.index_select(1, self.keep_columns), sequence, sequence_lengths, dense, self.rest_tables
         )
-        return self.rest(rest) + folded
+        return torch.addmm(folded, rest, self.rest.weight.T)  # one Gemm: the bias is in ``folded``

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from aptrank.data.spec import INPUT_NAMES, CategoricalFeature, FeatureSpec
+from aptrank.models.embedding import SpecEmbedding
 from aptrank.models.export import ExportModule, export_onnx
 from aptrank.models.export.fold import FOLD_MAX_ROWS, FoldedFirstLayer, fold_groups, group_table
 from aptrank.models.feature_batch import FeatureBatch
@@ -25,6 +26,17 @@ def test_groups_are_packed_first_fit_decreasing() -> None:
     assert fold_groups([3, 5], 0) == []
     with pytest.raises(ValueError, match="max_rows"):
         fold_groups([3], 2**24 + 1)
+
+
+def test_folding_refuses_more_rows_than_float32_indexes_exactly(spec: FeatureSpec) -> None:
+    """Group rows are computed in float32 (``group_rows``): 4096 * 4096 rows in one group and 4096
+    in another are 2**24 + 4096 in all, refused before any table is built."""
+    wide = dataclasses.replace(spec, categorical=tuple(CategoricalFeature(f"f{i}", f"f{i}", 4096) for i in range(3)))
+    embedding = SpecEmbedding(wide, embedding_dim=2)
+    first = torch.nn.Linear(embedding.output_dim, 3)
+    assert fold_groups([4096] * 3, 2**24) == [[0, 1], [2]]
+    with pytest.raises(ValueError, match=r"16781312 folded rows in all, more than 2\*\*24"):
+        FoldedFirstLayer(embedding, first, 2**24)
 
 
 @pytest.mark.parametrize("max_rows", [1, 16, 500, 4096])
@@ -82,7 +94,10 @@ def test_folded_layer_equals_the_first_layer_on_the_embedding(
         torch.testing.assert_close(module(*batch.inputs()), torch.sigmoid(model(batch)), rtol=0, atol=1e-6)
     vocab = [f.num_embeddings for f in mixed_spec.categorical]
     assert fold.groups == fold_groups(vocab, max_rows)
-    assert fold.folded.shape == (sum(math.prod(vocab[c] for c in g) for g in fold.groups), fold.bias.shape[0])
+    assert fold.folded.shape == (
+        sum(math.prod(vocab[c] for c in g) for g in fold.groups),
+        module.head.first.out_features,
+    )
     kept = [c for c in range(len(vocab)) if all(c not in g for g in fold.groups)]
     assert fold.keep_columns.tolist() == kept
     if kept:  # the GEMM reads only the unfolded features' embeddings, the sequences and the dense

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from aptrank.data.spec import FeatureSpec
 from aptrank.models.embedding import FusedTables
 from aptrank.models.export import ExportModule
 from aptrank.models.feature_batch import FeatureBatch
 from aptrank.models.mmoe import FusedMMoEHead
-from aptrank.models.ple import FusedPLEHead
+from aptrank.models.ple import MASKED_GATE_LOGIT, FusedPLEHead, over_all_experts
 from aptrank.models.registry import build_model
 from aptrank.models.shared_bottom import SharedBottomHead
 
@@ -61,14 +62,15 @@ def test_ple_exports_with_its_first_level_fused(
     spec: FeatureSpec, small: dict, edge_batch: FeatureBatch, levels: int, hidden: tuple
 ) -> None:
     """PLE's first level: every expert's first layer, the task gates and (with more levels) the
-    shared gate in one Linear; one to three levels, one- and two-layer experts."""
+    shared gate in one Linear, every gate's logits over all the level's experts (a task's gate
+    masked off the other tasks' experts); one to three levels, one- and two-layer experts."""
     config = {**small, "ple_levels": levels, "expert_hidden": hidden, "dropout": 0.1}
     model = build_model("ple", spec, config).eval()
     module = ExportModule(model)
     assert isinstance(module.head, FusedPLEHead) and module.fold is not None
     tasks, shared, own = len(model.task_names), small["ple_shared_experts"], small["ple_task_experts"]
     experts = tasks * own + shared
-    gates = tasks * (own + shared) + (experts if levels > 1 else 0)
+    gates = (tasks + (1 if levels > 1 else 0)) * experts
     assert module.head.first.out_features == experts * hidden[0] + gates
     with torch.no_grad():
         expected = torch.sigmoid(model(edge_batch))
@@ -91,3 +93,19 @@ def test_shared_bottom_exports_with_its_first_layer_folded(
     assert module.fold is not None
     with torch.no_grad():
         torch.testing.assert_close(module(*edge_batch.inputs()), torch.sigmoid(model(edge_batch)), rtol=0, atol=1e-6)
+
+
+def test_a_task_gate_over_all_experts_is_its_softmax_with_exact_zeros_elsewhere() -> None:
+    """PLE's export gate (``over_all_experts``): task 1 of 3 with 2 own and 2 shared experts, its
+    softmax over the 8 experts is its own gate's softmax on its block and the shared block and an
+    exact 0 on the other tasks' blocks."""
+    torch.manual_seed(4)
+    gate = nn.Linear(6, 4)
+    wide = over_all_experts(gate, task=1, task_experts=2, num_experts=8)
+    x = torch.randn(5, 6) * 50  # large logits: the mask must still win
+    with torch.no_grad():
+        expected = torch.softmax(gate(x), dim=-1)
+        got = torch.softmax(wide(x), dim=-1)
+    assert torch.equal(got[:, [0, 1, 4, 5]], torch.zeros(5, 4))
+    torch.testing.assert_close(got[:, [2, 3, 6, 7]], expected, rtol=0, atol=1e-7)
+    assert torch.finfo(torch.float32).min < MASKED_GATE_LOGIT  # finite: the integrity check refuses Inf weights

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from aptrank.data.spec import FeatureSpec, SpecError
-from aptrank.models.embedding import SpecEmbedding
+from aptrank.models.embedding import FusedTables, SpecEmbedding
 from aptrank.models.feature_batch import FeatureBatch
 
 
@@ -74,6 +74,26 @@ def test_plain_path_equals_training_path(
     expected = _reference(emb, spec, b)
     torch.testing.assert_close(emb(b), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(emb.forward_plain(*b.inputs()), expected, rtol=0, atol=1e-6)
+
+
+def test_plain_path_with_one_shared_max_len_clamps_lengths_with_one_bound(
+    spec: FeatureSpec, edge_batch: FeatureBatch
+) -> None:
+    """Sequences sharing one max_len: the lengths are clamped to [0, max_len] by one scalar bound
+    (``FusedTables.common_max_len``), including lengths above it and negative ones."""
+    same = dataclasses.replace(spec, sequence=tuple(dataclasses.replace(s, max_len=4) for s in spec.sequence))
+    lengths = edge_batch.sequence_lengths.clone()
+    lengths[4] = torch.tensor([9, -2])  # above max_len, negative
+    b = dataclasses.replace(edge_batch, sequence_lengths=lengths)
+    emb = _embedding(same)
+    assert FusedTables(emb).common_max_len == 4 and FusedTables(_embedding(spec)).common_max_len is None
+    clamped = dataclasses.replace(b, sequence_lengths=lengths.clamp(0, 4))
+    plain = emb.forward_plain(*b.inputs())
+    assert torch.equal(plain, emb.forward_plain(*clamped.inputs()))
+    torch.testing.assert_close(plain, _reference(emb, same, clamped), rtol=0, atol=1e-6)
+    torch.testing.assert_close(plain, emb(b), rtol=0, atol=1e-6)
+    assert bool((plain[4, 4 * 4 : 5 * 4] == 0).all()), "a negative length pools to zeros"
+    assert bool((plain[4, 3 * 4 : 4 * 4] != 0).all()), "length 9 pools the first 4 positions"
 
 
 def test_sparse_row_gradients(spec: FeatureSpec, batch: FeatureBatch) -> None:
