@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +56,7 @@ from aptrank.data.etl.state import (
     present_entities,
     state_days,
     state_for,
+    write_frames,
 )
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import (
@@ -174,6 +176,9 @@ def _drop_from(root: Path, day: dt.date) -> None:
 class DailyJob(_Job):
     """The ETL of one day on top of a :class:`DayState`; reuses the full job's stages."""
 
+    entity_threads = THREADS
+    """The day's entity passes two at a time: a pass over one day is too short to keep both cores busy."""
+
     def __init__(
         self, cfg: EtlConfig, root: Path, say: Callable[[str], None], state: DayState, spec: FeatureSpec, day: dt.date
     ) -> None:
@@ -213,26 +218,26 @@ class DailyJob(_Job):
             encodings = {c.name: c.encoding for c in self.spec.categorical}
             item = encodings["item"].load(self.root)
             counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
-        with self.stage("snapshot"):
-            columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
-            body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
-            snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
-            spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
-        with self.stage("examples"):
-            bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
-            cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
-            ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
-            self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
-        retained, carry = s.retained, s.carry
-        if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
-            with self.stage("state"):
-                with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
-                    merged = pool.map(self.merged_rows, s.retained, [events] * len(s.retained))
-                    rows = dict(zip(s.retained, merged, strict=True))
-                retained, carry = fold(rows, s.carry, cutoff, self.cfg)
-                self.publish(spec, ranges)
-                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
-                state.write(self.root / STATE_DIR)
+        passed = bool(accounting["gates"]["passed"])  # else the day stays in days/<day>/, the state unmoved
+        with ThreadPoolExecutor(1) as background:  # the next state is built beside the snapshot and examples
+            next_state = background.submit(self.next_state, events, cutoff, keys) if passed else None
+            with self.stage("snapshot"):
+                columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
+                body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
+                snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
+                spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
+            with self.stage("examples"):
+                bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
+                cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
+                ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
+                self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
+            retained, carry = s.retained, s.carry
+            if next_state is not None:
+                with self.stage("state"):  # what is left of it: waiting for it, then publishing the day
+                    retained, carry = next_state.result()
+                    self.publish(spec, ranges)
+                    state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
+                    state.write(self.root / STATE_DIR, frames_written=True)
         summary = {
             **accounting,
             "day": self.day.isoformat(),
@@ -251,6 +256,21 @@ class DailyJob(_Job):
         for failure in summary["gates"]["failures"]:
             self.say(f"[etl] GATE FAILED: {failure}")
         return EtlResult(self.root, summary, spec)
+
+    def next_state(
+        self, events: pl.LazyFrame, cutoff: dt.datetime, keys: dict[str, pl.DataFrame]
+    ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+        """The next state's retained rows and carry (:func:`data.etl.state.fold`), their frames written
+        to ``state/<day>/`` (not yet a state: :meth:`DayState.write` adds ``state.json`` once the day is
+        published). Its wall seconds are the stage ``state-build`` (its CPU counts in the stages it overlaps)."""
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
+            merged = pool.map(self.merged_rows, self.state.retained, [events] * len(self.state.retained))
+            rows = dict(zip(self.state.retained, merged, strict=True))
+        retained, carry = fold(rows, self.state.carry, cutoff, self.cfg)
+        write_frames(self.root / STATE_DIR / self.day.isoformat(), retained, carry, keys)
+        self.timings["state-build"] = round(time.perf_counter() - t0, 3)
+        return retained, carry
 
     def merged_rows(self, entity: str, events: pl.LazyFrame) -> pl.DataFrame:
         """The state's retained rows of ``entity`` with the day's merged in (:func:`data.etl.state.add_day`)."""
