@@ -242,13 +242,14 @@ def fold(
         key = ENTITY_KEYS[entity]
         old = (frame["ts"] < floor).to_numpy()
         leaving = old.copy()
-        if entity == "user":  # the users' last positives stay rows: a history list can still reach them
-            earlier, recent = frame.filter(old), frame.filter(~old)
-            positions = np.flatnonzero(old)
+        if entity == "user" and old.any():  # the users' last positives stay rows: a history list can reach them
+            recent = frame.select("user_id", *labels).filter(~old)  # only their later positives are counted
+            earlier, positions = frame.filter(old), np.flatnonzero(old)
             for h in cfg.features.history:
                 leaving[positions[last_positives(earlier, recent, label_column(h.task), h.max_len).to_numpy()]] = False
         mask = pl.Series(leaving)
-        retained[entity] = frame.filter(~mask)
+        # no row leaving (a day within the longest window of the first): the rows as they are, not a copy
+        retained[entity] = frame.filter(~mask) if leaving.any() else frame
         folded = (
             frame.filter(mask)
             .group_by(key)
