@@ -14,6 +14,11 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
+A day is short, so its work runs side by side where it is independent (2 cores): the entity passes
+of the point-in-time stage two at a time (:attr:`DailyJob.entity_threads`), and the next state
+(merge, fold, its frames written) in a thread beside the snapshot and the examples; ``state.json``,
+which makes ``state/<day>/`` a state, is written only after the day's outputs are published.
+
 A day without a state for the day before, or with a state from another config or FeatureSpec, is
 refused (:class:`StateError`, exit 2) with the command that backfills. Rerunning the last day (or a
 range ending at it) is allowed: its outputs and the later states are replaced. Rows with a null ts or

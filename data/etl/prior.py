@@ -14,7 +14,9 @@ happens once per day, when the next state is written (:func:`data.etl.state.add_
 passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
 beside the sort of the day's rows. (Preparing every entity's state ahead, in one more thread, was
 tried and measured slower on the shared 2-core VM: one thread more than cores, and every entity's
-buffers alive at once.)
+buffers alive at once. The daily job runs two entity passes at a time instead, each with its own
+preparation.) The state's columns are single contiguous chunks (:mod:`data.etl.state` writes one
+record batch per file), so they reach numpy and the searches without a copy.
 """
 
 from __future__ import annotations

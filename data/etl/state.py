@@ -25,9 +25,10 @@ Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, 
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
 ``feature_spec.json``, ``retained_<entity>.arrow``, ``carry_<entity>.arrow`` and
 ``keys_<entity>.arrow`` (the snapshot's sorted distinct keys, so that a day adds its keys without
-rereading every event; uncompressed Arrow IPC, memory-mapped when read: the state is rewritten every
-day at memory speed). A state is used only by the next day's run with the same config and
-vocabularies; anything else is refused with a :class:`StateError` that says how to backfill.
+rereading every event; uncompressed Arrow IPC in one record batch, memory-mapped when read: the state
+is rewritten every day at memory speed and read back without a copy). A state is used only by the
+next day's run with the same config and vocabularies; anything else is refused with a
+:class:`StateError` that says how to backfill.
 """
 
 from __future__ import annotations
