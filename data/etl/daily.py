@@ -130,7 +130,8 @@ class _BootstrapJob(_Job):
         result = super().run(tables)
         events = self.work.frame(EVENTS)
         cutoff = _parse_utc(result.spec.extras["snapshot"]["cutoff"])
-        rows = {e: entity_rows(events, e, self.cfg) for e in present_entities(events.columns)}
+        item = {c.name: c.encoding for c in result.spec.categorical}["item"].load(self.out)
+        rows = {e: entity_rows(events, e, self.cfg, item) for e in present_entities(events.columns)}
         retained, carry = fold(rows, {}, cutoff, self.cfg)
         vocab = content_hash(self.out, (VOCAB_DIR,))
         known = {  # the snapshot's keys: its tables' key columns
@@ -191,7 +192,7 @@ class DailyJob(_Job):
         self.root, self.state, self.spec, self.day = root, state, spec, day
 
     def prior_state(self, entity: str, item: Encoding, histories: Sequence[HistoryConfig]) -> StatePrior | None:
-        return state_prior(self.state, entity, self.cfg, item.polars_expr(pl.col("item_id")), histories)
+        return state_prior(self.state, entity, self.cfg, histories)
 
     def run(self, tables: CanonicalTables) -> EtlResult:
         start, end = day_bounds(self.cfg, self.day)
@@ -225,7 +226,7 @@ class DailyJob(_Job):
             counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
         passed = bool(accounting["gates"]["passed"])  # else the day stays in days/<day>/, the state unmoved
         with ThreadPoolExecutor(1) as background:  # the next state is built beside the snapshot and examples
-            next_state = background.submit(self.next_state, events, cutoff, keys) if passed else None
+            next_state = background.submit(self.next_state, events, cutoff, keys, item) if passed else None
             with self.stage("snapshot"):
                 columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
                 body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
@@ -263,23 +264,25 @@ class DailyJob(_Job):
         return EtlResult(self.root, summary, spec)
 
     def next_state(
-        self, events: pl.LazyFrame, cutoff: dt.datetime, keys: dict[str, pl.DataFrame]
+        self, events: pl.LazyFrame, cutoff: dt.datetime, keys: dict[str, pl.DataFrame], item: Encoding
     ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
         """The next state's retained rows and carry (:func:`data.etl.state.fold`), their frames written
         to ``state/<day>/`` (not yet a state: :meth:`DayState.write` adds ``state.json`` once the day is
         published). Its wall seconds are the stage ``state-build`` (its CPU counts in the stages it overlaps)."""
         t0 = time.perf_counter()
         with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
-            merged = pool.map(self.merged_rows, self.state.retained, [events] * len(self.state.retained))
-            rows = dict(zip(self.state.retained, merged, strict=True))
+            entities = list(self.state.retained)
+            merged = pool.map(self.merged_rows, entities, [events] * len(entities), [item] * len(entities))
+            rows = dict(zip(entities, merged, strict=True))
         retained, carry = fold(rows, self.state.carry, cutoff, self.cfg)
         write_frames(self.root / STATE_DIR / self.day.isoformat(), retained, carry, keys)
         self.timings["state-build"] = round(time.perf_counter() - t0, 3)
         return retained, carry
 
-    def merged_rows(self, entity: str, events: pl.LazyFrame) -> pl.DataFrame:
+    def merged_rows(self, entity: str, events: pl.LazyFrame, item: Encoding) -> pl.DataFrame:
         """The state's retained rows of ``entity`` with the day's merged in (:func:`data.etl.state.add_day`)."""
-        return add_day(self.state.retained[entity], entity_rows(events, entity, self.cfg), ENTITY_KEYS[entity])
+        day = entity_rows(events, entity, self.cfg, item)
+        return add_day(self.state.retained[entity], day, ENTITY_KEYS[entity])
 
     def publish(self, spec: FeatureSpec, ranges: dict[str, Any]) -> None:
         """Move the day's part files, snapshot and FeatureSpec into the cumulative folder."""
