@@ -14,10 +14,12 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
-A day is short, so its work runs side by side where it is independent (2 cores): the entity passes
-of the point-in-time stage two at a time (:attr:`DailyJob.entity_threads`), and the next state
-(merge, fold, its frames written) in a thread beside the snapshot and the examples; ``state.json``,
-which makes ``state/<day>/`` a state, is written only after the day's outputs are published.
+A day's entity passes run two at a time (:attr:`DailyJob.entity_threads`: one pass over a day's rows
+leaves a core idle). The next state's frames are written before the day is published and its
+``state.json``, which makes ``state/<day>/`` a state, after. (Building the next state in a thread
+beside the snapshot and the examples was tried and measured slower on the shared 2-core VM: at
+10M events those stages took 6.3-7.0 s of wall time side by side against 3.3-3.7 s one after the
+other, likely two threads of one process faulting in fresh memory at once.)
 
 A day without a state for the day before, or with a state from another config or FeatureSpec, is
 refused (:class:`StateError`, exit 2) with the command that backfills. Rerunning the last day (or a
@@ -30,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -224,26 +225,23 @@ class DailyJob(_Job):
             encodings = {c.name: c.encoding for c in self.spec.categorical}
             item = encodings["item"].load(self.root)
             counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
-        passed = bool(accounting["gates"]["passed"])  # else the day stays in days/<day>/, the state unmoved
-        with ThreadPoolExecutor(1) as background:  # the next state is built beside the snapshot and examples
-            next_state = background.submit(self.next_state, events, cutoff, keys, item) if passed else None
-            with self.stage("snapshot"):
-                columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
-                body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
-                snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
-                spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
-            with self.stage("examples"):
-                bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
-                cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
-                ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
-                self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
-            retained, carry = s.retained, s.carry
-            if next_state is not None:
-                with self.stage("state"):  # what is left of it: waiting for it, then publishing the day
-                    retained, carry = next_state.result()
-                    self.publish(spec, ranges)
-                    state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
-                    state.write(self.root / STATE_DIR, frames_written=True)
+        with self.stage("snapshot"):
+            columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
+            body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
+            snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
+            spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
+        with self.stage("examples"):
+            bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
+            cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
+            ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
+            self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
+        retained, carry = s.retained, s.carry
+        if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
+            with self.stage("state"):
+                retained, carry = self.next_state(events, cutoff, keys, item)
+                self.publish(spec, ranges)
+                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
+                state.write(self.root / STATE_DIR, frames_written=True)  # state.json last: now it is a state
         summary = {
             **accounting,
             "day": self.day.isoformat(),
@@ -268,15 +266,13 @@ class DailyJob(_Job):
     ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
         """The next state's retained rows and carry (:func:`data.etl.state.fold`), their frames written
         to ``state/<day>/`` (not yet a state: :meth:`DayState.write` adds ``state.json`` once the day is
-        published). Its wall seconds are the stage ``state-build`` (its CPU counts in the stages it overlaps)."""
-        t0 = time.perf_counter()
+        published)."""
         with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
             entities = list(self.state.retained)
             merged = pool.map(self.merged_rows, entities, [events] * len(entities), [item] * len(entities))
             rows = dict(zip(entities, merged, strict=True))
         retained, carry = fold(rows, self.state.carry, cutoff, self.cfg)
         write_frames(self.root / STATE_DIR / self.day.isoformat(), retained, carry, keys)
-        self.timings["state-build"] = round(time.perf_counter() - t0, 3)
         return retained, carry
 
     def merged_rows(self, entity: str, events: pl.LazyFrame, item: Encoding) -> pl.DataFrame:

@@ -25,8 +25,8 @@ Layout: ``STATE_ROOT/<YYYY-MM-DD>/`` holds ``state.json`` (format version, day, 
 key, the hash of the FeatureSpec written that day and of its vocabulary files), that
 ``feature_spec.json``, ``retained_<entity>.arrow``, ``carry_<entity>.arrow`` and
 ``keys_<entity>.arrow`` (the snapshot's sorted distinct keys, so that a day adds its keys without
-rereading every event; uncompressed Arrow IPC in one record batch, memory-mapped when read: the state
-is rewritten every day at memory speed and read back without a copy). A state is used only by the
+rereading every event; uncompressed Arrow IPC, memory-mapped when read: the state is rewritten every
+day at memory speed). A state is used only by the
 next day's run with the same config and vocabularies; anything else is refused with a
 :class:`StateError` that says how to backfill.
 """
@@ -96,10 +96,7 @@ def present_entities(columns: list[str]) -> dict[str, str]:
 
 
 def _write_uncompressed(frame: pl.DataFrame, path: Path) -> None:
-    """One record batch: read back memory-mapped, each column is one contiguous chunk, so the next day
-    hands it to numpy and searches it without a copy (Polars' default batches of ~120k rows made every
-    ``to_numpy`` of the state concatenate: 15% of the day's page faults)."""
-    frame.write_ipc(path, compression="uncompressed", record_batch_size=max(frame.height, 1))
+    frame.write_ipc(path, compression="uncompressed")
 
 
 @dataclass

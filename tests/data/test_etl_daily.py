@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import typer
@@ -22,7 +21,7 @@ from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, config_from_dict, lo
 from aptrank.data.etl.daily import STATE_DIR, StateError, day_bounds, examples_digest, run_day, run_days
 from aptrank.data.etl.run import example_files, run_etl
 from aptrank.data.etl.splits import SPLITS
-from aptrank.data.etl.state import DayState, write_frames
+from aptrank.data.etl.state import DayState
 from aptrank.data.etl.summary import content_hash
 from aptrank.data.etl.tables import SNAPSHOT_DIR, TABLE_FILES
 from aptrank.data.etl.validate import REASONS
@@ -257,19 +256,3 @@ def test_state_keeps_the_snapshot_keys_and_refuses_an_older_format(
     (folder / "state.json").write_text(json.dumps({**meta, "version": 2}))
     with pytest.raises(StateError, match=r"state\.json: state format version 2 is not 4; rebuild .* --bootstrap"):
         run_day("canonical", generated, tmp_path / "out", _generated_cfg(), BOOT + dt.timedelta(days=2), _quiet)
-
-
-def test_state_frames_read_back_as_one_chunk_per_column(tmp_path: Path) -> None:
-    """State files are one record batch (Polars writes batches of ~120k rows by default), so the day
-    hands each memory-mapped state column to numpy and the searches without concatenating it."""
-    part = pl.DataFrame({"user_id": np.arange(150_000), "ts": np.arange(150_000) * 1000}).with_columns(
-        pl.col("ts").cast(pl.Datetime("ms", "UTC"))
-    )
-    rows = pl.concat([part, part.with_columns(pl.col("user_id") + 150_000)], rechunk=False)
-    assert rows.n_chunks() == 2
-    write_frames(tmp_path / "state", {"user": rows}, {"user": rows.head(10)}, {"user": rows.select("user_id")})
-    for name in ("retained_user", "carry_user", "keys_user"):
-        back = pl.read_ipc(tmp_path / "state" / f"{name}.arrow", memory_map=True)
-        assert back.n_chunks("all") == [1] * back.width
-    back = pl.read_ipc(tmp_path / "state" / "retained_user.arrow", memory_map=True)
-    assert back.equals(rows) and not (tmp_path / "state" / "state.json").exists()
