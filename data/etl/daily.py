@@ -15,11 +15,9 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
 A day's entity passes run two at a time (:attr:`DailyJob.entity_threads`: one pass over a day's rows
-leaves a core idle). The next state's frames are written before the day is published and its
-``state.json``, which makes ``state/<day>/`` a state, after. (Building the next state in a thread
-beside the snapshot and the examples was tried and measured slower on the shared 2-core VM: at
-10M events those stages took 6.3-7.0 s of wall time side by side against 3.3-3.7 s one after the
-other, likely two threads of one process faulting in fresh memory at once.)
+leaves a core idle). Building the next state in a thread beside the snapshot and the examples was
+tried and measured slower on the shared 2-core VM (at 10M events those stages took 6.3-7.0 s of wall
+time side by side against 3.3-3.7 s one after the other), so the state stage comes last, as before.
 
 A day without a state for the day before, or with a state from another config or FeatureSpec, is
 refused (:class:`StateError`, exit 2) with the command that backfills. Rerunning the last day (or a
@@ -62,7 +60,6 @@ from aptrank.data.etl.state import (
     present_entities,
     state_days,
     state_for,
-    write_frames,
 )
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import (
@@ -238,10 +235,11 @@ class DailyJob(_Job):
         retained, carry = s.retained, s.carry
         if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
             with self.stage("state"):
-                retained, carry = self.next_state(events, cutoff, keys, item)
+                retained, carry = self.next_state(events, cutoff, item)
                 self.publish(spec, ranges)
-                state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
-                state.write(self.root / STATE_DIR, frames_written=True)  # state.json last: now it is a state
+                DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys).write(
+                    self.root / STATE_DIR
+                )
         summary = {
             **accounting,
             "day": self.day.isoformat(),
@@ -262,18 +260,14 @@ class DailyJob(_Job):
         return EtlResult(self.root, summary, spec)
 
     def next_state(
-        self, events: pl.LazyFrame, cutoff: dt.datetime, keys: dict[str, pl.DataFrame], item: Encoding
+        self, events: pl.LazyFrame, cutoff: dt.datetime, item: Encoding
     ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
-        """The next state's retained rows and carry (:func:`data.etl.state.fold`), their frames written
-        to ``state/<day>/`` (not yet a state: :meth:`DayState.write` adds ``state.json`` once the day is
-        published)."""
+        """The next state's retained rows and carry (:func:`data.etl.state.fold`)."""
         with ThreadPoolExecutor(THREADS) as pool:  # one merge per entity; Polars releases the GIL
             entities = list(self.state.retained)
             merged = pool.map(self.merged_rows, entities, [events] * len(entities), [item] * len(entities))
             rows = dict(zip(entities, merged, strict=True))
-        retained, carry = fold(rows, self.state.carry, cutoff, self.cfg)
-        write_frames(self.root / STATE_DIR / self.day.isoformat(), retained, carry, keys)
-        return retained, carry
+        return fold(rows, self.state.carry, cutoff, self.cfg)
 
     def merged_rows(self, entity: str, events: pl.LazyFrame, item: Encoding) -> pl.DataFrame:
         """The state's retained rows of ``entity`` with the day's merged in (:func:`data.etl.state.add_day`)."""

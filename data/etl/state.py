@@ -257,7 +257,7 @@ def fold(
                 leaving[positions[last_positives(earlier, recent, label_column(h.task), h.max_len).to_numpy()]] = False
         mask = pl.Series(leaving)
         # no row leaving (a day within the longest window of the first): the rows as they are, not a copy
-        retained[entity] = frame.filter(~mask) if leaving.any() else frame
+        retained[entity] = frame.filter(~mask)
         folded = (
             frame.filter(mask)
             .group_by(key)
