@@ -115,13 +115,11 @@ class DayState:
     keys: dict[str, pl.DataFrame]
     """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
 
-    def write(self, root: Path, frames_written: bool = False) -> Path:
-        """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`.
-        With ``frames_written`` its frames are already there (:func:`write_frames`, e.g. written
-        beside other work): only the FeatureSpec and ``state.json``, which makes the folder a state, remain."""
+    def write(self, root: Path) -> Path:
+        """Write to ``root/<day>/`` (replacing it; ``state.json``, which makes the folder a state, last)
+        and drop all but the newest :data:`KEEP_STATES`."""
         folder = root / self.day.isoformat()
-        if not frames_written:
-            write_frames(folder, self.retained, self.carry, self.keys)
+        write_frames(folder, self.retained, self.carry, self.keys)
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
