@@ -14,10 +14,10 @@ for row and value for value (:func:`examples_digest` and the FeatureSpec hash ag
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
   FeatureSpec (only its snapshot cutoff moves) and writes the next state.
 
-A day's entity passes run two at a time (:attr:`DailyJob.entity_threads`: one pass over a day's rows
-leaves a core idle). Building the next state in a thread beside the snapshot and the examples was
-tried and measured slower on the shared 2-core VM (at 10M events those stages took 6.3-7.0 s of wall
-time side by side against 3.3-3.7 s one after the other), so the state stage comes last, as before.
+Tried for issue #17's speed target and measured slower on the shared 2-core VM (see
+``docs/scaling.md``): running a day's entity passes two at a time (point-in-time CPU 5.8 -> 8.9 s
+at 10M events, no wall gained), building the next state in a thread beside the snapshot and the
+examples, and writing the state in one record batch per file.
 
 A day without a state for the day before, or with a state from another config or FeatureSpec, is
 refused (:class:`StateError`, exit 2) with the command that backfills. Rerunning the last day (or a
@@ -179,9 +179,6 @@ def _drop_from(root: Path, day: dt.date) -> None:
 
 class DailyJob(_Job):
     """The ETL of one day on top of a :class:`DayState`; reuses the full job's stages."""
-
-    entity_threads = THREADS
-    """The day's entity passes two at a time: a pass over one day is too short to keep both cores busy."""
 
     def __init__(
         self, cfg: EtlConfig, root: Path, say: Callable[[str], None], state: DayState, spec: FeatureSpec, day: dt.date

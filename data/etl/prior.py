@@ -14,9 +14,9 @@ happens once per day, when the next state is written (:func:`data.etl.state.add_
 passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
 beside the sort of the day's rows. (Preparing every entity's state ahead, in one more thread, was
 tried and measured slower on the shared 2-core VM: one thread more than cores, and every entity's
-buffers alive at once. The daily job runs two entity passes at a time instead, each with its own
-preparation. Writing the state in one record batch per file, so that its columns would reach numpy
-without a copy, was measured slower: the day's writes cost more than its reads saved.)
+buffers alive at once; so was running two entity passes at a time. Writing the state in one record
+batch per file, so that its columns would reach numpy without a copy, was measured slower: the day's
+writes cost more than its reads saved.)
 """
 
 from __future__ import annotations

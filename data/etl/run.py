@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,11 +106,6 @@ def example_files(etl_dir: str | Path, split: str) -> list[Path]:
 
 
 class _Job:
-    entity_threads = 1
-    """Entity passes of the point-in-time stage run at a time (:meth:`point_in_time`). One in a full
-    run: each pass already keeps both cores busy and its buffers hold every event; the daily job
-    (:mod:`data.etl.daily`), whose passes are partly serial, runs two."""
-
     def __init__(self, cfg: EtlConfig, out: Path, say: Callable[[str], None]) -> None:
         self.cfg, self.out, self.say = cfg, out, say
         self.timings: dict[str, float] = {}
@@ -278,57 +272,36 @@ class _Job:
         n: int,
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame | None]:
         """Per-event counts to work/pit_<entity>.arrow and history pointers to work/pointers.arrow;
-        returns the keys' counts at cutoff and the users' history lists at cutoff (snapshot). The
-        entity passes run :attr:`entity_threads` at a time, each thread on its own workspace."""
+        returns the keys' counts at cutoff and the users' history lists at cutoff (snapshot)."""
         histories = self.cfg.features.history
-        entities = [*plan.entities, *(["user"] if histories and "user" not in plan.entities else [])]
-        workspaces = threading.local()  # buffers shared by one thread's entity passes (results copied out)
-
-        def one(entity: str) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-            if not hasattr(workspaces, "buffers"):
-                workspaces.buffers = Workspace()
-            return self.entity_pass(entity, events, plan, keys[entity], item, cutoff, n, workspaces.buffers)
-
-        with ThreadPoolExecutor(self.entity_threads) as pool:  # the largest pass (the user's) comes first
-            results = dict(zip(entities, pool.map(one, entities), strict=True))
-        counts = {e: c for e, (c, _) in results.items() if c is not None}
-        lists = next((h for _, h in results.values() if h is not None), None)
-        return counts, lists
-
-    def entity_pass(
-        self,
-        entity: str,
-        events: pl.LazyFrame,
-        plan: FeaturePlan,
-        keys: pl.DataFrame,
-        item: Encoding,
-        cutoff: dt.datetime,
-        n: int,
-        workspace: Workspace,
-    ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-        """One entity's point-in-time pass (:meth:`point_in_time`): its work files, and its keys' counts
-        at cutoff and (the user, with histories) the users' lists at cutoff, or None."""
-        histories = self.cfg.features.history if entity == "user" else ()
-        key = ENTITY_KEYS[entity]
-        extra = [item.polars_expr(pl.col("item_id")).alias(ITEM_INDEX)] if histories else []
-        source = events.select(key, "ts", *self.labels, *extra)
-        frame = with_queries(source, keys.lazy(), key, cutoff, [ITEM_INDEX] if extra else []).collect()
-        prior = self.prior_state(entity, item, histories)  # earlier history: none in a full run
-        features = self.entity_features(frame, key, entity, entity in plan.entities, histories, workspace, prior)
-        counts = lists = None
-        if features.counts is not None:
-            c = features.counts  # the events, then the snapshot queries
-            self.work.write(c.slice(0, n), pit_file(entity))
-            snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
-            counts = pl.concat([frame.select(key).slice(n), pl.DataFrame(snapshot)], how="horizontal", strict=True)
-        if histories:
-            lists, pointers = frame.select(key).slice(n), []
-            for h in histories:
-                flat, ptr = features.histories[h.name]
-                self.work.history_items[h.name] = flat
-                pointers.append(ptr.slice(0, n))
-                lists = lists.with_columns(lists_for(ptr.slice(n), flat, h))
-            self.work.write(pl.concat(pointers, how="horizontal", strict=True), POINTERS)
+        counts: dict[str, pl.DataFrame] = {}
+        lists: pl.DataFrame | None = None
+        workspace = Workspace()  # buffers shared by the entity passes (results copied out)
+        for e in [*plan.entities, *(["user"] if histories and "user" not in plan.entities else [])]:
+            key = ENTITY_KEYS[e]
+            extra = [item.polars_expr(pl.col("item_id")).alias(ITEM_INDEX)] if e == "user" and histories else []
+            source = events.select(key, "ts", *self.labels, *extra)
+            rows = with_queries(source, keys[e].lazy(), key, cutoff, [ITEM_INDEX] if extra else [])
+            frame = rows.collect()
+            wanted = histories if e == "user" else ()
+            prior = self.prior_state(e, item, wanted)  # earlier history: none in a full run
+            features = self.entity_features(frame, key, e, e in plan.entities, wanted, workspace, prior)
+            if features.counts is not None:
+                c = features.counts  # the events, then the snapshot queries
+                self.work.write(c.slice(0, n), pit_file(e))
+                snapshot = {name: c[name].slice(n).to_numpy().copy() for name in c.columns}
+                counts[e] = pl.concat(
+                    [frame.select(key).slice(n), pl.DataFrame(snapshot)], how="horizontal", strict=True
+                )
+            if e == "user" and histories:
+                lists, pointers = frame.select(key).slice(n), []
+                for h in histories:
+                    flat, ptr = features.histories[h.name]
+                    self.work.history_items[h.name] = flat
+                    pointers.append(ptr.slice(0, n))
+                    lists = lists.with_columns(lists_for(ptr.slice(n), flat, h))
+                self.work.write(pl.concat(pointers, how="horizontal", strict=True), POINTERS)
+            del frame, features  # before the next entity's frame is built
         return counts, lists
 
     def entity_features(

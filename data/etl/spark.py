@@ -130,8 +130,6 @@ class SparkEngine:
     tasks: list[str]
     work: WorkFiles
     day_zone: str | None
-    entity_threads = 1
-    """One Spark job at a time: the cluster parallelises each pass."""
 
     def entity_features(
         self,
