@@ -8,8 +8,8 @@ events and the snapshot are queried at t >= the previous cutoff (last accepted e
 
 * **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
   rows any sliding window can still reach) with its key, ``ts`` and labels, and for the user also
-  the encoded item id and, per history, the user's last ``max_len`` positives (the rows a history list can
-  still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
+  the encoded item id and, per history, the user's last ``max_len`` positives (the rows a history
+  list can still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
   them (:mod:`data.etl.prior`) and merges its own rows in (:func:`add_day`) instead of sorting;
 * **carry** (running totals): per key, the count and the label sums of every other accepted event
   of that entity. No window but ``all`` reaches them, so the carry adds to the ``all`` window only.
@@ -26,9 +26,8 @@ key, the hash of the FeatureSpec written that day and of its vocabulary files), 
 ``feature_spec.json``, ``retained_<entity>.arrow``, ``carry_<entity>.arrow`` and
 ``keys_<entity>.arrow`` (the snapshot's sorted distinct keys, so that a day adds its keys without
 rereading every event; uncompressed Arrow IPC, memory-mapped when read: the state is rewritten every
-day at memory speed). A state is used only by the
-next day's run with the same config and vocabularies; anything else is refused with a
-:class:`StateError` that says how to backfill.
+day at memory speed). A state is used only by the next day's run with the same config and
+vocabularies; anything else is refused with a :class:`StateError` that says how to backfill.
 """
 
 from __future__ import annotations
@@ -116,10 +115,15 @@ class DayState:
     """Per entity of the snapshot: its sorted distinct keys that day (the next day adds its own)."""
 
     def write(self, root: Path) -> Path:
-        """Write to ``root/<day>/`` (replacing it; ``state.json``, which makes the folder a state, last)
-        and drop all but the newest :data:`KEEP_STATES`."""
+        """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`."""
         folder = root / self.day.isoformat()
-        write_frames(folder, self.retained, self.carry, self.keys)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        files = [(frame, folder / carry_file(e)) for e, frame in self.carry.items()]
+        files += [(frame, folder / retained_file(e)) for e, frame in self.retained.items()]
+        files += [(frame, folder / keys_file(e)) for e, frame in self.keys.items()]
+        with ThreadPoolExecutor(THREADS) as pool:  # Polars writes without the GIL
+            list(pool.map(_write_uncompressed, *zip(*files, strict=True)))
         self.spec.write(folder / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
@@ -156,20 +160,6 @@ class DayState:
             carry,
             {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
         )
-
-
-def write_frames(
-    folder: Path, retained: dict[str, pl.DataFrame], carry: dict[str, pl.DataFrame], keys: dict[str, pl.DataFrame]
-) -> None:
-    """A state's frames into ``folder`` (replaced): without ``state.json`` it is not yet a state
-    (:meth:`DayState.write` adds it)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    files = [(frame, folder / carry_file(e)) for e, frame in carry.items()]
-    files += [(frame, folder / retained_file(e)) for e, frame in retained.items()]
-    files += [(frame, folder / keys_file(e)) for e, frame in keys.items()]
-    with ThreadPoolExecutor(THREADS) as pool:  # Polars writes without the GIL
-        list(pool.map(_write_uncompressed, *zip(*files, strict=True)))
 
 
 def state_days(root: Path) -> list[dt.date]:
