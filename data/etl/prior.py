@@ -14,7 +14,9 @@ happens once per day, when the next state is written (:func:`data.etl.state.add_
 passes depend on the state alone (:meth:`StatePrior.prepare`): they run in a thread of their own,
 beside the sort of the day's rows. (Preparing every entity's state ahead, in one more thread, was
 tried and measured slower on the shared 2-core VM: one thread more than cores, and every entity's
-buffers alive at once.)
+buffers alive at once; so was running two entity passes at a time. Writing the state in one record
+batch per file, so that its columns would reach numpy without a copy, was measured slower: the day's
+writes cost more than its reads saved.)
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, HistoryConfig, window_ms
+from aptrank.data.etl.history import ITEM_INDEX
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import WEIGHT, key_codes, search_sorted_queries
 from aptrank.data.etl.state import DayState, longest_window_ms
@@ -180,12 +182,11 @@ class AttachedPrior:
         return out
 
 
-def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig, item_index: Any) -> pl.DataFrame:
+def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig) -> pl.DataFrame:
     """The state as point-in-time input rows of ``entity`` (``columns`` of :func:`data.etl.pit.with_queries`)
     in (key, ts) order: per key its carry row, then its retained events (weight 1). A linear merge of
     two key-sorted files, so the point-in-time sort (:class:`data.etl.pit.KeyTimeIndex`) only has to
-    merge the day's rows into them. ``item_index``: the expression of the encoded item id, for the
-    user's history lists."""
+    merge the day's rows into them (the user's history lists read the stored encoded item id)."""
     key = ENTITY_KEYS[entity]
     labels = [label_column(t) for t in cfg.task_names]
     retained = state.retained[entity]
@@ -207,26 +208,24 @@ def prior_rows(state: DayState, entity: str, columns: list[str], cfg: EtlConfig,
             pl.col("ts").cast(TS_DTYPE),
             pl.lit(1, pl.UInt32).alias(WEIGHT),
             *[pl.col(c).cast(pl.UInt32) for c in labels],
-            *[item_index.cast(pl.Int64).alias(c) for c in extra],
+            *[pl.col(ITEM_INDEX).cast(pl.Int64).alias(c) for c in extra],
         ),
     ]
     return rows[0].merge_sorted(rows[1], key).select(columns)  # on a tie the carry row (left) comes first
 
 
-def state_prior(
-    state: DayState, entity: str, cfg: EtlConfig, item_index: Any, histories: Sequence[HistoryConfig]
-) -> StatePrior:
+def state_prior(state: DayState, entity: str, cfg: EtlConfig, histories: Sequence[HistoryConfig]) -> StatePrior:
     """The state of ``entity`` for the day's point-in-time searches (:mod:`data.etl.prior`): the
     retained rows' keys, ts and labels as they are stored (memory-mapped, in key order), the carry
-    and, per history, the retained positives with their encoded items (``item_index``)."""
+    and, per history, the retained positives with their encoded items (stored, :data:`ITEM_INDEX`)."""
     key = ENTITY_KEYS[entity]
     labels = [label_column(t) for t in cfg.task_names]
     retained, carry = state.retained[entity], state.carry[entity]
     positives = {}
     for h in histories:
         pos = retained.lazy().filter(pl.col(label_column(h.task)) == 1)
-        rows = pos.select(key, item_index.cast(pl.Int64).alias("_item")).collect()
-        positives[label_column(h.task)] = (rows[key], rows["_item"].to_numpy())
+        rows = pos.select(key, ITEM_INDEX).collect()
+        positives[label_column(h.task)] = (rows[key], rows[ITEM_INDEX].to_numpy())
     return StatePrior(
         retained[key],
         retained["ts"].dt.epoch("ms").to_numpy(),
@@ -234,7 +233,7 @@ def state_prior(
         carry[key],
         {c: carry[c].cast(pl.UInt32).to_numpy() for c in (WEIGHT, *labels)},
         positives,
-        lambda columns: prior_rows(state, entity, columns, cfg, item_index),
+        lambda columns: prior_rows(state, entity, columns, cfg),
     )
 
 

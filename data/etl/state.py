@@ -8,8 +8,8 @@ events and the snapshot are queried at t >= the previous cutoff (last accepted e
 
 * **retained events**: every accepted event at or after ``cutoff - longest finite window`` (the
   rows any sliding window can still reach) with its key, ``ts`` and labels, and for the user also
-  the item id and, per history, the user's last ``max_len`` positives (the rows a history list can
-  still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
+  the encoded item id and, per history, the user's last ``max_len`` positives (the rows a history
+  list can still reach), **in (key, ts, input row) order** (:func:`entity_rows`), so that a day searches
   them (:mod:`data.etl.prior`) and merges its own rows in (:func:`add_day`) instead of sorting;
 * **carry** (running totals): per key, the count and the label sums of every other accepted event
   of that entity. No window but ``all`` reaches them, so the carry adds to the ``all`` window only.
@@ -43,14 +43,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from aptrank.data.encodings import Encoding
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, iso_utc, window_ms
+from aptrank.data.etl.history import ITEM_INDEX
 from aptrank.data.etl.labels import label_column
 from aptrank.data.etl.pit import THREADS, WEIGHT
 from aptrank.data.spec import FeatureSpec
 
-STATE_VERSION = 3
-"""3: retained rows per entity in (key, ts) order; 2: one retained file in ts order, uncompressed Arrow
-IPC and the key lists; 1: Parquet, no key lists."""
+STATE_VERSION = 4
+"""4: the user's retained rows carry the encoded item id (:data:`data.etl.history.ITEM_INDEX`; the
+vocabularies are fixed by the bootstrap) instead of the raw one; 3: retained rows per entity in
+(key, ts) order; 2: one retained file in ts order, uncompressed Arrow IPC and the key lists; 1:
+Parquet, no key lists."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
 KEEP_STATES = 2
@@ -195,13 +199,19 @@ def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
     return state
 
 
-def entity_rows(events: pl.DataFrame | pl.LazyFrame, entity: str, cfg: EtlConfig) -> pl.DataFrame:
-    """The retained-row columns of ``entity`` (its key, ``ts``, labels, and ``item_id`` for the user's
-    history lists) of ``events`` (in (ts, input row) order), null keys dropped (they count for no
-    key), in (key, ts, input row) order: a stable sort by key."""
+def entity_rows(
+    events: pl.DataFrame | pl.LazyFrame, entity: str, cfg: EtlConfig, item: Encoding | None = None
+) -> pl.DataFrame:
+    """The retained-row columns of ``entity`` (its key, ``ts``, labels, and for the user's history
+    lists the item id encoded by ``item``, :data:`ITEM_INDEX`, so that no day encodes the state
+    again) of ``events`` (in (ts, input row) order), null keys dropped (they count for no key), in
+    (key, ts, input row) order: a stable sort by key."""
     key = ENTITY_KEYS[entity]
-    columns = [key, "ts", *[label_column(t) for t in cfg.task_names]]
-    columns += ["item_id"] if entity == "user" and cfg.features.history else []
+    columns = [pl.col(key), pl.col("ts"), *[pl.col(label_column(t)) for t in cfg.task_names]]
+    if entity == "user" and cfg.features.history:
+        if item is None:
+            raise ValueError("entity_rows: the user's rows of a config with history lists need the item encoding")
+        columns.append(item.polars_expr(pl.col("item_id")).alias(ITEM_INDEX))
     rows = events.lazy().select(columns).filter(pl.col(key).is_not_null())
     return rows.sort(key, maintain_order=True).collect()
 
@@ -228,12 +238,13 @@ def fold(
         key = ENTITY_KEYS[entity]
         old = (frame["ts"] < floor).to_numpy()
         leaving = old.copy()
-        if entity == "user":  # the users' last positives stay rows: a history list can still reach them
-            earlier, recent = frame.filter(old), frame.filter(~old)
-            positions = np.flatnonzero(old)
+        if entity == "user" and old.any():  # the users' last positives stay rows: a history list can reach them
+            recent = frame.select("user_id", *labels).filter(~old)  # only their later positives are counted
+            earlier, positions = frame.filter(old), np.flatnonzero(old)
             for h in cfg.features.history:
                 leaving[positions[last_positives(earlier, recent, label_column(h.task), h.max_len).to_numpy()]] = False
         mask = pl.Series(leaving)
+        # no row leaving (a day within the longest window of the first): the rows as they are, not a copy
         retained[entity] = frame.filter(~mask)
         folded = (
             frame.filter(mask)

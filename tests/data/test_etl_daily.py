@@ -254,5 +254,5 @@ def test_state_keeps_the_snapshot_keys_and_refuses_an_older_format(
         assert retained.equals(retained.sort(key, "ts", maintain_order=True))
     meta = json.loads((folder / "state.json").read_text())
     (folder / "state.json").write_text(json.dumps({**meta, "version": 2}))
-    with pytest.raises(StateError, match=r"state\.json: state format version 2 is not 3; rebuild .* --bootstrap"):
+    with pytest.raises(StateError, match=r"state\.json: state format version 2 is not 4; rebuild .* --bootstrap"):
         run_day("canonical", generated, tmp_path / "out", _generated_cfg(), BOOT + dt.timedelta(days=2), _quiet)

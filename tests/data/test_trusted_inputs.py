@@ -61,6 +61,20 @@ def test_mixed_schemas_name_both_files(tmp_path: Path) -> None:
         load_source("canonical", src)
 
 
+def test_of_several_bad_files_the_first_in_path_order_is_named(tmp_path: Path) -> None:
+    """The files are verified two at a time; the error is the one a file-by-file read would give."""
+    src = canonical_source(tmp_path / "src", events_frame(HANDMADE_ROWS))
+    (src / "events.parquet").unlink()
+    (src / "events").mkdir()
+    for name in ("a", "b", "c", "d"):
+        events_frame(HANDMADE_ROWS).write_parquet(src / "events" / f"{name}.parquet")
+    for name in ("b", "d"):
+        (src / "events" / f"{name}.parquet").write_bytes(b"")
+    for _ in range(5):
+        with pytest.raises(SourceError, match=r"b\.parquet: unreadable Parquet file"):
+            load_source("canonical", src)
+
+
 def test_run_with_unreadable_parquet_exits_2_with_one_json_line(tmp_path: Path) -> None:
     src = canonical_source(tmp_path / "src", events_frame(HANDMADE_ROWS))
     (src / "events.parquet").write_bytes(b"")
