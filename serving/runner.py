@@ -14,9 +14,10 @@ pools this process started are not fork-safe), each loading its own model and po
 Supervision (:mod:`serving.supervisor`): a worker that dies is respawned, at once after a stable
 life, with exponential backoff (1 s doubling to 30 s) when it keeps dying; the server never gives a
 worker up. ``/readyz`` answers 503 while fewer workers than started are ready, so the lost capacity
-is visible to the load balancer. The listening socket is this process's, shared by the workers (one
-accept queue): a worker's death refuses no connection and the connection cap holds on respawned
-workers (granian 2.8's one listener per worker on Linux did neither: the supervisor's docstring).
+is visible to the load balancer. Each worker listens on its own socket (``SO_REUSEPORT``: even
+spread of keep-alive connections), or with ``ConnectionLimits.shared_listener`` all share this
+process's one socket and accept queue (no connection refused or reset while workers die, at the
+cost of an uneven spread): the trade-off is measured in the supervisor's docstring.
 
 A request body must arrive within ``body_timeout_s`` of the handler starting to read it (408,
 connection closed: :mod:`serving.app`); granian has a deadline for the request head only.
@@ -60,14 +61,16 @@ class ConnectionLimits:
     keep-alive connection is closed after it (hyper's header read timeout: slowloris clients and idle
     sockets are dropped). ``max_connections``: open connections per worker (granian's backpressure
     holds one permit per accepted connection, as the tests measure); more wait in the kernel's accept
-    queue (``backlog``, one queue shared by the workers) until the header deadline drops silent ones.
-    ``buffer_bytes``: hyper's per-connection read/write buffer; a client that pipelines requests
-    without reading answers is not read further, so memory stays bounded."""
+    queue (``backlog``) until the header deadline drops silent ones. ``buffer_bytes``: hyper's
+    per-connection read/write buffer; a client that pipelines requests without reading answers is
+    not read further, so memory stays bounded. ``shared_listener``: one listening socket for all
+    workers instead of one each (:mod:`serving.supervisor`)."""
 
     header_timeout_s: float = 5.0
     max_connections: int = 1024
     backlog: int = 2048
     buffer_bytes: int = 64 * 1024
+    shared_listener: bool = False
 
 
 def default_workers() -> int:
@@ -138,6 +141,7 @@ def serve(
             http1_settings=HTTP1Settings(
                 header_read_timeout=int(limits.header_timeout_s * 1000), max_buffer_size=limits.buffer_bytes
             ),
+            shared_listener=limits.shared_listener,
             respawn_failed_workers=True,
             workers_kill_timeout=30,
             factory=True,

@@ -14,32 +14,30 @@ time, up to ``max_delay_s``, and is respawned for as long as the server runs. Wh
 missing, ``/readyz`` answers 503 ("1 of 2 workers ready", :func:`serving.app.readiness`), so a load
 balancer routes around the instance's lost capacity instead of the server pretending it is whole.
 
-One listening socket, the server process's, is shared by every worker
-(:meth:`BackoffServer._init_shared_socket`), as granian 2.7 did on Linux and 2.8 does elsewhere.
-granian 2.8 on Linux gives each worker a listener of its own (``SO_REUSEPORT``, granian PR #897),
-bound when the worker starts serving, and the kernel hashes each new connection to one of the
-listeners alive at that moment. Two consequences, measured with 2 workers
-(``tests/serving/online/test_server_respawn.py`` fails on both without the shared socket):
+Listening sockets: one per worker (granian 2.8's Linux default, ``SO_REUSEPORT``, granian PR #897),
+or with ``shared_listener`` (``aptrank serve --shared-listener``) one socket bound and listening in
+the server process and shared by every worker (:meth:`BackoffServer._init_shared_socket`; granian
+2.7 on Linux, 2.8 elsewhere, gunicorn and uvicorn ``--workers``). Measured with 2 workers:
 
-* A worker reports ready (``/readyz`` 200) once its model is loaded; its listener followed 0.02 to
-  0.75 s later (shared 2-core machine). Silent sockets opened in between all queued at the other
-  worker, and once the respawned worker listened, with all its 32 slots free, a new client hashed
-  to it was answered at once: why the cap "did not hold" when its test ran after the worker kills.
-* A worker's listener dies with it: the connections in its accept queue are reset (unless the
-  ``net.ipv4.tcp_migrate_req`` sysctl is 1), and when it was the only listener (the other worker
-  respawned but not listening yet, which ``ss -ltnp`` then shows as one LISTEN line), new
-  connections were refused until one listened: the ~0.1 s of refusals the lifecycle tests met
-  after a kill; with both workers killed, for seconds (2,342 refused connects in the test).
-
-With the shared socket there is one accept queue that outlives every worker: a dying worker loses
-only the connections it had accepted, new ones are never refused while the server runs (they wait
-until a worker accepts them), and beyond ``workers x max_connections`` a new client waits its turn
-behind every queued one, whichever workers are up; gunicorn and uvicorn's ``--workers`` share a
-socket bound by the parent alike. The cost: every worker's accept loop watches the same socket and
-whichever wakes first accepts, so connections are not hashed evenly. Measured, 8 keep-alive clients
-onto 2 idle workers: opened one after another, 7/1 or 8/0 in 5 of 8 tries (with ``SO_REUSEPORT``:
-1 of 8, the rest 6/2 to 4/4); opened at once and sending requests, 6/2 to 4/4 in 14 of 16 tries
-(``SO_REUSEPORT``: 7 of 8). ``bench/serve_load.py`` (c=8) is the check on latency.
+* **Per-worker listeners** (default). The kernel hashes each new connection to one of the listeners
+  alive at that moment, so keep-alive connections spread evenly (8 clients onto 2 workers: 6/2 to
+  4/4 in 7 of 8 tries) and ``bench/serve_load.py`` meets its p99 target. Around a worker's death:
+  a worker reports ready (``/readyz`` 200) once its model is loaded and starts listening 0.02 to
+  0.75 s later; silent sockets opened in between all queue at the other worker, whose queue then
+  waits while the respawned worker's 32 slots serve newer clients. A dying worker's listener takes
+  its accept queue with it (those connections are reset unless the ``net.ipv4.tcp_migrate_req``
+  sysctl is 1), and while no worker listens new connections are refused (~0.1 s after a kill; for
+  seconds when every worker is dead: 2,342 refused connects in the test).
+* **Shared listener.** One accept queue outlives every worker: a dying worker loses only the
+  connections it had accepted, new ones are never refused while the server runs, and beyond
+  ``workers x max_connections`` a new client waits its turn behind every queued one
+  (``tests/serving/online/test_server_respawn.py``, which fails on both points without it). The
+  cost: whichever worker wakes first accepts, so connections are not spread evenly: 8 keep-alive
+  clients opened one after another landed 7/1 or 8/0 in 5 of 8 tries, and ``bench/serve_load.py``
+  at c=8 measured p99 12.7 ms and 1,205 req/s against 8.1 ms and 1,897 req/s of per-worker
+  listeners (wrk, 8 connections: 852 req/s, one worker doing the work). Hence opt-in: for
+  deployments where workers die often or connections are short-lived, not for a few long-lived
+  keep-alive connections from a load balancer.
 """
 
 from __future__ import annotations
@@ -84,16 +82,19 @@ class BackoffServer(Server):  # type: ignore[misc, valid-type]
     """granian's process server whose main loop respawns dead workers with :class:`RestartBackoff`
     (module docstring); SIGINT/SIGTERM and SIGHUP behave as in granian."""
 
-    def __init__(self, *args: object, backoff: RestartBackoff | None = None, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, backoff: RestartBackoff | None = None, shared_listener: bool = False, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.backoff = backoff or RestartBackoff()
+        self.shared_listener = shared_listener
 
     def _init_shared_socket(self) -> None:
-        """Bind and listen here, in the server process, and hand the socket to every worker (module
-        docstring): granian's own path off Linux (``AbstractServer._init_shared_socket`` with
+        """With ``shared_listener``: bind and listen here, in the server process, and hand the socket
+        to every worker (module docstring): granian's own path off Linux (``AbstractServer._init_shared_socket`` with
         ``MPServer``'s inheritable ``_sso``, passed to spawned workers by file descriptor), plus the
         ``listen`` that granian leaves to the workers on Linux."""
-        if self.bind_uds or sys.platform != "linux":
+        if not self.shared_listener or self.bind_uds or sys.platform != "linux":
             super()._init_shared_socket()
             return
         self._ssp = None  # workers then take the shared socket (granian's ``(spec, holder)`` pair)

@@ -59,6 +59,13 @@ def serve_command(
     max_connections: Annotated[
         int, typer.Option(help="open connections per worker (more wait in the accept queue)", min=1)
     ] = 1024,
+    shared_listener: Annotated[
+        bool,
+        typer.Option(
+            help="one listening socket shared by the workers: no connection refused or reset while a worker"
+            " dies, but keep-alive connections spread unevenly (default: one per worker)"
+        ),
+    ] = False,
     allow_unverified_model: AllowUnverifiedModel = False,
 ) -> None:
     """Serve ranking requests for the model behind --model."""
@@ -79,7 +86,9 @@ def serve_command(
         workers=workers or default_workers(),
         allow_unverified_model=allow_unverified_model,
     )
-    limits = ConnectionLimits(header_timeout_s=header_timeout, max_connections=max_connections)
+    limits = ConnectionLimits(
+        header_timeout_s=header_timeout, max_connections=max_connections, shared_listener=shared_listener
+    )
     try:
         serve(settings, host, port, limits, announce=lambda line: typer.echo(line, err=True))
     except StartupError as e:

@@ -1,7 +1,7 @@
 """``aptrank serve``'s connection cap and listening socket across worker deaths, on a server of this
 module's own (so no other test's order can hide anything): after a killed worker is respawned the
-cap still holds, and no new connection is refused while workers die (serving.supervisor: one
-listening socket, held by the server process, shared by the workers)."""
+cap still holds, and no new connection is refused while workers die, with ``--shared-listener``
+(serving.supervisor: one listening socket, held by the server process, shared by the workers)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ HEADER_TIMEOUT_S = 2.0
 def server(model_path: Path, etl_dir: Path) -> Iterator[ServeProcess]:
     """2 workers, at most :data:`CAP` connections each, silent ones dropped after 2 s."""
     args = ["--model", str(model_path), "--features", str(etl_dir), "--poll-seconds", "0"]
-    args += ["--max-connections", str(CAP), "--header-timeout", str(HEADER_TIMEOUT_S)]
+    args += ["--max-connections", str(CAP), "--header-timeout", str(HEADER_TIMEOUT_S), "--shared-listener"]
     with ServeProcess(*args) as proc:
         yield proc
         assert proc.stop() == 0
