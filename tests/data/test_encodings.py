@@ -32,7 +32,7 @@ from aptrank.data.encodings import (
     Vocab,
     derived_columns,
 )
-from aptrank.data.encodings.dense import normalised_expr, normalised_numpy
+from aptrank.data.encodings.dense import POLARS_LOG1P_MIN_ROWS, log1p_like_polars, normalised_expr, normalised_numpy
 from aptrank.data.encodings.derived import local_time
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.spec import FeatureSpec
@@ -254,3 +254,17 @@ def test_feature_encoder_numpy_path_equals_its_polars_path(etl_dir: Path) -> Non
     np.testing.assert_array_equal(got["dense"].view(np.uint32), expected_dense.view(np.uint32))
     with pytest.raises(NotVectorised):
         FeatureEncoder(spec, etl_dir).encode_numpy(columns, n)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rows", [7, POLARS_LOG1P_MIN_ROWS - 1, POLARS_LOG1P_MIN_ROWS, 3000])
+def test_log1p_has_polars_bits_on_both_sides_of_the_size_switch(rows: int) -> None:
+    """Small arrays (an online request) take the C library's log1p per element, large ones Polars'
+    vectorised one: the same bits as the Polars expression either way, edges included (-1 -> -inf,
+    below -1 and NaN -> NaN, inf -> inf; the normalisation maps every NaN to the fill)."""
+    edges = [-1.0, -1.5, -np.inf, np.nan, np.inf, 0.0, -0.0, 1e-300, 1e308, -0.999999]
+    values = np.resize(np.array(edges + np.random.default_rng(rows).uniform(-1, 1e6, rows).tolist()), rows)
+    expected = pl.Series(values, dtype=pl.Float64).log1p().to_numpy()
+    got = log1p_like_polars(values)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))  # a NaN's sign bit may differ
+    number = ~np.isnan(expected)
+    np.testing.assert_array_equal(got[number].view(np.uint64), expected[number].view(np.uint64))
