@@ -237,22 +237,26 @@ class CandidateFeatures:
     def encode_full(self, candidates: pl.DataFrame) -> Encoded:
         """The ETL lookup on every row (no factorisation)."""
         self._check(candidates)
+        return self._encode_full(candidates, *self._find(candidates))
+
+    def _encode_full(self, candidates: pl.DataFrame, u: np.ndarray | None, i: np.ndarray | None) -> Encoded:
         arrays = model_inputs(self.lookup.build(candidates).frame, self.spec)
-        return Encoded(arrays, self._missing(*self._find(candidates)), self.categorical_names)
+        return Encoded(arrays, self._missing(u, i), self.categorical_names)
 
     def encode(self, candidates: pl.DataFrame) -> Encoded:
         """Model inputs for ``candidates`` (``user_id``, ``item_id``, ``ts``, context columns)."""
         self._check(candidates)
-        u, i = self._find(candidates)
+        return self._encode_found(candidates, *self._find(candidates))
+
+    def _encode_found(self, candidates: pl.DataFrame, u: np.ndarray | None, i: np.ndarray | None) -> Encoded:
+        """:meth:`encode` once the candidates are checked and their snapshot rows ``u``, ``i`` found."""
         if self.users is None or self.items is None or u is None or i is None:
-            return self.encode_full(candidates)
+            return self._encode_full(candidates, u, i)
         known = (u >= 0) & (i >= 0)
         if not known.any():
-            return Encoded(
-                self._empty(0) if not len(known) else self.encode_full(candidates).arrays,
-                self._missing(u, i),
-                self.categorical_names,
-            )
+            if not len(known):
+                return Encoded(self._empty(0), self._missing(u, i), self.categorical_names)
+            return self._encode_full(candidates, u, i)
         if known.all():
             return self._encode_known(candidates, u, i)
         fast, slow = np.flatnonzero(known), np.flatnonzero(~known)
@@ -275,7 +279,7 @@ class CandidateFeatures:
         self._check(candidates)
         u, i = self._find(candidates)
         if u is None or i is None or not candidates.height or not ((u >= 0) & (i >= 0)).all():
-            whole = self.encode(candidates)
+            whole = self._encode_found(candidates, u, i)
             yield from (whole.slice(s, s + block_rows) for s in range(0, max(whole.rows, 1), block_rows))
             return
         for s in range(0, candidates.height, block_rows):
