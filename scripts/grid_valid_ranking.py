@@ -28,7 +28,6 @@ from aptrank.pipeline.experiment.table import format_stat
 from aptrank.pipeline.mlflow_store import connect
 
 CELL_TAG = "aptrank.cell"
-TASKS = ("click", "like", "finish")
 VALID_MEAN = "final/valid/mean_auc"
 
 
@@ -37,8 +36,14 @@ def row_of(cell_id: str) -> str:
     return cell_id.rsplit("/seed", 1)[0]
 
 
-def collect(workdir: Path) -> dict[str, dict[str, list[float | None]]]:
-    """row -> metric key -> one value per seed (None where the run lacks it)."""
+def tasks_of(metric_keys: list[str]) -> list[str]:
+    """The tasks named by ``final/valid/<task>/auc`` keys, in first-seen order."""
+    found = (k.split("/")[2] for k in metric_keys if k.startswith("final/valid/") and k.count("/") == 3)
+    return list(dict.fromkeys(t for t in found if f"final/valid/{t}/auc" in metric_keys))
+
+
+def collect(workdir: Path) -> tuple[list[str], dict[str, dict[str, list[float | None]]]]:
+    """The grid's tasks, and row -> metric key -> one value per seed (None where the run lacks it)."""
     parent = json.loads((workdir / PARENT_FILE).read_text())
     client = connect(parent["tracking_uri"])
     runs = client.search_runs(
@@ -46,27 +51,28 @@ def collect(workdir: Path) -> dict[str, dict[str, list[float | None]]]:
         filter_string=f"tags.`{PARENT_TAG}` = '{parent['run_id']}' and attributes.status = 'FINISHED'",
         max_results=10_000,
     )
-    keys = [VALID_MEAN, *(f"final/valid/{t}/auc" for t in TASKS), *(f"served/test/{t}/auc" for t in TASKS)]
+    tasks = tasks_of([k for run in runs for k in run.data.metrics])
+    keys = [VALID_MEAN, *(f"final/valid/{t}/auc" for t in tasks), *(f"served/test/{t}/auc" for t in tasks)]
     rows: dict[str, dict[str, list[float | None]]] = {}
     for run in runs:
         metrics = rows.setdefault(row_of(run.data.tags[CELL_TAG]), {k: [] for k in keys})
         for key in keys:
             metrics[key].append(run.data.metrics.get(key))
-    return rows
+    return tasks, rows
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not (Path(argv[0]) / PARENT_FILE).is_file():
         print(f"usage: grid_valid_ranking.py WORKDIR (a grid work dir with {PARENT_FILE})", file=sys.stderr)
         return 2
-    rows = collect(Path(argv[0]))
+    tasks, rows = collect(Path(argv[0]))
 
     def rank(item: tuple[str, dict[str, list[float | None]]]) -> float:
         mean = Stat.of(item[1][VALID_MEAN]).mean
         return -mean if math.isfinite(mean) else math.inf  # rows without validation figures last
 
     ranked = sorted(((r, m) for r, m in rows.items() if f"/{BASELINE_ARCH}/" not in r), key=rank)
-    head = ["row", "seeds", "valid mean AUC", *(f"valid {t}" for t in TASKS), *(f"served test {t}" for t in TASKS)]
+    head = ["row", "seeds", "valid mean AUC", *(f"valid {t}" for t in tasks), *(f"served test {t}" for t in tasks)]
     print("| " + " | ".join(head) + " |")
     print("|---|---:|" + "---:|" * (len(head) - 2))
     for row, metrics in ranked:
