@@ -44,6 +44,7 @@ from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
 from aptrank.data.etl.freshness import day_start, snapshot_cutoff
+from aptrank.data.etl.hugepages import numpy_hugepage_advice_off
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
 from aptrank.data.etl.pit import THREADS
@@ -93,6 +94,7 @@ def _check_daily_config(cfg: EtlConfig, day: dt.date) -> None:
         raise EtlConfigError(f"time_range: day {day} is not inside [{r.start}, {r.end})")
 
 
+@numpy_hugepage_advice_off()
 def bootstrap(
     source: str, input_path: str | Path, out: str | Path, cfg: EtlConfig, day: dt.date, say: Callable[[str], None]
 ) -> EtlResult:
@@ -143,6 +145,7 @@ class _BootstrapJob(_Job):
         return result
 
 
+@numpy_hugepage_advice_off()
 def run_day(
     source: str, input_path: str | Path, out: str | Path, cfg: EtlConfig, day: dt.date, say: Callable[[str], None]
 ) -> EtlResult:

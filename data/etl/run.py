@@ -37,6 +37,7 @@ from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import FeaturePlan, plan_features
 from aptrank.data.etl.freshness import DAILY, snapshot_cutoff, spec_extras
 from aptrank.data.etl.history import ITEM_INDEX, lists_for
+from aptrank.data.etl.hugepages import numpy_hugepage_advice_off
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column, label_column
 from aptrank.data.etl.parts import PartWriter, file_groups
@@ -69,6 +70,7 @@ class EtlResult:
         return bool(self.summary["gates"]["passed"])
 
 
+@numpy_hugepage_advice_off()
 def run_etl(
     source: str,
     input_path: str | Path,
