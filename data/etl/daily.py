@@ -52,6 +52,7 @@ from aptrank.data.etl.prior import StatePrior, state_prior
 from aptrank.data.etl.run import REJECTS, SPEC_FILE, WORK, EtlResult, _Job, example_files
 from aptrank.data.etl.splits import SPLITS
 from aptrank.data.etl.state import (
+    STAGING_PREFIX,
     DayState,
     StateError,
     add_day,
@@ -59,8 +60,10 @@ from aptrank.data.etl.state import (
     entity_rows,
     fold,
     present_entities,
+    staging_folder,
     state_days,
     state_for,
+    write_frames,
 )
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import (
@@ -178,6 +181,8 @@ def _drop_from(root: Path, day: dt.date) -> None:
         for folder in (root / sub).glob("????-??-??"):
             if dt.date.fromisoformat(folder.name) >= day:
                 shutil.rmtree(folder)
+    for staged in (root / STATE_DIR).glob(f"{STAGING_PREFIX}*"):  # a run killed before its state's commit
+        shutil.rmtree(staged)
 
 
 class DailyJob(_Job):
@@ -213,33 +218,35 @@ class DailyJob(_Job):
         cutoff = snapshot_cutoff(ts[-1], self.cfg.freshness, self.cfg.time_zone) if n else s.cutoff
         wanted = [*plan.entities, *(["item"] if items is not None else [])]
         wanted += ["user"] if self.cfg.features.history else []
-        with self.stage("point-in-time"):
-            keys = {}
-            for e, key in ENTITY_KEYS.items():
-                if e in s.retained and e in wanted:  # yesterday's keys, the day's and the side table's
-                    seen = pl.concat([s.keys[e].lazy(), events.select(key)])
-                    keys[e] = entity_keys(seen, e, items, users)
-            encodings = {c.name: c.encoding for c in self.spec.categorical}
-            item = encodings["item"].load(self.root)
-            counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
-        with self.stage("snapshot"):
-            columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
-            body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
-            snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
-            spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
-        with self.stage("examples"):
-            bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
-            cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
-            ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
-            self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
-        retained, carry = s.retained, s.carry
-        if accounting["gates"]["passed"]:  # else the day stays in days/<day>/ for inspection, the state unmoved
-            with self.stage("state"):
-                retained, carry = self.next_state(events, cutoff, item)
-                self.publish(spec, ranges)
-                DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys).write(
-                    self.root / STATE_DIR
-                )
+        passed = accounting["gates"]["passed"]  # else the day stays in days/<day>/ for inspection, the state unmoved
+        with ThreadPoolExecutor(1) as background:  # the next state, merged and written beside the day's stages
+            with self.stage("point-in-time"):
+                keys = {}
+                for e, key in ENTITY_KEYS.items():
+                    if e in s.retained and e in wanted:  # yesterday's keys, the day's and the side table's
+                        seen = pl.concat([s.keys[e].lazy(), events.select(key)])
+                        keys[e] = entity_keys(seen, e, items, users)
+                encodings = {c.name: c.encoding for c in self.spec.categorical}
+                item = encodings["item"].load(self.root)
+                staged = background.submit(self.stage_state, events, cutoff, item, keys) if passed else None
+                counts, histories = self.point_in_time(events, plan, keys, item, cutoff, n)
+            with self.stage("snapshot"):
+                columns = write_snapshot(self.out, keys, counts, histories, items, users, self.cfg.output)
+                body = {k: v for k, v in self.spec.to_dict().items() if k != "hash"}
+                snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
+                spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
+            with self.stage("examples"):
+                bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
+                cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
+                ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
+                self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
+            retained, carry = s.retained, s.carry
+            if staged is not None:
+                with self.stage("state"):  # the wait for the background's merge and write, then the commit
+                    retained, carry, folder = staged.result()
+                    self.publish(spec, ranges)
+                    state = DayState(self.day, cutoff, s.config_key, spec, s.vocab_hash, retained, carry, keys)
+                    state.commit(self.root / STATE_DIR, folder)
         summary = {
             **accounting,
             "day": self.day.isoformat(),
@@ -258,6 +265,15 @@ class DailyJob(_Job):
         for failure in summary["gates"]["failures"]:
             self.say(f"[etl] GATE FAILED: {failure}")
         return EtlResult(self.root, summary, spec)
+
+    def stage_state(
+        self, events: pl.LazyFrame, cutoff: dt.datetime, item: Encoding, keys: dict[str, pl.DataFrame]
+    ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], Path]:
+        """The next state (:meth:`next_state`), its frames written to the staging folder: run in the
+        background while the day's point-in-time, snapshot and examples stages run; committed (FeatureSpec,
+        ``state.json``, renamed into place) only after the day's outputs are published."""
+        retained, carry = self.next_state(events, cutoff, item)
+        return retained, carry, write_frames(staging_folder(self.root / STATE_DIR, self.day), retained, carry, keys)
 
     def next_state(
         self, events: pl.LazyFrame, cutoff: dt.datetime, item: Encoding

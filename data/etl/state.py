@@ -58,6 +58,8 @@ Parquet, no key lists."""
 STATE_FILE = "state.json"
 SPEC_FILE = "feature_spec.json"
 KEEP_STATES = 2
+STAGING_PREFIX = ".staging-"
+"""A state being written (:func:`staging_folder`); never read, replaced by the next run of its day."""
 """States kept per output: the newest (for tomorrow) and the one before it (to rerun the last day)."""
 
 
@@ -98,6 +100,27 @@ def _write_uncompressed(frame: pl.DataFrame, path: Path) -> None:
     frame.write_ipc(path, compression="uncompressed")
 
 
+def staging_folder(root: Path, day: dt.date) -> Path:
+    """An empty ``root/.staging-<day>/``: where the state of ``day`` is written before it is renamed
+    into place (:meth:`DayState.commit`)."""
+    folder = root / f"{STAGING_PREFIX}{day.isoformat()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def write_frames(
+    folder: Path, retained: dict[str, pl.DataFrame], carry: dict[str, pl.DataFrame], keys: dict[str, pl.DataFrame]
+) -> Path:
+    """A state's retained rows, carry and key lists into ``folder`` (uncompressed Arrow IPC)."""
+    files = [(frame, folder / carry_file(e)) for e, frame in carry.items()]
+    files += [(frame, folder / retained_file(e)) for e, frame in retained.items()]
+    files += [(frame, folder / keys_file(e)) for e, frame in keys.items()]
+    with ThreadPoolExecutor(THREADS) as pool:  # Polars writes without the GIL
+        list(pool.map(_write_uncompressed, *zip(*files, strict=True)))
+    return folder
+
+
 @dataclass
 class DayState:
     day: dt.date
@@ -116,15 +139,14 @@ class DayState:
 
     def write(self, root: Path) -> Path:
         """Write to ``root/<day>/`` (replacing it) and drop all but the newest :data:`KEEP_STATES`."""
-        folder = root / self.day.isoformat()
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        files = [(frame, folder / carry_file(e)) for e, frame in self.carry.items()]
-        files += [(frame, folder / retained_file(e)) for e, frame in self.retained.items()]
-        files += [(frame, folder / keys_file(e)) for e, frame in self.keys.items()]
-        with ThreadPoolExecutor(THREADS) as pool:  # Polars writes without the GIL
-            list(pool.map(_write_uncompressed, *zip(*files, strict=True)))
-        self.spec.write(folder / SPEC_FILE)
+        return self.commit(root, write_frames(staging_folder(root, self.day), self.retained, self.carry, self.keys))
+
+    def commit(self, root: Path, staged: Path) -> Path:
+        """Complete ``staged`` (the frames of this state, :func:`write_frames`) with the FeatureSpec and
+        ``state.json``, rename it onto ``root/<day>/`` and drop all but the newest :data:`KEEP_STATES`.
+        ``state.json`` is written last and the rename is atomic: a run killed before has no state of
+        its day (:func:`state_days` ignores the staging folder)."""
+        self.spec.write(staged / SPEC_FILE)
         meta = {
             "version": STATE_VERSION,
             "day": self.day.isoformat(),
@@ -135,7 +157,10 @@ class DayState:
             "entities": sorted(self.carry),
             "key_lists": sorted(self.keys),
         }
-        (folder / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (staged / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        folder = root / self.day.isoformat()
+        shutil.rmtree(folder, ignore_errors=True)
+        staged.rename(folder)
         for old in state_days(root)[:-KEEP_STATES]:
             shutil.rmtree(root / old.isoformat())
         return folder
@@ -166,7 +191,11 @@ def state_days(root: Path) -> list[dt.date]:
     """Days that have a state under ``root``, oldest first."""
     if not root.is_dir():
         return []
-    return sorted(dt.date.fromisoformat(p.name) for p in root.iterdir() if (p / STATE_FILE).is_file())
+    return sorted(
+        dt.date.fromisoformat(p.name)
+        for p in root.iterdir()
+        if not p.name.startswith(STAGING_PREFIX) and (p / STATE_FILE).is_file()
+    )
 
 
 def state_for(root: Path, day: dt.date, cfg: EtlConfig) -> DayState:
