@@ -13,7 +13,9 @@ a long time (fewer TLB misses); an ETL stage streams through fresh arrays once.
 The switch is numpy's own (``numpy._core.multiarray._set_madvise_hugepage``, the function behind
 its ``NUMPY_MADVISE_HUGEPAGE`` environment variable), set for the duration of a job and restored
 after, so a caller's process keeps its own setting. A user who sets ``NUMPY_MADVISE_HUGEPAGE``
-explicitly decides: the job then leaves numpy's setting alone.
+explicitly decides: the job then leaves numpy's setting alone. Used by every job entry
+(:func:`data.etl.run.run_etl`, :func:`data.etl.daily.bootstrap`, :func:`data.etl.daily.run_day`) and
+around the per-partition feature code of the Spark engine's Python workers (:mod:`data.etl.spark`).
 """
 
 from __future__ import annotations

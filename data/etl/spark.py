@@ -38,6 +38,7 @@ import pyarrow as pa
 from aptrank.data.etl.config import EtlConfig, HistoryConfig
 from aptrank.data.etl.entity import EntityFeatures, entity_features, pointers_from_lists
 from aptrank.data.etl.history import lists_for
+from aptrank.data.etl.hugepages import numpy_hugepage_advice_off
 from aptrank.data.etl.pit import Workspace, pit_columns
 from aptrank.data.etl.prior import StatePrior
 from aptrank.data.etl.workfiles import WorkFiles
@@ -107,7 +108,8 @@ def partition_features(
         if table.num_rows == 0:
             return
         frame = pl.from_arrow(table).sort(POSITION).with_columns(pl.col("ts").cast(TS_DTYPE))  # type: ignore[union-attr]
-        got = entity_features(frame, key, entity, windows, tasks, histories, with_counts, day_zone=day_zone)
+        with numpy_hugepage_advice_off():  # the workers' point-in-time arrays, as in the embedded engine
+            got = entity_features(frame, key, entity, windows, tasks, histories, with_counts, day_zone=day_zone)
         out = frame.select(POSITION)
         if got.counts is not None:
             out = out.with_columns(got.counts.cast(pl.Int64))
