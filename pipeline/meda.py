@@ -31,6 +31,6 @@ def reinitialise_tables(model: MultiTaskModel, optimizer: MultiTaskOptimizer, se
             bound = math.sqrt(1.0 / weight.shape[0])
             fresh = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
             weight.copy_(fresh.to(weight.device))
-            optimizer.optimizer.state.pop(weight, None)
             rows += weight.shape[0]
+    optimizer.forget(list(model.embedding.table_weights().values()))
     return rows
