@@ -319,6 +319,12 @@ class MultiTaskOptimizer:
     def parameters(self) -> list[nn.Parameter]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
+    def forget(self, params: Sequence[nn.Parameter]) -> None:
+        """Drop the optimizer state (moments, step counts) of ``params``: their next update starts
+        as a first one, for parameters re-initialised in place (MEDA's fresh embedding tables)."""
+        for p in params:
+            self.optimizer.state.pop(p, None)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step_count,

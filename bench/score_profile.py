@@ -10,7 +10,10 @@ Each ``--fold-rows`` value is exported and profiled in turn (the export's table 
 ``models.export.fold``); the machine line is ``bench/score.py``'s. Writes
 ``bench/results/score_profile.json``.
 
-    .venv/bin/python bench/score_profile.py [--rows 262144] [--fold-rows 512 4096] [--top 12]
+    .venv/bin/python bench/score_profile.py [--rows 262144] [--fold-rows 512 4096] [--top 12] [--config JOB.yaml]
+
+``--config``: the job config whose model is exported (the demo job by default; e.g. a copy with
+``model.dense_encoding`` to measure what the dense features' encoding costs the graph).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from report import write_result
-from score import candidates_file, cpu_info, prepare_all
+from score import DEMO_CONFIG, candidates_file, cpu_info, prepare_all
 
 CHUNK_ROWS = 131_072
 
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=262_144)
     parser.add_argument("--fold-rows", type=int, nargs="+", default=[512, 4096])
     parser.add_argument("--top", type=int, default=12, help="nodes printed per graph")
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
     args = parser.parse_args()
     machine = cpu_info()
     print(f"machine: {machine['cpu_model']}; SIMD {' '.join(machine['simd_flags'])}; ort {machine['onnxruntime']}")  # type: ignore[arg-type]
@@ -122,7 +126,7 @@ def main() -> None:
         for fold_rows in args.fold_rows:
             work = Path(tmp) / f"fold{fold_rows}"
             work.mkdir()
-            prep = prepare_all(work, fold_rows=fold_rows)
+            prep = prepare_all(work, args.config, fold_rows=fold_rows)
             source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
             stages, arrays = stage_times(prep.model_path, prep.features, prep.weights, source, work / "out.parquet")
             listed = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
@@ -137,7 +141,14 @@ def main() -> None:
                 "node_shares": shares,
             }
     write_result(
-        "score_profile", {"benchmark": "score_profile", "rows": args.rows, "machine": machine, "graphs": graphs}
+        "score_profile",
+        {
+            "benchmark": "score_profile",
+            "rows": args.rows,
+            "config": str(args.config),
+            "machine": machine,
+            "graphs": graphs,
+        },
     )
 
 

@@ -43,7 +43,9 @@ class MultiTaskModel(nn.Module, ABC):
         self.spec = spec
         self.config = config
         self.task_names: list[str] = list(task_names)
-        self.embedding = SpecEmbedding(spec, config.embedding_dim, sparse=config.sparse_embeddings)
+        self.embedding = SpecEmbedding(
+            spec, config.embedding_dim, sparse=config.sparse_embeddings, dense_encoding=config.dense_encoding
+        )
         self.towers = nn.ModuleList()
         self.task_dag = TaskDag(self.task_names, spec.task_names)
 
@@ -109,10 +111,10 @@ class MultiTaskModel(nn.Module, ABC):
 
         ``embeddings``: the table weights; ``task``: each tower's parameters (one list per task);
         ``output``: the towers' final Linear parameters (a subset of ``task``); ``shared``: every other
-        parameter (bottom, experts, gates, PLE's task-specific experts). Every parameter is in exactly
-        one of shared / embeddings / task.
+        parameter (bottom, experts, gates, PLE's task-specific experts, the dense features' encoder).
+        Every parameter is in exactly one of shared / embeddings / task.
         """
-        embeddings = list(self.embedding.parameters())
+        embeddings = self.embedding.table_parameters()
         task = [list(tower.parameters()) for tower in self.towers]
         output = [p for tower in self.towers for p in tower.out.parameters()]
         taken = {id(p) for p in embeddings} | {id(p) for params in task for p in params}

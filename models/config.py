@@ -16,6 +16,7 @@ from pydantic import Field
 
 from aptrank.config_model import AsTuple, ConfigModel
 from aptrank.errors import ConfigError
+from aptrank.models.dense_encoding import DenseEncodingConfig
 
 PositiveInt = Annotated[int, Field(ge=1)]
 HiddenSizes = Annotated[tuple[PositiveInt, ...], AsTuple, Field(min_length=1)]
@@ -35,6 +36,8 @@ class ModelConfig(ConfigModel):
       or a row-wise update).
     * ``tower_hidden``: each task tower's MLP before its final ``Linear(., 1)`` (may be empty).
     * ``dropout``: dropout after every hidden ReLU (0 disables it).
+    * ``dense_encoding``: the dense features' piecewise-linear encoding (``models.dense_encoding``);
+      absent (the default): each dense feature is one standardized scalar.
     * ``seed``: when set, parameters are initialised from this seed without touching the global RNG;
       otherwise from the global ``torch.manual_seed`` state (the job sets it to the job's seed).
     """
@@ -45,4 +48,5 @@ class ModelConfig(ConfigModel):
     sparse_embeddings: bool = True
     tower_hidden: Annotated[tuple[PositiveInt, ...], AsTuple] = (32,)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    dense_encoding: DenseEncodingConfig | None = None
     seed: int | None = None

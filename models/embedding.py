@@ -5,7 +5,9 @@ table list it in ``feature_names``) fed a ``KeyedJaggedTensor`` built from the p
 categoricals are length-1 bags, sequence features are mean-pooled over their valid prefix (TorchRec,
 "Introduction to TorchRec" / ``torchrec.modules.embedding_modules``). The output is the pooled
 embeddings in spec order (categorical, then sequence features), followed by the dense features:
-``D = (C + S) * embedding_dim + len(dense)``.
+``D = (C + S) * embedding_dim + len(dense)``, or ``+ len(dense) * dim`` when the dense features are
+encoded (``model.dense_encoding``: :class:`~aptrank.models.dense_encoding.PiecewiseLinearEncoding`,
+the same module on both paths, so the export reads the same edges from its buffers).
 
 Export path (``forward_plain``): the same pooling written with plain ops on the same weights, with
 no data-dependent shapes, so ``torch.onnx.export`` can trace it with a dynamic batch axis. The
@@ -27,13 +29,21 @@ from torch.nn import functional as F
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
 from aptrank.data.spec import FeatureSpec
+from aptrank.models.dense_encoding import DenseEncodingConfig, PiecewiseLinearEncoding
 from aptrank.models.feature_batch import FeatureBatch
 
 
 class SpecEmbedding(nn.Module):
-    """Embedding layer built from a FeatureSpec; ``output_dim`` is the width D of its output."""
+    """Embedding layer built from a FeatureSpec; ``output_dim`` is the width D of its output.
+    ``dense_encoding``: the dense features' encoding (None: the standardized scalars as they come)."""
 
-    def __init__(self, spec: FeatureSpec, embedding_dim: int, sparse: bool = True) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        embedding_dim: int,
+        sparse: bool = True,
+        dense_encoding: DenseEncodingConfig | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.embedding_dim = embedding_dim
@@ -55,7 +65,19 @@ class SpecEmbedding(nn.Module):
             for bag in self.ebc.embedding_bags.values():
                 bag.sparse = sparse
         self._sparse_keys = [f.name for f in (*spec.categorical, *spec.sequence)]
-        self.output_dim = len(self._sparse_keys) * embedding_dim + len(spec.dense)
+        self.dense_encoder = (
+            PiecewiseLinearEncoding(len(spec.dense), dense_encoding) if dense_encoding and spec.dense else None
+        )
+        dense_width = self.dense_encoder.output_dim if self.dense_encoder is not None else len(spec.dense)
+        self.output_dim = len(self._sparse_keys) * embedding_dim + dense_width
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        """The embedding tables' parameters (the dense encoder's are not: they are dense weights)."""
+        return list(self.ebc.parameters()) if self.ebc is not None else []
+
+    def encode_dense(self, dense: torch.Tensor) -> torch.Tensor:
+        """The dense block of the output: ``dense`` [B, F] itself, or its encoding."""
+        return dense if self.dense_encoder is None else self.dense_encoder(dense)
 
     def table_weights(self) -> dict[str, nn.Parameter]:
         """Spec table name -> its weight [rows, embedding_dim]."""
@@ -78,9 +100,9 @@ class SpecEmbedding(nn.Module):
     def forward(self, batch: FeatureBatch) -> torch.Tensor:
         batch.check_shapes(self.spec)
         if self.ebc is None:
-            return batch.dense
+            return self.encode_dense(batch.dense)
         pooled = self.ebc(self.build_kjt(batch)).to_dict()
-        return torch.cat([*(pooled[k] for k in self._sparse_keys), batch.dense], dim=1)
+        return torch.cat([*(pooled[k] for k in self._sparse_keys), self.encode_dense(batch.dense)], dim=1)
 
     # ---- export path ---------------------------------------------------------------------------
     def forward_plain(
@@ -95,7 +117,7 @@ class SpecEmbedding(nn.Module):
         tables of this layer's current weights (built here when not given; the export module builds
         them once so they become one ONNX initializer)."""
         if self.ebc is None:
-            return dense
+            return self.encode_dense(dense)
         t = tables if tables is not None else FusedTables(self)
         b = categorical.shape[0]
         parts = []
@@ -115,7 +137,7 @@ class SpecEmbedding(nn.Module):
             gathered = F.embedding(ids, t.table).reshape(width, -1)  # past-the-length rows are 0
             summed = (t.position_ones[:, :width] @ gathered).reshape(b, -1, self.embedding_dim)  # [B, S, D]
             parts.append((summed / count.clamp(min=1)).reshape(b, -1))
-        return torch.cat([*parts, dense], dim=1)
+        return torch.cat([*parts, self.encode_dense(dense)], dim=1)
 
 
 class FusedTables(nn.Module):

@@ -52,6 +52,11 @@ class TrainConfig(ConfigModel):
     device: str = "auto"
     threads: Annotated[int, Field(ge=0)] | None = Field(None, description="torch threads; null or 0 = torch's default")
     max_steps_per_epoch: Annotated[int, Field(ge=0)] | None = Field(None, description="null or 0 = the whole split")
+    meda: bool = Field(
+        False,
+        description="re-initialise the embedding tables at the start of every epoch after the first, the dense "
+        "part keeps training (Liu et al. 2023, MEDA; pipeline/meda.py); single-process runs only",
+    )
 
     @model_validator(mode="after")
     def _device_rule(self) -> TrainConfig:

@@ -100,7 +100,7 @@ class TorchRecParallel(SingleProcess):
 
     def roles(self, model: nn.Module) -> dict[str, Any]:
         roles = model.param_roles()
-        table_ids = {id(p) for p in model.embedding.parameters()}
+        table_ids = {id(p) for p in model.embedding.table_parameters()}
         roles["shared"] = [p for p in roles["shared"] if id(p) not in table_ids]
         roles["embeddings"] = []  # updated by the fused FBGEMM kernel inside the backward
         return roles

@@ -24,8 +24,10 @@ from aptrank.data.spec import FeatureSpec
 from aptrank.models.registry import build_model
 from aptrank.pipeline import checkpoint
 from aptrank.pipeline.config import JobConfig
+from aptrank.pipeline.dense_fit import fit_dense_encoding
 from aptrank.pipeline.evaluate import evaluate_split
 from aptrank.pipeline.loader import ExampleLoader, split_files
+from aptrank.pipeline.meda import reinitialise_tables
 from aptrank.pipeline.objective import build_multitask_optimizer, task_losses
 from aptrank.pipeline.parallel import SingleProcess, make_parallel
 
@@ -89,13 +91,6 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.spec = FeatureSpec.read(self.features_dir)
         torch.manual_seed(cfg.seed)
-        model = self._build()
-        mtl = cfg.mtl_seeded
-        self.model = self.parallel.prepare(model, mtl.embedding_lr or mtl.lr, mtl.eps)
-        # rank 0 evaluates an unsharded replica when the trained model is sharded
-        self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
-        self.global_step = 0
-        self.optimizer = build_multitask_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
         self.train_loader = ExampleLoader(
             self.spec,
             split_files(self.features_dir, "train"),
@@ -103,6 +98,14 @@ class Trainer:
             seed=cfg.seed,
             shuffle_buffer=cfg.train.shuffle_buffer,
         )
+        model = self._build()
+        fit_dense_encoding(model, self.train_loader)  # training-split quantiles (model.dense_encoding)
+        mtl = cfg.mtl_seeded
+        self.model = self.parallel.prepare(model, mtl.embedding_lr or mtl.lr, mtl.eps)
+        # rank 0 evaluates an unsharded replica when the trained model is sharded
+        self.replica = self._build() if self.parallel.world > 1 and self.parallel.is_main else None
+        self.global_step = 0
+        self.optimizer = build_multitask_optimizer(cfg, self.model, self.parallel, self.callbacks.on_diagnostics)
         self.history: list[dict[str, Any]] = []
         self.best = {"epoch": -1, "mean_auc": -math.inf, "bad_epochs": 0}
         self.start_epoch = 0
@@ -156,6 +159,10 @@ class Trainer:
     # ---- loop ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         self.model.train()
+        if self.cfg.train.meda and epoch > 0:
+            if self.parallel.world > 1:
+                raise NotImplementedError("train.meda: single-process runs only (the sharded tables are not re-drawn)")
+            reinitialise_tables(self.model, self.optimizer, self.cfg.seed, epoch)
         names = self.model.task_names
         cols = torch.tensor(self.model.label_columns)
         sums = torch.zeros(len(names), dtype=torch.float64)

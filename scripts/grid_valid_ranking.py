@@ -5,7 +5,8 @@ fit the test day. Each cell's MLflow child run also holds the validation metrics
 (``final/valid/<task>/auc``, ``final/valid/mean_auc``: the epoch that early stopping kept, chosen on
 the same split). This prints one line per row (table, arch, method, optimizer, APT), sorted by the
 mean over seeds of the validation mean AUC, with the per-task validation AUC and, for reference,
-the served test AUC (mean ± std over seeds, :class:`aptrank.pipeline.experiment.stats.Stat`).
+the served test AUC (mean ± std over seeds, :class:`aptrank.pipeline.experiment.stats.Stat`); a cell
+trained again by a later invocation (after a code change) counts once, with its latest run.
 Single-task baselines are left out; LightGBM, which logs no validation figures, comes last:
 
     .venv/bin/python scripts/grid_valid_ranking.py WORKDIR
@@ -53,8 +54,9 @@ def collect(workdir: Path) -> tuple[list[str], dict[str, dict[str, list[float | 
     )
     tasks = tasks_of([k for run in runs for k in run.data.metrics])
     keys = [VALID_MEAN, *(f"final/valid/{t}/auc" for t in tasks), *(f"served/test/{t}/auc" for t in tasks)]
+    latest = {run.data.tags[CELL_TAG]: run for run in sorted(runs, key=lambda r: r.info.start_time)}
     rows: dict[str, dict[str, list[float | None]]] = {}
-    for run in runs:
+    for run in latest.values():  # one run per cell: one retrained by a later invocation counts once
         metrics = rows.setdefault(row_of(run.data.tags[CELL_TAG]), {k: [] for k in keys})
         for key in keys:
             metrics[key].append(run.data.metrics.get(key))

@@ -459,3 +459,31 @@ def test_external_tables_receive_the_summed_gradient_through_embedded(cfg: dict)
     opt.step(task_losses(logits, labels), embedded=emb, representation=rep)
     for i, t in enumerate(model.tables):
         torch.testing.assert_close(t.weight.grad.to_dense(), internal[f"tables.{i}.weight"], rtol=1e-5, atol=1e-6)
+
+
+def test_forget_drops_only_the_given_parameters_state() -> None:
+    """``forget`` (MEDA's fresh tables): the next update of a forgotten parameter is a first one, the
+    same as a fresh optimizer's on the same gradient; the others keep their moments."""
+    model, opt = make({"method": "mgda"})
+    for step in range(2):
+        (x, labels) = batch(step)
+        logits, emb, rep = model.forward_with_intermediates(x)
+        opt.step(task_losses(logits, labels), embedded=emb, representation=rep)
+    tables = [t.weight for t in model.tables]
+    kept = {
+        id(p): {k: v.clone() for k, v in opt.optimizer.state[p].items() if torch.is_tensor(v)}
+        for p in model.experts.parameters()
+    }
+    opt.forget(tables)
+    assert all(p not in opt.optimizer.state for p in tables)
+    for p in model.experts.parameters():
+        assert all(torch.equal(opt.optimizer.state[p][k], v) for k, v in kept[id(p)].items())
+    # a forgotten table's next update equals a fresh optimizer's first update from the same weights
+    fresh_model = copy.deepcopy(model)
+    _, fresh = make({"method": "mgda"}, fresh_model)
+    for m, o in ((model, opt), (fresh_model, fresh)):
+        (x, labels) = batch(5)
+        logits, emb, rep = m.forward_with_intermediates(x)
+        o.step(task_losses(logits, labels), embedded=emb, representation=rep)
+    torch.testing.assert_close(model.tables[0].weight, fresh_model.tables[0].weight, rtol=0, atol=1e-7)
+    assert not torch.equal(model.experts[0][0].weight, fresh_model.experts[0][0].weight), "experts kept momentum"

@@ -177,3 +177,34 @@ def test_valid_ranking_script_orders_rows_by_the_runs_validation_auc(grid: dict[
     assert all(cells[2] == "–" for cells in lines[3:])
     bad = subprocess.run([*script, str(grid["work"] / "cells")], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "parent_run.json" in bad.stderr
+
+
+def test_valid_ranking_counts_a_retrained_cell_once(grid: dict[str, Any], tmp_path: Path) -> None:
+    """A cell trained again by a later invocation (after a code change) leaves two finished runs with
+    the same cell tag: the ranking keeps the latest, so the seeds are not counted twice. Run on a
+    copy of the grid's MLflow store."""
+    import shutil
+    import subprocess
+    import sys
+
+    from aptrank.pipeline.experiment.mlflow_runs import PARENT_FILE, PARENT_TAG
+
+    shutil.copy(grid["work"] / "mlflow.db", tmp_path / "mlflow.db")
+    parent = json.loads((grid["work"] / PARENT_FILE).read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / PARENT_FILE).write_text(json.dumps({**parent, "tracking_uri": uri}))
+    client = MlflowClient(uri)
+    first = client.get_run(grid["records"]["syn/smooth/mmoe/ew/adamw/apt-on/seed0"].run_id)
+    again = client.create_run(
+        first.info.experiment_id,
+        tags={PARENT_TAG: parent["run_id"], "aptrank.cell": first.data.tags["aptrank.cell"]},
+        start_time=first.info.start_time + 1,
+    )
+    for key, value in first.data.metrics.items():
+        client.log_metric(again.info.run_id, key, value if key != "final/valid/mean_auc" else 0.25)
+    client.set_terminated(again.info.run_id, "FINISHED")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "scripts" / "grid_valid_ranking.py"), str(tmp_path)]
+    out = subprocess.run(script, capture_output=True, text=True, env=env, check=True).stdout
+    (row,) = [line.split(" | ") for line in out.splitlines() if line.startswith("| syn/smooth/mmoe/")]
+    assert row[1] == "1" and row[2] == "0.2500 ± –"
