@@ -39,11 +39,18 @@ from aptrank.data.encodings.base import Registry
 
 SPEC_VERSION = 1
 INPUT_NAMES: tuple[str, ...] = ("categorical", "sequence", "sequence_lengths", "dense")
+SEQUENCE_INPUTS: tuple[str, ...] = ("sequence", "sequence_lengths")
+"""The inputs holding the sequence features (the user's histories)."""
 OUTPUT_NAME = "probabilities"
 # keys of the exported ONNX model's metadata (written by models.export, read by the scorers)
 META_FEATURE_SPEC = "feature_spec"
 META_FEATURE_SPEC_HASH = "feature_spec_hash"
 META_TASK_NAMES = "task_names"
+META_USER_SEQUENCE = "aptrank.user_sequence_tensor"
+"""Metadata key naming the graph tensor where the pooled sequence features leave the sequence branch
+(written by ``models.export`` when the graph has one; ``serving.user_precompute`` splits there)."""
+USER_SEQUENCE_TENSOR = "user_sequence_pooled"
+"""The name the export gives that tensor: float32 [B, sequence features x embedding_dim]."""
 DENSE_RECIPES = "dense_recipes"
 """The extras key under which the JSON keeps the dense features' recipes."""
 

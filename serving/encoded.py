@@ -12,11 +12,15 @@ from aptrank.data.spec import OOV_INDEX
 @dataclass
 class Encoded:
     """Model input arrays for candidates (candidate order) and what was defaulted: per entity a row
-    flag for candidates without a snapshot row; OOV counts are read off the categorical array."""
+    flag for candidates without a snapshot row; OOV counts are read off the categorical array.
+    ``user_rows``: each candidate's row in the snapshot's user table (-1: none), when the lookup
+    has one; without the sequence arrays (``encode_blocks(..., sequences=False)``) the scorer
+    reads the users' pooled histories by it (:mod:`serving.user_precompute`)."""
 
     arrays: dict[str, np.ndarray]
     missing: dict[str, np.ndarray]
     categorical_names: tuple[str, ...]
+    user_rows: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -38,6 +42,7 @@ class Encoded:
             {k: v[start:stop] for k, v in self.arrays.items()},
             {k: v[start:stop] for k, v in self.missing.items()},
             self.categorical_names,
+            None if self.user_rows is None else self.user_rows[start:stop],
         )
 
     def counts(self) -> LookupCounts:

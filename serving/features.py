@@ -34,15 +34,15 @@ import polars as pl
 
 from aptrank.data.encodings import Column
 from aptrank.data.snapshot import FeatureLookup
-from aptrank.data.spec import INPUT_NAMES
+from aptrank.data.spec import INPUT_NAMES, SEQUENCE_INPUTS
 from aptrank.data.tensors import model_inputs
 from aptrank.serving.encoded import Encoded
 from aptrank.serving.errors import CandidateError, ServingError
 from aptrank.serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
+from aptrank.serving.probe import probe_rows
 
 SELF_CHECK_ROWS = 256
-PROBE_SPAN_MS = 400 * 86_400_000
-"""Probe rows for the self-checks: timestamps spread over the ~13 months before the cutoff."""
+"""Probe rows (:meth:`CandidateFeatures.probe`) of the load-time self-checks."""
 AUTHOR = "author"
 
 
@@ -138,29 +138,9 @@ class CandidateFeatures:
         items = pl.Series("item_id", np.resize(self.items.keys[::-1], n)).cast(self.items.dtype)
         return self._frame(users, items, n)
 
-    def _probe_values(self, column: str) -> list[object]:
-        """Values of a context column worth probing: the vocabularies' values, the ranges' ends +- 1,
-        one unseen value and null."""
-        values: list[object] = []
-        for f in self.spec.categorical:
-            if f.encoding is not None and f.encoding.source == column:
-                values += f.encoding.probe_values()
-        ints = [v for v in values if isinstance(v, int)]
-        if len(ints) == len(values):
-            return [*ints, max(ints, default=0) + 1, None]
-        return [*(str(v) for v in values), "\x00unseen", None]
-
     def probe(self, n: int) -> pl.DataFrame:
-        """:meth:`sample` rows at seeded timestamps up to :data:`PROBE_SPAN_MS` before the cutoff,
-        each context column cycling through :meth:`_probe_values`."""
-        frame = self.sample(n)
-        rng = np.random.default_rng(0)
-        ts = frame["ts"].dt.epoch("ms").to_numpy() - rng.integers(0, PROBE_SPAN_MS, n)
-        columns = [pl.Series("ts", ts).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")]
-        for c in self.context:
-            cycle = self._probe_values(c)
-            columns.append(pl.Series(c, [cycle[k % len(cycle)] for k in range(n)]))
-        return frame.with_columns(columns)
+        """:meth:`sample` rows with varied timestamps and context values (:func:`serving.probe.probe_rows`)."""
+        return probe_rows(self.sample(n), self.spec, self.context)
 
     def check_against_full_lookup(self) -> None:
         """Encode :meth:`probe` candidates both ways; raise when the factorised path differs."""
@@ -241,7 +221,7 @@ class CandidateFeatures:
 
     def _encode_full(self, candidates: pl.DataFrame, u: np.ndarray | None, i: np.ndarray | None) -> Encoded:
         arrays = model_inputs(self.lookup.build(candidates).frame, self.spec)
-        return Encoded(arrays, self._missing(u, i), self.categorical_names)
+        return Encoded(arrays, self._missing(u, i), self.categorical_names, u)
 
     def encode(self, candidates: pl.DataFrame) -> Encoded:
         """Model inputs for ``candidates`` (``user_id``, ``item_id``, ``ts``, context columns)."""
@@ -255,7 +235,7 @@ class CandidateFeatures:
         known = (u >= 0) & (i >= 0)
         if not known.any():
             if not len(known):
-                return Encoded(self._empty(0), self._missing(u, i), self.categorical_names)
+                return Encoded(self._empty(0), self._missing(u, i), self.categorical_names, u)
             return self._encode_full(candidates, u, i)
         if known.all():
             return self._encode_known(candidates, u, i)
@@ -266,14 +246,16 @@ class CandidateFeatures:
         for name in INPUT_NAMES:
             arrays[name][fast] = blocks[name]
             arrays[name][slow] = full[name]
-        return Encoded(arrays, self._missing(u, i), self.categorical_names)
+        return Encoded(arrays, self._missing(u, i), self.categorical_names, u)
 
-    def encode_blocks(self, candidates: pl.DataFrame, block_rows: int) -> Iterator[Encoded]:
+    def encode_blocks(self, candidates: pl.DataFrame, block_rows: int, sequences: bool = True) -> Iterator[Encoded]:
         """:meth:`encode` of ``candidates`` as consecutive blocks of at most ``block_rows`` rows (the
         same arrays, sliced). When every user and item has a snapshot row (the common case) each
         block is encoded on its own, so a chunk never holds its whole arrays at once (why:
-        ``serving.scorer.SCORE_BLOCK_ROWS``); otherwise the chunk is encoded whole, so the rows
-        without a snapshot row pay the ETL lookup's fixed cost once."""
+        ``serving.scorer.SCORE_BLOCK_ROWS``), and without the sequence arrays unless ``sequences``
+        (the scorer reads the users' pooled histories instead: ``serving.user_precompute``);
+        otherwise the chunk is encoded whole, so the rows without a snapshot row pay the ETL
+        lookup's fixed cost once."""
         if block_rows < 1:
             raise ValueError(f"encode_blocks: block_rows must be >= 1, got {block_rows}")
         self._check(candidates)
@@ -284,11 +266,12 @@ class CandidateFeatures:
             return
         for s in range(0, candidates.height, block_rows):
             stop = s + block_rows
-            yield self._encode_known(candidates.slice(s, block_rows), u[s:stop], i[s:stop])
+            yield self._encode_known(candidates.slice(s, block_rows), u[s:stop], i[s:stop], sequences)
 
-    def _encode_known(self, candidates: pl.DataFrame, u: np.ndarray, i: np.ndarray) -> Encoded:
+    def _encode_known(self, candidates: pl.DataFrame, u: np.ndarray, i: np.ndarray, sequences: bool = True) -> Encoded:
         """:meth:`encode` of candidates whose users and items all have snapshot rows ``u``, ``i``:
-        the precomputed user and item columns and the request side, assembled in spec order."""
+        the precomputed user and item columns and the request side, assembled in spec order (the
+        sequence arrays only if ``sequences``)."""
         assert self.users is not None and self.items is not None
         request = self._request_numpy(candidates, u, i)
         if request is None and self.request_lookup is not None:
@@ -300,8 +283,9 @@ class CandidateFeatures:
                 [self.users.arrays[n].take(u, axis=0), self.items.arrays[n].take(i, axis=0), request[n]]
             )
             for n in INPUT_NAMES
+            if sequences or n not in SEQUENCE_INPUTS
         }
-        return Encoded(arrays, self._missing(u, i), self.categorical_names)
+        return Encoded(arrays, self._missing(u, i), self.categorical_names, u)
 
     def _empty(self, n: int) -> dict[str, np.ndarray]:
         s = self.spec

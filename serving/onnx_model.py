@@ -27,6 +27,7 @@ from aptrank.data.spec import (
     META_FEATURE_SPEC,
     META_FEATURE_SPEC_HASH,
     META_TASK_NAMES,
+    META_USER_SEQUENCE,
     OUTPUT_NAME,
     FeatureSpec,
     SpecError,
@@ -63,13 +64,18 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 @dataclass(frozen=True)
 class OnnxModel:
-    """One loaded model. ``version`` names it in responses and metrics (registry version or digest)."""
+    """One loaded model. ``version`` names it in responses and metrics (registry version or digest);
+    ``threads``: its sessions' intra-op threads; ``user_sequence``: the graph tensor where the
+    pooled histories leave the sequence branch (metadata ``aptrank.user_sequence_tensor``, None
+    for graphs exported without it: :mod:`serving.user_precompute`)."""
 
     path: Path
     spec: FeatureSpec
     task_names: tuple[str, ...]
     version: str
     session: ort.InferenceSession
+    threads: int = 1
+    user_sequence: str | None = None
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probabilities float32 [B, K] (columns in ``task_names`` order) for the four input arrays,
@@ -137,4 +143,5 @@ def load_onnx(
         raise ModelLoadError(
             f"{p}: graph inputs {inputs} / outputs {outputs}; expected {list(INPUT_NAMES)} / ['{OUTPUT_NAME}']"
         )
-    return OnnxModel(p, spec, tasks, version or f"sha256:{file_digest(p)[:12]}", session)
+    version = version or f"sha256:{file_digest(p)[:12]}"
+    return OnnxModel(p, spec, tasks, version, session, threads, meta.get(META_USER_SEQUENCE))

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from aptrank.serving.encoded import LookupCounts
+from aptrank.serving.encoded import Encoded, LookupCounts
 from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.features import CandidateFeatures
 from aptrank.serving.fusion import FUSION_FILE, Fusion, read_fusion
 from aptrank.serving.onnx_model import PREDICT_ROWS, OnnxModel, load_onnx
+from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, pool_user_histories
 
 log = logging.getLogger("aptrank.serve")
 PROBABILITY_PREFIX = "p_"
@@ -42,7 +43,9 @@ class Scored:
 
 
 class Scorer:
-    """A model, the features it was trained on, and the fusion weights."""
+    """A model, the features it was trained on, and the fusion weights; for an ONNX model whose
+    graph marks its sequence branch, each snapshot user's history pooled once
+    (:mod:`serving.user_precompute`; ``user_table_max_bytes``: the largest such table, 0 = never)."""
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Scorer:
         features: CandidateFeatures,
         weights: Mapping[str, float] | None = None,
         weights_origin: str = "given",
+        user_table_max_bytes: int = USER_TABLE_MAX_BYTES,
     ) -> None:
         if model.spec.hash != features.spec.hash:
             raise ModelLoadError(
@@ -61,6 +65,8 @@ class Scorer:
         self.features = features
         self.fusion = Fusion.build(model.task_names, weights)
         self.weights_origin = weights_origin
+        pool = isinstance(model, OnnxModel)  # another runner (the PyTorch bench baseline) takes whole arrays
+        self.pooled = pool_user_histories(model, features, user_table_max_bytes) if pool else None
 
     @property
     def version(self) -> str:
@@ -76,14 +82,21 @@ class Scorer:
     def score(self, candidates: pl.DataFrame) -> Scored:
         """Score ``candidates`` (``user_id``, ``item_id``, ``ts``, the spec's context columns)."""
         counts, parts = LookupCounts(), []
-        for encoded in self.features.encode_blocks(candidates, SCORE_BLOCK_ROWS):
+        for encoded in self.features.encode_blocks(candidates, SCORE_BLOCK_ROWS, sequences=self.pooled is None):
             counts += encoded.counts()
             if encoded.rows:
-                parts.append(self.model.predict(encoded.arrays))
+                parts.append(self._predict(encoded))
         if not parts:
             return Scored(np.zeros((0, len(self.task_names)), np.float32), np.zeros(0, np.float64), counts)
         probabilities = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return Scored(probabilities, self.fusion.score(probabilities), counts)
+
+    def _predict(self, encoded: Encoded) -> np.ndarray:
+        """The pooled histories when every user of the block has a snapshot row, else the whole graph."""
+        rows = encoded.user_rows
+        if self.pooled is not None and rows is not None and bool((rows >= 0).all()):
+            return self.pooled.predict(encoded.arrays, rows)
+        return self.model.predict(encoded.arrays)
 
 
 def load_scorer(

@@ -34,6 +34,7 @@ from aptrank.data.spec import (
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.embedding import FusedTables
 from aptrank.models.export.fold import FOLD_MAX_ROWS, fold_first_layer
+from aptrank.models.export.user_sequence import mark_user_sequence
 from aptrank.models.feature_batch import FeatureBatch
 
 EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
@@ -77,7 +78,10 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold
     """Write ``model`` as an ONNX graph with inputs ``INPUT_NAMES`` (dynamic batch axis) and output
     ``OUTPUT_NAME`` [B, K] (probabilities, columns in ``model.task_names`` order).
 
-    Metadata: ``feature_spec`` (the spec's JSON), ``feature_spec_hash``, ``task_names`` (JSON list).
+    Metadata: ``feature_spec`` (the spec's JSON), ``feature_spec_hash``, ``task_names`` (JSON list),
+    and ``aptrank.user_sequence_tensor`` when the pooled sequence features leave the sequence branch
+    through one tensor (:mod:`~aptrank.models.export.user_sequence`: scorers pool each user's history
+    once).
     Weights go to an external data file only when the model exceeds ONNX's 2 GB limit. The model is
     exported in eval mode and its training flag is restored afterwards.
     """
@@ -112,5 +116,6 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold
             META_TASK_NAMES: json.dumps(model.task_names),
         }
     )
+    mark_user_sequence(program.model)
     program.save(path)
     return path

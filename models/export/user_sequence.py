@@ -1,0 +1,75 @@
+"""Where the sequence branch of the exported graph ends: the tensor a scorer can compute once per user.
+
+The ``sequence`` and ``sequence_lengths`` inputs hold a user's history lists, which the feature
+snapshot fixes per user (their encodings read only user-table columns: ``serving.factorize``), so
+every candidate row of one user pools the same embeddings. A scorer that knows the tensor where the
+pooled histories leave the sequence branch can split the graph there (``onnx.utils.Extractor``,
+:mod:`aptrank.serving.user_precompute`), pool every snapshot user's history once and feed the rest
+of the graph that user's row: the per-user part of a ranker computed once per user rather than per
+candidate, as a two-stage recommender computes its user vector once per request (Covington et al.,
+"Deep Neural Networks for YouTube Recommendations", RecSys 2016, sec. 4).
+
+The export finds that tensor on the graph itself: the *frontier* of the branch, i.e. the values
+computed from the two sequence inputs (and constants) alone that a node outside the branch reads.
+When there is exactly one, a float32 [batch, width] tensor, it is renamed
+:data:`~aptrank.data.spec.USER_SEQUENCE_TENSOR` and the name recorded in the metadata under
+:data:`~aptrank.data.spec.META_USER_SEQUENCE`. Only a value's name changes: the graph computes the
+same, with the same inputs and outputs (DESIGN.md contract 5), so the parity gate and the content
+digest apply as before. Otherwise (no sequence feature, a shape read off another input, ...) the
+graph gets no marker and scorers run it whole.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from aptrank.data.spec import META_USER_SEQUENCE, SEQUENCE_INPUTS, USER_SEQUENCE_TENSOR
+
+SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def _constant_values(graph: ir.Graph) -> set[ir.Value]:
+    """Values that depend on no graph input: initializers and what nodes compute from them alone."""
+    free = {v for v in graph.initializers.values()}
+    for node in graph:
+        if all(v is None or v in free for v in node.inputs):
+            free.update(node.outputs)
+    return free
+
+
+def sequence_frontier(graph: ir.Graph) -> ir.Value | None:
+    """The single value through which the sequence inputs reach the rest of ``graph`` (module
+    docstring), or None when there is no such single float [batch, width] value."""
+    sources = [v for v in graph.inputs if v.name in SEQUENCE_INPUTS]
+    if len(sources) != len(SEQUENCE_INPUTS):
+        return None
+    if any(a.type in SUBGRAPHS for node in graph for a in node.attributes.values()):
+        return None  # a subgraph may read outer values that are not among its node's inputs
+    free = _constant_values(graph)
+    branch = set(sources)
+    for node in graph:  # topological order
+        inputs = [v for v in node.inputs if v is not None]
+        if any(v in branch for v in inputs) and all(v in branch or v in free for v in inputs):
+            branch.update(node.outputs)
+    frontier = {v for v in branch for use in v.uses() if not set(use.node.outputs) <= branch}
+    frontier |= {v for v in graph.outputs if v in branch}
+    if len(frontier) != 1:
+        return None
+    (value,) = frontier
+    if value in sources or value.dtype != ir.DataType.FLOAT or value.shape is None or len(value.shape) != 2:
+        return None
+    return value
+
+
+def mark_user_sequence(model: ir.Model) -> bool:
+    """Name the sequence branch's frontier :data:`USER_SEQUENCE_TENSOR` and record it in the
+    metadata; False (nothing changed) when the graph has no single such tensor."""
+    value = sequence_frontier(model.graph)
+    if value is None:
+        return False
+    taken = {v.name for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None and v is not value}
+    if USER_SEQUENCE_TENSOR in taken | set(model.graph.initializers):
+        return False
+    value.name = USER_SEQUENCE_TENSOR
+    model.metadata_props[META_USER_SEQUENCE] = USER_SEQUENCE_TENSOR
+    return True
