@@ -3,12 +3,14 @@ setup: the demo model, PLE, exported through the parity gate, the sample's real 
 
 Per stage, in CPU microseconds per row on one thread (the process CPU time, so that jobs sharing
 the cores do not count): Parquet read, reject checks, feature lookup (``CandidateFeatures.encode_blocks``),
-onnxruntime (``OnnxModel.predict``), fusion and output columns, Parquet write. Per node: the
+onnxruntime (``Scorer.predict``), fusion and output columns, Parquet write. Per node: the
 onnxruntime profiler (``SessionOptions.enable_profiling``, https://onnxruntime.ai/docs/performance/
 tune-performance/profiling-tools.html) over the same rows, each node's share of the kernel time.
 Each ``--fold-rows`` value is exported and profiled in turn (the export's table folding,
-``models.export.fold``); the machine line is ``bench/score.py``'s. Writes
-``bench/results/score_profile.json``.
+``models.export.fold``), each on both scoring paths: ``pooled`` (the users' histories pooled once,
+``serving.user_precompute``: the graph's rest after the sequence branch) and ``whole`` (the whole
+graph, as for a model exported without the marker). The machine line is ``bench/score.py``'s.
+Writes ``bench/results/score_profile.json``.
 
     .venv/bin/python bench/score_profile.py [--rows 262144] [--fold-rows 512 4096] [--top 12] [--config JOB.yaml]
 
@@ -32,19 +34,17 @@ from score import DEMO_CONFIG, candidates_file, cpu_info, prepare_all
 CHUNK_ROWS = 131_072
 
 
-def stage_times(
-    model_path: Path, features: Path, weights: dict[str, float], source: Path, out: Path
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def stage_times(scorer: object, source: Path, out: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(CPU microseconds per row of each stage of ``serving.batch_scoring.score_frame`` + the write,
-    the first chunk's model inputs); the lookup and the model alternate by blocks of
+    the first chunk's graph inputs); the lookup and the model alternate by blocks of
     ``SCORE_BLOCK_ROWS`` rows, as in ``Scorer.score``."""
     import polars as pl
 
     from aptrank.serving.batch_scoring import ParquetSink
     from aptrank.serving.candidates import iter_chunks, reject_reason, scan_candidates
-    from aptrank.serving.scorer import SCORE_BLOCK_ROWS, load_scorer
+    from aptrank.serving.scorer import SCORE_BLOCK_ROWS
 
-    scorer = load_scorer(model_path, features, weights=weights, threads=1)
+    pooled = scorer.pooled  # type: ignore[attr-defined]
     spent: collections.Counter[str] = collections.Counter()
     clock = time.process_time()
 
@@ -62,16 +62,18 @@ def stage_times(
         reject_reason(chunk)
         lap("reject checks")
         blocks, parts = [], []
-        for encoded in scorer.features.encode_blocks(chunk, SCORE_BLOCK_ROWS):  # as Scorer.score does
-            lap("feature lookup")
-            parts.append(scorer.model.predict(encoded.arrays))
-            blocks.append(encoded.arrays)
+        for encoded in scorer.features.encode_blocks(chunk, SCORE_BLOCK_ROWS, sequences=pooled is None):  # type: ignore[attr-defined]
+            lap("feature lookup")  # as Scorer.score does
+            parts.append(scorer.predict(encoded))  # type: ignore[attr-defined]
             lap("onnxruntime")
+            if first is None:
+                blocks.append(encoded.arrays if pooled is None else pooled.feed(encoded.arrays, encoded.user_rows))
+            clock = time.process_time()  # the graph inputs' copy is the profiler's, not the scorer's
         probs = np.concatenate(parts)
         first = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]} if first is None else first
         clock = time.process_time()  # the first chunk's copy above is the profiler's, not the scorer's
-        cols = [pl.Series(f"p_{t}", probs[:, k]) for k, t in enumerate(scorer.task_names)]
-        scored = chunk.with_columns(*cols, pl.Series("score", scorer.fusion.score(probs)))
+        cols = [pl.Series(f"p_{t}", probs[:, k]) for k, t in enumerate(scorer.task_names)]  # type: ignore[attr-defined]
+        scored = chunk.with_columns(*cols, pl.Series("score", scorer.fusion.score(probs)))  # type: ignore[attr-defined]
         lap("fusion + columns")
         sink.write(scored)
         lap("parquet write")
@@ -81,16 +83,17 @@ def stage_times(
     return {k: v / rows * 1e6 for k, v in spent.items()}, first
 
 
-def node_times(model_path: Path, arrays: dict[str, np.ndarray], prefix: Path) -> tuple[float, dict[str, float]]:
+def node_times(model: bytes | str, arrays: dict[str, np.ndarray], prefix: Path) -> tuple[float, dict[str, float]]:
     """(CPU us per row unprofiled, each node's share of the profiled kernel time) for ``arrays``
-    run through the scorer's session settings, :data:`serving.onnx_model.PREDICT_ROWS` at a time."""
+    run through ``model`` (a path or serialized graph) with the scorer's session settings,
+    :data:`serving.onnx_model.PREDICT_ROWS` at a time."""
     import onnxruntime as ort
 
     from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, session_options
 
     rows = int(arrays["categorical"].shape[0])
     feeds = [{k: v[s : s + PREDICT_ROWS] for k, v in arrays.items()} for s in range(0, rows, PREDICT_ROWS)]
-    plain = ort.InferenceSession(str(model_path), session_options(1), providers=PROVIDERS)
+    plain = ort.InferenceSession(model, session_options(1), providers=PROVIDERS)
     for feed in feeds:  # warm-up
         plain.run(None, feed)
     t0 = time.process_time()
@@ -100,7 +103,7 @@ def node_times(model_path: Path, arrays: dict[str, np.ndarray], prefix: Path) ->
     opts = session_options(1)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(prefix)
-    profiled = ort.InferenceSession(str(model_path), opts, providers=PROVIDERS)
+    profiled = ort.InferenceSession(model, opts, providers=PROVIDERS)
     for feed in feeds:
         profiled.run(None, feed)
     events = json.loads(Path(profiled.end_profiling()).read_text())
@@ -119,6 +122,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="nodes printed per graph")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="job config of the model")
     args = parser.parse_args()
+    from aptrank.serving.scorer import Scorer, load_scorer
+    from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, split_graph
+
     machine = cpu_info()
     print(f"machine: {machine['cpu_model']}; SIMD {' '.join(machine['simd_flags'])}; ort {machine['onnxruntime']}")  # type: ignore[arg-type]
     graphs: dict[str, object] = {}
@@ -128,18 +134,24 @@ def main() -> None:
             work.mkdir()
             prep = prepare_all(work, args.config, fold_rows=fold_rows)
             source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
-            stages, arrays = stage_times(prep.model_path, prep.features, prep.weights, source, work / "out.parquet")
-            listed = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
-            print(f"fold_rows {fold_rows}: {listed} CPU us/row (total {sum(stages.values()):.2f})")
-            cpu_us, shares = node_times(prep.model_path, arrays, work / "ort")
-            print(f"  graph: {cpu_us:.2f} CPU us/row unprofiled; nodes by share of kernel time:")
-            for name, share in list(shares.items())[: args.top]:
-                print(f"    {share * 100:5.1f}%  {name}")
-            graphs[f"fold_rows={fold_rows}"] = {
-                "stages_cpu_us_per_row": stages,
-                "graph_cpu_us_per_row": cpu_us,
-                "node_shares": shares,
-            }
+            for path, max_bytes in (("pooled", USER_TABLE_MAX_BYTES), ("whole", 0)):
+                scorer = load_scorer(prep.model_path, prep.features, weights=prep.weights, threads=1)
+                scorer = Scorer(scorer.model, scorer.features, prep.weights, user_table_max_bytes=max_bytes)
+                stages, arrays = stage_times(scorer, source, work / "out.parquet")
+                listed = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+                print(f"fold_rows {fold_rows}, {path}: {listed} CPU us/row (total {sum(stages.values()):.2f})")
+                graph = str(prep.model_path)
+                if scorer.pooled is not None:
+                    graph = split_graph(prep.model_path, scorer.pooled.tensor)[1].SerializeToString()
+                cpu_us, shares = node_times(graph, arrays, work / f"ort-{path}")
+                print(f"  graph: {cpu_us:.2f} CPU us/row unprofiled; nodes by share of kernel time:")
+                for name, share in list(shares.items())[: args.top]:
+                    print(f"    {share * 100:5.1f}%  {name}")
+                graphs[f"fold_rows={fold_rows},{path}"] = {
+                    "stages_cpu_us_per_row": stages,
+                    "graph_cpu_us_per_row": cpu_us,
+                    "node_shares": shares,
+                }
     write_result(
         "score_profile",
         {

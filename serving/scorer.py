@@ -85,14 +85,15 @@ class Scorer:
         for encoded in self.features.encode_blocks(candidates, SCORE_BLOCK_ROWS, sequences=self.pooled is None):
             counts += encoded.counts()
             if encoded.rows:
-                parts.append(self._predict(encoded))
+                parts.append(self.predict(encoded))
         if not parts:
             return Scored(np.zeros((0, len(self.task_names)), np.float32), np.zeros(0, np.float64), counts)
         probabilities = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return Scored(probabilities, self.fusion.score(probabilities), counts)
 
-    def _predict(self, encoded: Encoded) -> np.ndarray:
-        """The pooled histories when every user of the block has a snapshot row, else the whole graph."""
+    def predict(self, encoded: Encoded) -> np.ndarray:
+        """Probabilities of encoded candidates: through the users' pooled histories when every user
+        has a snapshot row (and the sequence arrays may be absent), else the whole graph."""
         rows = encoded.user_rows
         if self.pooled is not None and rows is not None and bool((rows >= 0).all()):
             return self.pooled.predict(encoded.arrays, rows)

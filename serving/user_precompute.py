@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -63,27 +64,36 @@ class PooledHistories:
     rest: ort.InferenceSession
     tensor: str
 
+    def feed(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The rest's inputs for candidates whose users are snapshot rows ``user_rows`` (all >= 0):
+        their ``categorical`` and ``dense`` arrays and their users' pooled histories."""
+        return {**{n: arrays[n] for n in REST_INPUTS}, self.tensor: self.table.take(user_rows, axis=0)}
+
     def predict(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> np.ndarray:
-        """Probabilities float32 [B, K] of candidates whose users are snapshot rows ``user_rows``
-        (all >= 0), from their ``categorical`` and ``dense`` arrays, :data:`PREDICT_ROWS` a call as
-        ``OnnxModel.predict``."""
+        """Probabilities float32 [B, K] of those candidates (:meth:`feed`), :data:`PREDICT_ROWS` a
+        call as ``OnnxModel.predict``."""
         parts = []
         for s in range(0, len(user_rows), PREDICT_ROWS):
-            feed = {n: arrays[n][s : s + PREDICT_ROWS] for n in REST_INPUTS}
-            feed[self.tensor] = self.table.take(user_rows[s : s + PREDICT_ROWS], axis=0)
-            parts.append(self.rest.run([OUTPUT_NAME], feed)[0])
+            block = {n: arrays[n][s : s + PREDICT_ROWS] for n in REST_INPUTS}
+            parts.append(self.rest.run([OUTPUT_NAME], self.feed(block, user_rows[s : s + PREDICT_ROWS]))[0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _sessions(model: OnnxModel, tensor: str) -> tuple[ort.InferenceSession, ort.InferenceSession]:
-    """(history part, rest) of ``model``'s graph split at ``tensor``."""
-    extractor = Extractor(onnx.load(str(model.path)))
-    parts = (
+def split_graph(path: str | Path, tensor: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(history part, rest) of the ONNX graph at ``path`` split at ``tensor`` (module docstring)."""
+    extractor = Extractor(onnx.load(str(path)))
+    return (
         extractor.extract_model(list(SEQUENCE_INPUTS), [tensor]),
         extractor.extract_model([*REST_INPUTS[:1], tensor, *REST_INPUTS[1:]], [OUTPUT_NAME]),
     )
+
+
+def _sessions(model: OnnxModel, tensor: str) -> tuple[ort.InferenceSession, ort.InferenceSession]:
     opts = session_options(model.threads)
-    return tuple(ort.InferenceSession(p.SerializeToString(), opts, providers=PROVIDERS) for p in parts)  # type: ignore[return-value]
+    history, rest = (
+        ort.InferenceSession(p.SerializeToString(), opts, providers=PROVIDERS) for p in split_graph(model.path, tensor)
+    )
+    return history, rest
 
 
 def _table(history: ort.InferenceSession, tensor: str, users: Mapping[str, np.ndarray]) -> np.ndarray:
