@@ -82,10 +82,19 @@ class PooledHistories:
 def split_graph(path: str | Path, tensor: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """(history part, rest) of the ONNX graph at ``path`` split at ``tensor`` (module docstring)."""
     extractor = Extractor(onnx.load(str(path)))
-    return (
+    rest_inputs = [*REST_INPUTS[:1], tensor, *REST_INPUTS[1:]]
+    history, rest = (
         extractor.extract_model(list(SEQUENCE_INPUTS), [tensor]),
-        extractor.extract_model([*REST_INPUTS[:1], tensor, *REST_INPUTS[1:]], [OUTPUT_NAME]),
+        extractor.extract_model(rest_inputs, [OUTPUT_NAME]),
     )
+    for part, inputs in ((history, list(SEQUENCE_INPUTS)), (rest, rest_inputs)):
+        initializers = {i.name for i in part.graph.initializer}
+        needed = {n for node in part.graph.node for n in node.input if n} - initializers
+        produced = {n for node in part.graph.node for n in node.output}
+        extra = sorted(needed - produced - set(inputs))
+        if extra:
+            raise ValueError(f"'{tensor}' does not separate the sequence inputs: that part also reads {extra}")
+    return history, rest
 
 
 def _sessions(model: OnnxModel, tensor: str) -> tuple[ort.InferenceSession, ort.InferenceSession]:

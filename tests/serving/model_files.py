@@ -20,3 +20,19 @@ def copy_model(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     shutil.copyfile(sidecar(src), sidecar(dst))
     return dst
+
+
+def with_metadata(src: Path, dst: Path, **meta: str | None) -> Path:
+    """``src`` saved as ``dst`` (signed) with the ONNX metadata ``meta`` set (None: removed)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({k: v for k, v in meta.items() if v is not None})
+    for k in [k for k, v in meta.items() if v is None]:
+        props.pop(k)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(dst))
+    return signed(dst)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import polars as pl
 import pytest
 
@@ -16,7 +15,7 @@ from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.fusion import Fusion, parse_weights
 from aptrank.serving.onnx_model import load_onnx
 from aptrank.serving.scorer import SCORE_BLOCK_ROWS, Scorer
-from tests.serving.model_files import signed
+from tests.serving.model_files import with_metadata
 
 
 def test_loaded_model_carries_spec_tasks_and_digest(model_path: Path, etl_dir: Path) -> None:
@@ -27,19 +26,6 @@ def test_loaded_model_carries_spec_tasks_and_digest(model_path: Path, etl_dir: P
     assert load_onnx(model_path, version="m/3").version == "m/3"
 
 
-def _rewrite(src: Path, dst: Path, **meta: str | None) -> Path:
-    proto = onnx.load(str(src))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props.update({k: v for k, v in meta.items() if v is not None})
-    for k in [k for k, v in meta.items() if v is None]:
-        props.pop(k)
-    del proto.metadata_props[:]
-    for k, v in props.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(dst))
-    return signed(dst)
-
-
 def test_load_refuses_missing_or_incomplete_models(model_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not found"):
         load_onnx(tmp_path / "nope.onnx")
@@ -47,11 +33,11 @@ def test_load_refuses_missing_or_incomplete_models(model_path: Path, tmp_path: P
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
         load_onnx(tmp_path / "junk.onnx", allow_unverified=True)
     with pytest.raises(ModelLoadError, match=r"metadata lacks \['task_names'\]"):
-        load_onnx(_rewrite(model_path, tmp_path / "a.onnx", task_names=None))
+        load_onnx(with_metadata(model_path, tmp_path / "a.onnx", task_names=None))
     with pytest.raises(ModelLoadError, match="feature_spec_hash"):
-        load_onnx(_rewrite(model_path, tmp_path / "b.onnx", feature_spec_hash="0" * 64))
+        load_onnx(with_metadata(model_path, tmp_path / "b.onnx", feature_spec_hash="0" * 64))
     with pytest.raises(ModelLoadError, match="must be tasks of the FeatureSpec"):
-        load_onnx(_rewrite(model_path, tmp_path / "c.onnx", task_names=json.dumps(["click", "share"])))
+        load_onnx(with_metadata(model_path, tmp_path / "c.onnx", task_names=json.dumps(["click", "share"])))
 
 
 def test_a_chunk_is_scored_in_blocks_with_the_same_bits(scorer: Scorer, candidates: pl.DataFrame) -> None:

@@ -24,7 +24,7 @@ from aptrank.serving.batch_scoring import score_chunks
 from aptrank.serving.candidates import iter_chunks, scan_candidates
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.model_source import ModelSource
-from aptrank.serving.onnx_model import OnnxModel
+from aptrank.serving.onnx_model import OnnxModel, load_onnx
 from aptrank.serving.scorer import Scorer
 from aptrank.serving.service import Limits, RankService
 from tests.serving.model_files import copy_model
@@ -252,8 +252,15 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
         served.write_bytes(b"half-copied garbage")
         assert not holder.refresh()
         assert holder.scorer.version == first and holder.metrics.value("model_swap_failures_total") == 1
+        old = holder.scorer
         copy_model(other_model_path, served)
         assert holder.refresh() and holder.scorer.version != first
         assert holder.metrics.value("model_swaps_total") == 1
+        # the new version pools the users' histories with its own graph (serving.user_precompute)
+        new, frame = holder.scorer, old.features.sample(64)
+        assert new.pooled is not None and old.pooled is not None and new.pooled.rest is not old.pooled.rest
+        whole = Scorer(load_onnx(served), new.features, user_table_max_bytes=0)
+        assert np.array_equal(new.score(frame).probabilities, whole.score(frame).probabilities)
+        assert not np.array_equal(new.score(frame).probabilities, old.score(frame).probabilities)
     finally:
         holder.close()
