@@ -44,7 +44,7 @@ def stage_times(scorer: object, source: Path, out: Path) -> tuple[dict[str, floa
     from aptrank.serving.candidates import iter_chunks, reject_reason, scan_candidates
     from aptrank.serving.scorer import SCORE_BLOCK_ROWS
 
-    pooled = scorer.pooled  # type: ignore[attr-defined]
+    part = scorer.user_part  # type: ignore[attr-defined]
     spent: collections.Counter[str] = collections.Counter()
     clock = time.process_time()
 
@@ -62,12 +62,12 @@ def stage_times(scorer: object, source: Path, out: Path) -> tuple[dict[str, floa
         reject_reason(chunk)
         lap("reject checks")
         blocks, parts = [], []
-        for encoded in scorer.features.encode_blocks(chunk, SCORE_BLOCK_ROWS, sequences=pooled is None):  # type: ignore[attr-defined]
+        for encoded in scorer.features.encode_blocks(chunk, SCORE_BLOCK_ROWS, sequences=part is None):  # type: ignore[attr-defined]
             lap("feature lookup")  # as Scorer.score does
             parts.append(scorer.predict(encoded))  # type: ignore[attr-defined]
             lap("onnxruntime")
             if first is None:
-                blocks.append(encoded.arrays if pooled is None else pooled.feed(encoded.arrays, encoded.user_rows))
+                blocks.append(encoded.arrays if part is None else part.feed(encoded.arrays, encoded.user_rows))
             clock = time.process_time()  # the graph inputs' copy is the profiler's, not the scorer's
         probs = np.concatenate(parts)
         first = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]} if first is None else first
@@ -134,15 +134,15 @@ def main() -> None:
             work.mkdir()
             prep = prepare_all(work, args.config, fold_rows=fold_rows)
             source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
-            for path, max_bytes in (("pooled", USER_TABLE_MAX_BYTES), ("whole", 0)):
+            for path, max_bytes in (("per-user", USER_TABLE_MAX_BYTES), ("whole", 0)):
                 scorer = load_scorer(prep.model_path, prep.features, weights=prep.weights, threads=1)
                 scorer = Scorer(scorer.model, scorer.features, prep.weights, user_table_max_bytes=max_bytes)
                 stages, arrays = stage_times(scorer, source, work / "out.parquet")
                 listed = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
                 print(f"fold_rows {fold_rows}, {path}: {listed} CPU us/row (total {sum(stages.values()):.2f})")
                 graph = str(prep.model_path)
-                if scorer.pooled is not None:
-                    graph = split_graph(prep.model_path, scorer.pooled.tensor)[1].SerializeToString()
+                if scorer.user_part is not None:
+                    graph = split_graph(prep.model_path, scorer.user_part.tensor)[1].SerializeToString()
                 cpu_us, shares = node_times(graph, arrays, work / f"ort-{path}")
                 print(f"  graph: {cpu_us:.2f} CPU us/row unprofiled; nodes by share of kernel time:")
                 for name, share in list(shares.items())[: args.top]:

@@ -46,11 +46,14 @@ OUTPUT_NAME = "probabilities"
 META_FEATURE_SPEC = "feature_spec"
 META_FEATURE_SPEC_HASH = "feature_spec_hash"
 META_TASK_NAMES = "task_names"
-META_USER_SEQUENCE = "aptrank.user_sequence_tensor"
-"""Metadata key naming the graph tensor where the pooled sequence features leave the sequence branch
-(written by ``models.export`` when the graph has one; ``serving.user_precompute`` splits there)."""
+META_USER_TENSORS = "aptrank.user_tensors"
+"""Metadata key: JSON list of the graph's tensors that depend on the user's snapshot row alone, most
+work first (written by ``models.export``; ``serving.user_precompute`` splits the graph at the first
+whose per-user table fits)."""
+USER_FIRST_LAYER_TENSOR = "user_first_layer"
+"""The first layer's user part, float32 [B, N] (``models.export.user_side``)."""
 USER_SEQUENCE_TENSOR = "user_sequence_pooled"
-"""The name the export gives that tensor: float32 [B, sequence features x embedding_dim]."""
+"""Where the pooled histories leave the sequence branch, float32 [B, sequence features x embedding_dim]."""
 DENSE_RECIPES = "dense_recipes"
 """The extras key under which the JSON keeps the dense features' recipes."""
 

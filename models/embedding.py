@@ -112,10 +112,12 @@ class SpecEmbedding(nn.Module):
         sequence_lengths: torch.Tensor,
         dense: torch.Tensor,
         tables: FusedTables | None = None,
+        sequences: bool = True,
     ) -> torch.Tensor:
         """Same output as ``forward`` from plain tensors (module docstring). ``tables``: the fused
         tables of this layer's current weights (built here when not given; the export module builds
-        them once so they become one ONNX initializer)."""
+        them once so they become one ONNX initializer); ``sequences``: False leaves the sequence
+        features out (the export's folded parts that do not read them)."""
         if self.ebc is None:
             return self.encode_dense(dense)
         t = tables if tables is not None else FusedTables(self)
@@ -123,7 +125,7 @@ class SpecEmbedding(nn.Module):
         parts = []
         if t.categorical_offsets.numel():
             parts.append(F.embedding(categorical + t.categorical_offsets, t.table).reshape(b, -1))
-        if self.spec.sequence:
+        if self.spec.sequence and sequences:
             width = sequence.shape[2]
             # lengths as float [B, S, 1], so that the count compares with the positions and divides
             # the sum as it is: exact below 2**24, and a larger length is clamped to max_len anyway

@@ -1,12 +1,5 @@
-"""Which side of a request each model feature depends on, and the array plumbing of the factorised
-feature lookup (:mod:`serving.features`).
-
-A feature's raw inputs are read from the FeatureSpec's typed encodings (categorical and sequence
-``encoding.source``, the dense recipes' ``columns``, the derived columns) and matched against the
-snapshot tables' columns: all inputs in the user table -> ``user``; all in the item or author
-tables -> ``item``; anything reading ``ts``, a context column or a derived column -> ``request``.
-Factorising a computation over the parts of its input that vary independently is the classic
-common-subexpression idea; in recommender serving it is user-side / item-side feature caching.
+"""The array plumbing of the factorised feature lookup (:mod:`serving.features`): each side's
+columns of the model inputs (which side a feature depends on: :mod:`data.feature_sides`).
 """
 
 from __future__ import annotations
@@ -19,10 +12,9 @@ import polars as pl
 
 from aptrank.data.encodings import Column
 from aptrank.data.etl.feature_encoder import FeatureEncoder
+from aptrank.data.feature_sides import ITEM, REQUEST, USER
 from aptrank.data.spec import FeatureSpec
 
-USER, ITEM, REQUEST = "user", "item", "request"
-SIDE_ENTITIES: dict[str, tuple[str, ...]] = {USER: ("user",), ITEM: ("item", "author")}
 ARRAY_GROUPS: dict[str, str] = {
     "categorical": "categorical",
     "sequence": "sequence",
@@ -30,30 +22,6 @@ ARRAY_GROUPS: dict[str, str] = {
     "dense": "dense",
 }
 """Model input array -> the FeatureSpec list whose order its columns follow."""
-
-
-def _snapshot_columns(spec: FeatureSpec, side: str) -> set[str]:
-    tables = spec.extras["snapshot"]["tables"]
-    out: set[str] = set()
-    for e in SIDE_ENTITIES[side]:
-        if e in tables:
-            out |= {tables[e]["key"], *tables[e]["counts"], *tables[e]["columns"]}
-    return out
-
-
-def feature_sides(spec: FeatureSpec, encoder: FeatureEncoder, context: list[str]) -> dict[str, str]:
-    """Feature name -> ``user`` | ``item`` | ``request``."""
-    user, item = _snapshot_columns(spec, USER), _snapshot_columns(spec, ITEM)
-    per_request = {*encoder.derived_names, *context, "ts"}
-    inputs = {f.name: {f.encoding.source} for f in (*spec.categorical, *spec.sequence)}  # type: ignore[union-attr]
-    inputs |= {d.name: set(d.recipe.columns) for d in spec.dense}  # type: ignore[union-attr]
-    sides = {}
-    for name, cols in inputs.items():
-        if cols & per_request or (cols <= user and cols <= item):
-            sides[name] = REQUEST
-        else:
-            sides[name] = USER if cols <= user else ITEM if cols <= item else REQUEST
-    return sides
 
 
 def side_positions(spec: FeatureSpec, sides: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:

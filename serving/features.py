@@ -33,12 +33,13 @@ import numpy as np
 import polars as pl
 
 from aptrank.data.encodings import Column
+from aptrank.data.feature_sides import ITEM, REQUEST, USER, feature_sides
 from aptrank.data.snapshot import FeatureLookup
 from aptrank.data.spec import INPUT_NAMES, SEQUENCE_INPUTS
 from aptrank.data.tensors import model_inputs
 from aptrank.serving.encoded import Encoded
 from aptrank.serving.errors import CandidateError, ServingError
-from aptrank.serving.factorize import ITEM, REQUEST, USER, EntityRows, Layout, feature_sides, side_positions, sub_spec
+from aptrank.serving.factorize import EntityRows, Layout, side_positions, sub_spec
 from aptrank.serving.probe import probe_rows
 
 SELF_CHECK_ROWS = 256
@@ -54,7 +55,7 @@ class CandidateFeatures:
         self.spec = self.lookup.spec
         self.context = list(self.lookup.context)
         self.categorical_names = tuple(f.name for f in self.spec.categorical)
-        self.sides = feature_sides(self.spec, self.lookup.encoder, self.context)
+        self.sides = feature_sides(self.spec, self.lookup.encoder.derived_names, self.context)
         self.pos = side_positions(self.spec, self.sides)
         self.layouts = {
             n: Layout(
@@ -287,11 +288,12 @@ class CandidateFeatures:
         }
         return Encoded(arrays, self._missing(u, i), self.categorical_names, u)
 
-    def _empty(self, n: int) -> dict[str, np.ndarray]:
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """A model input array's shape after the batch axis (data.tensors' layout)."""
         s = self.spec
-        return {
-            "categorical": np.zeros((n, len(s.categorical)), np.int64),
-            "sequence": np.zeros((n, len(s.sequence), s.max_sequence_len), np.int64),
-            "sequence_lengths": np.zeros((n, len(s.sequence)), np.int64),
-            "dense": np.zeros((n, len(s.dense)), np.float32),
-        }
+        columns = {"categorical": len(s.categorical), "dense": len(s.dense)}.get(name, len(s.sequence))
+        return (columns, s.max_sequence_len) if name == "sequence" else (columns,)
+
+    def _empty(self, n: int) -> dict[str, np.ndarray]:
+        dtypes = {"dense": np.float32}
+        return {name: np.zeros((n, *self.input_shape(name)), dtypes.get(name, np.int64)) for name in INPUT_NAMES}

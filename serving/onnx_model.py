@@ -27,7 +27,7 @@ from aptrank.data.spec import (
     META_FEATURE_SPEC,
     META_FEATURE_SPEC_HASH,
     META_TASK_NAMES,
-    META_USER_SEQUENCE,
+    META_USER_TENSORS,
     OUTPUT_NAME,
     FeatureSpec,
     SpecError,
@@ -65,9 +65,9 @@ def session_options(threads: int) -> ort.SessionOptions:
 @dataclass(frozen=True)
 class OnnxModel:
     """One loaded model. ``version`` names it in responses and metrics (registry version or digest);
-    ``threads``: its sessions' intra-op threads; ``user_sequence``: the graph tensor where the
-    pooled histories leave the sequence branch (metadata ``aptrank.user_sequence_tensor``, None
-    for graphs exported without it: :mod:`serving.user_precompute`)."""
+    ``threads``: its sessions' intra-op threads; ``user_tensors``: the graph's tensors that depend on
+    the user's snapshot row alone, most work first (metadata ``aptrank.user_tensors``; none for
+    graphs exported without it: :mod:`serving.user_precompute`)."""
 
     path: Path
     spec: FeatureSpec
@@ -75,7 +75,7 @@ class OnnxModel:
     version: str
     session: ort.InferenceSession
     threads: int = 1
-    user_sequence: str | None = None
+    user_tensors: tuple[str, ...] = ()
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probabilities float32 [B, K] (columns in ``task_names`` order) for the four input arrays,
@@ -144,4 +144,5 @@ def load_onnx(
             f"{p}: graph inputs {inputs} / outputs {outputs}; expected {list(INPUT_NAMES)} / ['{OUTPUT_NAME}']"
         )
     version = version or f"sha256:{file_digest(p)[:12]}"
-    return OnnxModel(p, spec, tasks, version, session, threads, meta.get(META_USER_SEQUENCE))
+    user_tensors = tuple(json.loads(meta.get(META_USER_TENSORS, "[]")))
+    return OnnxModel(p, spec, tasks, version, session, threads, user_tensors)

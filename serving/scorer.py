@@ -19,7 +19,7 @@ from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.features import CandidateFeatures
 from aptrank.serving.fusion import FUSION_FILE, Fusion, read_fusion
 from aptrank.serving.onnx_model import PREDICT_ROWS, OnnxModel, load_onnx
-from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, pool_user_histories
+from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, precompute_users
 
 log = logging.getLogger("aptrank.serve")
 PROBABILITY_PREFIX = "p_"
@@ -44,7 +44,7 @@ class Scored:
 
 class Scorer:
     """A model, the features it was trained on, and the fusion weights; for an ONNX model whose
-    graph marks its sequence branch, each snapshot user's history pooled once
+    graph marks its per-user tensors, the first that fits computed once per snapshot user
     (:mod:`serving.user_precompute`; ``user_table_max_bytes``: the largest such table, 0 = never)."""
 
     def __init__(
@@ -66,7 +66,7 @@ class Scorer:
         self.fusion = Fusion.build(model.task_names, weights)
         self.weights_origin = weights_origin
         pool = isinstance(model, OnnxModel)  # another runner (the PyTorch bench baseline) takes whole arrays
-        self.pooled = pool_user_histories(model, features, user_table_max_bytes) if pool else None
+        self.user_part = precompute_users(model, features, user_table_max_bytes) if pool else None
 
     @property
     def version(self) -> str:
@@ -82,7 +82,7 @@ class Scorer:
     def score(self, candidates: pl.DataFrame) -> Scored:
         """Score ``candidates`` (``user_id``, ``item_id``, ``ts``, the spec's context columns)."""
         counts, parts = LookupCounts(), []
-        for encoded in self.features.encode_blocks(candidates, SCORE_BLOCK_ROWS, sequences=self.pooled is None):
+        for encoded in self.features.encode_blocks(candidates, SCORE_BLOCK_ROWS, sequences=self.user_part is None):
             counts += encoded.counts()
             if encoded.rows:
                 parts.append(self.predict(encoded))
@@ -92,11 +92,11 @@ class Scorer:
         return Scored(probabilities, self.fusion.score(probabilities), counts)
 
     def predict(self, encoded: Encoded) -> np.ndarray:
-        """Probabilities of encoded candidates: through the users' pooled histories when every user
+        """Probabilities of encoded candidates: through the users' precomputed part when every user
         has a snapshot row (and the sequence arrays may be absent), else the whole graph."""
         rows = encoded.user_rows
-        if self.pooled is not None and rows is not None and bool((rows >= 0).all()):
-            return self.pooled.predict(encoded.arrays, rows)
+        if self.user_part is not None and rows is not None and bool((rows >= 0).all()):
+            return self.user_part.predict(encoded.arrays, rows)
         return self.model.predict(encoded.arrays)
 
 

@@ -1,33 +1,38 @@
-"""Each snapshot user's history pooled once: the ranker's graph split where its sequence branch ends.
+"""The per-user part of the ranker's graph computed once per snapshot user, the rest per candidate.
 
-Why: the ``sequence`` / ``sequence_lengths`` inputs are a user's history lists, which the feature
-snapshot fixes per user (their encodings read only user-table columns, ``serving.factorize``), so
-scoring many candidates of one user redid the same work per row: the lookup assembled 336 bytes of
-ids and lengths a row, and the graph gathered 40 embedding rows and summed them. On the demo PLE
-graph that is ~0.5 of ~3.2 CPU us/row of onnxruntime (``bench/score.py``).
+Why: the feature snapshot fixes a user's features (``data.feature_sides``: the histories and the
+categorical and dense features that read only user-table columns), so scoring many candidates of
+one user redid the same work per row: the lookup assembled 336 bytes of history ids and lengths a
+row, and the graph gathered 40 embedding rows, summed them, and multiplied the user's ~60 inputs
+and folded groups into the first layer. On the demo PLE (``bench/score.py``, one thread) the feature
+lookup and graph went from 4.4 to 2.4 CPU us/row.
 
-How: the export names the tensor through which the pooled histories leave the sequence branch and
-records it in the ONNX metadata (``models.export.user_sequence``; the registered graph is unchanged
-otherwise). At load, the graph is split there with onnx's own extractor (``onnx.utils.Extractor``,
-https://onnx.ai/onnx/api/utils.html): the *history* part (``sequence``, ``sequence_lengths``) ->
-pooled [B, W] and the *rest* (``categorical``, pooled, ``dense``) -> probabilities. The history
-part runs once over the snapshot's users (their encoded histories: the lookup's user-side arrays,
-``CandidateFeatures.users``) into a float32 table [users, W]; a block of candidates whose users all
-have a snapshot row gathers its users' rows (``Encoded.user_rows``) and runs the rest, and its
-lookup skips the sequence arrays. Both parts are the registered graph's own nodes and weights, and
-the export's sums are products with ones (the same bits at any batch size), so a pooled row is the
-bits the whole graph computes for that user, and so are the scores: a self-check at load scores
-probe candidates both ways and keeps the whole graph unless they are bit-equal. Candidates whose
-user has no snapshot row (their chunk goes through the ETL lookup) run the whole graph, as do
-graphs exported without the marker.
+How: the export records in the ONNX metadata (``aptrank.user_tensors``) the graph's tensors that
+depend on the user's features alone, most work first: the first layer's user part
+(``models.export.user_side``) and where the pooled histories leave the sequence branch
+(``models.export.user_sequence``); the registered graph is otherwise the one the parity gate
+checked, with the contract's inputs and output. At load, the graph is split at the first of them
+with onnx's own extractor (``onnx.utils.Extractor``, https://onnx.ai/onnx/api/utils.html): the
+*user part* (the model inputs) -> that tensor [B, W], and the *rest* (``categorical``, the tensor,
+``dense``) -> probabilities, which reads no history. The user part runs once over the snapshot's
+users (their user-side columns from the lookup, ``CandidateFeatures.users``; 0 elsewhere) into a
+float32 table [users, W]; a block of candidates whose users all have a snapshot row gathers its
+users' rows (``Encoded.user_rows``) and runs the rest, and its lookup skips the history arrays.
+Both parts are the registered graph's own nodes and weights, and a row's value does not depend on
+the batch (the export's sums are products with ones, a row scores the same bits alone as in a
+batch file), so the scores are the whole graph's bits: a self-check at load scores probe
+candidates both ways and takes the next tensor, or the whole graph, unless they are bit-equal.
+Candidates whose user has no snapshot row (their chunk goes through the ETL lookup) run the whole
+graph, as do graphs exported without the metadata.
 
 The table is per (graph, snapshot): every :class:`~aptrank.serving.scorer.Scorer` builds its own
 from the snapshot it scores with (``aptrank score``, the pyfunc, each ``aptrank serve`` worker; a
 hot swap builds the new version's with its scorer; the served evaluation's scorer model bundles the
-snapshot as of the split). Memory: users x W x 4 bytes (demo: W = 2 histories x 16 = 32 floats,
-128 B a user, 3.5 MB for the sample's 27k users; 12.8 GB at 100M users, less than the 336 B a user
-of history ids the lookup already holds). Above ``max_bytes`` (default
-:data:`USER_TABLE_MAX_BYTES`) the scorer logs it and runs the whole graph.
+snapshot as of the split). Memory: users x W x 4 bytes. The demo PLE's first-layer part is 335
+floats (1,340 B a user: 35 MB for the sample's 27k users, 134 GB at 100M users); its pooled
+histories 32 floats (128 B a user, 12.8 GB at 100M users; the lookup itself already holds ~620 B
+of user-side input arrays a user). A tensor whose table would pass ``max_bytes`` (default
+:data:`USER_TABLE_MAX_BYTES`) is skipped for the next, logged; with none left the whole graph runs.
 """
 
 from __future__ import annotations
@@ -42,23 +47,24 @@ import onnx
 import onnxruntime as ort
 from onnx.utils import Extractor
 
+from aptrank.data.feature_sides import USER
 from aptrank.data.spec import INPUT_NAMES, OUTPUT_NAME, SEQUENCE_INPUTS
-from aptrank.serving.factorize import USER
 from aptrank.serving.features import SELF_CHECK_ROWS, CandidateFeatures
 from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, OnnxModel, session_options
 
 log = logging.getLogger("aptrank.serve")
-USER_TABLE_MAX_BYTES = 8 * 2**30
-"""Largest pooled-history table a scorer builds (8 GiB: 67M users at the demo's 128 B a user)."""
+USER_TABLE_MAX_BYTES = 16 * 2**30
+"""Largest per-user table a scorer builds (16 GiB: the demo PLE's first-layer part, 1,340 B a user, up to 12.8M
+users; its pooled histories, 128 B a user, up to 134M)."""
 POOL_ROWS = 4096
-"""Users per call of the history part when the table is built (the bits do not depend on it)."""
+"""Users per call of the user part when the table is built (the bits do not depend on it)."""
 REST_INPUTS = tuple(n for n in INPUT_NAMES if n not in SEQUENCE_INPUTS)
 
 
 @dataclass(frozen=True)
-class PooledHistories:
-    """The users' pooled histories [users, W] (rows as ``CandidateFeatures.users``) and the rest of
-    the graph as a session."""
+class UserPart:
+    """The graph's per-user tensor ``tensor`` for every snapshot user, [users, W] (rows as
+    ``CandidateFeatures.users``), and the rest of the graph as a session."""
 
     table: np.ndarray
     rest: ort.InferenceSession
@@ -66,7 +72,7 @@ class PooledHistories:
 
     def feed(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> dict[str, np.ndarray]:
         """The rest's inputs for candidates whose users are snapshot rows ``user_rows`` (all >= 0):
-        their ``categorical`` and ``dense`` arrays and their users' pooled histories."""
+        their ``categorical`` and ``dense`` arrays and their users' rows of the table."""
         return {**{n: arrays[n] for n in REST_INPUTS}, self.tensor: self.table.take(user_rows, axis=0)}
 
     def predict(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> np.ndarray:
@@ -80,74 +86,95 @@ class PooledHistories:
 
 
 def split_graph(path: str | Path, tensor: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """(history part, rest) of the ONNX graph at ``path`` split at ``tensor`` (module docstring)."""
+    """(user part, rest) of the ONNX graph at ``path`` split at ``tensor`` (module docstring): the
+    user part reads the model inputs, the rest ``categorical``, ``tensor`` and ``dense``; raises
+    ValueError when the rest would read anything else."""
     extractor = Extractor(onnx.load(str(path)))
     rest_inputs = [*REST_INPUTS[:1], tensor, *REST_INPUTS[1:]]
-    history, rest = (
-        extractor.extract_model(list(SEQUENCE_INPUTS), [tensor]),
+    user, rest = (
+        extractor.extract_model(list(INPUT_NAMES), [tensor]),
         extractor.extract_model(rest_inputs, [OUTPUT_NAME]),
     )
-    for part, inputs in ((history, list(SEQUENCE_INPUTS)), (rest, rest_inputs)):
-        initializers = {i.name for i in part.graph.initializer}
-        needed = {n for node in part.graph.node for n in node.input if n} - initializers
-        produced = {n for node in part.graph.node for n in node.output}
-        extra = sorted(needed - produced - set(inputs))
-        if extra:
-            raise ValueError(f"'{tensor}' does not separate the sequence inputs: that part also reads {extra}")
-    return history, rest
-
-
-def _sessions(model: OnnxModel, tensor: str) -> tuple[ort.InferenceSession, ort.InferenceSession]:
-    opts = session_options(model.threads)
-    history, rest = (
-        ort.InferenceSession(p.SerializeToString(), opts, providers=PROVIDERS) for p in split_graph(model.path, tensor)
+    initializers = {i.name for i in rest.graph.initializer}
+    produced = {n for node in rest.graph.node for n in node.output}
+    extra = sorted(
+        {n for node in rest.graph.node for n in node.input if n} - initializers - produced - set(rest_inputs)
     )
-    return history, rest
+    if extra:
+        raise ValueError(f"'{tensor}' does not separate the user's inputs: the rest also reads {extra}")
+    return user, rest
 
 
-def _table(history: ort.InferenceSession, tensor: str, users: Mapping[str, np.ndarray]) -> np.ndarray:
-    rows = len(users[SEQUENCE_INPUTS[0]])
-    parts = [
-        history.run([tensor], {n: users[n][s : s + POOL_ROWS] for n in SEQUENCE_INPUTS})[0]
-        for s in range(0, rows, POOL_ROWS)
-    ]
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+def _user_inputs(features: CandidateFeatures, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The model inputs of snapshot users ``start:stop``: their user-side columns, 0 elsewhere (the
+    user part reads only those: the self-check would catch a graph that does not)."""
+    assert features.users is not None
+    out = {}
+    for name in INPUT_NAMES:
+        own = features.users.arrays[name][start:stop]
+        full = np.zeros((own.shape[0], *features.input_shape(name)), own.dtype)
+        full[:, features.pos[USER][name]] = own
+        out[name] = full
+    return out
 
 
-def pool_user_histories(
-    model: OnnxModel, features: CandidateFeatures, max_bytes: int = USER_TABLE_MAX_BYTES
-) -> PooledHistories | None:
-    """The pooled histories of every snapshot user of ``features`` for ``model``, or None (the
-    scorer runs the whole graph) when the graph has no marker, a sequence feature is not user-side,
-    the snapshot has no users, the table would exceed ``max_bytes`` (logged), the graph does not
-    split, or the split scores probe candidates differently (logged)."""
-    tensor, spec, users = model.user_sequence, features.spec, features.users
-    if tensor is None or users is None or not len(users.keys) or max_bytes <= 0:
-        return None
-    if not spec.sequence or any(features.sides[f.name] != USER for f in spec.sequence):
-        return None
+def _build(model: OnnxModel, features: CandidateFeatures, tensor: str, max_bytes: int) -> UserPart | None:
+    """The table of ``tensor`` and the rest, or None with the reason logged."""
+    users = features.users
+    assert users is not None
+    opts = session_options(model.threads)
     try:
-        history, rest = _sessions(model, tensor)
-    except Exception as e:  # onnx raises its own types for a marker that does not split the graph
-        log.warning("model %s: graph does not split at '%s' (%s); running it whole", model.version, tensor, e)
+        user, rest = (
+            ort.InferenceSession(p.SerializeToString(), opts, providers=PROVIDERS)
+            for p in split_graph(model.path, tensor)
+        )
+    except Exception as e:  # onnx and onnxruntime raise their own types for a marker that does not split the graph
+        log.warning("model %s: graph does not split at '%s' (%s)", model.version, tensor, e)
         return None
-    width = history.get_outputs()[0].shape[1]
+    width = user.get_outputs()[0].shape[-1]
     size = len(users.keys) * int(width) * 4 if isinstance(width, int) else max_bytes + 1
     if size > max_bytes:
+        mib = (size / 2**20, max_bytes / 2**20)
         log.warning(
-            "model %s: pooled histories of %d users would take %.1f MiB, above %.1f MiB; running the whole graph",
+            "model %s: '%s' of %d users would take %.1f MiB, above %.1f MiB",
             model.version,
+            tensor,
             len(users.keys),
-            size / 2**20,
-            max_bytes / 2**20,
+            *mib,
         )
         return None
-    pooled = PooledHistories(_table(history, tensor, users.arrays), rest, tensor)
+    parts = [
+        user.run([tensor], _user_inputs(features, s, s + POOL_ROWS))[0] for s in range(0, len(users.keys), POOL_ROWS)
+    ]
+    part = UserPart(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), rest, tensor)
     probe = features.encode(features.probe(SELF_CHECK_ROWS))
     if probe.user_rows is None or (probe.user_rows < 0).any():
         return None
-    if not np.array_equal(pooled.predict(probe.arrays, probe.user_rows), model.predict(probe.arrays)):
-        log.warning("model %s: pooled histories score probe rows differently; running the whole graph", model.version)
+    if not np.array_equal(part.predict(probe.arrays, probe.user_rows), model.predict(probe.arrays)):
+        log.warning("model %s: '%s' once per user scores probe rows differently", model.version, tensor)
         return None
-    log.info("model %s: histories of %d users pooled once (%.1f MiB)", model.version, len(users.keys), size / 2**20)
-    return pooled
+    log.info(
+        "model %s: '%s' computed once for %d users (%.1f MiB)", model.version, tensor, len(users.keys), size / 2**20
+    )
+    return part
+
+
+def precompute_users(
+    model: OnnxModel, features: CandidateFeatures, max_bytes: int = USER_TABLE_MAX_BYTES
+) -> UserPart | None:
+    """The first of ``model``'s per-user tensors (``OnnxModel.user_tensors``, most work first) that
+    can be computed for every snapshot user of ``features`` within ``max_bytes`` and scores probe
+    candidates with the whole graph's bits; None (the scorer runs the whole graph, logged when a
+    tensor was tried) when there is none, a sequence feature is not user-side or the snapshot has
+    no users."""
+    users, spec = features.users, features.spec
+    if not model.user_tensors or users is None or not len(users.keys) or max_bytes <= 0:
+        return None
+    if any(features.sides[f.name] != USER for f in spec.sequence):
+        return None
+    for tensor in model.user_tensors:
+        part = _build(model, features, tensor, max_bytes)
+        if part is not None:
+            return part
+    log.warning("model %s: running the whole graph for every candidate", model.version)
+    return None

@@ -38,6 +38,7 @@ another row of its group, where the unfolded graph read another table's row.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -77,12 +78,6 @@ def table_rows(embedding: SpecEmbedding) -> list[int]:
     return [tables[f.table] for f in embedding.spec.categorical]
 
 
-def fold_first_layer(embedding: SpecEmbedding, first: nn.Linear, max_rows: int) -> FoldedFirstLayer | None:
-    """``first`` with the small tables of ``embedding`` folded in, or None when no table has at most
-    ``max_rows`` rows (``max_rows`` 0: folding off)."""
-    return FoldedFirstLayer(embedding, first, max_rows) if fold_groups(table_rows(embedding), max_rows) else None
-
-
 def group_table(products: list[torch.Tensor]) -> torch.Tensor:
     """``[prod V_m, N]``: row ``(j_1, ..., j_k)`` (row-major) is ``sum_m products[m][j_m]``, for the
     members' ``E_f W_f^T`` products ``[V_m, N]``."""
@@ -95,36 +90,73 @@ def group_table(products: list[torch.Tensor]) -> torch.Tensor:
     return table.reshape(-1, width)
 
 
+@dataclass(frozen=True)
+class InputColumns:
+    """The first layer's inputs one folded part reads: categorical and dense features (spec
+    positions) and whether the sequence features."""
+
+    categorical: tuple[int, ...]
+    dense: tuple[int, ...]
+    sequences: bool
+
+    @staticmethod
+    def every(embedding: SpecEmbedding) -> InputColumns:
+        spec = embedding.spec
+        return InputColumns(tuple(range(len(spec.categorical))), tuple(range(len(spec.dense))), True)
+
+
 class FoldedFirstLayer(nn.Module):
     """``forward(categorical, sequence, sequence_lengths, dense) -> first(embedded)`` [B, N] with the
     features of :func:`fold_groups` read from precomputed group tables (module docstring). A copy
-    of the weights when built: build it after training."""
+    of the weights when built: build it after training. ``columns``: the part of the layer's inputs
+    it computes (all by default; ``models.export.user_side`` computes the user's part apart), then
+    ``bias``: whether the layer's bias is in this part, and ``forward``'s ``addend`` is added."""
 
-    def __init__(self, embedding: SpecEmbedding, first: nn.Linear, max_rows: int = FOLD_MAX_ROWS) -> None:
+    def __init__(
+        self,
+        embedding: SpecEmbedding,
+        first: nn.Linear,
+        max_rows: int = FOLD_MAX_ROWS,
+        columns: InputColumns | None = None,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         spec, dim = embedding.spec, embedding.embedding_dim
         vocab = table_rows(embedding)
-        self.groups = fold_groups(vocab, max_rows)
-        if not self.groups:
+        cols = columns or InputColumns.every(embedding)
+        self.groups = [
+            [cols.categorical[k] for k in g] for g in fold_groups([vocab[c] for c in cols.categorical], max_rows)
+        ]
+        if not self.groups and columns is None:
             raise ValueError(f"FoldedFirstLayer: no categorical feature has <= {max_rows} rows to fold")
         total = sum(math.prod(vocab[c] for c in g) for g in self.groups)
         if total > EXACT_INDEX_LIMIT:  # group_rows' float32 indexes would not be exact
             raise ValueError(f"FoldedFirstLayer: {total} folded rows in all, more than 2**24")
         self.embedding = embedding
+        self.sequences = cols.sequences
         folded = {c for g in self.groups for c in g}
-        keep = [c for c in range(len(vocab)) if c not in folded]
+        keep = [c for c in cols.categorical if c not in folded]
         self.register_buffer("keep_columns", torch.tensor(keep, dtype=torch.int64))
         self.rest_tables = FusedTables(embedding, categorical=keep)
+        every_dense = list(cols.dense) == list(range(len(spec.dense)))
+        self.register_buffer("dense_columns", None if every_dense else torch.tensor(cols.dense, dtype=torch.int64))
 
         weight = first.weight.detach().to(torch.float64)  # [N, D_in]
-        columns = [j for c in keep for j in range(c * dim, (c + 1) * dim)]
-        columns += range(len(vocab) * dim, weight.shape[1])  # sequences, then dense
+        sequence_start = len(vocab) * dim
+        dense_start = sequence_start + len(spec.sequence) * dim
+        columns_read = [j for c in keep for j in range(c * dim, (c + 1) * dim)]
+        columns_read += range(sequence_start, dense_start) if cols.sequences else []
+        columns_read += [dense_start + d for d in cols.dense]
         # no bias of its own: the layer's bias is in the first group's table, so that the folded
         # sum is the addend of the remaining columns' GEMM (one Gemm node, no Add)
-        self.rest = nn.Linear(len(columns), weight.shape[0], bias=False) if columns else None
+        self.rest = nn.Linear(len(columns_read), weight.shape[0], bias=False) if columns_read else None
         if self.rest is not None:
             with torch.no_grad():
-                self.rest.weight.copy_(weight[:, columns].to(first.weight.dtype))
+                self.rest.weight.copy_(weight[:, columns_read].to(first.weight.dtype))
+        own_bias = first.bias.detach().to(torch.float64).view(1, -1) if bias and first.bias is not None else None
+        self.register_buffer(
+            "bias", own_bias.to(first.weight.dtype) if own_bias is not None and not self.groups else None
+        )
 
         tables = embedding.table_weights()
         parts, offsets = [], [0]
@@ -138,11 +170,12 @@ class FoldedFirstLayer(nn.Module):
                 tables[spec.categorical[c].table].detach().to(torch.float64) @ weight[:, c * dim : (c + 1) * dim].T
                 for c in group
             ]
-            if g == 0:  # the layer's bias, in float64 with the first group's products
-                products.append(first.bias.detach().to(torch.float64).view(1, -1))
+            if g == 0 and own_bias is not None:  # the layer's bias, in float64 with the first group's products
+                products.append(own_bias)
             parts.append(group_table(products))
             offsets.append(offsets[-1] + parts[-1].shape[0])
-        self.register_buffer("folded", torch.cat(parts).to(first.weight.dtype))
+        width = weight.shape[0]
+        self.register_buffer("folded", torch.cat(parts).to(first.weight.dtype) if parts else torch.zeros(0, width))
         self.register_buffer("joint", joint)
         self.register_buffer("group_offsets", torch.tensor(offsets[:-1], dtype=torch.float32).view(-1, 1))
         # the sum over groups as a product with ones: onnxruntime's ReduceSum adds in another order
@@ -163,13 +196,32 @@ class FoldedFirstLayer(nn.Module):
         return F.linear(self.joint, categorical.to(self.joint.dtype), self.group_offsets).to(torch.int64)
 
     def forward(
-        self, categorical: torch.Tensor, sequence: torch.Tensor, sequence_lengths: torch.Tensor, dense: torch.Tensor
+        self,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor,
+        sequence_lengths: torch.Tensor,
+        dense: torch.Tensor,
+        addend: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        gathered = F.embedding(self.group_rows(categorical), self.folded)  # [G, B, N]
-        folded = (self.ones @ gathered.reshape(len(self.groups), -1)).reshape(categorical.shape[0], -1)
+        total = self.bias if self.bias is not None else None
+        if self.groups:
+            gathered = F.embedding(self.group_rows(categorical), self.folded)  # [G, B, N]
+            total = (self.ones @ gathered.reshape(len(self.groups), -1)).reshape(categorical.shape[0], -1)
+        if addend is not None:
+            total = addend if total is None else total + addend
         if self.rest is None:  # every input column was a folded feature
-            return folded
+            if total is None:
+                raise ValueError("FoldedFirstLayer: a part with no input column")
+            return total
+        dense = dense if self.dense_columns is None else dense.index_select(1, self.dense_columns)
         rest = self.embedding.forward_plain(
-            categorical.index_select(1, self.keep_columns), sequence, sequence_lengths, dense, self.rest_tables
+            categorical.index_select(1, self.keep_columns),
+            sequence,
+            sequence_lengths,
+            dense,
+            self.rest_tables,
+            sequences=self.sequences,
         )
-        return torch.addmm(folded, rest, self.rest.weight.T)  # one Gemm: the bias is in ``folded``
+        if total is None:
+            return rest @ self.rest.weight.T
+        return torch.addmm(total, rest, self.rest.weight.T)  # one Gemm: the bias is in ``folded``

@@ -28,13 +28,15 @@ from aptrank.data.spec import (
     META_FEATURE_SPEC_HASH,
     META_TASK_NAMES,
     OUTPUT_NAME,
+    USER_FIRST_LAYER_TENSOR,
     FeatureSpec,
     SpecError,
 )
 from aptrank.models.base import MultiTaskModel
 from aptrank.models.embedding import FusedTables
-from aptrank.models.export.fold import FOLD_MAX_ROWS, fold_first_layer
-from aptrank.models.export.user_sequence import mark_user_sequence
+from aptrank.models.export.fold import FOLD_MAX_ROWS
+from aptrank.models.export.user_sequence import mark_user_tensors
+from aptrank.models.export.user_side import UserSplitFirstLayer, fold_first_layer
 from aptrank.models.feature_batch import FeatureBatch
 
 EXAMPLE_BATCH_SIZE = 5  # not 0 or 1: torch.export would specialise the batch axis on those
@@ -58,6 +60,8 @@ class ExportModule(nn.Module):
         first = getattr(self.head, "first", None)
         foldable = self.tables is not None and isinstance(first, nn.Linear)
         self.fold = fold_first_layer(model.embedding, first, fold_rows) if foldable else None  # type: ignore[arg-type]
+        self.user_output = False
+        """Whether ``forward`` also returns the first layer's user part (``export_onnx`` names it)."""
 
     def forward(
         self,
@@ -65,7 +69,10 @@ class ExportModule(nn.Module):
         sequence: torch.Tensor,
         sequence_lengths: torch.Tensor,
         dense: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.user_output and isinstance(self.fold, UserSplitFirstLayer):
+            first, user = self.fold.parts(categorical, sequence, sequence_lengths, dense)
+            return self.model.task_dag.probabilities(self.head.after_first(first)), user
         if self.fold is not None:
             logits = self.head.after_first(self.fold(categorical, sequence, sequence_lengths, dense))
         else:
@@ -79,9 +86,9 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold
     ``OUTPUT_NAME`` [B, K] (probabilities, columns in ``model.task_names`` order).
 
     Metadata: ``feature_spec`` (the spec's JSON), ``feature_spec_hash``, ``task_names`` (JSON list),
-    and ``aptrank.user_sequence_tensor`` when the pooled sequence features leave the sequence branch
-    through one tensor (:mod:`~aptrank.models.export.user_sequence`: scorers pool each user's history
-    once).
+    and ``aptrank.user_tensors``: the tensors that depend on the user's snapshot row alone (the first
+    layer's user part, :mod:`~aptrank.models.export.user_side`; the pooled histories,
+    :mod:`~aptrank.models.export.user_sequence`), which scorers compute once per user.
     Weights go to an external data file only when the model exceeds ONNX's 2 GB limit. The model is
     exported in eval mode and its training flag is restored afterwards.
     """
@@ -96,12 +103,15 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold
     batch = torch.export.Dim("batch")
     was_training = model.training
     try:
+        module = ExportModule(model, fold_rows).eval()
+        module.user_output = isinstance(module.fold, UserSplitFirstLayer)
+        outputs = [OUTPUT_NAME, USER_FIRST_LAYER_TENSOR] if module.user_output else [OUTPUT_NAME]
         program = torch.onnx.export(
-            ExportModule(model, fold_rows).eval(),
+            module,
             example.inputs(),
             dynamo=True,
             input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            output_names=outputs,
             dynamic_shapes=tuple({0: batch} for _ in INPUT_NAMES),
             verbose=False,
         )
@@ -116,6 +126,8 @@ def export_onnx(model: MultiTaskModel, path: str | Path, spec: FeatureSpec, fold
             META_TASK_NAMES: json.dumps(model.task_names),
         }
     )
-    mark_user_sequence(program.model)
+    if module.user_output:  # named while it was an output; the contract's graph has one
+        program.model.graph.outputs.pop()
+    mark_user_tensors(program.model, USER_FIRST_LAYER_TENSOR if module.user_output else None)
     program.save(path)
     return path

@@ -21,9 +21,11 @@ graph gets no marker and scorers run it whole.
 
 from __future__ import annotations
 
+import json
+
 import onnx_ir as ir
 
-from aptrank.data.spec import META_USER_SEQUENCE, SEQUENCE_INPUTS, USER_SEQUENCE_TENSOR
+from aptrank.data.spec import META_USER_TENSORS, SEQUENCE_INPUTS, USER_SEQUENCE_TENSOR
 
 SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
@@ -61,15 +63,18 @@ def sequence_frontier(graph: ir.Graph) -> ir.Value | None:
     return value
 
 
-def mark_user_sequence(model: ir.Model) -> bool:
-    """Name the sequence branch's frontier :data:`USER_SEQUENCE_TENSOR` and record it in the
-    metadata; False (nothing changed) when the graph has no single such tensor."""
+def mark_user_tensors(model: ir.Model, first_layer: str | None = None) -> list[str]:
+    """Record the graph's per-user tensors in its metadata (:data:`META_USER_TENSORS`), most work
+    first: ``first_layer`` (the first layer's user part, named by the export) when given, then the
+    sequence branch's frontier, renamed :data:`USER_SEQUENCE_TENSOR` here when there is a single
+    one. Returns the names recorded (none: no metadata written)."""
+    names = [first_layer] if first_layer else []
     value = sequence_frontier(model.graph)
-    if value is None:
-        return False
-    taken = {v.name for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None and v is not value}
-    if USER_SEQUENCE_TENSOR in taken | set(model.graph.initializers):
-        return False
-    value.name = USER_SEQUENCE_TENSOR
-    model.metadata_props[META_USER_SEQUENCE] = USER_SEQUENCE_TENSOR
-    return True
+    if value is not None:
+        taken = {v.name for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None and v is not value}
+        if USER_SEQUENCE_TENSOR not in taken | set(model.graph.initializers):
+            value.name = USER_SEQUENCE_TENSOR
+            names.append(USER_SEQUENCE_TENSOR)
+    if names:
+        model.metadata_props[META_USER_TENSORS] = json.dumps(names)
+    return names

@@ -1,10 +1,12 @@
-"""Each snapshot user's history pooled once (serving.user_precompute) on the tiny trained model:
-the same bits as the whole graph for known users, users with empty histories and unknown users; the
-whole graph for models without the marker, above the size bound or with a marker that does not
-split the graph; the lookup skips the sequence arrays on that path."""
+"""The per-user part of the graph computed once per snapshot user (serving.user_precompute) on the
+tiny trained model: the same bits as the whole graph for known users, users with empty histories
+and unknown users, with the first layer's user part or the pooled histories; the next tensor or
+the whole graph for models without the metadata, above the size bound or with a tensor that does
+not split the graph; the lookup skips the history arrays on that path."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,18 +17,17 @@ import polars as pl
 import pytest
 from onnx import TensorProto, helper
 
-from aptrank.data.spec import META_USER_SEQUENCE, SEQUENCE_INPUTS, USER_SEQUENCE_TENSOR
+from aptrank.data.spec import META_USER_TENSORS, SEQUENCE_INPUTS, USER_FIRST_LAYER_TENSOR, USER_SEQUENCE_TENSOR
 from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, load_onnx
 from aptrank.serving.scorer import SCORE_BLOCK_ROWS, Scorer, load_scorer
 from tests.serving.conftest import WEIGHTS
 from tests.serving.model_files import with_metadata
 
 
-def _whole(scorer: Scorer) -> Scorer:
-    """The same model and snapshot scored by the whole graph."""
-    whole = Scorer(scorer.model, scorer.features, WEIGHTS, user_table_max_bytes=0)
-    assert whole.pooled is None
-    return whole
+def _with(scorer: Scorer, *tensors: str, max_bytes: int | None = None) -> Scorer:
+    """The same model and snapshot with only ``tensors`` recorded (none: the whole graph)."""
+    model = dataclasses.replace(scorer.model, user_tensors=tensors)
+    return Scorer(model, scorer.features, WEIGHTS, **({} if max_bytes is None else {"user_table_max_bytes": max_bytes}))
 
 
 def _same_scores(a: Scorer, b: Scorer, frame: pl.DataFrame) -> None:
@@ -35,29 +36,44 @@ def _same_scores(a: Scorer, b: Scorer, frame: pl.DataFrame) -> None:
     assert x.lookup == y.lookup
 
 
-def test_the_scorer_pools_each_snapshot_users_history_once(scorer: Scorer, model_path: Path) -> None:
-    """The table has a row per snapshot user, the bits the whole graph pools for that user: the
-    registered graph with its marked tensor as an extra output, run on the users' encoded histories
-    at the scorer's rows per call."""
-    assert load_onnx(model_path).user_sequence == USER_SEQUENCE_TENSOR
-    pooled, users = scorer.pooled, scorer.features.users
-    assert pooled is not None and users is not None
-    assert pooled.table.shape == (len(users.keys), 2 * 4) and pooled.table.dtype == np.float32  # 2 histories x dim 4
+def _users_whole(scorer: Scorer, model_path: Path, tensor: str) -> tuple[np.ndarray, np.ndarray]:
+    """(snapshot user rows, ``tensor``'s values for them): the registered graph with ``tensor`` as an
+    extra output, run on candidates of every snapshot user at the scorer's rows per call."""
     proto = onnx.load(str(model_path))
-    proto.graph.output.append(helper.make_tensor_value_info(USER_SEQUENCE_TENSOR, TensorProto.FLOAT, None))
+    proto.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
     session = ort.InferenceSession(proto.SerializeToString(), providers=PROVIDERS)
-    rows = scorer.features.encode(scorer.features.sample(len(users.keys)))
-    assert rows.user_rows is not None
-    whole = np.concatenate(
-        [
-            session.run([USER_SEQUENCE_TENSOR], {n: a[s : s + PREDICT_ROWS] for n, a in rows.arrays.items()})[0]
-            for s in range(0, rows.rows, PREDICT_ROWS)
-        ]
-    )
-    assert np.array_equal(pooled.table[rows.user_rows], whole)
+    users = scorer.features.users
+    assert users is not None
+    rows = scorer.features.encode(scorer.features.probe(len(users.keys)))
+    assert rows.user_rows is not None and sorted(rows.user_rows.tolist()) == list(range(len(users.keys)))
+    values = [
+        session.run([tensor], {n: a[s : s + PREDICT_ROWS] for n, a in rows.arrays.items()})[0]
+        for s in range(0, rows.rows, PREDICT_ROWS)
+    ]
+    return rows.user_rows, np.concatenate(values)
+
+
+def test_the_scorer_computes_the_first_layers_user_part_once_per_user(scorer: Scorer, model_path: Path) -> None:
+    """The table has a row per snapshot user: the bits the whole graph computes for that user's
+    candidates (probe candidates: other items, timestamps and context values)."""
+    assert load_onnx(model_path).user_tensors == (USER_FIRST_LAYER_TENSOR, USER_SEQUENCE_TENSOR)
+    part, users = scorer.user_part, scorer.features.users
+    assert part is not None and users is not None and part.tensor == USER_FIRST_LAYER_TENSOR
+    assert part.table.shape[0] == len(users.keys) and part.table.dtype == np.float32
+    rows, whole = _users_whole(scorer, model_path, USER_FIRST_LAYER_TENSOR)
+    assert np.array_equal(part.table[rows], whole)
+
+
+def test_the_pooled_histories_are_the_next_choice(scorer: Scorer, model_path: Path, candidates: pl.DataFrame) -> None:
+    histories = _with(scorer, USER_SEQUENCE_TENSOR)
+    part, users = histories.user_part, scorer.features.users
+    assert part is not None and users is not None and part.table.shape == (len(users.keys), 2 * 4)  # 2 x dim 4
+    rows, whole = _users_whole(scorer, model_path, USER_SEQUENCE_TENSOR)
+    assert np.array_equal(part.table[rows], whole)
     empty = (users.arrays["sequence_lengths"] == 0).all(axis=1)
     assert 0 < empty.sum() < len(empty), "the sample has users with and without histories"
-    assert not pooled.table[empty].any() and pooled.table[~empty].any(axis=1).all()
+    assert not part.table[empty].any() and part.table[~empty].any(axis=1).all()
+    _same_scores(histories, _with(scorer), candidates)
 
 
 def test_known_empty_and_unknown_users_score_the_whole_graphs_bits(scorer: Scorer, candidates: pl.DataFrame) -> None:
@@ -72,7 +88,8 @@ def test_known_empty_and_unknown_users_score_the_whole_graphs_bits(scorer: Score
         .cast(candidates["user_id"].dtype)
         .alias("user_id")
     )
-    whole = _whole(scorer)
+    whole = _with(scorer)
+    assert whole.user_part is None
     _same_scores(scorer, whole, frame)  # known users, a third of them with an empty history
     unknown = frame.with_columns(
         pl.when(pl.int_range(n) % 7 == 0).then(pl.col("user_id") + 10**9).otherwise(pl.col("user_id")).alias("user_id")
@@ -84,17 +101,18 @@ def test_known_empty_and_unknown_users_score_the_whole_graphs_bits(scorer: Score
     _same_scores(scorer, whole, frame.head(1))  # one candidate, as an online request of one
 
 
-def test_the_lookup_skips_the_sequence_arrays_on_that_path(scorer: Scorer, candidates: pl.DataFrame) -> None:
+def test_the_lookup_skips_the_history_arrays_on_that_path(scorer: Scorer, candidates: pl.DataFrame) -> None:
     (lean,) = scorer.features.encode_blocks(candidates, SCORE_BLOCK_ROWS, sequences=False)
     (full,) = scorer.features.encode_blocks(candidates, SCORE_BLOCK_ROWS)
     assert set(full.arrays) - set(lean.arrays) == set(SEQUENCE_INPUTS)
     assert all(np.array_equal(lean.arrays[k], full.arrays[k]) for k in lean.arrays)
-    assert lean.user_rows is not None and np.array_equal(lean.user_rows, full.user_rows)  # type: ignore[arg-type]
+    assert lean.user_rows is not None and full.user_rows is not None
+    assert np.array_equal(lean.user_rows, full.user_rows)
     assert np.array_equal(scorer.features.users.keys[lean.user_rows], candidates["user_id"].to_numpy())  # type: ignore[union-attr]
     assert lean.slice(5, 9).user_rows.tolist() == lean.user_rows[5:9].tolist()  # type: ignore[union-attr]
 
 
-def test_the_whole_graph_serves_otherwise(
+def test_the_next_tensor_or_the_whole_graph_otherwise(
     scorer: Scorer,
     model_path: Path,
     etl_dir: Path,
@@ -102,17 +120,29 @@ def test_the_whole_graph_serves_otherwise(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An old export (no marker), a table above the size bound, a marker that does not separate the
-    sequence inputs: the whole graph, the same scores, and the reason logged for the last two."""
-    old = load_scorer(with_metadata(model_path, tmp_path / "old.onnx", **{META_USER_SEQUENCE: None}), etl_dir)
-    assert old.model.user_sequence is None and old.pooled is None
+    """An old export (no metadata), tables above the size bound, a tensor that does not separate the
+    user's inputs: the next tensor or the whole graph, the same scores, the reasons logged."""
+    old = load_scorer(with_metadata(model_path, tmp_path / "old.onnx", **{META_USER_TENSORS: None}), etl_dir)
+    assert old.model.user_tensors == () and old.user_part is None
     _same_scores(scorer, Scorer(old.model, old.features, WEIGHTS), candidates)
-    (concat,) = [n.output[0] for n in onnx.load(str(model_path)).graph.node if USER_SEQUENCE_TENSOR in n.input]
+    users = len(scorer.features.users.keys)  # type: ignore[union-attr]
+    nodes = onnx.load(str(model_path)).graph.node
+    producer = {o: n for n in nodes for o in n.output}
+    # inside the history branch (the pooled sum before its division by the lengths): the rest would
+    # read the lengths; after the user part (its sum with the item side's): it reads item columns
+    inside = producer[producer[USER_SEQUENCE_TENSOR].input[0]].input[0]
+    (mixed,) = [n.output[0] for n in nodes if USER_FIRST_LAYER_TENSOR in n.input and n.op_type == "Add"]
+    odd_path = with_metadata(model_path, tmp_path / "odd.onnx", **{META_USER_TENSORS: f'["{inside}", "{mixed}"]'})
     with caplog.at_level(logging.WARNING, logger="aptrank.serve"):
-        capped = Scorer(scorer.model, scorer.features, WEIGHTS, user_table_max_bytes=1024)
-        odd = load_scorer(with_metadata(model_path, tmp_path / "odd.onnx", **{META_USER_SEQUENCE: concat}), etl_dir)
-    assert capped.pooled is None and odd.pooled is None
-    assert "above 0.0 MiB; running the whole graph" in caplog.text
-    assert f"does not split at '{concat}'" in caplog.text and "also reads ['categorical', 'dense']" in caplog.text
-    _same_scores(scorer, capped, candidates)
-    _same_scores(scorer, Scorer(odd.model, odd.features, WEIGHTS), candidates)
+        histories = _with(scorer, *scorer.model.user_tensors, max_bytes=users * 2 * 4 * 4)
+        capped = _with(scorer, *scorer.model.user_tensors, max_bytes=1024)
+        odd = load_scorer(odd_path, etl_dir)
+    assert histories.user_part is not None and histories.user_part.tensor == USER_SEQUENCE_TENSOR
+    assert capped.user_part is None and odd.user_part is None
+    assert f"'{USER_FIRST_LAYER_TENSOR}' of {users} users would take" in caplog.text
+    assert f"'{USER_SEQUENCE_TENSOR}' of {users} users would take 0.8 MiB, above 0.0 MiB" in caplog.text
+    assert f"does not split at '{inside}'" in caplog.text and "the rest also reads ['sequence_lengths']" in caplog.text
+    assert f"'{mixed}' once per user scores probe rows differently" in caplog.text
+    assert "running the whole graph for every candidate" in caplog.text
+    for other in (histories, capped, Scorer(odd.model, odd.features, WEIGHTS)):
+        _same_scores(scorer, other, candidates)

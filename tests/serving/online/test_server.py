@@ -256,9 +256,9 @@ def test_a_broken_new_version_is_skipped_and_the_old_one_kept(
         copy_model(other_model_path, served)
         assert holder.refresh() and holder.scorer.version != first
         assert holder.metrics.value("model_swaps_total") == 1
-        # the new version pools the users' histories with its own graph (serving.user_precompute)
+        # the new version computes its per-user part with its own graph (serving.user_precompute)
         new, frame = holder.scorer, old.features.sample(64)
-        assert new.pooled is not None and old.pooled is not None and new.pooled.rest is not old.pooled.rest
+        assert new.user_part is not None and old.user_part is not None and new.user_part.rest is not old.user_part.rest
         whole = Scorer(load_onnx(served), new.features, user_table_max_bytes=0)
         assert np.array_equal(new.score(frame).probabilities, whole.score(frame).probabilities)
         assert not np.array_equal(new.score(frame).probabilities, old.score(frame).probabilities)
