@@ -33,6 +33,12 @@ SMALL = {
 }
 
 
+def _folded_tables(graph: Any) -> list[str]:
+    """The folded tables among a graph's initializers (``models.export.fold``; on the ETL's spec the
+    first layer's user and other parts each have theirs: ``models.export.user_side``)."""
+    return sorted(i.name for i in graph.initializer if i.name.startswith("fold.") and i.name.endswith(".folded"))
+
+
 @pytest.fixture(scope="module")
 def spec(etl_dir: Path) -> FeatureSpec:
     return FeatureSpec.read(etl_dir)
@@ -61,7 +67,7 @@ def test_tampered_export_path_is_refused(
 ) -> None:
     """The ONNX graph is traced from ``forward_plain``; a fault there must not reach --out."""
     plain = SpecEmbedding.forward_plain
-    monkeypatch.setattr(SpecEmbedding, "forward_plain", lambda self, *a: plain(self, *a) * 1.01)
+    monkeypatch.setattr(SpecEmbedding, "forward_plain", lambda self, *a, **k: plain(self, *a, **k) * 1.01)
     out = tmp_path / "model.onnx"
     out.write_bytes(b"previous model")
     with pytest.raises(ParityError, match=r"max \|p_onnx - p_torch\| = .* > 1e-05"):
@@ -143,8 +149,8 @@ def test_cli_fold_rows_chooses_the_graph_not_the_scores(
     args = ["export", "--run-id", str(run_dir), "--out", str(out), "--features", str(etl_dir), "--fold-rows", "0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    initializers = {p: {i.name for i in onnx.load(str(p)).graph.initializer} for p in (model_path, out)}
-    assert "fold.folded" in initializers[model_path] and "fold.folded" not in initializers[out]
+    folded_tables = {p: _folded_tables(onnx.load(str(p)).graph) for p in (model_path, out)}
+    assert folded_tables[model_path] == ["fold.other.folded", "fold.user.folded"] and not folded_tables[out]
     folded, unfolded = load_onnx(model_path).predict(rows), load_onnx(out).predict(rows)
     assert abs(folded - unfolded).max() <= 2e-5
     help_text = CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output
@@ -163,4 +169,4 @@ def test_the_job_exports_with_its_configured_folding(run_dir: Path, etl_dir: Pat
         run = tmp_path / f"run-{fold}"
         shutil.copytree(run_dir, run)
         graph = onnx.load(str(export_step(run, etl_dir, fold))).graph
-        assert ("fold.folded" in {i.name for i in graph.initializer}) is folded
+        assert bool(_folded_tables(graph)) is folded

@@ -24,7 +24,7 @@ from aptrank.serving.batch_scoring import score_chunks
 from aptrank.serving.candidates import iter_chunks, scan_candidates
 from aptrank.serving.holder import ModelHolder
 from aptrank.serving.model_source import ModelSource
-from aptrank.serving.onnx_model import OnnxModel, load_onnx
+from aptrank.serving.onnx_model import load_onnx
 from aptrank.serving.scorer import Scorer
 from aptrank.serving.service import Limits, RankService
 from tests.serving.model_files import copy_model
@@ -229,11 +229,11 @@ def test_not_ready_before_a_model_is_loaded(model_path: Path, etl_dir: Path) -> 
 def test_a_failing_request_is_a_500_and_the_service_lives_on(
     service: RankService, candidates: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: OnnxModel, inputs: object) -> None:
+    def broken(self: Scorer, encoded: object) -> None:
         raise RuntimeError("onnxruntime fell over")
 
     body = json.dumps(body_of(rows_of(candidates, 3))).encode()
-    monkeypatch.setattr(OnnxModel, "predict", broken)
+    monkeypatch.setattr(Scorer, "predict", broken)  # the model call: per-user part or whole graph
     reply = service.rank(body)
     assert reply.status == 500 and "RuntimeError: onnxruntime fell over" in json.loads(reply.body)["detail"]
     monkeypatch.undo()
