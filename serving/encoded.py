@@ -15,7 +15,7 @@ class Encoded:
     flag for candidates without a snapshot row; OOV counts are read off the categorical array.
     ``user_rows``: each candidate's row in the snapshot's user table (-1: none), when the lookup
     has one; without the sequence arrays (``encode_blocks(..., sequences=False)``) the scorer
-    reads the users' pooled histories by it (:mod:`serving.user_precompute`)."""
+    reads the users' precomputed part by it (:mod:`serving.user_precompute`)."""
 
     arrays: dict[str, np.ndarray]
     missing: dict[str, np.ndarray]

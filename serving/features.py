@@ -254,7 +254,7 @@ class CandidateFeatures:
         same arrays, sliced). When every user and item has a snapshot row (the common case) each
         block is encoded on its own, so a chunk never holds its whole arrays at once (why:
         ``serving.scorer.SCORE_BLOCK_ROWS``), and without the sequence arrays unless ``sequences``
-        (the scorer reads the users' pooled histories instead: ``serving.user_precompute``);
+        (the scorer reads the users' precomputed part instead: ``serving.user_precompute``);
         otherwise the chunk is encoded whole, so the rows without a snapshot row pay the ETL
         lookup's fixed cost once."""
         if block_rows < 1:

@@ -1,6 +1,6 @@
 """Probe candidates for the scorers' load-time self-checks: varied timestamps and context values.
 
-The factorised feature lookup (:mod:`serving.features`) and the per-user pooled histories
+The factorised feature lookup (:mod:`serving.features`) and the per-user part of the graph
 (:mod:`serving.user_precompute`) each compare their fast path with the plain one on such rows when
 they load, so a change that breaks their assumptions fails at load, not silently in the scores.
 """

@@ -5,6 +5,9 @@ Every piece of the export lives here; an architecture only provides its export-t
 
 * :mod:`~aptrank.models.export.graph`: ``ExportModule`` (plain-tensor forward) and ``export_onnx``.
 * :mod:`~aptrank.models.export.fold`: small embedding tables folded into the head's first layer.
+* :mod:`~aptrank.models.export.user_side`: that first layer as a user part (the snapshot's user row
+  fixes it) plus the rest.
+* :mod:`~aptrank.models.export.user_sequence`: the per-user tensors recorded in the metadata.
 * :mod:`~aptrank.models.export.parity`: the parity rows and the PyTorch-vs-onnxruntime comparison.
 * :mod:`~aptrank.models.export.checked`: ``export_checked``, nothing written unless parity passes.
 """

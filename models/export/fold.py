@@ -203,7 +203,7 @@ class FoldedFirstLayer(nn.Module):
         dense: torch.Tensor,
         addend: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        total = self.bias if self.bias is not None else None
+        total = self.bias  # [1, N] when this part has the bias and no group to hold it
         if self.groups:
             gathered = F.embedding(self.group_rows(categorical), self.folded)  # [G, B, N]
             total = (self.ones @ gathered.reshape(len(self.groups), -1)).reshape(categorical.shape[0], -1)

@@ -1,22 +1,25 @@
-"""Where the sequence branch of the exported graph ends: the tensor a scorer can compute once per user.
+"""The exported graph's per-user tensors, recorded in its metadata so that scorers compute them once
+per user.
 
 The ``sequence`` and ``sequence_lengths`` inputs hold a user's history lists, which the feature
-snapshot fixes per user (their encodings read only user-table columns: ``serving.factorize``), so
-every candidate row of one user pools the same embeddings. A scorer that knows the tensor where the
-pooled histories leave the sequence branch can split the graph there (``onnx.utils.Extractor``,
-:mod:`aptrank.serving.user_precompute`), pool every snapshot user's history once and feed the rest
-of the graph that user's row: the per-user part of a ranker computed once per user rather than per
-candidate, as a two-stage recommender computes its user vector once per request (Covington et al.,
-"Deep Neural Networks for YouTube Recommendations", RecSys 2016, sec. 4).
+snapshot fixes per user (their encodings read only user-table columns: ``data.feature_sides``), so
+every candidate row of one user pools the same embeddings; on a spec written by the ETL the first
+layer's user part (``models.export.user_side``) is fixed per user too. A scorer that knows such a
+tensor splits the graph there (``onnx.utils.Extractor``, :mod:`aptrank.serving.user_precompute`),
+computes it once per snapshot user and feeds the rest of the graph that user's row: the per-user
+part of a ranker computed once per user rather than per candidate, as a two-stage recommender
+computes its user vector once per request (Covington et al., "Deep Neural Networks for YouTube
+Recommendations", RecSys 2016, sec. 4).
 
-The export finds that tensor on the graph itself: the *frontier* of the branch, i.e. the values
-computed from the two sequence inputs (and constants) alone that a node outside the branch reads.
-When there is exactly one, a float32 [batch, width] tensor, it is renamed
-:data:`~aptrank.data.spec.USER_SEQUENCE_TENSOR` and the name recorded in the metadata under
-:data:`~aptrank.data.spec.META_USER_SEQUENCE`. Only a value's name changes: the graph computes the
-same, with the same inputs and outputs (DESIGN.md contract 5), so the parity gate and the content
-digest apply as before. Otherwise (no sequence feature, a shape read off another input, ...) the
-graph gets no marker and scorers run it whole.
+The first layer's user part is named by the export (a second output while tracing, removed after).
+The pooled histories' tensor is found on the graph itself: the *frontier* of the sequence branch,
+i.e. the values computed from the two sequence inputs (and constants) alone that a node outside the
+branch reads; when there is exactly one, a float32 [batch, width] tensor, it is renamed
+:data:`~aptrank.data.spec.USER_SEQUENCE_TENSOR`. The names go to the metadata under
+:data:`~aptrank.data.spec.META_USER_TENSORS` (JSON list, most work first). Only names change: the
+graph computes the same, with the same inputs and output (DESIGN.md contract 5), so the parity gate
+and the content digest apply as before. A graph with neither (no sequence feature, a shape read off
+another input, ...) gets no metadata and scorers run it whole.
 """
 
 from __future__ import annotations
