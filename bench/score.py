@@ -102,6 +102,30 @@ offline-optimized model loaded with optimizations off 1.00, spinning on 1.01: no
 is the first GEMM (26% of the kernel time), the folded gather (15%), the sequence gather (11%),
 the group sum and the gate mix (7% each), the per-user pre-pooled history above.
 
+Per-user work once per snapshot user (issue #15; ``serving.user_precompute``, DESIGN.md "Export is
+a model capability"): without changing the graph's inputs, the export computes the first layer as
+a user part (the features the snapshot's user row fixes: histories, 27 of 37 categorical and 16 of
+41 dense features on the demo; their own folded groups) plus the item/request part, and records
+that tensor and the pooled histories' in the metadata; every scorer splits the graph there with
+``onnx.utils.Extractor``, computes the user part once per snapshot user (35 MB for the sample's
+27k users, 1,340 B a user) and per candidate runs only the rest, bit-equal to the whole graph
+(self-checked at load, tested). ``bench/score_profile.py`` (one thread, 262k rows, warm, load 2,
+CPU us/row): feature lookup 0.34 -> 0.48 (no history arrays to build, but the per-user table's
+random rows take cache from the lookup's own tables), onnxruntime 3.90 -> 2.08 (graph 3.77 ->
+2.01: the first GEMM 137 -> 57 inputs a row, 12 -> 4 folded groups, no history gather), whole path
+4.49 -> 2.82; the whole graph of a split export (what a scorer runs past the memory bound or for
+unknown users) is slower than the old export's (3.3-3.5 -> 3.8-4.0 us). First cut, histories only
+(the sequence branch's frontier): lookup + graph 3.9 -> 3.15 CPU us/row, x3.43/x3.28 per CPU-second
+at load 5-7. The acceptance run (``--rows 5000000``, two workers, load 1.7-2.9; the 2-vCPU AMD EPYC
+VM): PyTorch 158.0k rows/s (85.2k rows/CPU-s), ONNX 724.5k (378.3k), pyfunc 662.5k (358.0k): x4.59
+and x4.19 wall, x4.44 and x4.20 per CPU-second (x4.0 and x3.8 against the quiet run's PyTorch
+94.4k rows/CPU-s). The one-chunk two-thread PyTorch setting fell to 6-7k rows/s whenever the
+other engineers' jobs held a core (intra-op threads waiting on each other); the two-worker setting,
+the baseline, did not. numpy's transparent huge pages (``NUMPY_MADVISE_HUGEPAGE=0`` against the
+default, 2M rows, interleaved A/B/A/B, load 2.3-4.2): PyTorch 85.5/85.7k -> 86.3/90.2k rows/CPU-s,
+ONNX 363.1/389.9k -> 373.8/379.8k, pyfunc 355.2/381.3k -> 359.9/354.8k: within noise, so scoring
+keeps numpy's default.
+
     .venv/bin/python bench/score.py [--rows 5000000] [--baseline-rows 1000000] [--chunk-rows 131072]
         [--workers CORES] [--threads 1]
 """
