@@ -113,11 +113,12 @@ class SpecEmbedding(nn.Module):
         dense: torch.Tensor,
         tables: FusedTables | None = None,
         sequences: bool = True,
+        with_dense: bool = True,
     ) -> torch.Tensor:
         """Same output as ``forward`` from plain tensors (module docstring). ``tables``: the fused
         tables of this layer's current weights (built here when not given; the export module builds
-        them once so they become one ONNX initializer); ``sequences``: False leaves the sequence
-        features out (the export's folded parts that do not read them)."""
+        them once so they become one ONNX initializer); ``sequences``, ``with_dense``: False leaves
+        the sequence or the dense features out (the export's folded parts that do not read them)."""
         if self.ebc is None:
             return self.encode_dense(dense)
         t = tables if tables is not None else FusedTables(self)
@@ -139,7 +140,7 @@ class SpecEmbedding(nn.Module):
             gathered = F.embedding(ids, t.table).reshape(width, -1)  # past-the-length rows are 0
             summed = (t.position_ones[:, :width] @ gathered).reshape(b, -1, self.embedding_dim)  # [B, S, D]
             parts.append((summed / count.clamp(min=1)).reshape(b, -1))
-        return torch.cat([*parts, self.encode_dense(dense)], dim=1)
+        return torch.cat([*parts, self.encode_dense(dense)] if with_dense else parts, dim=1)
 
 
 class FusedTables(nn.Module):

@@ -139,6 +139,9 @@ class FoldedFirstLayer(nn.Module):
         self.register_buffer("keep_columns", torch.tensor(keep, dtype=torch.int64))
         self.rest_tables = FusedTables(embedding, categorical=keep)
         every_dense = list(cols.dense) == list(range(len(spec.dense)))
+        if cols.dense and not every_dense and embedding.dense_encoder is not None:
+            raise ValueError("FoldedFirstLayer: a part of the encoded dense features (their encoder reads all)")
+        self.with_dense = bool(cols.dense)
         self.register_buffer("dense_columns", None if every_dense else torch.tensor(cols.dense, dtype=torch.int64))
 
         weight = first.weight.detach().to(torch.float64)  # [N, D_in]
@@ -146,7 +149,8 @@ class FoldedFirstLayer(nn.Module):
         dense_start = sequence_start + len(spec.sequence) * dim
         columns_read = [j for c in keep for j in range(c * dim, (c + 1) * dim)]
         columns_read += range(sequence_start, dense_start) if cols.sequences else []
-        columns_read += [dense_start + d for d in cols.dense]
+        # the dense block: all of it (encoded or not), or single scalar columns
+        columns_read += range(dense_start, weight.shape[1]) if every_dense else [dense_start + d for d in cols.dense]
         # no bias of its own: the layer's bias is in the first group's table, so that the folded
         # sum is the addend of the remaining columns' GEMM (one Gemm node, no Add)
         self.rest = nn.Linear(len(columns_read), weight.shape[0], bias=False) if columns_read else None
@@ -213,7 +217,8 @@ class FoldedFirstLayer(nn.Module):
             if total is None:
                 raise ValueError("FoldedFirstLayer: a part with no input column")
             return total
-        dense = dense if self.dense_columns is None else dense.index_select(1, self.dense_columns)
+        if self.with_dense and self.dense_columns is not None:
+            dense = dense.index_select(1, self.dense_columns)
         rest = self.embedding.forward_plain(
             categorical.index_select(1, self.keep_columns),
             sequence,
@@ -221,6 +226,7 @@ class FoldedFirstLayer(nn.Module):
             dense,
             self.rest_tables,
             sequences=self.sequences,
+            with_dense=self.with_dense,
         )
         if total is None:
             return rest @ self.rest.weight.T

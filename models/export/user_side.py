@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 from aptrank.data.feature_sides import USER, spec_sides
-from aptrank.data.spec import FeatureSpec
 from aptrank.models.embedding import SpecEmbedding
 from aptrank.models.export.fold import FoldedFirstLayer, InputColumns, fold_groups, table_rows
 
 
-def user_columns(spec: FeatureSpec) -> tuple[InputColumns, InputColumns] | None:
+def user_columns(embedding: SpecEmbedding) -> tuple[InputColumns, InputColumns] | None:
     """(user part, other part) of the first layer's inputs, or None when the split does not apply
-    (module docstring)."""
+    (module docstring). Encoded dense features (``model.dense_encoding``: one encoder reads them
+    all) stay in the other part."""
+    spec = embedding.spec
     sides = spec_sides(spec)
     if sides is None or any(sides[s.name] != USER for s in spec.sequence):
         return None
@@ -41,6 +42,8 @@ def user_columns(spec: FeatureSpec) -> tuple[InputColumns, InputColumns] | None:
         return user, tuple(i for i in range(len(features)) if i not in user)
 
     (user_cat, other_cat), (user_dense, other_dense) = split(spec.categorical), split(spec.dense)
+    if embedding.dense_encoder is not None:
+        user_dense, other_dense = (), tuple(range(len(spec.dense)))
     if not (user_cat or user_dense or spec.sequence) or not (other_cat or other_dense):
         return None
     return InputColumns(user_cat, user_dense, True), InputColumns(other_cat, other_dense, False)
@@ -77,7 +80,7 @@ def fold_first_layer(
     :func:`user_columns` applies; None when no table has at most ``max_rows`` rows (0: folding off)."""
     if not fold_groups(table_rows(embedding), max_rows):
         return None
-    split = user_columns(embedding.spec)
+    split = user_columns(embedding)
     if split is None:
         return FoldedFirstLayer(embedding, first, max_rows)
     return UserSplitFirstLayer(embedding, first, max_rows, *split)

@@ -105,15 +105,17 @@ def test_esmm_records_its_pooled_histories(spec: FeatureSpec, small: dict, tmp_p
     _split_equals_whole(path, _random_feed(spec, 64))
 
 
-@pytest.mark.parametrize("arch", ["mmoe", "ple", "shared_bottom", "esmm"])
+@pytest.mark.parametrize("arch", ["mmoe", "ple", "shared_bottom", "esmm", "dense_encoded"])
 def test_the_real_spec_records_the_first_layers_user_part(
     etl_dir: Path, small: dict, tmp_path: Path, arch: str
 ) -> None:
     """On the ETL's spec the first layer is folded in a user and an other part (each group of one
-    side), through the parity gate; its user part reads the user-side columns alone."""
+    side), through the parity gate; its user part reads the user-side columns alone (encoded dense
+    features, ``model.dense_encoding``, all in the other part)."""
     spec = FeatureSpec.read(etl_dir)
     edges = {"finish": TaskDependency(given="click"), "like": TaskDependency(given="click")} if arch == "esmm" else {}
-    model = build_model("ple" if arch == "esmm" else arch, spec, small, edges).eval()
+    options = {**small, "dense_encoding": {"bins": 4, "dim": 3}} if arch == "dense_encoded" else small
+    model = build_model({"esmm": "ple", "dense_encoded": "mmoe"}.get(arch, arch), spec, options, edges).eval()
     rows = parity_rows(etl_dir, spec, 512)
     path = export_checked(model, spec, tmp_path / f"{arch}.onnx", rows).path
     assert _tensors(path) == [USER_FIRST_LAYER_TENSOR, USER_SEQUENCE_TENSOR]
@@ -123,9 +125,12 @@ def test_the_real_spec_records_the_first_layers_user_part(
     assert isinstance(fold, UserSplitFirstLayer)
     for part, side in ((fold.user, True), (fold.other, False)):
         assert all((sides[spec.categorical[c].name] == USER) == side for g in part.groups for c in g)
+    assert fold.user.with_dense is (arch != "dense_encoded")
     user_only = {n: a.copy() for n, a in rows.items()}
-    for name, features in (("categorical", spec.categorical), ("dense", spec.dense)):
-        user_only[name][:, [i for i, f in enumerate(features) if sides[f.name] != USER]] = 0
+    user_only["categorical"][:, [i for i, f in enumerate(spec.categorical) if sides[f.name] != USER]] = 0
+    user_only["dense"][
+        :, [i for i, f in enumerate(spec.dense) if sides[f.name] != USER or not fold.user.with_dense]
+    ] = 0
     _split_equals_whole(path, rows, user_only)
 
 
