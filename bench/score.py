@@ -109,11 +109,12 @@ a user part (the features the snapshot's user row fixes: histories, 27 of 37 cat
 that tensor and the pooled histories' in the metadata; every scorer splits the graph there with
 ``onnx.utils.Extractor``, computes the user part once per snapshot user (35 MB for the sample's
 27k users, 1,340 B a user) and per candidate runs only the rest, bit-equal to the whole graph
-(self-checked at load, tested). ``bench/score_profile.py`` (one thread, 262k rows, warm, load 2,
-CPU us/row): feature lookup 0.34 -> 0.48 (no history arrays to build, but the per-user table's
-random rows take cache from the lookup's own tables), onnxruntime 3.90 -> 2.08 (graph 3.77 ->
-2.01: the first GEMM 137 -> 57 inputs a row, 12 -> 4 folded groups, no history gather), whole path
-4.49 -> 2.82; the whole graph of a split export (what a scorer runs past the memory bound or for
+(self-checked at load, tested). ``bench/score_profile.py`` (one thread, 262k rows, load 1-2, CPU
+us/row, whole graph then per-user part): feature lookup 0.56 -> 0.47 (the first path profiled pays
+0.1-0.3 more whichever it is; interleaved on 131k rows, 0.33-0.36 with the history arrays, 0.25-0.28
+without), onnxruntime 3.96 -> 1.98 (graph 3.78 -> 1.78: per candidate the first GEMM reads 57 inputs
+(137 on the old export), 4 folded groups (12), no history gather), whole path 4.80 -> 2.71; the
+whole graph of a split export (what a scorer runs past the memory bound or for chunks with
 unknown users) is slower than the old export's (3.3-3.5 -> 3.8-4.0 us). First cut, histories only
 (the sequence branch's frontier): lookup + graph 3.9 -> 3.15 CPU us/row, x3.43/x3.28 per CPU-second
 at load 5-7. The acceptance run (``--rows 5000000``, two workers, load 1.7-2.9; the 2-vCPU AMD EPYC

@@ -137,7 +137,7 @@ def main() -> None:
             work.mkdir()
             prep = prepare_all(work, args.config, fold_rows=fold_rows)
             source = candidates_file(prep.features, args.rows, work / "candidates.parquet")
-            for path, max_bytes in (("per-user", USER_TABLE_MAX_BYTES), ("whole", 0)):
+            for path, max_bytes in (("whole", 0), ("per-user", USER_TABLE_MAX_BYTES)):
                 scorer = load_scorer(prep.model_path, prep.features, weights=prep.weights, threads=1)
                 scorer = Scorer(scorer.model, scorer.features, prep.weights, user_table_max_bytes=max_bytes)
                 stages, arrays = stage_times(scorer, source, work / "out.parquet")
