@@ -117,10 +117,11 @@ without), onnxruntime 3.96 -> 1.98 (graph 3.78 -> 1.78: per candidate the first 
 whole graph of a split export (what a scorer runs past the memory bound or for chunks with
 unknown users) is slower than the old export's (3.3-3.5 -> 3.8-4.0 us). First cut, histories only
 (the sequence branch's frontier): lookup + graph 3.9 -> 3.15 CPU us/row, x3.43/x3.28 per CPU-second
-at load 5-7. The acceptance run (``--rows 5000000``, two workers, load 1.7-2.9; the 2-vCPU AMD EPYC
-VM): PyTorch 158.0k rows/s (85.2k rows/CPU-s), ONNX 724.5k (378.3k), pyfunc 662.5k (358.0k): x4.59
-and x4.19 wall, x4.44 and x4.20 per CPU-second (x4.0 and x3.8 against the quiet run's PyTorch
-94.4k rows/CPU-s). The one-chunk two-thread PyTorch setting fell to 6-7k rows/s whenever the
+at load 5-7. The acceptance run (``--rows 5000000``, two workers, load 0.9-1.2; the 2-vCPU AMD EPYC
+VM; ``results/score.json``): PyTorch 156.2k rows/s (81.4k rows/CPU-s), ONNX 697.8k (367.2k), pyfunc
+698.7k (376.0k): x4.47 and x4.47 wall, x4.51 and x4.62 per CPU-second (x3.9 and x4.0 against the
+last quiet run's PyTorch, 94.4k rows/CPU-s); an earlier run at load 1.7-2.9 gave x4.44 and x4.20
+per CPU-second. The one-chunk two-thread PyTorch setting fell to 6-7k rows/s whenever the
 other engineers' jobs held a core (intra-op threads waiting on each other); the two-worker setting,
 the baseline, did not. numpy's transparent huge pages (``NUMPY_MADVISE_HUGEPAGE=0`` against the
 default, 2M rows, interleaved A/B/A/B, load 2.3-4.2): PyTorch 85.5/85.7k -> 86.3/90.2k rows/CPU-s,
