@@ -114,10 +114,11 @@ us/row, whole graph then per-user part): feature lookup 0.56 -> 0.47 (the first 
 0.1-0.3 more whichever it is; interleaved on 131k rows, 0.33-0.36 with the history arrays, 0.25-0.28
 without), onnxruntime 3.96 -> 1.98 (graph 3.78 -> 1.78: per candidate the first GEMM reads 57 inputs
 (137 on the old export), 4 folded groups (12), no history gather), whole path 4.80 -> 2.71; the
-whole graph of a split export (what a scorer runs past the memory bound or for chunks with
-unknown users) is slower than the old export's (3.3-3.5 -> 3.8-4.0 us). First cut, histories only
-(the sequence branch's frontier): lookup + graph 3.9 -> 3.15 CPU us/row, x3.43/x3.28 per CPU-second
-at load 5-7. The acceptance run (``--rows 5000000``, two workers, load 0.9-1.2; the 2-vCPU AMD EPYC
+whole graph of a split export (what a scorer runs past the memory bound; chunks with unknown
+users run the user part on their rows only) is slower than the old export's (3.3-3.5 -> 3.8-4.0
+us). First cut, histories only (the sequence branch's frontier): lookup + graph 3.9 -> 3.15 CPU
+us/row, x3.43/x3.28 per CPU-second at load 5-7. The acceptance run (``--rows 5000000``, two
+workers, load 0.9-1.2; the 2-vCPU AMD EPYC
 VM; ``results/score.json``): PyTorch 156.2k rows/s (81.4k rows/CPU-s), ONNX 697.8k (367.2k), pyfunc
 698.7k (376.0k): x4.47 and x4.47 wall, x4.51 and x4.62 per CPU-second (x3.9 and x4.0 against the
 last quiet run's PyTorch, 94.4k rows/CPU-s); an earlier run at load 1.7-2.9 gave x4.44 and x4.20

@@ -92,10 +92,12 @@ class Scorer:
         return Scored(probabilities, self.fusion.score(probabilities), counts)
 
     def predict(self, encoded: Encoded) -> np.ndarray:
-        """Probabilities of encoded candidates: through the users' precomputed part when every user
-        has a snapshot row (and the sequence arrays may be absent), else the whole graph."""
+        """Probabilities of encoded candidates: with a per-user table, the rest of the graph on the
+        snapshot users' table rows and, for users without one, the user part run on their rows
+        (whose sequence arrays the full lookup encoded; :meth:`UserPart.user_values`); else the
+        whole graph."""
         rows = encoded.user_rows
-        if self.user_part is not None and rows is not None and bool((rows >= 0).all()):
+        if self.user_part is not None and rows is not None:
             return self.user_part.predict(encoded.arrays, rows)
         return self.model.predict(encoded.arrays)
 

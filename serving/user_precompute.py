@@ -22,8 +22,12 @@ Both parts are the registered graph's own nodes and weights, and a row's value d
 the batch (the export's sums are products with ones, a row scores the same bits alone as in a
 batch file), so the scores are the whole graph's bits: a self-check at load scores probe
 candidates both ways and takes the next tensor, or the whole graph, unless they are bit-equal.
-Candidates whose user has no snapshot row (their chunk goes through the ETL lookup) run the whole
-graph, as do graphs exported without the metadata.
+A block with candidates whose user has no snapshot row (its chunk goes through the ETL lookup,
+which also encodes their histories) still uses the table: the other candidates gather their rows
+(an unknown *item* does not matter, the tensor reads only user-side columns), the user part runs
+on just the unknown users' candidates' model inputs (``UserPart.user_values``), and the rest runs
+on every candidate: the whole graph's bits again, as the same nodes compute each row. Graphs
+exported without the metadata run the whole graph.
 
 The table is per (graph, snapshot): every :class:`~aptrank.serving.scorer.Scorer` builds its own
 from the snapshot it scores with (``aptrank score``, the pyfunc, each ``aptrank serve`` worker; a
@@ -61,26 +65,53 @@ POOL_ROWS = 4096
 REST_INPUTS = tuple(n for n in INPUT_NAMES if n not in SEQUENCE_INPUTS)
 
 
+def run_in_calls(
+    session: ort.InferenceSession, output: str, inputs: Mapping[str, np.ndarray], rows_per_call: int
+) -> np.ndarray:
+    """``session``'s ``output`` for every row of ``inputs`` (same-length arrays), ``rows_per_call``
+    rows a call (a row's bits do not depend on its batch: module docstring)."""
+    rows = int(next(iter(inputs.values())).shape[0])
+    parts = [
+        session.run([output], {n: a[s : s + rows_per_call] for n, a in inputs.items()})[0]
+        for s in range(0, rows, rows_per_call)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 @dataclass(frozen=True)
 class UserPart:
     """The graph's per-user tensor ``tensor`` for every snapshot user, [users, W] (rows as
-    ``CandidateFeatures.users``), and the rest of the graph as a session."""
+    ``CandidateFeatures.users``), the rest of the graph as a session, and the user part (the model
+    inputs -> ``tensor``) as a session for candidates whose user has no snapshot row."""
 
     table: np.ndarray
     rest: ort.InferenceSession
     tensor: str
+    user: ort.InferenceSession
+
+    def user_values(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> np.ndarray:
+        """``tensor`` [B, W] of candidates with snapshot user rows ``user_rows``: the table's row where
+        it is >= 0, else the user part run on just those candidates' model inputs (``arrays`` then
+        holds the sequence arrays too: the full lookup encoded them)."""
+        unknown = np.flatnonzero(user_rows < 0)
+        if not len(unknown):
+            return self.table.take(user_rows, axis=0)
+        values = self.table.take(np.maximum(user_rows, 0), axis=0)
+        inputs = {n: arrays[n].take(unknown, axis=0) for n in INPUT_NAMES}
+        values[unknown] = run_in_calls(self.user, self.tensor, inputs, PREDICT_ROWS)
+        return values
 
     def feed(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The rest's inputs for candidates whose users are snapshot rows ``user_rows`` (all >= 0):
-        their ``categorical`` and ``dense`` arrays and their users' rows of the table."""
-        return {**{n: arrays[n] for n in REST_INPUTS}, self.tensor: self.table.take(user_rows, axis=0)}
+        """The rest's inputs for candidates with snapshot user rows ``user_rows`` (-1: none): their
+        ``categorical`` and ``dense`` arrays and their :meth:`user_values`."""
+        return {**{n: arrays[n] for n in REST_INPUTS}, self.tensor: self.user_values(arrays, user_rows)}
 
     def predict(self, arrays: Mapping[str, np.ndarray], user_rows: np.ndarray) -> np.ndarray:
         """Probabilities float32 [B, K] of those candidates (:meth:`feed`), :data:`PREDICT_ROWS` a
-        call as ``OnnxModel.predict``."""
+        call as ``OnnxModel.predict`` (a call's table rows are gathered for that call only)."""
         parts = []
         for s in range(0, len(user_rows), PREDICT_ROWS):
-            block = {n: arrays[n][s : s + PREDICT_ROWS] for n in REST_INPUTS}
+            block = {n: a[s : s + PREDICT_ROWS] for n, a in arrays.items()}
             parts.append(self.rest.run([OUTPUT_NAME], self.feed(block, user_rows[s : s + PREDICT_ROWS]))[0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -146,7 +177,7 @@ def _build(model: OnnxModel, features: CandidateFeatures, tensor: str, max_bytes
     parts = [
         user.run([tensor], _user_inputs(features, s, s + POOL_ROWS))[0] for s in range(0, len(users.keys), POOL_ROWS)
     ]
-    part = UserPart(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), rest, tensor)
+    part = UserPart(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), rest, tensor, user)
     probe = features.encode(features.probe(SELF_CHECK_ROWS))
     if probe.user_rows is None or (probe.user_rows < 0).any():
         return None

@@ -2,7 +2,9 @@
 tiny trained model: the same bits as the whole graph for known users, users with empty histories
 and unknown users, with the first layer's user part or the pooled histories; the next tensor or
 the whole graph for models without the metadata, above the size bound or with a tensor that does
-not split the graph; the lookup skips the history arrays on that path."""
+not split the graph; the lookup skips the history arrays on that path; blocks with unknown users or
+items still use the table (the user part runs on the unknown users' rows only), never the whole
+graph."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from aptrank.data.spec import META_USER_TENSORS, SEQUENCE_INPUTS, USER_FIRST_LAYER_TENSOR, USER_SEQUENCE_TENSOR
-from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, load_onnx
+from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, OnnxModel, load_onnx
 from aptrank.serving.scorer import SCORE_BLOCK_ROWS, Scorer, load_scorer
 from tests.serving.conftest import WEIGHTS
 from tests.serving.model_files import with_metadata
@@ -94,11 +96,68 @@ def test_known_empty_and_unknown_users_score_the_whole_graphs_bits(scorer: Score
     unknown = frame.with_columns(
         pl.when(pl.int_range(n) % 7 == 0).then(pl.col("user_id") + 10**9).otherwise(pl.col("user_id")).alias("user_id")
     )
-    _same_scores(scorer, whole, unknown)  # with unknown users: their chunk runs the whole graph
+    _same_scores(scorer, whole, unknown)  # with unknown users: the user part runs on their rows
     assert scorer.score(unknown).lookup.missing_rows["user"] == len(range(0, n, 7))
     big = pl.concat([frame] * (SCORE_BLOCK_ROWS // n + 1))
     _same_scores(scorer, whole, big)  # more than one block
     _same_scores(scorer, whole, frame.head(1))  # one candidate, as an online request of one
+
+
+class _CountingSession:
+    """An onnxruntime session that records how many rows each call gets."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session, self.rows = session, list[int]()
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.rows.append(int(next(iter(feed.values())).shape[0]))
+        return self.session.run(outputs, feed)
+
+
+def _unknown(frame: pl.DataFrame, column: str, every: int) -> pl.DataFrame:
+    """``frame`` with every ``every``-th ``column`` id shifted past the snapshot's keys (no snapshot row)."""
+    shifted = pl.when(pl.int_range(frame.height) % every == 0).then(pl.col(column) + 10**9).otherwise(pl.col(column))
+    return frame.with_columns(shifted.cast(frame[column].dtype).alias(column))
+
+
+@pytest.mark.parametrize("tensor", [USER_FIRST_LAYER_TENSOR, USER_SEQUENCE_TENSOR])
+def test_blocks_with_unknown_users_or_items_use_the_table(
+    scorer: Scorer, candidates: pl.DataFrame, tensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known and unknown users mixed (one block and several), known users with unknown items, only
+    unknown users, one candidate as an online request of one (``Scorer.score``, as the server):
+    the whole graph's bits, while the whole graph never runs and the user part runs on just the
+    unknown users' rows."""
+    whole = _with(scorer)
+    mixed = _unknown(candidates, "user_id", 7)
+    frames = {
+        "mixed": mixed,
+        "mixed, several blocks": pl.concat([mixed] * (SCORE_BLOCK_ROWS // mixed.height + 1)),
+        "unknown items": _unknown(candidates, "item_id", 5),
+        "only unknown users": _unknown(candidates, "user_id", 1),
+        "one unknown user": _unknown(candidates.head(1), "user_id", 1),
+    }
+    expected = {name: whole.score(frame) for name, frame in frames.items()}
+    fast = _with(scorer, tensor)
+    assert fast.user_part is not None and fast.user_part.tensor == tensor
+    counting = _CountingSession(fast.user_part.user)
+    fast.user_part = dataclasses.replace(fast.user_part, user=counting)  # type: ignore[arg-type]
+
+    def whole_graph(self: OnnxModel, inputs: object) -> np.ndarray:
+        raise AssertionError("the whole graph ran")
+
+    monkeypatch.setattr(OnnxModel, "predict", whole_graph)
+    for name, frame in frames.items():
+        counting.rows.clear()
+        got, want = fast.score(frame), expected[name]
+        assert np.array_equal(got.probabilities, want.probabilities), name
+        assert np.array_equal(got.score, want.score) and got.lookup == want.lookup, name
+        unknown_users = got.lookup.missing_rows["user"]
+        assert sum(counting.rows) == unknown_users and max(counting.rows, default=0) <= PREDICT_ROWS, name
+    assert expected["mixed"].lookup.missing_rows["user"] == len(range(0, candidates.height, 7))
+    items = expected["unknown items"].lookup.missing_rows
+    assert items["user"] == 0 and items["item"] == len(range(0, candidates.height, 5))
+    assert expected["only unknown users"].lookup.missing_rows["user"] == candidates.height
 
 
 def test_the_lookup_skips_the_history_arrays_on_that_path(scorer: Scorer, candidates: pl.DataFrame) -> None:
