@@ -83,12 +83,21 @@ class OnnxModel:
         missing = [n for n in INPUT_NAMES if n not in inputs]
         if missing:
             raise SpecError(f"model {self.version}: input arrays {missing} are missing (need {list(INPUT_NAMES)})")
-        rows = int(inputs[INPUT_NAMES[0]].shape[0])
-        parts = [
-            self.session.run([OUTPUT_NAME], {n: inputs[n][s : s + PREDICT_ROWS] for n in INPUT_NAMES})[0]
-            for s in range(0, rows, PREDICT_ROWS)
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return run_in_calls(self.session, OUTPUT_NAME, {n: inputs[n] for n in INPUT_NAMES}, PREDICT_ROWS)
+
+
+def run_in_calls(
+    session: ort.InferenceSession, output: str, inputs: Mapping[str, np.ndarray], rows_per_call: int
+) -> np.ndarray:
+    """``session``'s ``output`` for every row of ``inputs`` (same-length arrays), ``rows_per_call``
+    rows a call: the exported graphs' rows are independent (their sums are products with ones), so
+    the call size changes no bit."""
+    rows = int(next(iter(inputs.values())).shape[0])
+    parts = [
+        session.run([output], {n: a[s : s + rows_per_call] for n, a in inputs.items()})[0]
+        for s in range(0, rows, rows_per_call)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def load_onnx(

@@ -54,7 +54,7 @@ from onnx.utils import Extractor
 from aptrank.data.feature_sides import USER
 from aptrank.data.spec import INPUT_NAMES, OUTPUT_NAME, SEQUENCE_INPUTS
 from aptrank.serving.features import SELF_CHECK_ROWS, CandidateFeatures
-from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, OnnxModel, session_options
+from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, OnnxModel, run_in_calls, session_options
 
 log = logging.getLogger("aptrank.serve")
 USER_TABLE_MAX_BYTES = 16 * 2**30
@@ -63,19 +63,6 @@ users; its pooled histories, 128 B a user, up to 134M)."""
 POOL_ROWS = 4096
 """Users per call of the user part when the table is built (the bits do not depend on it)."""
 REST_INPUTS = tuple(n for n in INPUT_NAMES if n not in SEQUENCE_INPUTS)
-
-
-def run_in_calls(
-    session: ort.InferenceSession, output: str, inputs: Mapping[str, np.ndarray], rows_per_call: int
-) -> np.ndarray:
-    """``session``'s ``output`` for every row of ``inputs`` (same-length arrays), ``rows_per_call``
-    rows a call (a row's bits do not depend on its batch: module docstring)."""
-    rows = int(next(iter(inputs.values())).shape[0])
-    parts = [
-        session.run([output], {n: a[s : s + rows_per_call] for n, a in inputs.items()})[0]
-        for s in range(0, rows, rows_per_call)
-    ]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @dataclass(frozen=True)
