@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,24 +168,46 @@ class DayState:
 
     @classmethod
     def read(cls, folder: Path) -> DayState:
-        meta = json.loads((folder / STATE_FILE).read_text())
-        if meta.get("version") != STATE_VERSION:
+        try:
+            meta = json.loads((folder / STATE_FILE).read_text())
+            version, day = meta.get("version"), dt.date.fromisoformat(meta["day"])
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise _unreadable(folder / STATE_FILE, folder, err) from err
+        if version != STATE_VERSION:
             raise StateError(
-                f"{folder / STATE_FILE}: state format version {meta.get('version')} is not {STATE_VERSION}; "
+                f"{folder / STATE_FILE}: state format version {version} is not {STATE_VERSION}; "
                 "rebuild the state with a full run (aptrank etl --date <first day> --bootstrap ...)"
             )
-        carry = {e: pl.read_ipc(folder / carry_file(e), memory_map=True) for e in meta["entities"]}
-        cutoff = dt.datetime.fromisoformat(meta["cutoff"].replace("Z", "+00:00"))
+
+        def frames(name: Callable[[str], str], entities: str) -> dict[str, pl.DataFrame]:
+            out = {}
+            for e in meta[entities]:
+                try:  # a truncated or damaged file fails here (Arrow IPC footer and schema checks)
+                    out[e] = pl.read_ipc(folder / name(e), memory_map=True)
+                except (OSError, pl.exceptions.PolarsError) as err:
+                    raise _unreadable(folder / name(e), folder, err) from err
+            return out
+
         return cls(
-            dt.date.fromisoformat(meta["day"]),
-            cutoff,
+            day,
+            dt.datetime.fromisoformat(meta["cutoff"].replace("Z", "+00:00")),
             meta["config_key"],
             FeatureSpec.read(folder / SPEC_FILE),
             meta["vocab_hash"],
-            {e: pl.read_ipc(folder / retained_file(e), memory_map=True) for e in meta["entities"]},
-            carry,
-            {e: pl.read_ipc(folder / keys_file(e), memory_map=True) for e in meta["key_lists"]},
+            frames(retained_file, "entities"),
+            frames(carry_file, "entities"),
+            frames(keys_file, "key_lists"),
         )
+
+
+def _unreadable(path: Path, folder: Path, err: Exception) -> StateError:
+    """The error for a damaged state file: where, why, and how to rebuild that day's state."""
+    day, reason = folder.name, (str(err).splitlines() or [""])[0]
+    return StateError(
+        f"{path}: the daily state is unreadable ({type(err).__name__}: {reason}); "
+        f"rebuild it by rerunning its day from the state before it (aptrank etl --date {day} ...) "
+        "or with a full run (--bootstrap)"
+    )
 
 
 def state_days(root: Path) -> list[dt.date]:

@@ -1,7 +1,9 @@
 """The next state is written beside the day's stages into a staging folder and committed (FeatureSpec,
 ``state.json``, an atomic rename) after the day's outputs are published (``data/etl/state.py``
 ``DayState.commit``). A run SIGKILLed at the rename leaves a complete staging folder that no run reads
-as a state, and rerunning the day gives the outputs and state of a run never killed."""
+as a state, and rerunning the day gives the outputs and state of a run never killed. A damaged state
+file (truncated, or a ``state.json`` that does not parse) is refused naming the file and how to
+rebuild it."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from test_etl_daily import BOOT, SCORING_PARTS, _generated_cfg
 
-from aptrank.data.etl.daily import STATE_DIR, examples_digest, run_day, run_days
+from aptrank.data.etl.daily import STATE_DIR, StateError, examples_digest, run_day, run_days
 from aptrank.data.etl.state import STAGING_PREFIX, STATE_FILE, state_days
 from aptrank.data.etl.summary import content_hash
 from aptrank.data.synthetic import GeneratorConfig, generate
@@ -74,3 +77,20 @@ def test_a_run_killed_at_the_state_commit_leaves_no_state_and_reruns_clean(tmp_p
     assert examples_digest(killed) == examples_digest(clean)
     assert content_hash(killed, SCORING_PARTS) == content_hash(clean, SCORING_PARTS)
     assert _state_bytes(killed, DAY) == _state_bytes(clean, DAY)
+
+
+def test_a_damaged_state_is_refused_with_the_file_and_the_rebuild(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    generate(log, GeneratorConfig(events=4_000, users=100, items=60, seed=6, days=5), progress=False)
+    cfg, out = _generated_cfg(), tmp_path / "out"
+    run_days("canonical", log, out, cfg, BOOT, DAY - dt.timedelta(days=1), bootstrap_first=True)
+    folder = out / STATE_DIR / (DAY - dt.timedelta(days=1)).isoformat()
+    retained = folder / "retained_user.arrow"
+    intact = retained.read_bytes()
+    retained.write_bytes(intact[: len(intact) // 2])  # truncated: a disk filled or a copy cut short
+    with pytest.raises(StateError, match=r"retained_user\.arrow: the daily state is unreadable .*--date 2022-04-11"):
+        run_day("canonical", log, out, cfg, DAY, _quiet)
+    retained.write_bytes(intact)
+    (folder / STATE_FILE).write_text('{"version": ')
+    with pytest.raises(StateError, match=r"state\.json: the daily state is unreadable \(JSONDecodeError"):
+        run_day("canonical", log, out, cfg, DAY, _quiet)
