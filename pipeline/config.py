@@ -24,6 +24,7 @@ from aptrank.models.config import ModelConfig, PositiveInt
 from aptrank.models.mmoe import MMoEConfig
 from aptrank.models.registry import DEFAULT_ARCH, ModelSection, model_config, own_sizes
 from aptrank.models.task_dag import TaskDependency, check_acyclic
+from aptrank.pipeline.distill import DistillConfig
 
 __all__ = ["ConfigError", "JobConfig", "build_config", "load_config"]
 
@@ -56,6 +57,10 @@ class TrainConfig(ConfigModel):
         False,
         description="re-initialise the embedding tables at the start of every epoch after the first, the dense "
         "part keeps training (Liu et al. 2023, MEDA; pipeline/meda.py); single-process runs only",
+    )
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig,
+        description="soft labels from a LightGBM teacher, cross-fitted on the training split (pipeline/distill.py)",
     )
 
     @model_validator(mode="after")

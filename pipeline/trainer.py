@@ -25,8 +25,9 @@ from aptrank.models.registry import build_model
 from aptrank.pipeline import checkpoint
 from aptrank.pipeline.config import JobConfig
 from aptrank.pipeline.dense_fit import fit_dense_encoding
+from aptrank.pipeline.distill import distilled_train_files, teacher_record
 from aptrank.pipeline.evaluate import evaluate_split
-from aptrank.pipeline.loader import ExampleLoader, split_files
+from aptrank.pipeline.loader import ExampleLoader
 from aptrank.pipeline.meda import reinitialise_tables
 from aptrank.pipeline.objective import build_multitask_optimizer, task_losses
 from aptrank.pipeline.parallel import SingleProcess, make_parallel
@@ -93,7 +94,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.train_loader = ExampleLoader(
             self.spec,
-            split_files(self.features_dir, "train"),
+            distilled_train_files(
+                self.features_dir, self.run_dir, cfg.train.distill, cfg.seed, self.parallel.rank, self.progress
+            ),
             cfg.train.batch_size,
             seed=cfg.seed,
             shuffle_buffer=cfg.train.shuffle_buffer,
@@ -284,6 +287,9 @@ class Trainer:
             ),
             "history": self.history,
         }
+        teacher = teacher_record(self.run_dir, self.parallel.rank)
+        if teacher is not None:
+            evaluation["distill"] = {k: teacher[k] for k in ("teacher_oof_auc", "teacher_rounds", "rows")}
         (self.run_dir / EVALUATION_FILE).write_text(json.dumps(_jsonable(evaluation), indent=2, sort_keys=True))
         return TrainResult(self.run_dir, self.best["epoch"], self.history, evaluation, seconds)
 

@@ -9,10 +9,12 @@ the served test AUC (mean ± std over seeds, :class:`aptrank.pipeline.experiment
 trained again by a later invocation (after a code change) counts once, with its latest run.
 Single-task baselines are left out; LightGBM, which logs no validation figures, comes last:
 
-    .venv/bin/python scripts/grid_valid_ranking.py WORKDIR
+    .venv/bin/python scripts/grid_valid_ranking.py WORKDIR [WORKDIR ...]
 
 WORKDIR is the grid's ``--workdir`` (its ``parent_run.json`` names the MLflow store and parent run).
-Exit code 2 when WORKDIR holds no grid run.
+Several WORKDIRs pool their rows: grids that train the same rows with other seeds (e.g. a second grid
+with more seeds to break a tie) count as one row with all their seeds.
+Exit code 2 when a WORKDIR holds no grid run.
 """
 
 from __future__ import annotations
@@ -64,10 +66,16 @@ def collect(workdir: Path) -> tuple[list[str], dict[str, dict[str, list[float | 
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not (Path(argv[0]) / PARENT_FILE).is_file():
-        print(f"usage: grid_valid_ranking.py WORKDIR (a grid work dir with {PARENT_FILE})", file=sys.stderr)
+    if not argv or not all((Path(a) / PARENT_FILE).is_file() for a in argv):
+        usage = f"usage: grid_valid_ranking.py WORKDIR [WORKDIR ...] (grid work dirs with {PARENT_FILE})"
+        print(usage, file=sys.stderr)
         return 2
     tasks, rows = collect(Path(argv[0]))
+    for more in argv[1:]:  # the same rows with other seeds
+        for row, metrics in collect(Path(more))[1].items():
+            pooled = rows.setdefault(row, {k: [] for k in metrics})
+            for key, values in metrics.items():
+                pooled.setdefault(key, []).extend(values)
 
     def rank(item: tuple[str, dict[str, list[float | None]]]) -> float:
         mean = Stat.of(item[1][VALID_MEAN]).mean

@@ -16,7 +16,15 @@ TINY_MMOE = [
     "train.batch_size=256",
     "train.threads=1",
 ]
+CHEAP_TEACHER = [
+    "train.distill.folds=2",
+    "train.distill.lightgbm.num_rounds=5",
+    "train.distill.lightgbm.early_stopping_rounds=5",
+]
+"""``train.distill``'s teacher (on in ``configs/demo.yaml``) shrunk to 2 folds of 5 rounds: the path runs,
+in seconds (``tests/pipeline/test_distill.py`` tests the teacher itself)."""
 TINY_DEMO = [
+    *CHEAP_TEACHER,
     "model.embedding_dim=4",
     "model.expert_hidden=[8]",
     "model.tower_hidden=[4]",

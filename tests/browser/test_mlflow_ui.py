@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import CLI
+from tests.tiny import CHEAP_TEACHER, CLI
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,7 @@ JOB = [
     "train.batch_size=1024",
     "train.threads=2",
     "train.max_steps_per_epoch=4",
+    *CHEAP_TEACHER,
 ]
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 RENDER_MS = 30_000  # virtual time for the single-page app to fetch and render

@@ -208,3 +208,25 @@ def test_valid_ranking_counts_a_retrained_cell_once(grid: dict[str, Any], tmp_pa
     out = subprocess.run(script, capture_output=True, text=True, env=env, check=True).stdout
     (row,) = [line.split(" | ") for line in out.splitlines() if line.startswith("| syn/smooth/mmoe/")]
     assert row[1] == "1" and row[2] == "0.2500 ± –"
+
+
+def test_valid_ranking_pools_the_seeds_of_several_workdirs(grid: dict[str, Any]) -> None:
+    """Two work dirs (here the same grid twice, as a second grid of the same rows with other seeds
+    would be) pool their runs: every row counts the seeds of both, its mean is theirs."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "scripts" / "grid_valid_ranking.py")]
+    one = subprocess.run([*script, str(grid["work"])], capture_output=True, text=True, env=env, check=True).stdout
+    both = subprocess.run(
+        [*script, str(grid["work"]), str(grid["work"])], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in one.splitlines() if line.startswith("| syn/")}
+    pooled = {line.split(" | ")[0]: line.split(" | ") for line in both.splitlines() if line.startswith("| syn/")}
+    assert pooled.keys() == rows.keys()
+    for row, cells in rows.items():
+        assert int(pooled[row][1]) == 2 * int(cells[1])
+        assert pooled[row][2].split(" ± ")[0] == cells[2].split(" ± ")[0]
+    bad = subprocess.run([*script, str(grid["work"]), str(grid["work"] / "cells")], capture_output=True, env=env)
+    assert bad.returncode == 2

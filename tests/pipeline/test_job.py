@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.tiny import CLI
+from tests.tiny import CHEAP_TEACHER, CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = [
@@ -29,6 +29,7 @@ BASE = [
     "train.batch_size=1024",
     "train.threads=2",
     "gate.auc_tolerance=0.002",
+    *CHEAP_TEACHER,
     "gate.floor_margin=-1",  # these few-step models compare with each other; floors: test_promotion.py
 ]
 WEAK = [*BASE, "train.max_steps_per_epoch=4"]
