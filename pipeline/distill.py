@@ -176,7 +176,9 @@ def distilled_train_files(
         dst.with_suffix(".tmp").replace(dst)
         start += frame.height
     record = {**key, "teacher_oof_auc": teacher.auc, "teacher_rounds": teacher.rounds, "rows": start}
-    manifest.write_text(json.dumps(record, indent=2, sort_keys=True))  # last: it marks the files complete
+    staged = manifest.with_suffix(".tmp")
+    staged.write_text(json.dumps(record, indent=2, sort_keys=True))
+    staged.replace(manifest)  # last, and whole: it marks the files complete
     return targets
 
 

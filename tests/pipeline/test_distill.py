@@ -134,6 +134,11 @@ def test_distilled_split_is_reused_when_its_manifest_matches_and_remade_otherwis
     # the same settings give the same soft labels, bit for bit
     distilled_train_files(etl_dir, tmp_path, cfg, seed=3)
     assert pl.read_parquet(files[0]).equals(first)
+    # a manifest cut short (a kill or a full disk while it was written) is not trusted: remade
+    manifest.write_text(manifest.read_text()[:40])
+    assert distilled_train_files(etl_dir, tmp_path, cfg, seed=3) == files
+    assert json.loads(manifest.read_text())["config"]["weight"] == 0.8
+    assert pl.read_parquet(files[0]).equals(first)
 
 
 def test_weight_zero_trains_on_the_features_own_files(etl_dir: Path, tmp_path: Path) -> None:
