@@ -136,6 +136,21 @@ class JobConfig(ConfigModel):
         check_acyclic(self.tasks)
         return self
 
+    @model_validator(mode="after")
+    def _conditional_loss_needs_hard_labels(self) -> JobConfig:
+        """ESMM's conditional loss selects the rows whose parent label is 1; soft labels
+        (``train.distill``) have no such rows, so the two are refused together."""
+        if self.train.distill.weight > 0:
+            for task, dependency in self.tasks.items():
+                if dependency.conditional_loss:
+                    raise ConfigError(
+                        f"tasks.{task}.conditional_loss",
+                        "the conditional loss needs the parent's hard label, and train.distill.weight > 0 "
+                        "trains on soft labels: set conditional_loss: false (ESMM's entire-space loss "
+                        "takes soft labels) or train.distill.weight: 0",
+                    )
+        return self
+
     @property
     def source_file(self) -> str:
         """Where this config was read from (a file, ``<defaults>`` or a description)."""

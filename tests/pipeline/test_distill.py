@@ -153,3 +153,15 @@ def test_weight_zero_trains_on_the_features_own_files(etl_dir: Path, tmp_path: P
 def test_bad_distill_settings_are_refused_at_config_load(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_esmm_conditional_loss_with_soft_labels_is_refused_and_entire_space_esmm_is_not() -> None:
+    """The conditional loss picks the rows whose parent label is 1: soft labels have none."""
+    esmm = "tasks={finish: {given: click}}"
+    with pytest.raises(ConfigError, match=r"tasks\.finish\.conditional_loss: .*train\.distill\.weight"):
+        load_config(None, [esmm, "train.distill.weight=0.8"])
+    entire_space = load_config(
+        None, ["tasks={finish: {given: click, conditional_loss: false}}", "train.distill.weight=0.8"]
+    )
+    assert entire_space.train.distill.weight == 0.8
+    assert load_config(None, [esmm]).tasks["finish"].conditional_loss  # hard labels: as before
