@@ -83,9 +83,12 @@ class Teacher:
     rounds: dict[str, list[int]]
 
 
-def out_of_fold(features: Path, cfg: DistillConfig, seed: int, progress: bool = False) -> Teacher:
-    """Each training row's probability from the boosters of the folds that left it out (a progress
-    bar over the tasks x folds boosters when ``progress``)."""
+def out_of_fold(
+    features: Path, cfg: DistillConfig, seed: int, progress: bool = False, train_files: list[Path] | None = None
+) -> Teacher:
+    """Each training row's probability from the boosters of the folds that left it out, rows in the
+    order of ``train_files`` (default: the training split's files as the trainer lists them); a
+    progress bar over the tasks x folds boosters when ``progress``."""
     import lightgbm as lgb
     from tqdm import tqdm
 
@@ -94,7 +97,11 @@ def out_of_fold(features: Path, cfg: DistillConfig, seed: int, progress: bool = 
     from aptrank.pipeline.ranking_metrics import auc
 
     spec = FeatureSpec.read(features)
-    train, valid = split_frame(features, "train"), split_frame(features, "valid")
+    from aptrank.pipeline.loader import split_files
+
+    files = train_files if train_files is not None else split_files(features, "train")
+    train = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
+    valid = split_frame(features, "valid")
     params = cfg.lightgbm
     x_train = feature_matrix(train, spec, params.max_categories)
     x_valid = feature_matrix(valid, spec, params.max_categories)
@@ -162,7 +169,7 @@ def distilled_train_files(
     if manifest.is_file() and all(t.is_file() for t in targets) and _matches(manifest, key):
         return targets
     manifest.unlink(missing_ok=True)
-    teacher = out_of_fold(features, cfg, seed, progress)
+    teacher = out_of_fold(features, cfg, seed, progress, source)  # rows in the order written below
     tasks = FeatureSpec.read(features).task_names
     start = 0
     for src, dst in zip(source, targets, strict=True):
