@@ -1,6 +1,7 @@
 """Distributed training: a real 2-process `torchrun` (gloo, TorchRec DistributedModelParallel with
 table-wise sharding, apt all-reducing the per-task gradients) ends with the test AUCs of the
-1-process run, for EW and for a gradient-manipulation method (PCGrad)."""
+1-process run, for EW and for a gradient-manipulation method (PCGrad), and for EW on soft labels from
+the LightGBM teacher (``train.distill``: every rank makes the same soft split in its own folder)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from aptrank.pipeline.config import load_config
 from aptrank.pipeline.trainer import Trainer
-from tests.tiny import CLI
+from tests.tiny import CHEAP_TEACHER, CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [
@@ -31,9 +32,14 @@ ARGS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["ew", "pcgrad"])
-def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, method: str) -> None:
-    args = [*ARGS, f"mtl.method={method}"]
+DISTILL = [*CHEAP_TEACHER, "train.distill.weight=0.8"]
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"), [("ew", []), ("pcgrad", []), ("ew", DISTILL)], ids=["ew", "pcgrad", "distill"]
+)
+def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, method: str, extra: list[str]) -> None:
+    args = [*ARGS, f"mtl.method={method}", *extra]
     single = Trainer(load_config(None, args), etl_dir, tmp_path / "one", progress=False).fit()
     cmd = [
         *CLI,
@@ -58,6 +64,11 @@ def test_two_process_run_matches_one_process(etl_dir: Path, tmp_path: Path, meth
     assert summary["run_dir"] == str(tmp_path / "two")
     for task, metrics in single.evaluation["test"]["tasks"].items():
         assert abs(two["test"]["tasks"][task]["auc"] - metrics["auc"]) < 0.01, task
+    if extra:  # each rank made the soft split itself, the same as the 1-process run's
+        made = [tmp_path / run / "distill" / f"rank-{r}" / "train" for run, r in (("one", 0), ("two", 0), ("two", 1))]
+        contents = [[f.read_bytes() for f in sorted(d.glob("*.parquet"))] for d in made]
+        assert contents[0] and contents[0] == contents[1] == contents[2]
+        assert two["distill"] == single.evaluation["distill"]
     from mlflow import MlflowClient  # only rank 0 logged: exactly one run
 
     runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db").search_runs(
