@@ -55,8 +55,9 @@ sys.path.insert(0, str(ROOT))
 
 from report import run_child, write_result  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from aptrank.data.etl.bootstrap import bootstrap  # noqa: E402
 from aptrank.data.etl.config import EtlConfig, load_config  # noqa: E402
-from aptrank.data.etl.daily import bootstrap, run_day  # noqa: E402
+from aptrank.data.etl.daily import run_day  # noqa: E402
 from aptrank.data.etl.run import example_files, run_etl  # noqa: E402
 from aptrank.data.synthetic import GeneratorConfig, generate  # noqa: E402
 

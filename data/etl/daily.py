@@ -3,21 +3,21 @@
 One output folder grows day by day and always equals a full recompute over the whole history, row
 for row and value for value (:func:`examples_digest` and the FeatureSpec hash agree; tested):
 
-* **bootstrap** (``--bootstrap``): the full ETL (:mod:`data.etl.run`) over the events up to the end
-  of the day (config time zone), plus the first state (:mod:`data.etl.state`). The train split must
-  be complete by then: vocabularies, task priors and dense statistics come from it and stay fixed;
+* **bootstrap** (``--bootstrap``, :mod:`data.etl.bootstrap`): the full ETL over the events up to
+  the end of the day, plus the first state;
 * **a day** reads the state of the day before and only the day's events (the rows of ``--input``
   whose ts falls on the day: a day partition or the whole log), validates them (rejects and summary
   under ``days/<day>/``), computes their point-in-time features with the same code as the full run
   over the day's rows, the state's share found by search (:meth:`DailyJob.prior_state`,
   :mod:`data.etl.prior`), adds the day's examples as
   ``<split>/part-<day>-NNNNN.parquet`` (name order = row order), replaces ``snapshot/`` and the
-  FeatureSpec (only its snapshot cutoff moves) and writes the next state.
+  FeatureSpec (only its snapshot cutoff moves), and commits the next state, built in a thread beside
+  the snapshot and the examples (:meth:`DailyJob.stage_state`) in a staging folder renamed in place
+  once the day is published.
 
 Tried for issue #17's speed target and measured slower on the shared 2-core VM (see
 ``docs/scaling.md``): running a day's entity passes two at a time (point-in-time CPU 5.8 -> 8.9 s
-at 10M events, no wall gained), building the next state in a thread beside the snapshot and the
-examples, and writing the state in one record batch per file.
+at 10M events, no wall gained) and writing the state in one record batch per file.
 
 A day without a state for the day before, or with a state from another config or FeatureSpec, is
 refused (:class:`StateError`, exit 2) with the command that backfills. Rerunning the last day (or a
@@ -28,7 +28,6 @@ a ts outside ``time_range`` belong to no day: only a full run sees (and rejects)
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +38,13 @@ import polars as pl
 
 from aptrank.data.adapters import CanonicalTables, load_source
 from aptrank.data.encodings import Encoding
+from aptrank.data.etl.bootstrap import bootstrap
 from aptrank.data.etl.config import ENTITY_KEYS, EtlConfig, EtlConfigError, HistoryConfig, iso_utc
+from aptrank.data.etl.days import DAYS_DIR, STATE_DIR, check_daily_config, day_bounds, examples_digest, parse_utc
 from aptrank.data.etl.engines import with_engine
 from aptrank.data.etl.feature_encoder import FeatureEncoder
 from aptrank.data.etl.features import plan_features
-from aptrank.data.etl.freshness import day_start, snapshot_cutoff
+from aptrank.data.etl.freshness import snapshot_cutoff
 from aptrank.data.etl.hugepages import numpy_hugepage_advice_off
 from aptrank.data.etl.intake import Intake
 from aptrank.data.etl.labels import duration_column
@@ -56,10 +57,8 @@ from aptrank.data.etl.state import (
     DayState,
     StateError,
     add_day,
-    config_key,
     entity_rows,
     fold,
-    present_entities,
     staging_folder,
     state_days,
     state_for,
@@ -68,7 +67,6 @@ from aptrank.data.etl.state import (
 from aptrank.data.etl.summary import content_hash, write_summary
 from aptrank.data.etl.tables import (
     SNAPSHOT_DIR,
-    TABLE_FILES,
     entity_keys,
     item_table,
     layout,
@@ -79,74 +77,6 @@ from aptrank.data.etl.vocab import VOCAB_DIR
 from aptrank.data.etl.workfiles import EVENTS, WorkFiles
 from aptrank.data.spec import FeatureSpec
 
-STATE_DIR = "state"
-DAYS_DIR = "days"
-
-
-def day_bounds(cfg: EtlConfig, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of a calendar day in the config's time zone, as aware UTC datetimes."""
-    return day_start(day, cfg.time_zone), day_start(day + dt.timedelta(days=1), cfg.time_zone)
-
-
-def _check_daily_config(cfg: EtlConfig, day: dt.date) -> None:
-    if cfg.splits.valid_start is None:
-        raise EtlConfigError("splits: incremental runs need fixed split dates (valid_start, test_start), not fractions")
-    start, end = day_bounds(cfg, day)
-    r = cfg.time_range
-    if (r.start and start < cfg.local_time(r.start)) or (r.end and end > cfg.local_time(r.end)):
-        raise EtlConfigError(f"time_range: day {day} is not inside [{r.start}, {r.end})")
-
-
-@numpy_hugepage_advice_off()
-def bootstrap(
-    source: str, input_path: str | Path, out: str | Path, cfg: EtlConfig, day: dt.date, say: Callable[[str], None]
-) -> EtlResult:
-    """The full ETL over every event up to the end of ``day`` and the first state (``out/state/<day>``)."""
-    out = Path(out)
-    _check_daily_config(cfg, day)
-    end = day_bounds(cfg, day)[1]
-    if cfg.local_time(str(cfg.splits.valid_start)) > end:
-        raise StateError(
-            f"splits.valid_start: the train split ends {cfg.splits.valid_start}, after {day}: vocabularies and "
-            "statistics are still being learned; bootstrap on the last train day or later"
-        )
-    for stale in (STATE_DIR, DAYS_DIR):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    tables = load_source(source, input_path)
-    later = pl.col("ts") >= pl.lit(end).dt.cast_time_unit("ms")  # valid rows of later days: theirs
-    if cfg.time_range.end:
-        later = later & (pl.col("ts") < pl.lit(cfg.local_time(cfg.time_range.end)).dt.cast_time_unit("ms"))
-    tables.events = tables.events.filter(~later.fill_null(False))
-    job = with_engine(_BootstrapJob, cfg.engine)(out, say, cfg, day)
-    try:
-        return job.run(tables)
-    finally:
-        shutil.rmtree(out / WORK, ignore_errors=True)
-
-
-class _BootstrapJob(_Job):
-    def __init__(self, out: Path, say: Callable[[str], None], cfg: EtlConfig, day: dt.date) -> None:
-        super().__init__(cfg, out, say)
-        self.day = day
-
-    def run(self, tables: CanonicalTables) -> EtlResult:
-        result = super().run(tables)
-        events = self.work.frame(EVENTS)
-        cutoff = _parse_utc(result.spec.extras["snapshot"]["cutoff"])
-        item = {c.name: c.encoding for c in result.spec.categorical}["item"].load(self.out)
-        rows = {e: entity_rows(events, e, self.cfg, item) for e in present_entities(events.columns)}
-        retained, carry = fold(rows, {}, cutoff, self.cfg)
-        vocab = content_hash(self.out, (VOCAB_DIR,))
-        known = {  # the snapshot's keys: its tables' key columns
-            e: pl.read_parquet(path, columns=[ENTITY_KEYS[e]])
-            for e, name in TABLE_FILES.items()
-            if (path := self.out / SNAPSHOT_DIR / name).is_file()
-        }
-        state = DayState(self.day, cutoff, config_key(self.cfg), result.spec, vocab, retained, carry, known)
-        if result.passed:  # a bootstrap that failed its gate leaves no state to build on
-            state.write(self.out / STATE_DIR)
-        return result
-
 
 @numpy_hugepage_advice_off()
 def run_day(
@@ -154,7 +84,7 @@ def run_day(
 ) -> EtlResult:
     """One incremental day into the cumulative folder ``out`` (see the module docstring)."""
     root = Path(out)
-    _check_daily_config(cfg, day)
+    check_daily_config(cfg, day)
     state = state_for(root / STATE_DIR, day, cfg)
     if content_hash(root, (VOCAB_DIR,)) != state.vocab_hash:
         raise StateError(
@@ -236,7 +166,7 @@ class DailyJob(_Job):
                 snapshot = layout({e: list(c.columns[1:]) for e, c in counts.items()}, columns, cutoff)
                 spec = FeatureSpec.from_dict({**body, "extras": {**body["extras"], "snapshot": snapshot}})
             with self.stage("examples"):
-                bounds = [_parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
+                bounds = [parse_utc(self.spec.extras["splits"][k]) for k in ("valid_start", "test_start")]
                 cuts = [0, *(int(ts.search_sorted(b, "left")) for b in bounds), n]
                 ranges = {sp: (cuts[i], cuts[i + 1] - cuts[i]) for i, sp in enumerate(SPLITS) if cuts[i + 1] > cuts[i]}
                 self.examples(FeatureEncoder(spec, self.root), ranges, self.cfg.output.chunk_rows)
@@ -301,22 +231,6 @@ class DailyJob(_Job):
         spec.write(self.root / SPEC_FILE)
 
 
-def _parse_utc(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def examples_digest(root: str | Path) -> str:
-    """sha256 over every split's example rows in order (schema and each row's hash), whatever the part
-    files: the incremental folder and a full recompute agree iff they hold the same rows."""
-    h = hashlib.sha256()
-    for split in SPLITS:
-        files = example_files(root, split)
-        frame = pl.read_parquet(files) if files else pl.DataFrame()
-        h.update(f"{split}\0{frame.schema}\0{frame.height}\n".encode())
-        h.update(frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3).to_numpy().tobytes())
-    return h.hexdigest()
-
-
 def run_days(
     source: str,
     input_path: str | Path,
@@ -358,6 +272,7 @@ __all__ = [
     "STATE_DIR",
     "StateError",
     "bootstrap",
+    "day_bounds",
     "examples_digest",
     "run_day",
     "run_days",

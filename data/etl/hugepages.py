@@ -14,7 +14,7 @@ The switch is numpy's own (``numpy._core.multiarray._set_madvise_hugepage``, the
 its ``NUMPY_MADVISE_HUGEPAGE`` environment variable), set for the duration of a job and restored
 after, so a caller's process keeps its own setting. A user who sets ``NUMPY_MADVISE_HUGEPAGE``
 explicitly decides: the job then leaves numpy's setting alone. Used by every job entry
-(:func:`data.etl.run.run_etl`, :func:`data.etl.daily.bootstrap`, :func:`data.etl.daily.run_day`) and
+(:func:`data.etl.run.run_etl`, :func:`data.etl.bootstrap.bootstrap`, :func:`data.etl.daily.run_day`) and
 around the per-partition feature code of the Spark engine's Python workers (:mod:`data.etl.spark`).
 """
 
