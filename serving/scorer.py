@@ -19,7 +19,7 @@ from aptrank.serving.errors import ModelLoadError
 from aptrank.serving.features import CandidateFeatures
 from aptrank.serving.fusion import FUSION_FILE, Fusion, read_fusion
 from aptrank.serving.onnx_model import PREDICT_ROWS, OnnxModel, load_onnx
-from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, precompute_users
+from aptrank.serving.user_precompute import configured_max_bytes, precompute_users
 
 log = logging.getLogger("aptrank.serve")
 PROBABILITY_PREFIX = "p_"
@@ -45,7 +45,8 @@ class Scored:
 class Scorer:
     """A model, the features it was trained on, and the fusion weights; for an ONNX model whose
     graph marks its per-user tensors, the first that fits computed once per snapshot user
-    (:mod:`serving.user_precompute`; ``user_table_max_bytes``: the largest such table, 0 = never)."""
+    (:mod:`serving.user_precompute`; ``user_table_max_bytes``: the largest such table, 0 = never;
+    None: ``APTRANK_USER_TABLE_MAX_BYTES`` when set, else 16 GiB)."""
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class Scorer:
         features: CandidateFeatures,
         weights: Mapping[str, float] | None = None,
         weights_origin: str = "given",
-        user_table_max_bytes: int = USER_TABLE_MAX_BYTES,
+        user_table_max_bytes: int | None = None,
     ) -> None:
         if model.spec.hash != features.spec.hash:
             raise ModelLoadError(
@@ -66,7 +67,8 @@ class Scorer:
         self.fusion = Fusion.build(model.task_names, weights)
         self.weights_origin = weights_origin
         pool = isinstance(model, OnnxModel)  # another runner (the PyTorch bench baseline) takes whole arrays
-        self.user_part = precompute_users(model, features, user_table_max_bytes) if pool else None
+        bound = user_table_max_bytes if user_table_max_bytes is not None else configured_max_bytes()
+        self.user_part = precompute_users(model, features, bound) if pool else None
 
     @property
     def version(self) -> str:

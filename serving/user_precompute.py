@@ -42,6 +42,7 @@ of user-side input arrays a user). A tensor whose table would pass ``max_bytes``
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from onnx.utils import Extractor
 
 from aptrank.data.feature_sides import USER
 from aptrank.data.spec import INPUT_NAMES, OUTPUT_NAME, SEQUENCE_INPUTS
+from aptrank.errors import ConfigError
 from aptrank.serving.features import SELF_CHECK_ROWS, CandidateFeatures
 from aptrank.serving.onnx_model import PREDICT_ROWS, PROVIDERS, OnnxModel, run_in_calls, session_options
 
@@ -60,6 +62,10 @@ log = logging.getLogger("aptrank.serve")
 USER_TABLE_MAX_BYTES = 16 * 2**30
 """Largest per-user table a scorer builds (16 GiB: the demo PLE's first-layer part, 1,340 B a user, up to 12.8M
 users; its pooled histories, 128 B a user, up to 134M)."""
+USER_TABLE_MAX_BYTES_ENV = "APTRANK_USER_TABLE_MAX_BYTES"
+"""Environment variable that sets the bound for every scorer of the process (bytes; 0 = never build a
+per-user table): ``aptrank score``, each ``aptrank serve`` worker, the registered pyfunc under
+``mlflow models serve`` and the Spark UDF's executors all read it, where no flag could reach."""
 POOL_ROWS = 4096
 """Users per call of the user part when the table is built (the bits do not depend on it)."""
 REST_INPUTS = tuple(n for n in INPUT_NAMES if n not in SEQUENCE_INPUTS)
@@ -175,6 +181,25 @@ def _build(model: OnnxModel, features: CandidateFeatures, tensor: str, max_bytes
         "model %s: '%s' computed once for %d users (%.1f MiB)", model.version, tensor, len(users.keys), size / 2**20
     )
     return part
+
+
+def configured_max_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """The per-user table bound: :data:`USER_TABLE_MAX_BYTES_ENV` when set (a whole number of bytes,
+    0 = off), else :data:`USER_TABLE_MAX_BYTES`; anything else is refused naming the variable."""
+    raw = (os.environ if environ is None else environ).get(USER_TABLE_MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return USER_TABLE_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            USER_TABLE_MAX_BYTES_ENV,
+            f"expected a whole number of bytes (0 = no per-user table; default {USER_TABLE_MAX_BYTES}), got {raw!r}",
+            "environment",
+        )
+    return value
 
 
 def precompute_users(

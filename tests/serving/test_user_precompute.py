@@ -205,3 +205,25 @@ def test_the_next_tensor_or_the_whole_graph_otherwise(
     assert "running the whole graph for every candidate" in caplog.text
     for other in (histories, capped, Scorer(odd.model, odd.features, WEIGHTS)):
         _same_scores(scorer, other, candidates)
+
+
+def test_the_bound_is_read_from_the_environment_unless_given(
+    scorer: Scorer, candidates: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``APTRANK_USER_TABLE_MAX_BYTES`` reaches every scorer of the process (the pyfunc and Spark
+    executors too, which no flag reaches); an explicit ``user_table_max_bytes`` wins."""
+    from aptrank.errors import ConfigError
+    from aptrank.serving.user_precompute import USER_TABLE_MAX_BYTES, configured_max_bytes
+
+    assert configured_max_bytes({}) == USER_TABLE_MAX_BYTES == 16 * 2**30
+    assert configured_max_bytes({"APTRANK_USER_TABLE_MAX_BYTES": " 0 "}) == 0
+    assert configured_max_bytes({"APTRANK_USER_TABLE_MAX_BYTES": "4096"}) == 4096
+    for bad in ("4GiB", "-2", "1e9"):
+        with pytest.raises(ConfigError, match="APTRANK_USER_TABLE_MAX_BYTES: expected a whole number"):
+            configured_max_bytes({"APTRANK_USER_TABLE_MAX_BYTES": bad})
+    assert scorer.user_part is not None  # the default bound holds the tiny model's table
+    monkeypatch.setenv("APTRANK_USER_TABLE_MAX_BYTES", "1024")
+    capped = Scorer(scorer.model, scorer.features, WEIGHTS)
+    assert capped.user_part is None
+    _same_scores(capped, scorer, candidates)  # the whole graph: the same bits
+    assert Scorer(scorer.model, scorer.features, WEIGHTS, user_table_max_bytes=USER_TABLE_MAX_BYTES).user_part
