@@ -23,6 +23,7 @@ from aptrank.models.ple import PLEConfig
 from aptrank.pipeline import config_schema
 from aptrank.pipeline.config import JobConfig, build_config, load_config
 from aptrank.pipeline.experiment.grid import GridError
+from aptrank.pipeline.experiment.variants import merged
 from tests.tiny import CLI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,7 @@ def test_to_dict_keeps_what_the_file_says(path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
     d = load_config(path).to_dict()
     assert d["model"] == raw["model"] and d["mtl"] == raw["mtl"]
-    assert d["train"] == {**JobConfig().train.to_dict(), **raw["train"]}
+    assert d["train"] == merged(JobConfig().train.to_dict(), raw["train"])  # nested sections too (train.distill)
     assert list(d) == ["name", "seed", "data", "model", "train", "mtl", "tracking", "gate", "scoring"]
     assert load_config(None).to_dict()["model"] == {"arch": "mmoe"} and load_config(None).to_dict()["mtl"] == {}
     assert build_config(d, "run config").to_dict() == d  # a logged config (MLflow config.yaml) reads back to itself

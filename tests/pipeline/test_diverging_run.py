@@ -17,9 +17,10 @@ from tests.tiny import CLI, TINY_DEMO
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 """The demo job: MGDA + AdamW + APT momentum; at ``lr: 1e6`` its shared gradient overflows within steps."""
-SMALL = [*TINY_DEMO, "mtl.method=mgda", "train.max_steps_per_epoch=10", "model.dropout=0"]
-"""Without the demo's dropout (0.1): with it, this tiny model's ReLUs die at ``lr: 1e6`` before the
-gradient overflows (the run ends finite, every AUC 0.5), and the non-finite path is what is tested."""
+SMALL = [*TINY_DEMO, "mtl.method=mgda", "train.max_steps_per_epoch=10", "model.dropout=0", "train.distill.weight=0"]
+"""Without the demo's dropout (0.1) and soft labels (``train.distill``): with either, this tiny model's
+ReLUs die at ``lr: 1e6`` before the gradient overflows (the run ends finite, every AUC 0.5), and the
+non-finite path is what is tested."""
 
 
 def cli(args: list[str], overrides: list[str]) -> tuple[int, list[str], dict]:
