@@ -107,20 +107,22 @@ def out_of_fold(
     x_valid = feature_matrix(valid, spec, params.max_categories)
     folds = fold_ids(train.height, cfg.folds, seed)
     common = {"feature_name": x_train.names, "categorical_feature": x_train.categorical, "free_raw_data": False}
-    probs = np.zeros((train.height, len(spec.task_names)))
+    tasks = list(spec.task_names)
+    probs = np.zeros((train.height, len(tasks)))
     scores: dict[str, float] = {}
-    rounds: dict[str, list[int]] = {}
-    bar = tqdm(total=len(spec.task_names) * cfg.folds, desc="distill teacher", unit="booster", disable=not progress)
-    for k, task in enumerate(spec.task_names):
-        y = train[f"label_{task}"].to_numpy().astype(np.float64)
-        y_valid = valid[f"label_{task}"].to_numpy().astype(np.float64)
-        rounds[task] = []
-        for fold in range(cfg.folds):
-            fit, held = folds != fold, folds == fold
-            d_fit = lgb.Dataset(x_train.values[fit], y[fit], **common)
-            d_valid = lgb.Dataset(x_valid.values, y_valid, reference=d_fit, **common)
+    rounds: dict[str, list[int]] = {t: [] for t in tasks}
+    bar = tqdm(total=len(tasks) * cfg.folds, desc="distill teacher", unit="booster", disable=not progress)
+    labels = {t: (_label(train, t), _label(valid, t)) for t in tasks}  # (train, valid) per task
+    for fold in range(cfg.folds):  # one binned dataset per fold, its labels swapped per task
+        fit, held = folds != fold, folds == fold
+        booster_cfg = booster_params(params, seed + fold)
+        d_fit = lgb.Dataset(x_train.values[fit], labels[tasks[0]][0][fit], params=booster_cfg, **common).construct()
+        d_valid = lgb.Dataset(x_valid.values, labels[tasks[0]][1], reference=d_fit, **common).construct()
+        for k, task in enumerate(tasks):
+            d_fit.set_label(labels[task][0][fit])
+            d_valid.set_label(labels[task][1])
             booster = lgb.train(
-                booster_params(params, seed + fold),
+                booster_cfg,
                 d_fit,
                 num_boost_round=params.num_rounds,
                 valid_sets=[d_valid],
@@ -130,9 +132,14 @@ def out_of_fold(
             probs[held, k] = booster.predict(x_train.values[held], num_iteration=best)
             rounds[task].append(best)
             bar.update()
-        scores[task] = float(auc(y, probs[:, k]))
+    for k, task in enumerate(tasks):
+        scores[task] = float(auc(labels[task][0], probs[:, k]))
     bar.close()
     return Teacher(probs, scores, rounds)
+
+
+def _label(frame: pl.DataFrame, task: str) -> np.ndarray:
+    return frame[f"label_{task}"].to_numpy().astype(np.float64)
 
 
 def _manifest_key(features: Path, cfg: DistillConfig, seed: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from aptrank.pipeline import checkpoint
 from aptrank.pipeline.config import ConfigError, JobConfig, load_config
 from aptrank.pipeline.trainer import NonFiniteLossError, TrainCallbacks, Trainer
-from tests.tiny import CLI
+from tests.tiny import CHEAP_TEACHER, CLI
 
 TINY = [
     "model.arch=mmoe",
@@ -112,9 +112,8 @@ def test_config_is_validated_when_it_loads() -> None:
 
 
 def test_mmoe_beats_popularity_on_kuairand(etl_dir: Path, tmp_path: Path) -> None:
-    cfg = load_config(
-        Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", ["train.epochs=1", "train.threads=2"]
-    )
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    cfg = load_config(demo, ["train.epochs=1", "train.threads=2", *CHEAP_TEACHER])
     result = Trainer(cfg, etl_dir, tmp_path / "demo", progress=False).fit()
     test = result.evaluation["test"]
     for task in ("click", "like", "finish"):
