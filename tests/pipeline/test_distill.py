@@ -83,11 +83,9 @@ def test_teacher_probabilities_are_out_of_fold(etl_dir: Path) -> None:
     x = feature_matrix(train, spec)
     y = train["label_click"].to_numpy().astype(np.float64)
     rounds = max(teacher.rounds["click"])
-    whole = lgb.train(
-        booster_params(MEMORISING, 0),
-        lgb.Dataset(x.values, y, feature_name=x.names, categorical_feature=x.categorical),
-        num_boost_round=rounds,
-    )
+    params = booster_params(MEMORISING, 0)
+    data = lgb.Dataset(x.values, y, params=params, feature_name=x.names, categorical_feature=x.categorical)
+    whole = lgb.train(params, data, num_boost_round=rounds)
     in_sample = auc(y, whole.predict(x.values))
     assert 0.6 < teacher.auc["click"] < in_sample - 0.05, (teacher.auc, in_sample)
     assert teacher.auc["click"] == pytest.approx(auc(y, teacher.probabilities[:, 0]))
