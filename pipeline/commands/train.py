@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
                 )
             )
         from aptrank.data.etl.staged import GateFailedOutputError, require_passed
+        from aptrank.data.spec import SpecError
         from aptrank.pipeline.checkpoint import CheckpointError
         from aptrank.pipeline.trainer import NonFiniteLossError
         from aptrank.pipeline.training import tracked_training
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
             _fail(1, f"training diverged: {e}", out)
         except ConfigError as e:  # a rule that needs the FeatureSpec (tasks naming an unknown task)
             _fail(2, f"{cfg.source_file}: {e}", out)
-        except (FileNotFoundError, CheckpointError, GateFailedOutputError) as e:
+        except (FileNotFoundError, CheckpointError, GateFailedOutputError, SpecError) as e:  # SpecError: no ETL output
             _fail(2, str(e), out)
         if int(os.environ.get("RANK", "0")) != 0:
             return

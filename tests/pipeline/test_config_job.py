@@ -204,6 +204,14 @@ def test_cli_refuses_a_bad_config_with_one_line_and_exit_2(tmp_path: Path) -> No
     assert done.stderr.strip().splitlines() == [f"error: {path}: train.patience: expected an integer, got 'two'"]
 
 
+def test_train_on_a_folder_without_an_etl_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no-etl-here"
+    command = [*CLI, "train", "--features", str(missing), "--run-dir", str(tmp_path / "run"), "--no-track"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {missing}: FeatureSpec file not found"]
+
+
 def test_every_config_model_forbids_unknown_keys_and_is_frozen() -> None:
     def subclasses(cls: type) -> list[type]:
         return [c for s in cls.__subclasses__() for c in (s, *subclasses(s))]
